@@ -1,0 +1,208 @@
+//! Configuration: the TOML file, its validation, and the typed [`Config`] the gateway runs on.
+//!
+//! Loading is two steps, as in sozu and rpxy: [`file`] mirrors the file with
+//! `deny_unknown_fields`, then [`validate`] checks every rule and builds [`Config`]. Each error
+//! names the file, the line where it is known, the key and what was expected, because the person
+//! reading it is an admin with the file open in an editor.
+
+mod file;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use validate::parse_str;
+
+/// Default path for pagegate's own endpoints.
+pub const DEFAULT_PREFIX: &str = "/_pagegate";
+
+/// A configuration that passed every check.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the database and generated secrets live (absolute, or relative to the working dir).
+    pub data_dir: PathBuf,
+    /// Listeners and gateway-wide settings.
+    pub server: ServerConfig,
+    /// The sites, in file order; routing refers to them by index.
+    pub sites: Vec<SiteConfig>,
+}
+
+/// `[server]`, validated.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Plain HTTP listener.
+    pub listen: Option<SocketAddr>,
+    /// HTTPS listener.
+    pub tls_listen: Option<SocketAddr>,
+    /// Path prefix of pagegate's own endpoints, starting with `/`, no trailing `/`.
+    pub prefix: String,
+    /// Front proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Bound on how long in-flight requests may finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Bound on receiving a request's headers, and on a keep-alive connection's idle time.
+    pub header_read_timeout: Duration,
+    /// Bound on a TLS handshake.
+    pub tls_handshake_timeout: Duration,
+}
+
+/// One `[[site]]`, validated.
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    /// Name used in logs.
+    pub name: String,
+    /// Human title.
+    pub title: String,
+    /// Which Host values select this site.
+    pub hosts: Vec<HostPattern>,
+    /// Where requests go.
+    pub upstream: UpstreamConfig,
+    /// Certificate for this site's hosts, if it is served over TLS.
+    pub tls: Option<TlsFiles>,
+    /// The site's public base URL, used for links in mail.
+    pub public_url: Option<String>,
+    /// Protected pages.
+    pub pages: Vec<PageConfig>,
+}
+
+/// How a site's upstream is reached.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    /// `host[:port]` of the upstream.
+    pub authority: http::uri::Authority,
+    /// Extra CA certificates (PEM) for an https upstream.
+    pub ca_file: Option<PathBuf>,
+    /// Use HTTP/2 with prior knowledge on a plain upstream.
+    pub http2: bool,
+    /// Forward the client's Host header rather than the upstream authority.
+    pub preserve_host: bool,
+    /// Bound on connecting.
+    pub connect_timeout: Duration,
+    /// Bound on waiting for response headers.
+    pub response_timeout: Duration,
+}
+
+/// Certificate and key files of a site.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM chain.
+    pub cert: PathBuf,
+    /// PEM key.
+    pub key: PathBuf,
+}
+
+/// A Host pattern from `hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// A lower-cased name or address literal, e.g. `example.com`, `127.0.0.1`, `[::1]`.
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com` (stored as `.example.com`).
+    Suffix(String),
+    /// `*`: any host not claimed by another site.
+    Any,
+}
+
+/// One `[[site.page]]`, validated.
+#[derive(Debug, Clone)]
+pub struct PageConfig {
+    /// Unique identifier.
+    pub id: String,
+    /// Human title.
+    pub title: String,
+    /// Path prefixes, each starting with `/`.
+    pub paths: Vec<String>,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read the configuration: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a key of the wrong type or an unknown key.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which includes line, column and the offending text.
+        message: String,
+    },
+    /// A value is present but not acceptable.
+    #[error("{path}{}: `{key}`: {problem}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the value, where known.
+        line: Option<usize>,
+        /// Dotted key, e.g. `site[0].upstream`.
+        key: String,
+        /// What is wrong and what is expected.
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    /// The key the error is about, where there is one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// Reads and validates a configuration file. Relative paths inside it are taken from the file's
+/// own directory, so a config works the same whatever the working directory is.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    parse_str(&text, path, base)
+}
+
+impl SiteConfig {
+    /// The page with this id, if the site has it.
+    pub fn page(&self, id: &str) -> Option<&PageConfig> {
+        self.pages.iter().find(|p| p.id == id)
+    }
+}
+
+impl TlsFiles {
+    /// Reads the PEM chain and key. The error says which file is wrong and why, for both config
+    /// validation and certificate (re)loading at start.
+    pub fn load(
+        &self,
+    ) -> Result<
+        (
+            Vec<rustls_pki_types::CertificateDer<'static>>,
+            rustls_pki_types::PrivateKeyDer<'static>,
+        ),
+        String,
+    > {
+        use rustls_pki_types::pem::PemObject;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(&self.cert)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{}: not a PEM certificate chain: {e}", self.cert.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: holds no PEM certificate", self.cert.display()));
+        }
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&self.key)
+            .map_err(|e| format!("{}: not a PEM private key: {e}", self.key.display()))?;
+        Ok((certs, key))
+    }
+}

@@ -1,0 +1,779 @@
+//! Every configuration rule, from the file structs to [`Config`].
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::file::{FileConfig, FilePage, FileServer, FileSite};
+use super::{
+    Config, ConfigError, DEFAULT_PREFIX, HostPattern, PageConfig, ServerConfig, SiteConfig,
+    TlsFiles, UpstreamConfig,
+};
+
+/// Parses and validates configuration text. `origin` names the file in errors; `base` is the
+/// directory relative paths are taken from.
+pub fn parse_str(
+    text: &str,
+    origin: &Path,
+    base: &Path,
+) -> std::result::Result<Config, ConfigError> {
+    let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: origin.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    let ctx = Ctx { text, origin, base };
+    ctx.config(file)
+}
+
+struct Ctx<'a> {
+    text: &'a str,
+    origin: &'a Path,
+    base: &'a Path,
+}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+impl Ctx<'_> {
+    fn invalid(
+        &self,
+        key: &str,
+        span: Option<Range<usize>>,
+        problem: impl Into<String>,
+    ) -> ConfigError {
+        let line = span.map(|s| {
+            let end = s.start.min(self.text.len());
+            self.text.as_bytes()[..end]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
+        });
+        ConfigError::Invalid {
+            path: self.origin.to_path_buf(),
+            line,
+            key: key.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    fn path(&self, raw: &str) -> PathBuf {
+        let p = Path::new(raw);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn existing_file(&self, key: &str, value: &Spanned<String>) -> Result<PathBuf> {
+        let path = self.path(value.get_ref());
+        if !path.is_file() {
+            return Err(self.invalid(
+                key,
+                Some(value.span()),
+                format!(
+                    "expected a readable file, but {} does not exist",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(path)
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        match humantime::parse_duration(value.get_ref().trim()) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            Ok(_) => Err(self.invalid(key, Some(value.span()), "expected a duration above zero")),
+            Err(_) => Err(self.invalid(
+                key,
+                Some(value.span()),
+                format!(
+                    "expected a duration such as \"30s\" or \"5m\", got {:?}",
+                    value.get_ref()
+                ),
+            )),
+        }
+    }
+
+    fn config(&self, file: FileConfig) -> Result<Config> {
+        let data_dir = match &file.data_dir {
+            Some(d) if d.get_ref().trim().is_empty() => {
+                return Err(self.invalid("data_dir", Some(d.span()), "expected a directory path"));
+            }
+            Some(d) => self.path(d.get_ref()),
+            None => self.path("data"),
+        };
+        let Some(server) = &file.server else {
+            return Err(self.invalid(
+                "server",
+                None,
+                "missing [server] table: at least `listen` or `tls_listen` is required",
+            ));
+        };
+        let mut server_config = self.server(server)?;
+        if file.site.is_empty() {
+            return Err(self.invalid("site", None, "expected at least one [[site]] block"));
+        }
+        let mut sites = Vec::with_capacity(file.site.len());
+        for (i, site) in file.site.iter().enumerate() {
+            sites.push(self.site(i, site, server_config.tls_listen.is_some())?);
+        }
+        self.check_unique_hosts(&file.site, &sites)?;
+        self.check_unique_pages(&file.site, &sites)?;
+        if let Some(tls_listen) = &server.get_ref().tls_listen {
+            if sites.iter().all(|s| s.tls.is_none()) {
+                return Err(self.invalid(
+                    "server.tls_listen",
+                    Some(tls_listen.span()),
+                    "no [[site]] has `tls`: give at least one site a certificate, or remove tls_listen",
+                ));
+            }
+        }
+        server_config.trusted_proxies.sort();
+        Ok(Config {
+            data_dir,
+            server: server_config,
+            sites,
+        })
+    }
+
+    fn server(&self, server: &Spanned<FileServer>) -> Result<ServerConfig> {
+        let s = server.get_ref();
+        let listen = s
+            .listen
+            .as_ref()
+            .map(|v| self.socket_addr("server.listen", v))
+            .transpose()?;
+        let tls_listen = s
+            .tls_listen
+            .as_ref()
+            .map(|v| self.socket_addr("server.tls_listen", v))
+            .transpose()?;
+        if listen.is_none() && tls_listen.is_none() {
+            return Err(self.invalid(
+                "server.listen",
+                Some(server.span()),
+                "at least one of `listen` or `tls_listen` is required",
+            ));
+        }
+        if listen.is_some() && listen == tls_listen {
+            return Err(self.invalid(
+                "server.tls_listen",
+                s.tls_listen.as_ref().map(|v| v.span()),
+                "must differ from `listen`",
+            ));
+        }
+        let prefix = match &s.prefix {
+            Some(p) => self.prefix(p)?,
+            None => DEFAULT_PREFIX.to_string(),
+        };
+        let mut trusted_proxies = Vec::with_capacity(s.trusted_proxies.len());
+        for (i, raw) in s.trusted_proxies.iter().enumerate() {
+            let text = raw.get_ref().trim();
+            let net = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    self.invalid(
+                        &format!("server.trusted_proxies[{i}]"),
+                        Some(raw.span()),
+                        format!("expected an IP address or CIDR such as 10.0.0.0/8, got {text:?}"),
+                    )
+                })?;
+            trusted_proxies.push(net);
+        }
+        Ok(ServerConfig {
+            listen,
+            tls_listen,
+            prefix,
+            trusted_proxies,
+            shutdown_grace: self.duration(
+                "server.shutdown_grace",
+                s.shutdown_grace.as_ref(),
+                Duration::from_secs(30),
+            )?,
+            header_read_timeout: self.duration(
+                "server.header_read_timeout",
+                s.header_read_timeout.as_ref(),
+                Duration::from_secs(30),
+            )?,
+            tls_handshake_timeout: self.duration(
+                "server.tls_handshake_timeout",
+                s.tls_handshake_timeout.as_ref(),
+                Duration::from_secs(10),
+            )?,
+        })
+    }
+
+    fn socket_addr(&self, key: &str, value: &Spanned<String>) -> Result<SocketAddr> {
+        value.get_ref().trim().parse().map_err(|_| {
+            self.invalid(
+                key,
+                Some(value.span()),
+                format!(
+                    "expected an IP address and port such as \"127.0.0.1:8080\" or \"[::]:443\", got {:?}",
+                    value.get_ref()
+                ),
+            )
+        })
+    }
+
+    fn prefix(&self, value: &Spanned<String>) -> Result<String> {
+        let p = value.get_ref().trim();
+        let ok = p.len() > 1
+            && p.starts_with('/')
+            && !p.ends_with('/')
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b))
+            && p[1..]
+                .split('/')
+                .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+        if !ok {
+            return Err(self.invalid(
+                "server.prefix",
+                Some(value.span()),
+                format!(
+                    "expected a path such as \"/_pagegate\": starting with '/', no trailing '/', \
+                     letters, digits and -._~ only, got {p:?}"
+                ),
+            ));
+        }
+        Ok(p.to_string())
+    }
+
+    fn site(&self, i: usize, site: &Spanned<FileSite>, tls_listen: bool) -> Result<SiteConfig> {
+        let key = |k: &str| format!("site[{i}].{k}");
+        let s = site.get_ref();
+        let Some(hosts_raw) = &s.hosts else {
+            return Err(self.invalid(
+                &key("hosts"),
+                Some(site.span()),
+                "expected a list of host names",
+            ));
+        };
+        if hosts_raw.get_ref().is_empty() {
+            return Err(self.invalid(
+                &key("hosts"),
+                Some(hosts_raw.span()),
+                "expected at least one host name",
+            ));
+        }
+        let mut hosts = Vec::new();
+        for (j, h) in hosts_raw.get_ref().iter().enumerate() {
+            let pattern = parse_host_pattern(h.get_ref()).ok_or_else(|| {
+                self.invalid(
+                    &key(&format!("hosts[{j}]")),
+                    Some(h.span()),
+                    format!(
+                        "expected a host name without port (\"example.com\"), \"*.example.com\", \
+                         an IP address, or \"*\", got {:?}",
+                        h.get_ref()
+                    ),
+                )
+            })?;
+            hosts.push(pattern);
+        }
+        let upstream = self.upstream(i, s)?;
+        let tls = match &s.tls {
+            Some(t) => {
+                if !tls_listen {
+                    return Err(self.invalid(
+                        &key("tls"),
+                        Some(t.span()),
+                        "the site has a certificate but `server.tls_listen` is not set",
+                    ));
+                }
+                let files = TlsFiles {
+                    cert: self.existing_file(&key("tls.cert"), &t.get_ref().cert)?,
+                    key: self.existing_file(&key("tls.key"), &t.get_ref().key)?,
+                };
+                if let Err(problem) = files.load() {
+                    return Err(self.invalid(&key("tls"), Some(t.span()), problem));
+                }
+                Some(files)
+            }
+            None => None,
+        };
+        let public_url = match &s.public_url {
+            Some(u) => Some(self.public_url(&key("public_url"), u)?),
+            None => None,
+        };
+        let mut pages = Vec::with_capacity(s.page.len());
+        for (j, page) in s.page.iter().enumerate() {
+            pages.push(self.page(&format!("site[{i}].page[{j}]"), page)?);
+        }
+        let name = match &s.name {
+            Some(n) if !n.get_ref().trim().is_empty() => n.get_ref().trim().to_string(),
+            _ => hosts_raw.get_ref()[0].get_ref().trim().to_ascii_lowercase(),
+        };
+        Ok(SiteConfig {
+            title: s.title.clone().unwrap_or_else(|| name.clone()),
+            name,
+            hosts,
+            upstream,
+            tls,
+            public_url,
+            pages,
+        })
+    }
+
+    fn upstream(&self, i: usize, s: &FileSite) -> Result<UpstreamConfig> {
+        let key = format!("site[{i}].upstream");
+        let Some(raw) = &s.upstream else {
+            return Err(self.invalid(
+                &key,
+                None,
+                "expected the upstream URL, e.g. \"http://127.0.0.1:8000\"",
+            ));
+        };
+        let bad = |why: &str| {
+            self.invalid(
+                &key,
+                Some(raw.span()),
+                format!(
+                    "expected \"http://host:port\" or \"https://host:port\" ({why}), got {:?}",
+                    raw.get_ref()
+                ),
+            )
+        };
+        let uri: http::Uri = raw.get_ref().trim().parse().map_err(|_| bad("not a URL"))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| bad("no scheme"))?;
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err(bad("the scheme must be http or https"));
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
+        if authority.host().is_empty() || authority.as_str().contains('@') {
+            return Err(bad("the host is empty or has user info"));
+        }
+        if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+            return Err(bad(
+                "a path or query is not supported; requests keep their own path",
+            ));
+        }
+        let ca_file = match &s.upstream_ca {
+            Some(ca) => {
+                if scheme != http::uri::Scheme::HTTPS {
+                    return Err(self.invalid(
+                        &format!("site[{i}].upstream_ca"),
+                        Some(ca.span()),
+                        "only meaningful with an https:// upstream",
+                    ));
+                }
+                Some(self.existing_file(&format!("site[{i}].upstream_ca"), ca)?)
+            }
+            None => None,
+        };
+        Ok(UpstreamConfig {
+            scheme,
+            authority,
+            ca_file,
+            http2: s.upstream_http2,
+            preserve_host: s.preserve_host.unwrap_or(true),
+            connect_timeout: self.duration(
+                &format!("site[{i}].connect_timeout"),
+                s.connect_timeout.as_ref(),
+                Duration::from_secs(5),
+            )?,
+            response_timeout: self.duration(
+                &format!("site[{i}].response_timeout"),
+                s.response_timeout.as_ref(),
+                Duration::from_secs(60),
+            )?,
+        })
+    }
+
+    fn public_url(&self, key: &str, raw: &Spanned<String>) -> Result<String> {
+        let text = raw.get_ref().trim().trim_end_matches('/');
+        let ok = text
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.authority()
+                        .is_some_and(|a| !a.host().is_empty() && !a.as_str().contains('@'))
+                    && (u.path().is_empty() || u.path() == "/")
+                    && u.query().is_none()
+            })
+            .is_some();
+        if !ok {
+            return Err(self.invalid(
+                key,
+                Some(raw.span()),
+                format!(
+                    "expected a base URL such as \"https://course.example.com\", got {:?}",
+                    raw.get_ref()
+                ),
+            ));
+        }
+        Ok(text.to_string())
+    }
+
+    fn page(&self, key: &str, page: &Spanned<FilePage>) -> Result<PageConfig> {
+        let p = page.get_ref();
+        let Some(id) = &p.id else {
+            return Err(self.invalid(
+                &format!("{key}.id"),
+                Some(page.span()),
+                "expected a page id",
+            ));
+        };
+        let id_text = id.get_ref().trim();
+        let id_ok = !id_text.is_empty()
+            && id_text.len() <= 64
+            && id_text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !id_ok {
+            return Err(self.invalid(
+                &format!("{key}.id"),
+                Some(id.span()),
+                format!("expected 1-64 characters of a-z, 0-9, '-' or '_', got {id_text:?}"),
+            ));
+        }
+        let Some(paths_raw) = &p.paths else {
+            return Err(self.invalid(
+                &format!("{key}.paths"),
+                Some(page.span()),
+                "expected a list of paths",
+            ));
+        };
+        if paths_raw.get_ref().is_empty() {
+            return Err(self.invalid(
+                &format!("{key}.paths"),
+                Some(paths_raw.span()),
+                "expected at least one path",
+            ));
+        }
+        let mut paths = Vec::new();
+        for (j, raw) in paths_raw.get_ref().iter().enumerate() {
+            let path = raw.get_ref().trim();
+            if !is_clean_path(path) {
+                return Err(self.invalid(
+                    &format!("{key}.paths[{j}]"),
+                    Some(raw.span()),
+                    format!(
+                        "expected a plain absolute path such as \"/course/\" (no '..', '.', '//', \
+                         '%', '\\\\', '?', '#' or control characters), got {path:?}"
+                    ),
+                ));
+            }
+            paths.push(path.to_string());
+        }
+        Ok(PageConfig {
+            id: id_text.to_string(),
+            title: p.title.clone().unwrap_or_else(|| id_text.to_string()),
+            paths,
+        })
+    }
+
+    fn check_unique_hosts(&self, raw: &[Spanned<FileSite>], sites: &[SiteConfig]) -> Result<()> {
+        let mut seen: HashMap<&HostPattern, usize> = HashMap::new();
+        for (i, site) in sites.iter().enumerate() {
+            for (j, host) in site.hosts.iter().enumerate() {
+                if let Some(first) = seen.insert(host, i) {
+                    let span = raw[i]
+                        .get_ref()
+                        .hosts
+                        .as_ref()
+                        .map(|h| h.get_ref()[j].span());
+                    return Err(self.invalid(
+                        &format!("site[{i}].hosts[{j}]"),
+                        span,
+                        format!("host {} is already claimed by site[{first}]; each host belongs to one site", host),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_unique_pages(&self, raw: &[Spanned<FileSite>], sites: &[SiteConfig]) -> Result<()> {
+        let mut seen = HashSet::new();
+        for (i, site) in sites.iter().enumerate() {
+            for (j, page) in site.pages.iter().enumerate() {
+                if !seen.insert(page.id.as_str()) {
+                    let span = raw[i].get_ref().page[j]
+                        .get_ref()
+                        .id
+                        .as_ref()
+                        .map(|s| s.span());
+                    return Err(self.invalid(
+                        &format!("site[{i}].page[{j}].id"),
+                        span,
+                        format!(
+                            "page id {:?} is used twice; page ids are unique across the gateway",
+                            page.id
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => write!(f, "{h:?}"),
+            HostPattern::Suffix(s) => write!(f, "\"*{s}\""),
+            HostPattern::Any => f.write_str("\"*\""),
+        }
+    }
+}
+
+/// A host pattern as written in `hosts`, or `None` when it is not one.
+fn parse_host_pattern(raw: &str) -> Option<HostPattern> {
+    let lower = raw.trim().to_ascii_lowercase();
+    if lower.starts_with("*.") && lower.len() <= 2 {
+        return None;
+    }
+    let h = lower.strip_suffix('.').unwrap_or(&lower).to_string();
+    if h == "*" {
+        return Some(HostPattern::Any);
+    }
+    if let Some(rest) = h.strip_prefix("*.") {
+        return is_dns_name(rest).then(|| HostPattern::Suffix(format!(".{rest}")));
+    }
+    if let Some(inner) = h.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        return inner
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|_| HostPattern::Exact(h.clone()));
+    }
+    if let Ok(v6) = h.parse::<std::net::Ipv6Addr>() {
+        return Some(HostPattern::Exact(format!("[{v6}]")));
+    }
+    is_dns_name(&h).then_some(HostPattern::Exact(h))
+}
+
+fn is_dns_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// A page path an admin writes: absolute, already decoded and free of anything a normaliser
+/// would change, so that matching it against normalised request paths is exact.
+fn is_clean_path(p: &str) -> bool {
+    p.starts_with('/')
+        && !p
+            .bytes()
+            .any(|b| b.is_ascii_control() || b"%\\?#".contains(&b) || b == b' ')
+        && !p.contains("//")
+        && p.split('/').all(|seg| seg != "." && seg != "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> std::result::Result<Config, ConfigError> {
+        parse_str(
+            text,
+            Path::new("gateway.toml"),
+            Path::new("/nonexistent-base"),
+        )
+    }
+
+    const MINIMAL: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[[site]]
+hosts = ["localhost"]
+upstream = "http://127.0.0.1:8000"
+"#;
+
+    fn invalid_key(text: &str) -> String {
+        match parse(text) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an Invalid error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.server.prefix, "/_pagegate");
+        assert_eq!(c.sites[0].name, "localhost");
+        assert_eq!(c.sites[0].upstream.connect_timeout, Duration::from_secs(5));
+        assert!(c.sites[0].upstream.preserve_host);
+        assert_eq!(c.data_dir, Path::new("/nonexistent-base/data"));
+    }
+
+    #[test]
+    fn unknown_key_is_a_syntax_error_naming_the_key_and_line() {
+        let err = parse(&MINIMAL.replace("listen =", "lisen =")).expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains("lisen"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn bad_listen_address_names_key_and_line() {
+        let err = parse(&MINIMAL.replace("127.0.0.1:8080", "localhost")).expect_err("bad addr");
+        let msg = err.to_string();
+        assert!(msg.starts_with("gateway.toml:3: `server.listen`"), "{msg}");
+        assert!(msg.contains("IP address and port"), "{msg}");
+    }
+
+    #[test]
+    fn missing_listeners_are_refused() {
+        assert_eq!(
+            invalid_key("[server]\n[[site]]\nhosts=[\"a\"]\nupstream=\"http://a\"\n"),
+            "server.listen"
+        );
+        assert_eq!(
+            invalid_key("[[site]]\nhosts=[\"a\"]\nupstream=\"http://a\"\n"),
+            "server"
+        );
+    }
+
+    #[test]
+    fn duplicate_host_across_sites_is_refused() {
+        let text = format!(
+            "{MINIMAL}\n[[site]]\nhosts = [\"LOCALHOST.\"]\nupstream = \"http://127.0.0.1:9000\"\n"
+        );
+        let err = parse(&text).expect_err("dup");
+        assert_eq!(err.key(), Some("site[1].hosts[0]"));
+        assert!(
+            err.to_string().contains("already claimed by site[0]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn upstream_rules() {
+        for bad in [
+            "ftp://a",
+            "127.0.0.1:8000",
+            "http://a/app",
+            "http://a/?x=1",
+            "http://user@a",
+        ] {
+            let text = MINIMAL.replace("http://127.0.0.1:8000", bad);
+            assert_eq!(invalid_key(&text), "site[0].upstream", "{bad}");
+        }
+        let text = MINIMAL.replace("upstream = \"http://127.0.0.1:8000\"", "");
+        assert_eq!(invalid_key(&text), "site[0].upstream");
+    }
+
+    #[test]
+    fn host_patterns() {
+        assert_eq!(
+            parse_host_pattern("Example.COM."),
+            Some(HostPattern::Exact("example.com".into()))
+        );
+        assert_eq!(
+            parse_host_pattern("*.example.com"),
+            Some(HostPattern::Suffix(".example.com".into()))
+        );
+        assert_eq!(parse_host_pattern("*"), Some(HostPattern::Any));
+        assert_eq!(
+            parse_host_pattern("::1"),
+            Some(HostPattern::Exact("[::1]".into()))
+        );
+        assert_eq!(
+            parse_host_pattern("[::1]"),
+            Some(HostPattern::Exact("[::1]".into()))
+        );
+        for bad in [
+            "example.com:80",
+            "a b",
+            "",
+            "*.",
+            "-a.com",
+            "a..b",
+            "http://a",
+        ] {
+            assert_eq!(parse_host_pattern(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn missing_certificate_file_names_the_key() {
+        let text = MINIMAL.replace(
+            "listen = \"127.0.0.1:8080\"",
+            "tls_listen = \"127.0.0.1:8443\"",
+        ) + "tls = { cert = \"missing.pem\", key = \"missing.key\" }\n";
+        let err = parse(&text).expect_err("missing cert");
+        assert_eq!(err.key(), Some("site[0].tls.cert"));
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn tls_listen_needs_a_certificate() {
+        let text = MINIMAL.replace("[server]", "[server]\ntls_listen = \"127.0.0.1:8443\"");
+        assert_eq!(invalid_key(&text), "server.tls_listen");
+    }
+
+    #[test]
+    fn prefix_rules() {
+        for bad in ["/", "x", "/a/", "/a/../b", "/a b", "/a//b", "/%41"] {
+            let text = MINIMAL.replace("[server]", &format!("[server]\nprefix = {bad:?}"));
+            assert_eq!(invalid_key(&text), "server.prefix", "{bad}");
+        }
+    }
+
+    #[test]
+    fn page_rules() {
+        let page = |id: &str, path: &str| {
+            format!("{MINIMAL}\n[[site.page]]\nid = {id:?}\npaths = [{path:?}]\n")
+        };
+        assert!(parse(&page("course", "/course/")).is_ok());
+        assert_eq!(
+            invalid_key(&page("Course!", "/course/")),
+            "site[0].page[0].id"
+        );
+        for bad in ["course", "/a/../b", "/a//b", "/a%2fb", "/a\\b", "/a?x"] {
+            assert_eq!(
+                invalid_key(&page("course", bad)),
+                "site[0].page[0].paths[0]",
+                "{bad}"
+            );
+        }
+        let twice = format!(
+            "{}\n[[site.page]]\nid = \"course\"\npaths = [\"/b/\"]\n",
+            page("course", "/a/")
+        );
+        assert_eq!(invalid_key(&twice), "site[0].page[1].id");
+    }
+
+    #[test]
+    fn durations_and_trusted_proxies() {
+        let text = MINIMAL.replace("[server]", "[server]\nshutdown_grace = \"soon\"");
+        assert_eq!(invalid_key(&text), "server.shutdown_grace");
+        let text = MINIMAL.replace(
+            "[server]",
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"nope\"]",
+        );
+        assert_eq!(invalid_key(&text), "server.trusted_proxies[2]");
+        let text = MINIMAL.replace(
+            "[server]",
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]",
+        );
+        assert_eq!(parse(&text).expect("valid").server.trusted_proxies.len(), 2);
+    }
+}

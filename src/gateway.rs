@@ -1,0 +1,283 @@
+//! The request's journey: edge checks → pagegate's own endpoints → site by host → upstream.
+//!
+//! [`Gateway::handle`] only logs and turns errors into pages; [`Gateway::route`] holds the logic
+//! and returns `Result` so each step can bail out with `?`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use ipnet::IpNet;
+
+use crate::body::{self, Body};
+use crate::config::Config;
+use crate::error::HttpError;
+use crate::proxy::{Forwarding, Upstream};
+use crate::routing::{Router, SiteId, normalize_host};
+use crate::ui;
+
+/// What the server knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionInfo {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The site chosen by the TLS server name, if the client sent one that matched.
+    pub sni_site: Option<SiteId>,
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct Gateway {
+    router: Arc<Router>,
+    sites: Vec<SiteRuntime>,
+    prefix: String,
+    healthz: String,
+    trusted_proxies: Vec<IpNet>,
+}
+
+struct SiteRuntime {
+    name: String,
+    upstream: Upstream,
+}
+
+impl Gateway {
+    /// Builds the routing table and one upstream client per site.
+    pub fn new(config: &Config) -> Result<Gateway, String> {
+        let mut sites = Vec::with_capacity(config.sites.len());
+        for site in &config.sites {
+            let upstream =
+                Upstream::new(&site.upstream).map_err(|e| format!("site {}: {e}", site.name))?;
+            sites.push(SiteRuntime {
+                name: site.name.clone(),
+                upstream,
+            });
+        }
+        Ok(Gateway {
+            router: Arc::new(Router::new(config)),
+            sites,
+            prefix: config.server.prefix.clone(),
+            healthz: format!("{}/healthz", config.server.prefix),
+            trusted_proxies: config.server.trusted_proxies.clone(),
+        })
+    }
+
+    /// Host routing, shared with the TLS certificate resolver.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Answers one request; never fails, errors become pages.
+    pub async fn handle(&self, req: Request<Incoming>, conn: ConnectionInfo) -> Response<Body> {
+        let method = req.method().clone();
+        let path_for_log = req.uri().path().to_owned();
+        match self.route(req, conn).await {
+            Ok(response) => response,
+            Err(err) => {
+                if err.is_server_side() {
+                    tracing::warn!(peer = %conn.peer, %method, path = %path_for_log, error = %err, "request failed");
+                } else {
+                    tracing::debug!(peer = %conn.peer, %method, path = %path_for_log, error = %err, "request refused");
+                }
+                ui::error_page(err.status(), err.public_message())
+            }
+        }
+    }
+
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnectionInfo,
+    ) -> Result<Response<Body>, HttpError> {
+        check_framing(&req)?;
+        if req.method() == Method::CONNECT {
+            return Err(HttpError::BadRequest(
+                "CONNECT is not supported by this server.",
+            ));
+        }
+        if req.uri().path() == self.healthz {
+            return Ok(healthz(req.method()));
+        }
+        let raw_host = request_host(&req)?;
+        let host = normalize_host(&raw_host)
+            .ok_or(HttpError::BadRequest("The Host header is not valid."))?;
+        let site_id = self
+            .router
+            .site_for_host(&host)
+            .ok_or(HttpError::UnknownHost)?;
+        if conn.sni_site.is_some_and(|sni| sni != site_id) {
+            return Err(HttpError::Misdirected);
+        }
+        if is_under(req.uri().path(), &self.prefix) {
+            return Err(HttpError::NotFound);
+        }
+        let site = &self.sites[site_id];
+        let fwd = Forwarding {
+            peer: conn.peer,
+            peer_trusted: self
+                .trusted_proxies
+                .iter()
+                .any(|net| net.contains(&conn.peer.ip().to_canonical())),
+            proto: if conn.tls { "https" } else { "http" },
+            host: &raw_host,
+        };
+        site.upstream.forward(req, &fwd).await.inspect_err(|e| {
+            if e.is_server_side() {
+                tracing::debug!(site = %site.name, "upstream error");
+            }
+        })
+    }
+}
+
+/// Requests whose length is ambiguous are refused before anything reads their body: a front and a
+/// back end that disagree about where a request ends is how request smuggling works.
+fn check_framing<B>(req: &Request<B>) -> Result<(), HttpError> {
+    let headers = req.headers();
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        if lengths.next().is_some() {
+            return Err(HttpError::BadRequest(
+                "The request has more than one Content-Length.",
+            ));
+        }
+        let digits = first.as_bytes();
+        if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(HttpError::BadRequest(
+                "The request's Content-Length is not a number.",
+            ));
+        }
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            return Err(HttpError::BadRequest(
+                "The request has both Content-Length and Transfer-Encoding.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The host the request names. In absolute form (HTTP/1.1) or HTTP/2, the URI authority and the
+/// Host header must agree, so neither can be used to reach a site the other does not name.
+fn request_host<B>(req: &Request<B>) -> Result<String, HttpError> {
+    let mut host_headers = req.headers().get_all(header::HOST).iter();
+    let header_host = host_headers.next();
+    if host_headers.next().is_some() {
+        return Err(HttpError::BadRequest(
+            "The request has more than one Host header.",
+        ));
+    }
+    let header_host = header_host
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| HttpError::BadRequest("The Host header is not valid."))
+        })
+        .transpose()?;
+    let authority = req.uri().authority().map(|a| a.as_str());
+    match (authority, header_host) {
+        (Some(a), Some(h)) => {
+            let same = normalize_host(a).is_some()
+                && normalize_host(a) == normalize_host(h)
+                && port_of(a) == port_of(h);
+            if !same {
+                return Err(HttpError::BadRequest(
+                    "The request target and the Host header disagree.",
+                ));
+            }
+            Ok(h.to_owned())
+        }
+        (Some(a), None) => Ok(a.to_owned()),
+        (None, Some(h)) => Ok(h.to_owned()),
+        (None, None) => Err(HttpError::BadRequest("The request has no Host header.")),
+    }
+}
+
+fn port_of(host: &str) -> Option<&str> {
+    let after_bracket = host.rfind(']').map_or(host, |i| &host[i..]);
+    after_bracket.rsplit_once(':').map(|(_, p)| p)
+}
+
+/// Whether `path` is `prefix` itself or below it.
+fn is_under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+fn healthz(method: &Method) -> Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = Response::new(body::empty());
+        *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let mut r = Response::new(body::full("ok\n"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("request")
+    }
+
+    #[test]
+    fn framing_rules() {
+        assert!(check_framing(&req("/", &[("content-length", "5")])).is_ok());
+        assert!(check_framing(&req("/", &[("transfer-encoding", "chunked")])).is_ok());
+        for bad in [
+            req(
+                "/",
+                &[("content-length", "5"), ("transfer-encoding", "chunked")],
+            ),
+            req("/", &[("content-length", "5"), ("content-length", "5")]),
+            req("/", &[("content-length", "+5")]),
+            req("/", &[("content-length", "5, 5")]),
+        ] {
+            assert!(check_framing(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn host_and_authority_must_agree() {
+        assert_eq!(
+            request_host(&req("/", &[("host", "a.example")]))
+                .ok()
+                .as_deref(),
+            Some("a.example")
+        );
+        assert_eq!(
+            request_host(&req("http://a.example/", &[])).ok().as_deref(),
+            Some("a.example")
+        );
+        assert_eq!(
+            request_host(&req("http://A.example/", &[("host", "a.example")]))
+                .ok()
+                .as_deref(),
+            Some("a.example")
+        );
+        assert!(request_host(&req("http://b.example/", &[("host", "a.example")])).is_err());
+        assert!(request_host(&req("http://a.example:81/", &[("host", "a.example")])).is_err());
+        assert!(request_host(&req("/", &[("host", "a"), ("host", "b")])).is_err());
+        assert!(request_host(&req("/", &[])).is_err());
+    }
+
+    #[test]
+    fn prefix_containment() {
+        assert!(is_under("/_pagegate", "/_pagegate"));
+        assert!(is_under("/_pagegate/x", "/_pagegate"));
+        assert!(!is_under("/_pagegatex", "/_pagegate"));
+    }
+}

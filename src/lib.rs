@@ -1,0 +1,18 @@
+//! pagegate: a reverse-proxy authentication gateway.
+//!
+//! A request travels `server` (accept, TLS, HTTP/1.1 or HTTP/2) → `gateway` (edge checks and
+//! pagegate's own endpoints) → `routing` (host → site) → `proxy` (forward upstream, stream back).
+//! `config` owns the file and its validation; `ui` the pages pagegate writes itself.
+//! See `docs/architecture.md` for the picture.
+
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod gateway;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod ui;
+
+pub use server::{RunningGateway, StartError, start};

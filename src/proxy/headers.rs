@@ -1,0 +1,277 @@
+//! Header rules at the proxy boundary: hop-by-hop removal (RFC 9110 §7.6.1), upgrade detection,
+//! and the forwarding headers the upstream sees.
+//!
+//! A client must not be able to choose what the upstream believes about it: forwarding headers
+//! from an untrusted peer are replaced, never appended to.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection and never cross a proxy.
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers a `Connection` token may not remove, because the request's target and framing
+/// depend on them.
+const PROTECTED_FROM_CONNECTION: [HeaderName; 2] = [header::HOST, header::CONTENT_LENGTH];
+
+/// Removes hop-by-hop headers, including every header named in `Connection`, except those in
+/// `PROTECTED_FROM_CONNECTION`. Returns whether the client asked for `TE: trailers`, which
+/// gRPC-style upstreams need to see again.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    let wants_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("trailers")));
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(tokens)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|n| !PROTECTED_FROM_CONNECTION.contains(n))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    wants_trailers
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` + `Upgrade: x`),
+/// or `None`. `h2c` is never honoured: the gateway speaks HTTP/2 to clients itself, and an h2c
+/// upgrade passed through would let a client talk to the upstream unchecked.
+pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")));
+    if !asks {
+        return None;
+    }
+    let mut values = headers.get_all(header::UPGRADE).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let names_h2c = tokens(value).any(|t| {
+        t.split('/')
+            .next()
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("h2c"))
+    });
+    (!names_h2c && !value.is_empty()).then(|| value.clone())
+}
+
+/// Comma-separated tokens of a header value, trimmed, empty ones skipped.
+fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// What the upstream should be told about the original request.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    /// The TCP peer of this connection.
+    pub peer: SocketAddr,
+    /// Whether the peer is a configured front proxy whose headers are believed.
+    pub peer_trusted: bool,
+    /// `http` or `https`, as the client reached pagegate.
+    pub proto: &'static str,
+    /// The Host the client asked for, as sent.
+    pub host: &'a str,
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Sets `X-Forwarded-For/-Proto/-Host`, `X-Real-IP` and `Forwarded`. From a trusted front proxy
+/// the chain is extended and its proto/host kept; from anyone else every such header is replaced.
+pub fn set_forwarding(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
+    let ip = fwd.peer.ip().to_canonical();
+    let ip_text = ip.to_string();
+    let forwarded_element = forwarded_element(ip, fwd.proto, fwd.host);
+
+    if fwd.peer_trusted {
+        append_list(headers, &X_FORWARDED_FOR, &ip_text);
+        append_list(headers, &header::FORWARDED, &forwarded_element);
+        set_if_absent(headers, &X_FORWARDED_PROTO, fwd.proto);
+        set_if_absent(headers, &X_FORWARDED_HOST, fwd.host);
+        set_if_absent(headers, &X_REAL_IP, &ip_text);
+    } else {
+        replace(headers, &X_FORWARDED_FOR, &ip_text);
+        replace(headers, &header::FORWARDED, &forwarded_element);
+        replace(headers, &X_FORWARDED_PROTO, fwd.proto);
+        replace(headers, &X_FORWARDED_HOST, fwd.host);
+        replace(headers, &X_REAL_IP, &ip_text);
+    }
+}
+
+/// One RFC 7239 element: `for=…;host=…;proto=…`, quoting where the grammar needs it.
+fn forwarded_element(ip: IpAddr, proto: &str, host: &str) -> String {
+    let for_part = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let host_is_token = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'*+^`|".contains(&b));
+    if host_is_token {
+        format!("for={for_part};host={host};proto={proto}")
+    } else {
+        let quoted = host.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("for={for_part};host=\"{quoted}\";proto={proto}")
+    }
+}
+
+fn replace(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name.clone(), v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+fn set_if_absent(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    if !headers.contains_key(name) {
+        replace(headers, name, value);
+    }
+}
+
+/// Appends to a comma-separated list header, folding several field lines into one.
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    let existing: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let joined = if existing.is_empty() {
+        value.to_string()
+    } else {
+        format!("{}, {value}", existing.join(", "))
+    };
+    replace(headers, name, &joined);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret, host, content-length"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "gzip, trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-connection", "close"),
+            ("host", "a.example"),
+            ("content-length", "3"),
+            ("accept", "*/*"),
+        ]);
+        assert!(remove_hop_by_hop(&mut h));
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "content-length", "host"]);
+    }
+
+    #[test]
+    fn upgrade_detection_refuses_h2c() {
+        let ws = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(
+            requested_upgrade(&ws).as_ref().map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        for h in [
+            map(&[("connection", "upgrade"), ("upgrade", "h2c")]),
+            map(&[
+                ("connection", "upgrade, HTTP2-Settings"),
+                ("upgrade", "websocket, H2C"),
+            ]),
+            map(&[("upgrade", "websocket")]),
+            map(&[("connection", "upgrade")]),
+        ] {
+            assert_eq!(requested_upgrade(&h), None, "{h:?}");
+        }
+    }
+
+    fn fwd(trusted: bool) -> Forwarding<'static> {
+        Forwarding {
+            peer: "192.0.2.9:5000".parse().expect("addr"),
+            peer_trusted: trusted,
+            proto: "https",
+            host: "a.example",
+        }
+    }
+
+    #[test]
+    fn untrusted_peer_forwarding_headers_are_replaced() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "7.7.7.7"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+        ]);
+        set_forwarding(&mut h, &fwd(false));
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["192.0.2.9"]
+        );
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "a.example");
+        assert_eq!(h["forwarded"], "for=192.0.2.9;host=a.example;proto=https");
+        assert_eq!(h["x-real-ip"], "192.0.2.9");
+    }
+
+    #[test]
+    fn trusted_peer_chain_is_extended() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.5"),
+            ("x-forwarded-proto", "http"),
+            ("forwarded", "for=203.0.113.5"),
+        ]);
+        set_forwarding(&mut h, &fwd(true));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.5, 192.0.2.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(
+            h["forwarded"],
+            "for=203.0.113.5, for=192.0.2.9;host=a.example;proto=https"
+        );
+    }
+
+    #[test]
+    fn forwarded_quotes_ipv6_and_ports() {
+        let e = forwarded_element("::1".parse().expect("ip"), "http", "[::1]:8080");
+        assert_eq!(e, "for=\"[::1]\";host=\"[::1]:8080\";proto=http");
+    }
+}

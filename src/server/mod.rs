@@ -1,0 +1,287 @@
+//! Listeners, connections and shutdown.
+//!
+//! One accept loop per listener; every connection is its own task speaking HTTP/1.1 or HTTP/2
+//! (ALPN on TLS, prior knowledge on plain TCP). Shutdown stops accepting at once, asks every
+//! connection to finish its in-flight requests, and gives up after `shutdown_grace`.
+
+mod tls;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::gateway::{ConnectionInfo, Gateway};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TLS or upstream set-up failed.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// A started gateway: its bound addresses and the means to stop it.
+pub struct RunningGateway {
+    /// Where plain HTTP is served, if configured.
+    pub http_addr: Option<SocketAddr>,
+    /// Where HTTPS is served, if configured.
+    pub https_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl RunningGateway {
+    /// A token that, when cancelled, starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Starts a graceful shutdown and waits for it to finish.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the gateway has shut down (after its token was cancelled).
+    pub async fn wait(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "gateway task failed");
+        }
+    }
+}
+
+/// Binds the listeners and starts serving. Returns once the sockets are bound, so callers (and
+/// tests using port 0) can read the real addresses.
+pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
+    let gateway = Arc::new(Gateway::new(&config).map_err(StartError::Setup)?);
+    let http = match config.server.listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let https = match config.server.tls_listen {
+        Some(addr) => {
+            let tls =
+                tls::server_config(&config, gateway.router().clone()).map_err(StartError::Setup)?;
+            Some((bind(addr).await?, TlsAcceptor::from(Arc::new(tls))))
+        }
+        None => None,
+    };
+    let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
+    let https_addr = https.as_ref().and_then(|(l, _)| l.local_addr().ok());
+
+    let shutdown = CancellationToken::new();
+    let settings = Arc::new(ConnectionSettings::new(&config));
+    let task = tokio::spawn(serve(gateway, http, https, settings, shutdown.clone()));
+    if let Some(addr) = http_addr {
+        tracing::info!("listening on http://{addr}");
+    }
+    if let Some(addr) = https_addr {
+        tracing::info!("listening on https://{addr}");
+    }
+    Ok(RunningGateway {
+        http_addr,
+        https_addr,
+        shutdown,
+        task,
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Per-connection protocol settings, built once.
+struct ConnectionSettings {
+    builder: auto::Builder<TokioExecutor>,
+    tls_handshake_timeout: Duration,
+    shutdown_grace: Duration,
+}
+
+impl ConnectionSettings {
+    fn new(config: &Config) -> ConnectionSettings {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.server.header_read_timeout)
+            .keep_alive(true)
+            .max_buf_size(64 * 1024);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .max_header_list_size(64 * 1024)
+            .adaptive_window(true);
+        ConnectionSettings {
+            builder,
+            tls_handshake_timeout: config.server.tls_handshake_timeout,
+            shutdown_grace: config.server.shutdown_grace,
+        }
+    }
+}
+
+async fn serve(
+    gateway: Arc<Gateway>,
+    http: Option<TcpListener>,
+    https: Option<(TcpListener, TlsAcceptor)>,
+    settings: Arc<ConnectionSettings>,
+    shutdown: CancellationToken,
+) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut loops = tokio::task::JoinSet::new();
+    if let Some(listener) = http {
+        loops.spawn(accept_loop(
+            listener,
+            None,
+            gateway.clone(),
+            settings.clone(),
+            graceful.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some((listener, acceptor)) = https {
+        loops.spawn(accept_loop(
+            listener,
+            Some(acceptor),
+            gateway.clone(),
+            settings.clone(),
+            graceful.clone(),
+            shutdown.clone(),
+        ));
+    }
+    shutdown.cancelled().await;
+    loops.join_all().await;
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+    let Some(graceful) = Arc::into_inner(graceful) else {
+        tracing::error!("connection tracker still shared after the accept loops ended");
+        return;
+    };
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(settings.shutdown_grace) => {
+            tracing::warn!(grace = ?settings.shutdown_grace, "shutdown grace period over; closing remaining connections");
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    gateway: Arc<Gateway>,
+    settings: Arc<ConnectionSettings>,
+    graceful: Arc<GracefulShutdown>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Connection {
+            gateway: gateway.clone(),
+            settings: settings.clone(),
+            watcher: graceful.watcher(),
+            peer,
+        };
+        match &tls {
+            None => {
+                tokio::spawn(conn.serve_plain(stream));
+            }
+            Some(acceptor) => {
+                tokio::spawn(conn.serve_tls(stream, acceptor.clone()));
+            }
+        }
+    }
+}
+
+struct Connection {
+    gateway: Arc<Gateway>,
+    settings: Arc<ConnectionSettings>,
+    watcher: Watcher,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn serve_plain(self, stream: TcpStream) {
+        let info = ConnectionInfo {
+            peer: self.peer,
+            tls: false,
+            sni_site: None,
+        };
+        self.serve(TokioIo::new(stream), info).await;
+    }
+
+    async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor) {
+        let handshake =
+            tokio::time::timeout(self.settings.tls_handshake_timeout, acceptor.accept(stream))
+                .await;
+        let stream = match handshake {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %self.peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        let sni_site = tls::sni_site(self.gateway.router(), stream.get_ref().1.server_name());
+        let info = ConnectionInfo {
+            peer: self.peer,
+            tls: true,
+            sni_site,
+        };
+        self.serve(TokioIo::new(stream), info).await;
+    }
+
+    async fn serve<I>(self, io: TokioIo<I>, info: ConnectionInfo)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let gateway = self.gateway;
+        let service = service_fn(move |req| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(req, info).await) }
+        });
+        let conn = self
+            .settings
+            .builder
+            .serve_connection_with_upgrades(io, service);
+        if let Err(e) = self.watcher.watch(conn.into_owned()).await {
+            tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+        }
+    }
+}
