@@ -1,0 +1,106 @@
+//! Clients for tests: HTTP/1.1 and HTTP/2 over TCP or TLS, and raw bytes for what a
+//! well-behaved client library would refuse to send.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A fully read response.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub async fn read_answer(response: Response<Incoming>) -> Answer {
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.expect("read body").to_bytes();
+    Answer { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+}
+
+/// An HTTP/1.1 connection to `addr`.
+pub async fn http1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("h1 handshake");
+    tokio::spawn(conn.with_upgrades());
+    send
+}
+
+/// An HTTP/2 prior-knowledge (h2c) connection to `addr`.
+pub async fn http2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    send
+}
+
+/// A TLS connection to `addr` with this SNI name; returns the stream and the negotiated ALPN.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    server_name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let stream = TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    tokio_rustls::TlsConnector::from(config).connect(name, stream).await
+}
+
+/// GET `path` with this Host over a fresh HTTP/1.1 connection.
+pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Answer {
+    send(addr, request("GET", host, path).body(Full::default()).expect("request")).await
+}
+
+/// Sends one request over a fresh HTTP/1.1 connection and reads the whole answer.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
+    let mut conn = http1(addr).await;
+    let response = conn.send_request(req).await.expect("send request");
+    read_answer(response).await
+}
+
+/// A request builder with method, Host and path.
+pub fn request(method: &str, host: &str, path: &str) -> http::request::Builder {
+    Request::builder().method(method).uri(path).header("host", host)
+}
+
+/// Writes raw bytes and returns whatever comes back until the peer closes or stays quiet for a
+/// moment. For requests a client library would not send.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write raw request");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let wait = if out.is_empty() { Duration::from_secs(5) } else { Duration::from_millis(300) };
+        match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in raw output, or 0 when nothing came back.
+pub fn raw_status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

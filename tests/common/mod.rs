@@ -1,0 +1,77 @@
+//! Test harness: a real upstream, pagegate in-process or as the real binary, and clients that
+//! speak HTTP/1.1, HTTP/2, TLS and raw bytes. Everything binds 127.0.0.1 on port 0.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod certs;
+pub mod client;
+pub mod process;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use pagegate::RunningGateway;
+use tempfile::TempDir;
+
+pub use upstream::TestUpstream;
+
+/// pagegate started in this process from a TOML config.
+pub struct TestGateway {
+    running: Option<RunningGateway>,
+    pub addr: SocketAddr,
+    pub tls_addr: Option<SocketAddr>,
+    pub dir: TempDir,
+}
+
+impl TestGateway {
+    /// Writes `toml` as `gateway.toml` in a fresh directory (so relative paths resolve there),
+    /// with `data_dir` pointing inside it, and starts the gateway.
+    pub async fn start(toml: &str) -> TestGateway {
+        Self::start_in(tempfile::tempdir().expect("temp dir"), toml).await
+    }
+
+    /// Same, in a directory the test already prepared (e.g. with certificates in it).
+    pub async fn start_in(dir: TempDir, toml: &str) -> TestGateway {
+        let path = write_config(dir.path(), toml);
+        let config = pagegate::config::load(&path).unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        let running = pagegate::start(config).await.expect("gateway starts");
+        let addr = running.http_addr.or(running.https_addr).expect("a listener");
+        TestGateway { addr, tls_addr: running.https_addr, running: Some(running), dir }
+    }
+
+    /// A gateway answering every host for one upstream.
+    pub async fn in_front_of(upstream: &TestUpstream) -> TestGateway {
+        Self::start(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[[site]]\nhosts = [\"*\"]\nupstream = \"http://{}\"\n",
+            upstream.addr
+        ))
+        .await
+    }
+
+    /// Graceful stop, waiting for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(running) = &self.running {
+            running.shutdown_token().cancel();
+        }
+    }
+}
+
+/// Writes a config file into `dir` with `data_dir` set inside it; returns its path.
+pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
+    let path = dir.join("gateway.toml");
+    let text = if toml.contains("data_dir") {
+        toml.to_string()
+    } else {
+        format!("data_dir = \"data\"\n{toml}")
+    };
+    std::fs::write(&path, text).expect("write config");
+    path
+}
