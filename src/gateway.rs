@@ -75,15 +75,18 @@ impl Gateway {
         let path_for_log = req.uri().path().to_owned();
         match self.route(req, conn).await {
             Ok(response) => response,
-            Err(err) => {
-                if err.is_server_side() {
-                    tracing::warn!(peer = %conn.peer, %method, path = %path_for_log, error = %err, "request failed");
-                } else {
-                    tracing::debug!(peer = %conn.peer, %method, path = %path_for_log, error = %err, "request refused");
-                }
-                ui::error_page(err.status(), err.public_message())
-            }
+            Err(err) => error_response(&err, &method, &path_for_log, conn),
         }
+    }
+
+    /// Answers a request the connection layer already found unacceptable.
+    pub fn refuse<B>(
+        &self,
+        err: HttpError,
+        req: &Request<B>,
+        conn: ConnectionInfo,
+    ) -> Response<Body> {
+        error_response(&err, req.method(), req.uri().path(), conn)
     }
 
     async fn route(
@@ -129,6 +132,21 @@ impl Gateway {
             }
         })
     }
+}
+
+/// Logs an error at the level its side deserves and renders its page.
+fn error_response(
+    err: &HttpError,
+    method: &Method,
+    path: &str,
+    conn: ConnectionInfo,
+) -> Response<Body> {
+    if err.is_server_side() {
+        tracing::warn!(peer = %conn.peer, %method, path, error = %err, "request failed");
+    } else {
+        tracing::debug!(peer = %conn.peer, %method, path, error = %err, "request refused");
+    }
+    ui::error_page(err.status(), err.public_message())
 }
 
 /// Requests whose length is ambiguous are refused before anything reads their body: a front and a

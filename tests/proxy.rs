@@ -25,8 +25,15 @@ async fn forwards_method_path_query_and_body_and_returns_the_answer() {
     let seen = upstream.last();
     assert_eq!(seen.method, "POST");
     assert_eq!(seen.target, "/cart/add?item=42&qty=2");
-    assert_eq!(seen.header("host").as_deref(), Some("shop.example"), "the client's Host is kept");
-    assert_eq!(seen.header("content-type").as_deref(), Some("application/x-www-form-urlencoded"));
+    assert_eq!(
+        seen.header("host").as_deref(),
+        Some("shop.example"),
+        "the client's Host is kept"
+    );
+    assert_eq!(
+        seen.header("content-type").as_deref(),
+        Some("application/x-www-form-urlencoded")
+    );
 }
 
 #[tokio::test]
@@ -47,8 +54,14 @@ async fn spoofed_forwarding_headers_are_replaced_not_appended() {
     let seen = upstream.last();
     assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
     assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
-    assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("site.example"));
-    assert_eq!(seen.header("forwarded").as_deref(), Some("for=127.0.0.1;host=site.example;proto=http"));
+    assert_eq!(
+        seen.header("x-forwarded-host").as_deref(),
+        Some("site.example")
+    );
+    assert_eq!(
+        seen.header("forwarded").as_deref(),
+        Some("for=127.0.0.1;host=site.example;proto=http")
+    );
     assert_eq!(seen.header("x-real-ip").as_deref(), Some("127.0.0.1"));
 }
 
@@ -70,7 +83,10 @@ async fn a_trusted_front_proxy_extends_the_chain() {
     client::send(gateway.addr, req).await;
 
     let seen = upstream.last();
-    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("203.0.113.7, 127.0.0.1"));
+    assert_eq!(
+        seen.header("x-forwarded-for").as_deref(),
+        Some("203.0.113.7, 127.0.0.1")
+    );
     assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
 }
 
@@ -91,10 +107,19 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
     let answer = client::send(gateway.addr, req).await;
 
     let seen = upstream.last();
-    for name in ["x-client-private", "keep-alive", "proxy-connection", "te", "upgrade"] {
+    for name in [
+        "x-client-private",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+    ] {
         assert_eq!(seen.header(name), None, "{name} reached the upstream");
     }
-    assert_ne!(seen.header("connection").as_deref(), Some("keep-alive, x-client-private"));
+    assert_ne!(
+        seen.header("connection").as_deref(),
+        Some("keep-alive, x-client-private")
+    );
     assert_eq!(seen.header("x-client-public").as_deref(), Some("visible"));
 
     for name in ["x-upstream-private", "keep-alive", "proxy-connection"] {
@@ -115,12 +140,23 @@ async fn range_requests_pass_unchanged_for_video_seeking() {
     let mut conn = client::http1(gateway.addr).await;
     let response = conn.send_request(req).await.expect("send");
     assert_eq!(response.status(), 206);
-    assert_eq!(response.headers()["content-range"], format!("bytes 1000-1999/{VIDEO_LEN}"));
+    assert_eq!(
+        response.headers()["content-range"],
+        format!("bytes 1000-1999/{VIDEO_LEN}")
+    );
     assert_eq!(response.headers()["accept-ranges"], "bytes");
-    let body = response.into_body().collect().await.expect("body").to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     let expected: Vec<u8> = (1000..2000).map(pattern_byte).collect();
     assert_eq!(body.as_ref(), expected.as_slice());
-    assert_eq!(upstream.last().header("range").as_deref(), Some("bytes=1000-1999"));
+    assert_eq!(
+        upstream.last().header("range").as_deref(),
+        Some("bytes=1000-1999")
+    );
 }
 
 #[tokio::test]
@@ -131,7 +167,9 @@ async fn large_download_and_chunked_upload_stream_through() {
 
     // Download: read it frame by frame, checking every byte, never holding it whole.
     let mut conn = client::http1(gateway.addr).await;
-    let req = request("GET", "site.example", &format!("/big/{size}")).body(Full::default()).expect("request");
+    let req = request("GET", "site.example", &format!("/big/{size}"))
+        .body(Full::default())
+        .expect("request");
     let response = conn.send_request(req).await.expect("send");
     assert_eq!(response.headers()["content-length"], size.to_string());
     let mut body = response.into_body();
@@ -139,7 +177,11 @@ async fn large_download_and_chunked_upload_stream_through() {
     while let Some(frame) = body.frame().await {
         let frame = frame.expect("frame");
         if let Some(data) = frame.data_ref() {
-            assert!(data.iter().enumerate().all(|(i, b)| *b == pattern_byte(received + i as u64)));
+            assert!(
+                data.iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == pattern_byte(received + i as u64))
+            );
             received += data.len() as u64;
         }
     }
@@ -150,15 +192,23 @@ async fn large_download_and_chunked_upload_stream_through() {
         let chunk: Vec<u8> = (i * 65536..(i + 1) * 65536).map(pattern_byte).collect();
         Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(chunk)))
     }));
-    let stream = tokio::net::TcpStream::connect(gateway.addr).await.expect("connect");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+    let stream = tokio::net::TcpStream::connect(gateway.addr)
         .await
-        .expect("handshake");
+        .expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
     tokio::spawn(conn);
-    let req = request("PUT", "site.example", "/upload").body(StreamBody::new(chunks)).expect("request");
+    let req = request("PUT", "site.example", "/upload")
+        .body(StreamBody::new(chunks))
+        .expect("request");
     let answer = client::read_answer(send.send_request(req).await.expect("send")).await;
     assert_eq!(answer.body, format!("{size} true"));
-    assert_eq!(upstream.last().header("transfer-encoding").as_deref(), Some("chunked"));
+    assert_eq!(
+        upstream.last().header("transfer-encoding").as_deref(),
+        Some("chunked")
+    );
 }
 
 #[tokio::test]
@@ -166,7 +216,9 @@ async fn content_length_uploads_keep_their_length() {
     let upstream = TestUpstream::start().await;
     let gateway = TestGateway::in_front_of(&upstream).await;
     let body: Vec<u8> = (0..100_000).map(pattern_byte).collect();
-    let req = request("POST", "site.example", "/upload").body(Full::from(body)).expect("request");
+    let req = request("POST", "site.example", "/upload")
+        .body(Full::from(body))
+        .expect("request");
     let answer = client::send(gateway.addr, req).await;
     assert_eq!(answer.body, "100000 true");
     let seen = upstream.last();
@@ -182,16 +234,22 @@ async fn websocket_is_tunnelled_both_ways() {
     let upstream = TestUpstream::start().await;
     let gateway = TestGateway::in_front_of(&upstream).await;
 
-    let stream = tokio::net::TcpStream::connect(gateway.addr).await.expect("connect");
+    let stream = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
     let url = format!("ws://{}/ws", gateway.addr);
-    let (mut ws, response) = tokio_tungstenite::client_async(url, stream).await.expect("websocket handshake");
+    let (mut ws, response) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .expect("websocket handshake");
     assert_eq!(response.status(), 101);
     for text in ["hello", "second message", &"x".repeat(100_000)] {
         ws.send(Message::text(text)).await.expect("send");
         let echoed = ws.next().await.expect("an echo").expect("a message");
         assert_eq!(echoed.into_text().expect("text").as_str(), text);
     }
-    ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.expect("send binary");
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .expect("send binary");
     let echoed = ws.next().await.expect("an echo").expect("a message");
     assert_eq!(echoed.into_data().as_ref(), &[0u8, 1, 2, 255]);
     ws.close(None).await.expect("close");
@@ -208,7 +266,10 @@ async fn http2_client_to_http1_upstream() {
 
     let mut conn = client::http2(gateway.addr).await;
     let req = http::Request::builder()
-        .uri(format!("http://site.example:{}/h2/path?x=1", gateway.addr.port()))
+        .uri(format!(
+            "http://site.example:{}/h2/path?x=1",
+            gateway.addr.port()
+        ))
         .body(Full::default())
         .expect("request");
     let response = conn.send_request(req).await.expect("send");
@@ -218,7 +279,10 @@ async fn http2_client_to_http1_upstream() {
     assert_eq!(answer.body, "hello from upstream /h2/path?x=1");
     let seen = upstream.last();
     assert_eq!(seen.version, http::Version::HTTP_11);
-    assert_eq!(seen.header("host"), Some(format!("site.example:{}", gateway.addr.port())));
+    assert_eq!(
+        seen.header("host"),
+        Some(format!("site.example:{}", gateway.addr.port()))
+    );
 }
 
 #[tokio::test]
@@ -246,7 +310,10 @@ async fn http2_to_an_h2c_upstream() {
     let seen = upstream.seen();
     assert_eq!(seen.len(), 5);
     assert!(seen.iter().all(|s| s.version == http::Version::HTTP_2));
-    assert!(seen.iter().all(|s| s.header("host").as_deref() == Some("site.example")));
+    assert!(
+        seen.iter()
+            .all(|s| s.header("host").as_deref() == Some("site.example"))
+    );
 }
 
 #[tokio::test]
@@ -255,7 +322,9 @@ async fn keep_alive_connections_carry_many_requests() {
     let gateway = TestGateway::in_front_of(&upstream).await;
     let mut conn = client::http1(gateway.addr).await;
     for i in 0..20 {
-        let req = request("GET", "site.example", &format!("/n/{i}")).body(Full::default()).expect("request");
+        let req = request("GET", "site.example", &format!("/n/{i}"))
+            .body(Full::default())
+            .expect("request");
         let answer = client::read_answer(conn.send_request(req).await.expect("send")).await;
         assert_eq!(answer.body, format!("hello from upstream /n/{i}"));
     }

@@ -4,11 +4,13 @@
 //! (ALPN on TLS, prior knowledge on plain TCP). Shutdown stops accepting at once, asks every
 //! connection to finish its in-flight requests, and gives up after `shutdown_grace`.
 
+mod framing;
 mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -21,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::error::HttpError;
 use crate::gateway::{ConnectionInfo, Gateway};
 
 /// Why the gateway could not start.
@@ -272,9 +275,23 @@ impl Connection {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let gateway = self.gateway;
+        let (io, framing) = framing::FramingWatch::new(io.into_inner());
+        let io = TokioIo::new(io);
+        let requests_seen = Arc::new(AtomicU64::new(0));
         let service = service_fn(move |req| {
             let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(req, info).await) }
+            let seq = requests_seen.fetch_add(1, Ordering::Relaxed);
+            let ambiguous = framing.is_ambiguous(seq);
+            async move {
+                if ambiguous {
+                    return Ok::<_, Infallible>(gateway.refuse(
+                        HttpError::BadRequest("The request's length is ambiguous (Content-Length with Transfer-Encoding, or repeated)."),
+                        &req,
+                        info,
+                    ));
+                }
+                Ok::<_, Infallible>(gateway.handle(req, info).await)
+            }
         });
         let conn = self
             .settings

@@ -20,18 +20,27 @@ impl TestCa {
         let key = KeyPair::generate().expect("ca key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, "pagegate test CA");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "pagegate test CA");
         let cert = params.self_signed(&key).expect("ca cert");
-        TestCa { cert_pem: cert.pem(), issuer: Issuer::new(params, key) }
+        TestCa {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
     }
 
     /// A leaf certificate for these DNS names / IP addresses.
     pub fn leaf(&self, names: &[&str]) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
-        let params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .expect("leaf params");
+        let params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("leaf params");
         let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
-        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
     }
 
     /// Writes the CA as `ca.pem` and a leaf as `<name>.pem`/`<name>.key` into `dir`.
@@ -48,7 +57,10 @@ impl TestCa {
         use rustls_pki_types::pem::PemObject;
         let mut roots = rustls::RootCertStore::empty();
         roots
-            .add(rustls_pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).expect("ca der"))
+            .add(
+                rustls_pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+                    .expect("ca der"),
+            )
             .expect("add ca");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)

@@ -30,13 +30,19 @@ impl Answer {
 pub async fn read_answer(response: Response<Incoming>) -> Answer {
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.expect("read body").to_bytes();
-    Answer { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
 }
 
 /// An HTTP/1.1 connection to `addr`.
 pub async fn http1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
     let stream = TcpStream::connect(addr).await.expect("connect");
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("h1 handshake");
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("h1 handshake");
     tokio::spawn(conn.with_upgrades());
     send
 }
@@ -45,7 +51,9 @@ pub async fn http1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<
 pub async fn http2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
     let stream = TcpStream::connect(addr).await.expect("connect");
     let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2 handshake");
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
     tokio::spawn(conn);
     send
 }
@@ -59,12 +67,20 @@ pub async fn tls_connect(
     let stream = TcpStream::connect(addr).await?;
     let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    tokio_rustls::TlsConnector::from(config).connect(name, stream).await
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await
 }
 
 /// GET `path` with this Host over a fresh HTTP/1.1 connection.
 pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Answer {
-    send(addr, request("GET", host, path).body(Full::default()).expect("request")).await
+    send(
+        addr,
+        request("GET", host, path)
+            .body(Full::default())
+            .expect("request"),
+    )
+    .await
 }
 
 /// Sends one request over a fresh HTTP/1.1 connection and reads the whole answer.
@@ -76,7 +92,10 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
 
 /// A request builder with method, Host and path.
 pub fn request(method: &str, host: &str, path: &str) -> http::request::Builder {
-    Request::builder().method(method).uri(path).header("host", host)
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host)
 }
 
 /// Writes raw bytes and returns whatever comes back until the peer closes or stays quiet for a
@@ -87,7 +106,11 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
-        let wait = if out.is_empty() { Duration::from_secs(5) } else { Duration::from_millis(300) };
+        let wait = if out.is_empty() {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_millis(300)
+        };
         match tokio::time::timeout(wait, stream.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
             Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),

@@ -33,10 +33,19 @@ impl TestGateway {
     /// Same, in a directory the test already prepared (e.g. with certificates in it).
     pub async fn start_in(dir: TempDir, toml: &str) -> TestGateway {
         let path = write_config(dir.path(), toml);
-        let config = pagegate::config::load(&path).unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        let config =
+            pagegate::config::load(&path).unwrap_or_else(|e| panic!("test config is invalid: {e}"));
         let running = pagegate::start(config).await.expect("gateway starts");
-        let addr = running.http_addr.or(running.https_addr).expect("a listener");
-        TestGateway { addr, tls_addr: running.https_addr, running: Some(running), dir }
+        let addr = running
+            .http_addr
+            .or(running.https_addr)
+            .expect("a listener");
+        TestGateway {
+            addr,
+            tls_addr: running.https_addr,
+            running: Some(running),
+            dir,
+        }
     }
 
     /// A gateway answering every host for one upstream.

@@ -15,8 +15,15 @@ pub fn binary() -> &'static str {
 
 /// Runs `pagegate ARGS` to completion: (exit status, stdout, stderr).
 pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
-    let out = Command::new(binary()).args(args).output().expect("run pagegate");
-    (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(binary())
+        .args(args)
+        .output()
+        .expect("run pagegate");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 pub struct GatewayProcess {
@@ -56,7 +63,10 @@ impl GatewayProcess {
             Ok(addr) => addr.parse().expect("listen address"),
             Err(_) => {
                 let _ = child.kill();
-                panic!("pagegate did not start; its log:\n{}", log.lock().expect("log").join("\n"));
+                panic!(
+                    "pagegate did not start; its log:\n{}",
+                    log.lock().expect("log").join("\n")
+                );
             }
         };
         GatewayProcess { child, addr, log }
@@ -68,7 +78,11 @@ impl GatewayProcess {
 
     /// Sends a signal by name (TERM, HUP, …) with the system's `kill`.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().expect("kill");
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
         assert!(status.success(), "kill -{name} failed");
     }
 
@@ -81,7 +95,10 @@ impl GatewayProcess {
             }
             if start.elapsed() > limit {
                 let _ = self.child.kill();
-                panic!("pagegate did not exit within {limit:?}; log:\n{}", self.log());
+                panic!(
+                    "pagegate did not exit within {limit:?}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -93,7 +110,8 @@ impl GatewayProcess {
 
     /// A field of /proc/PID/status in KiB, e.g. "VmHWM" (peak resident memory).
     pub fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc status");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
         status
             .lines()
             .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))

@@ -31,7 +31,12 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<String> {
-        let all: Vec<&str> = self.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+        let all: Vec<&str> = self
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
         (!all.is_empty()).then(|| all.join(", "))
     }
 }
@@ -68,7 +73,8 @@ impl TestUpstream {
         let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .expect("test cert");
-        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("test key");
+        let key =
+            rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("test key");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -81,7 +87,9 @@ impl TestUpstream {
     }
 
     async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> TestUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let shutdown = CancellationToken::new();
@@ -99,21 +107,30 @@ impl TestUpstream {
                         let seen = seen.clone();
                         async move { Ok::<_, Infallible>(handle(req, seen).await) }
                     });
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     match tls {
                         None => {
-                            let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await;
                         }
                         Some(acceptor) => {
                             if let Ok(s) = acceptor.accept(stream).await {
-                                let _ = builder.serve_connection_with_upgrades(TokioIo::new(s), service).await;
+                                let _ = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(s), service)
+                                    .await;
                             }
                         }
                     }
                 });
             }
         });
-        TestUpstream { addr, seen, shutdown }
+        TestUpstream {
+            addr,
+            seen,
+            shutdown,
+        }
     }
 
     /// Every request seen so far.
@@ -138,7 +155,11 @@ impl TestUpstream {
 }
 
 async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<Body> {
-    let target = req.uri().path_and_query().map(|pq| pq.to_string()).unwrap_or_default();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.to_string())
+        .unwrap_or_default();
     seen.lock().expect("seen lock").push(Seen {
         method: req.method().to_string(),
         target: target.clone(),
@@ -159,7 +180,10 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
         ("hop", _) => {
             let mut r = text(StatusCode::OK, "hop");
             let h = r.headers_mut();
-            h.insert(header::CONNECTION, HeaderValue::from_static("x-upstream-private"));
+            h.insert(
+                header::CONNECTION,
+                HeaderValue::from_static("x-upstream-private"),
+            );
             h.insert("x-upstream-private", HeaderValue::from_static("secret"));
             h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
             h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
@@ -173,7 +197,8 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
 fn text(status: StatusCode, body: &str) -> Response<Body> {
     let mut r = Response::new(gbody::full(body.to_string()));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r
 }
 
@@ -186,10 +211,14 @@ fn big(n: u64) -> Response<Body> {
         }
         let len = CHUNK.min(n - sent);
         let chunk: Vec<u8> = (sent..sent + len).map(pattern_byte).collect();
-        Some((Ok::<_, BoxError>(Frame::data(Bytes::from(chunk))), sent + len))
+        Some((
+            Ok::<_, BoxError>(Frame::data(Bytes::from(chunk))),
+            sent + len,
+        ))
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
-    r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     r
 }
 
@@ -198,7 +227,9 @@ async fn upload(mut body: Incoming) -> Response<Body> {
     let mut count = 0u64;
     let mut matches = true;
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { return text(StatusCode::BAD_REQUEST, "broken upload") };
+        let Ok(frame) = frame else {
+            return text(StatusCode::BAD_REQUEST, "broken upload");
+        };
         if let Some(data) = frame.data_ref() {
             for (i, b) in data.iter().enumerate() {
                 matches &= *b == pattern_byte(count + i as u64);
@@ -230,8 +261,10 @@ fn video(headers: &HeaderMap) -> Response<Body> {
         }
         _ => Response::new(gbody::full(all())),
     };
-    r.headers_mut().insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+    r.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
     r
 }
 
@@ -264,6 +297,9 @@ fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
     let h = r.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert("sec-websocket-accept", HeaderValue::from_str(&accept).expect("accept key"));
+    h.insert(
+        "sec-websocket-accept",
+        HeaderValue::from_str(&accept).expect("accept key"),
+    );
     r
 }

@@ -1,0 +1,373 @@
+#!/usr/bin/env bash
+# Proxy benchmark: the same nginx upstream measured directly, behind nginx as a reverse proxy,
+# and behind pagegate; then the memory cost of idle keep-alive connections on both proxies.
+# Everything listens on 127.0.0.1 only, on free ports, in a temporary directory that is removed
+# on exit together with every process started here. See docs/performance.md.
+#
+#   bash .ci/bench-proxy.sh
+#
+# Settings (environment):
+#   BENCH_DURATION=10s       measured wrk run per target
+#   BENCH_WARMUP=3s          warm-up wrk run per target, not reported
+#   BENCH_CONNECTIONS=64     wrk keep-alive connections
+#   BENCH_THREADS=1          wrk threads
+#   BENCH_UPSTREAM_WORKERS=1 nginx worker processes of the upstream
+#   IDLE_CONNECTIONS=10000   idle keep-alive connections held open per proxy (0 skips the phase)
+#   IDLE_BATCH=500           connections opened at a time
+#   IDLE_SETTLE=5            seconds to wait before reading memory with all open / after closing
+#   BENCH_NOFILE=65536       open-files limit asked for
+#   PAGEGATE_BIN=...         use this binary instead of building target/release/pagegate
+#   BENCH_OUT=DIR            also keep the results and raw wrk output in DIR
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/.ci/bench
+
+BENCH_DURATION=${BENCH_DURATION:-10s}
+BENCH_WARMUP=${BENCH_WARMUP:-3s}
+BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-64}
+BENCH_THREADS=${BENCH_THREADS:-1}
+BENCH_UPSTREAM_WORKERS=${BENCH_UPSTREAM_WORKERS:-1}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+IDLE_BATCH=${IDLE_BATCH:-500}
+IDLE_SETTLE=${IDLE_SETTLE:-5}
+BENCH_NOFILE=${BENCH_NOFILE:-65536}
+BENCH_OUT=${BENCH_OUT:-}
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() {
+    printf 'bench-proxy: error: %s\n' "$*" >&2
+    exit 1
+}
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- processes and cleanup ----------------------------------------------------------------------
+
+WORK=
+STARTED_PIDS=()
+cleanup() {
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${STARTED_PIDS[@]}"; do
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        # nginx workers are the master's children; take them down too if the master did not.
+        for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
+            kill -KILL "$child" 2>/dev/null || true
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ -n "$WORK" ]; then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- set-up -------------------------------------------------------------------------------------
+
+ensure_tools() {
+    local missing=()
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v python3 >/dev/null || missing+=(python3)
+    command -v ps >/dev/null || missing+=(procps)
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing ${missing[*]}"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    fi
+    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+    command -v cargo >/dev/null || [ -n "${PAGEGATE_BIN:-}" ] || die "cargo is needed to build pagegate"
+}
+
+raise_nofile() {
+    local need=$((IDLE_CONNECTIONS + 2048)) hard
+    if ! ulimit -n "$BENCH_NOFILE" 2>/dev/null; then
+        hard=$(ulimit -Hn)
+        if [ "$hard" != unlimited ] && [ "$hard" -lt "$need" ]; then
+            die "cannot raise the open-files limit (ulimit -n) to $need for $IDLE_CONNECTIONS idle \
+connections: the hard limit is $hard. Raise it (limits.conf, or run as root with \
+CAP_SYS_RESOURCE), or set IDLE_CONNECTIONS lower."
+        fi
+        ulimit -n "$hard"
+    fi
+    NOFILE=$(ulimit -n)
+    [ "$NOFILE" = unlimited ] && NOFILE=$BENCH_NOFILE
+    [ "$NOFILE" -ge "$need" ] || die "open-files limit is $NOFILE, $need needed"
+}
+
+build_pagegate() {
+    if [ -n "${PAGEGATE_BIN:-}" ]; then
+        PG_BIN=$PAGEGATE_BIN
+    else
+        say "building pagegate (cargo build --release)"
+        (cd "$ROOT" && cargo build --release --quiet --bin pagegate)
+        PG_BIN=$ROOT/target/release/pagegate
+    fi
+    [ -x "$PG_BIN" ] || die "no pagegate binary at $PG_BIN"
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# render TEMPLATE OUTPUT KEY=VALUE...: copies TEMPLATE with every @KEY@ replaced.
+render() {
+    local template=$1 out=$2 kv script=()
+    shift 2
+    for kv in "$@"; do
+        script+=(-e "s|@${kv%%=*}@|${kv#*=}|g")
+    done
+    sed "${script[@]}" "$template" >"$out"
+}
+
+# wait_ready NAME URL LOG: until URL answers 200 with exactly 1024 bytes, for at most 10 s.
+wait_ready() {
+    local name=$1 url=$2 logfile=$3 code
+    for _ in $(seq 100); do
+        code=$(curl -s -o "$WORK/ready.body" -w '%{http_code}' --max-time 2 "$url" || true)
+        if [ "$code" = 200 ]; then
+            [ "$(wc -c <"$WORK/ready.body")" -eq 1024 ] ||
+                die "$name: $url answered $(wc -c <"$WORK/ready.body") bytes, 1024 expected"
+            return 0
+        fi
+        sleep 0.1
+    done
+    cat "$logfile" >&2 2>/dev/null || true
+    die "$name did not answer 200 on $url within 10 s (last status: $code)"
+}
+
+# start_nginx NAME CONFIG: starts a foreground nginx master in the background; sets LAST_PID.
+start_nginx() {
+    local name=$1 conf=$2
+    "$NGINX" -p "$WORK" -c "$conf" -e "$WORK/$name.error.log" 2>>"$WORK/$name.error.log" &
+    LAST_PID=$!
+    STARTED_PIDS+=("$LAST_PID")
+}
+
+# pids_of_nginx MASTER: the master and its workers, space-separated.
+pids_of_nginx() {
+    echo "$1" $(ps -o pid= --ppid "$1")
+}
+
+# status_kib FIELD PID...: sum of a /proc/PID/status field (VmRSS, VmHWM) in KiB.
+status_kib() {
+    local field=$1 pid total=0 v
+    shift
+    for pid in "$@"; do
+        v=$(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+duration_secs() {
+    case $1 in
+    *ms) echo 1 ;;
+    *s) echo "${1%s}" ;;
+    *m) echo $((${1%m} * 60)) ;;
+    *h) echo $((${1%h} * 3600)) ;;
+    *) echo "$1" ;;
+    esac
+}
+
+# --- wrk ----------------------------------------------------------------------------------------
+
+ROWS=()
+declare -A RPS P50 P99 ERRORS MEM_AFTER MEM_PEAK
+
+# parse_wrk FILE: prints "req/s p50_us p99_us errors" from wrk --latency output.
+parse_wrk() {
+    awk '
+        function us(v,   n, u) {
+            n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+            if (u == "us") return n
+            if (u == "ms") return n * 1000
+            if (u == "s") return n * 1000000
+            if (u == "m") return n * 60000000
+            return -1
+        }
+        /^Requests\/sec:/ { rps = $2 }
+        /^ +50% / { p50 = us($2) }
+        /^ +99% / { p99 = us($2) }
+        /Non-2xx or 3xx responses:/ { err += $NF }
+        /Socket errors:/ { for (i = 3; i <= NF; i++) { gsub(",", "", $i); if ($i ~ /^[0-9]+$/) err += $i } }
+        END {
+            if (rps == "" || p50 == "" || p99 == "") exit 1
+            printf "%s %s %s %d\n", rps, p50, p99, err
+        }' "$1"
+}
+
+# run_wrk NAME URL [EXTRA WRK ARGS...]: warm-up, then the measured run; adds a row NAME.
+# Extra arguments go to both runs, e.g. -H "Cookie: session=..." for an authenticated scenario.
+run_wrk() {
+    local name=$1 url=$2 limit out parsed rps p50 p99 errors
+    shift 2
+    limit=$(($(duration_secs "$BENCH_DURATION") + $(duration_secs "$BENCH_WARMUP") + 30))
+    out="$WORK/wrk-$(echo "$name" | tr -c 'A-Za-z0-9\n' '-').txt"
+    say "$name: warm-up $BENCH_WARMUP, then $BENCH_DURATION with $BENCH_CONNECTIONS connections, $BENCH_THREADS thread(s) ($url; load $(cut -d' ' -f1-3 /proc/loadavg))"
+    timeout "$limit" wrk -t "$BENCH_THREADS" -c "$BENCH_CONNECTIONS" -d "$BENCH_WARMUP" "$@" "$url" >/dev/null ||
+        die "$name: warm-up wrk run failed"
+    timeout "$limit" wrk -t "$BENCH_THREADS" -c "$BENCH_CONNECTIONS" -d "$BENCH_DURATION" --latency "$@" "$url" >"$out" ||
+        die "$name: wrk run failed"
+    sed 's/^/    /' "$out" >&2
+    parsed=$(parse_wrk "$out") || die "$name: cannot read wrk's output (see above)"
+    read -r rps p50 p99 errors <<<"$parsed"
+    RPS[$name]=$rps P50[$name]=$p50 P99[$name]=$p99 ERRORS[$name]=$errors
+    ROWS+=("$name")
+}
+
+# note_memory NAME PID...: RSS now (summed) and peak RSS (VmHWM, summed) of the row's proxy.
+note_memory() {
+    local name=$1
+    shift
+    MEM_AFTER[$name]=$(status_kib VmRSS "$@")
+    MEM_PEAK[$name]=$(status_kib VmHWM "$@")
+}
+
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
+ms() { awk -v u="$1" 'BEGIN { printf "%.2f ms", u / 1000 }'; }
+
+print_wrk_table() {
+    local name
+    echo "| target | req/s | p50 | p99 | errors | proxy RSS after run | proxy peak RSS |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    for name in "${ROWS[@]}"; do
+        printf '| %s | %.0f | %s | %s | %s | %s | %s |\n' "$name" "${RPS[$name]}" \
+            "$(ms "${P50[$name]}")" "$(ms "${P99[$name]}")" "${ERRORS[$name]}" \
+            "$([ -n "${MEM_AFTER[$name]:-}" ] && mib "${MEM_AFTER[$name]}" || echo -)" \
+            "$([ -n "${MEM_PEAK[$name]:-}" ] && mib "${MEM_PEAK[$name]}" || echo -)"
+    done
+    echo
+    for name in "${ROWS[@]}"; do
+        case $name in "upstream (direct)" | "nginx proxy") continue ;; esac
+        [ -n "${RPS[nginx proxy]:-}" ] || continue
+        awk -v n="$name" -v r="${RPS[$name]}" -v rn="${RPS[nginx proxy]}" \
+            -v p="${P99[$name]}" -v pn="${P99[nginx proxy]}" \
+            'BEGIN { printf "%s / nginx proxy: req/s x%.2f, p99 x%.2f\n", n, r / rn, p / pn }'
+    done
+}
+
+# --- idle connections ---------------------------------------------------------------------------
+
+IDLE_ROWS=()
+declare -A IDLE_RESULT
+
+# run_idle NAME PORT PID...: holds IDLE_CONNECTIONS idle keep-alive connections on PORT and reads
+# the summed VmRSS of the PIDs before, while open, and after closing.
+run_idle() {
+    local name=$1 port=$2 pids limit line
+    shift 2
+    pids=$(echo "$@" | tr ' ' ',')
+    limit=$((IDLE_CONNECTIONS / 200 + 2 * IDLE_SETTLE + 60))
+    say "$name: $IDLE_CONNECTIONS idle keep-alive connections, $IDLE_BATCH at a time"
+    line=$(timeout "$limit" python3 "$BENCH/idle_conns.py" --port "$port" --count "$IDLE_CONNECTIONS" \
+        --batch "$IDLE_BATCH" --settle "$IDLE_SETTLE" --pids "$pids" | grep '^IDLE_RESULT') ||
+        die "$name: idle-connection run failed${line:+: $line}"
+    say "$line"
+    IDLE_RESULT[$name]=$line
+    IDLE_ROWS+=("$name")
+}
+
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+
+print_idle_table() {
+    local name r
+    echo "| proxy | RSS before | RSS with $IDLE_CONNECTIONS idle connections | RSS after closing | KiB per idle connection |"
+    echo "|---|---:|---:|---:|---:|"
+    for name in "${IDLE_ROWS[@]}"; do
+        r=${IDLE_RESULT[$name]}
+        printf '| %s | %s | %s | %s | %s |\n' "$name" "$(mib "$(field rss_before_kib "$r")")" \
+            "$(mib "$(field rss_open_kib "$r")")" "$(mib "$(field rss_after_kib "$r")")" \
+            "$(field kib_per_conn "$r")"
+    done
+}
+
+# --- main ---------------------------------------------------------------------------------------
+
+ensure_tools
+[ "$IDLE_CONNECTIONS" -gt 0 ] && raise_nofile || NOFILE=$(ulimit -n)
+build_pagegate
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/pagegate-bench.XXXXXX")
+chmod 755 "$WORK"
+mkdir -p "$WORK/www" "$WORK/upstream-temp" "$WORK/proxy-temp" "$WORK/pagegate-data"
+head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/www/1k"
+USER_LINE=
+[ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
+WORKER_CONNECTIONS=$((IDLE_CONNECTIONS + 2048))
+[ "$WORKER_CONNECTIONS" -gt "$NOFILE" ] && WORKER_CONNECTIONS=$NOFILE
+
+UPSTREAM_PORT=$(free_port)
+PROXY_PORT=$(free_port)
+PG_PORT=$(free_port)
+common=(DIR="$WORK" NOFILE="$NOFILE" USER_LINE="$USER_LINE" UPSTREAM_PORT="$UPSTREAM_PORT")
+
+render "$BENCH/upstream.nginx.conf" "$WORK/upstream.conf" "${common[@]}" PORT="$UPSTREAM_PORT" \
+    WORKERS="$BENCH_UPSTREAM_WORKERS"
+sed -i "s/worker_connections [0-9]*;/worker_connections $WORKER_CONNECTIONS;/" "$WORK/upstream.conf"
+start_nginx upstream "$WORK/upstream.conf"
+UPSTREAM_PID=$LAST_PID
+wait_ready upstream "http://127.0.0.1:$UPSTREAM_PORT/1k" "$WORK/upstream.error.log"
+
+render "$BENCH/proxy.nginx.conf" "$WORK/proxy.conf" "${common[@]}" PORT="$PROXY_PORT"
+sed -i "s/worker_connections [0-9]*;/worker_connections $WORKER_CONNECTIONS;/" "$WORK/proxy.conf"
+start_nginx proxy "$WORK/proxy.conf"
+PROXY_PID=$LAST_PID
+wait_ready "nginx proxy" "http://127.0.0.1:$PROXY_PORT/1k" "$WORK/proxy.error.log"
+
+render "$BENCH/pagegate.toml" "$WORK/pagegate.toml" "${common[@]}" PORT="$PG_PORT"
+PAGEGATE_LOG=warn "$PG_BIN" serve --config "$WORK/pagegate.toml" 2>"$WORK/pagegate.log" &
+PG_PID=$!
+STARTED_PIDS+=("$PG_PID")
+wait_ready pagegate "http://127.0.0.1:$PG_PORT/1k" "$WORK/pagegate.log"
+
+commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] &&
+    commit="$commit + uncommitted changes"
+{
+    echo "## Proxy benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "- pagegate $commit; $("$NGINX" -v 2>&1 | sed 's/.*version: //'); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+    echo "- CPU: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; memory $(free -h | awk '/^Mem:/ { print $2 }'); kernel $(uname -r)"
+    echo "- wrk: $BENCH_THREADS thread(s), $BENCH_CONNECTIONS keep-alive connections, $BENCH_WARMUP warm-up + $BENCH_DURATION measured, GET /1k (1024-byte static file); upstream nginx workers: $BENCH_UPSTREAM_WORKERS"
+    echo
+} >"$WORK/results.md"
+
+run_wrk "upstream (direct)" "http://127.0.0.1:$UPSTREAM_PORT/1k"
+run_wrk "nginx proxy" "http://127.0.0.1:$PROXY_PORT/1k"
+note_memory "nginx proxy" $(pids_of_nginx "$PROXY_PID")
+run_wrk "pagegate" "http://127.0.0.1:$PG_PORT/1k"
+note_memory "pagegate" "$PG_PID"
+print_wrk_table >>"$WORK/results.md"
+
+if [ "$IDLE_CONNECTIONS" -gt 0 ]; then
+    run_idle "pagegate" "$PG_PORT" "$PG_PID"
+    run_idle "nginx proxy" "$PROXY_PORT" $(pids_of_nginx "$PROXY_PID")
+    {
+        echo
+        echo "Idle keep-alive connections (each sent one GET /1k, then stayed open; RSS summed over all processes of the proxy, read ${IDLE_SETTLE}s after opening / closing):"
+        echo
+        print_idle_table
+    } >>"$WORK/results.md"
+fi
+
+kill -0 "$PG_PID" 2>/dev/null || die "pagegate exited during the benchmark (see $WORK/pagegate.log)"
+if [ -s "$WORK/pagegate.log" ]; then
+    say "pagegate logged:"
+    sed 's/^/    /' "$WORK/pagegate.log" | tail -20 >&2
+fi
+
+echo
+cat "$WORK/results.md"
+if [ -n "$BENCH_OUT" ]; then
+    mkdir -p "$BENCH_OUT"
+    cp "$WORK/results.md" "$WORK"/wrk-*.txt "$BENCH_OUT/"
+    say "results kept in $BENCH_OUT"
+fi

@@ -1,0 +1,347 @@
+//! A watch on HTTP/1.1 request framing, below hyper.
+//!
+//! hyper resolves a request carrying both `Content-Length` and `Transfer-Encoding` the way RFC
+//! 9112 §6.3 allows (chunked wins, the connection closes afterwards) and folds repeated equal
+//! `Content-Length` lines into one, so by the time a request reaches the service the ambiguity is
+//! gone from its headers. Such a request is a smuggling attempt more often than not, and pagegate
+//! refuses it outright. This wrapper reads the same bytes hyper reads, finds each request head
+//! with `httparse` (hyper's own parser), follows the body framing with `httparse`'s chunk parser,
+//! and records the sequence number of an ambiguous head. The service compares it with the request
+//! it is handling. Whenever the watch is unsure (a parse error, an upgrade, HTTP/2), it stops
+//! watching: hyper's own handling is safe, this is the stricter layer on top.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Longest request head the watch buffers, like hyper's default limit.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most header lines in one head (hyper's default is 100).
+const MAX_HEADERS: usize = 128;
+/// No ambiguous head seen.
+const NONE: u64 = u64::MAX;
+
+/// Shared between the wrapped stream and the connection's service.
+#[derive(Debug)]
+pub(crate) struct FramingVerdict {
+    /// Sequence number (0-based) of the first ambiguous request on this connection, or `NONE`.
+    ambiguous: AtomicU64,
+}
+
+impl FramingVerdict {
+    fn new() -> Arc<FramingVerdict> {
+        Arc::new(FramingVerdict {
+            ambiguous: AtomicU64::new(NONE),
+        })
+    }
+
+    /// Whether request number `seq` of the connection had ambiguous framing.
+    pub(crate) fn is_ambiguous(&self, seq: u64) -> bool {
+        self.ambiguous.load(Ordering::Acquire) == seq
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for a request head; holds a partial head split across reads.
+    Head(Vec<u8>),
+    /// Inside a body of known length: bytes left.
+    Body(u64),
+    /// Waiting for a chunk-size line; holds a partial line.
+    ChunkSize(Vec<u8>),
+    /// Inside a chunk: data bytes plus its CRLF left.
+    ChunkData(u64),
+    /// After the last chunk: trailer fields up to the empty line.
+    Trailers(Vec<u8>),
+    /// No longer watching this connection.
+    Off,
+}
+
+/// What one parsed head means for the bytes after it.
+struct HeadFacts {
+    ambiguous: bool,
+    next: State,
+}
+
+/// The byte stream wrapper.
+pub(crate) struct FramingWatch<IO> {
+    inner: IO,
+    state: State,
+    heads_seen: u64,
+    verdict: Arc<FramingVerdict>,
+}
+
+impl<IO> FramingWatch<IO> {
+    pub(crate) fn new(inner: IO) -> (FramingWatch<IO>, Arc<FramingVerdict>) {
+        let verdict = FramingVerdict::new();
+        let watch = FramingWatch {
+            inner,
+            state: State::Head(Vec::new()),
+            heads_seen: 0,
+            verdict: verdict.clone(),
+        };
+        (watch, verdict)
+    }
+
+    /// Follows the framing through newly read bytes.
+    fn observe(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match &mut self.state {
+                State::Off => return,
+                State::Body(left) => {
+                    let take = (*left).min(bytes.len() as u64);
+                    *left -= take;
+                    bytes = &bytes[take as usize..];
+                    if *left == 0 {
+                        self.state = State::Head(Vec::new());
+                    }
+                }
+                State::ChunkData(left) => {
+                    let take = (*left).min(bytes.len() as u64);
+                    *left -= take;
+                    bytes = &bytes[take as usize..];
+                    if *left == 0 {
+                        self.state = State::ChunkSize(Vec::new());
+                    }
+                }
+                State::Head(pending) => {
+                    let (used, facts) = if pending.is_empty() {
+                        match parse_head(bytes) {
+                            Parsed::Complete(used, facts) => (used, facts),
+                            Parsed::Partial => {
+                                self.state = State::Head(bytes.to_vec());
+                                return;
+                            }
+                            Parsed::Invalid => {
+                                self.state = State::Off;
+                                return;
+                            }
+                        }
+                    } else {
+                        let before = pending.len();
+                        pending.extend_from_slice(bytes);
+                        match parse_head(pending) {
+                            Parsed::Complete(used, facts) => (used - before, facts),
+                            Parsed::Partial if pending.len() <= MAX_HEAD => return,
+                            Parsed::Partial | Parsed::Invalid => {
+                                self.state = State::Off;
+                                return;
+                            }
+                        }
+                    };
+                    bytes = &bytes[used..];
+                    if facts.ambiguous {
+                        self.verdict
+                            .ambiguous
+                            .store(self.heads_seen, Ordering::Release);
+                        self.state = State::Off;
+                        return;
+                    }
+                    self.heads_seen += 1;
+                    self.state = facts.next;
+                }
+                State::ChunkSize(pending) => {
+                    let before = pending.len();
+                    let parsed = if before == 0 {
+                        httparse::parse_chunk_size(bytes)
+                    } else {
+                        pending.extend_from_slice(bytes);
+                        httparse::parse_chunk_size(pending)
+                    };
+                    match parsed {
+                        Ok(httparse::Status::Complete((used, size))) => {
+                            bytes = &bytes[used - before..];
+                            self.state = if size == 0 {
+                                State::Trailers(Vec::new())
+                            } else {
+                                State::ChunkData(size.saturating_add(2))
+                            };
+                        }
+                        Ok(httparse::Status::Partial) if before + bytes.len() <= 1024 => {
+                            if before == 0 {
+                                self.state = State::ChunkSize(bytes.to_vec());
+                            }
+                            return;
+                        }
+                        _ => {
+                            self.state = State::Off;
+                            return;
+                        }
+                    }
+                }
+                State::Trailers(pending) => {
+                    let before = pending.len();
+                    pending.extend_from_slice(bytes);
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    match httparse::parse_headers(pending, &mut headers) {
+                        Ok(httparse::Status::Complete((used, _))) => {
+                            bytes = &bytes[used - before..];
+                            self.state = State::Head(Vec::new());
+                        }
+                        Ok(httparse::Status::Partial) if pending.len() <= MAX_HEAD => return,
+                        _ => {
+                            self.state = State::Off;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Parsed {
+    Complete(usize, HeadFacts),
+    Partial,
+    Invalid,
+}
+
+fn parse_head(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let used = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Invalid,
+    };
+    let mut lengths = 0usize;
+    let mut length = None;
+    let mut transfer_encodings = 0usize;
+    let mut last_te_chunked = false;
+    let mut upgrade = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            lengths += 1;
+            length = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encodings += 1;
+            last_te_chunked = h
+                .value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = true;
+        }
+    }
+    let ambiguous = lengths > 1 || (lengths > 0 && transfer_encodings > 0);
+    let next = if ambiguous || upgrade || req.method == Some("CONNECT") {
+        State::Off
+    } else if transfer_encodings > 0 {
+        if last_te_chunked {
+            State::ChunkSize(Vec::new())
+        } else {
+            State::Off
+        }
+    } else {
+        match (lengths, length) {
+            (0, _) | (_, Some(0)) => State::Head(Vec::new()),
+            (_, Some(n)) => State::Body(n),
+            (_, None) => State::Off,
+        }
+    };
+    Parsed::Complete(used, HeadFacts { ambiguous, next })
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for FramingWatch<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            if !matches!(self.state, State::Off) {
+                self.observe(&buf.filled()[before..]);
+            }
+        }
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingWatch<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `stream` in pieces of `step` bytes; returns the ambiguous head's number, if any.
+    fn watch(stream: &[u8], step: usize) -> Option<u64> {
+        let (mut w, verdict) = FramingWatch::new(());
+        for piece in stream.chunks(step) {
+            w.observe(piece);
+        }
+        let seq = verdict.ambiguous.load(Ordering::Acquire);
+        (seq != NONE).then_some(seq)
+    }
+
+    const CLEAN: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\
+POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 28\r\n\r\nGET / HTTP/1.1\r\nHost: b\r\n\r\n\
+POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n";
+
+    #[test]
+    fn clean_pipelines_are_followed_whatever_the_read_sizes() {
+        for step in [1, 2, 3, 7, 16, 1000] {
+            let mut stream = CLEAN.to_vec();
+            stream.extend_from_slice(
+                b"POST /s HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            );
+            assert_eq!(watch(&stream, step), Some(3), "step {step}");
+            assert_eq!(watch(CLEAN, step), None, "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_body_that_looks_like_a_request_is_not_a_head() {
+        let stream = b"POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 62\r\n\r\n\
+GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(watch(stream, 5), None);
+    }
+
+    #[test]
+    fn content_length_with_transfer_encoding_is_ambiguous() {
+        let stream = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(watch(stream, 4), Some(1));
+    }
+
+    #[test]
+    fn gives_up_quietly_on_what_it_cannot_follow() {
+        assert_eq!(watch(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 100), None);
+        assert_eq!(watch(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", 100), None);
+    }
+}
