@@ -48,8 +48,8 @@ async fn a_smuggled_request_behind_a_clean_one_on_the_same_connection_is_refused
           0\r\n\r\n",
     )
     .await;
-    let statuses: Vec<&str> = answer.lines().filter(|l| l.starts_with("HTTP/1.1 ")).collect();
-    assert_eq!(statuses, ["HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"], "{answer}");
+    let statuses: Vec<&str> = answer.split("HTTP/1.1 ").skip(1).map(|rest| &rest[..3]).collect();
+    assert_eq!(statuses, ["200", "400"], "{answer}");
     let targets: Vec<String> = upstream.seen().into_iter().map(|s| s.target).collect();
     assert_eq!(targets, ["/first"]);
 }
