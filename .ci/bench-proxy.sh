@@ -177,9 +177,24 @@ duration_secs() {
     esac
 }
 
+# busy_pct: share of all CPUs (percent) in use over one second, before anything of ours runs.
+# Other work on the machine (a compile, a test suite) skews every number, so it is reported.
+busy_pct() {
+    local a b
+    a=($(head -1 /proc/stat))
+    sleep 1
+    b=($(head -1 /proc/stat))
+    awk -v a="${a[*]:1}" -v b="${b[*]:1}" 'BEGIN {
+        n = split(a, x, " "); split(b, y, " ")
+        for (i = 1; i <= n; i++) { d = y[i] - x[i]; total += d; if (i == 4 || i == 5) idle += d }
+        printf "%.0f", total ? 100 * (total - idle) / total : 0
+    }'
+}
+
 # --- wrk ----------------------------------------------------------------------------------------
 
 ROWS=()
+BUSY_WARNINGS=()
 declare -A RPS P50 P99 ERRORS MEM_AFTER MEM_PEAK
 
 # parse_wrk FILE: prints "req/s p50_us p99_us errors" from wrk --latency output.
@@ -207,11 +222,15 @@ parse_wrk() {
 # run_wrk NAME URL [EXTRA WRK ARGS...]: warm-up, then the measured run; adds a row NAME.
 # Extra arguments go to both runs, e.g. -H "Cookie: session=..." for an authenticated scenario.
 run_wrk() {
-    local name=$1 url=$2 limit out parsed rps p50 p99 errors
+    local name=$1 url=$2 limit out parsed rps p50 p99 errors busy
     shift 2
     limit=$(($(duration_secs "$BENCH_DURATION") + $(duration_secs "$BENCH_WARMUP") + 30))
     out="$WORK/wrk-$(echo "$name" | tr -c 'A-Za-z0-9\n' '-').txt"
-    say "$name: warm-up $BENCH_WARMUP, then $BENCH_DURATION with $BENCH_CONNECTIONS connections, $BENCH_THREADS thread(s) ($url; load $(cut -d' ' -f1-3 /proc/loadavg))"
+    busy=$(busy_pct)
+    if [ "$busy" -gt 10 ]; then
+        BUSY_WARNINGS+=("before \"$name\", ${busy}% of the CPUs were busy with other work")
+    fi
+    say "$name: warm-up $BENCH_WARMUP, then $BENCH_DURATION with $BENCH_CONNECTIONS connections, $BENCH_THREADS thread(s) ($url; CPUs ${busy}% busy before)"
     timeout "$limit" wrk -t "$BENCH_THREADS" -c "$BENCH_CONNECTIONS" -d "$BENCH_WARMUP" "$@" "$url" >/dev/null ||
         die "$name: warm-up wrk run failed"
     timeout "$limit" wrk -t "$BENCH_THREADS" -c "$BENCH_CONNECTIONS" -d "$BENCH_DURATION" --latency "$@" "$url" >"$out" ||
@@ -328,9 +347,13 @@ PG_PID=$!
 STARTED_PIDS+=("$PG_PID")
 wait_ready pagegate "http://127.0.0.1:$PG_PORT/1k" "$WORK/pagegate.log"
 
-commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] &&
-    commit="$commit + uncommitted changes"
+if [ -n "${PAGEGATE_BIN:-}" ]; then
+    commit="binary $PAGEGATE_BIN"
+else
+    commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    [ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] &&
+        commit="$commit + uncommitted changes"
+fi
 {
     echo "## Proxy benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
@@ -346,6 +369,12 @@ note_memory "nginx proxy" $(pids_of_nginx "$PROXY_PID")
 run_wrk "pagegate" "http://127.0.0.1:$PG_PORT/1k"
 note_memory "pagegate" "$PG_PID"
 print_wrk_table >>"$WORK/results.md"
+if [ ${#BUSY_WARNINGS[@]} -gt 0 ]; then
+    {
+        echo
+        for w in "${BUSY_WARNINGS[@]}"; do echo "Warning: $w; these numbers are not reliable."; done
+    } >>"$WORK/results.md"
+fi
 
 if [ "$IDLE_CONNECTIONS" -gt 0 ]; then
     run_idle "pagegate" "$PG_PORT" "$PG_PID"

@@ -36,16 +36,20 @@ pub struct Gateway {
     prefix: String,
     healthz: String,
     trusted_proxies: Vec<IpNet>,
+    /// Port of the HTTPS listener, for redirects.
+    https_port: Option<u16>,
 }
 
 struct SiteRuntime {
     name: String,
     upstream: Upstream,
+    has_tls: bool,
+    redirect_http: bool,
 }
 
 impl Gateway {
     /// Builds the routing table and one upstream client per site.
-    pub fn new(config: &Config) -> Result<Gateway, String> {
+    pub fn new(config: &Config, https_port: Option<u16>) -> Result<Gateway, String> {
         let mut sites = Vec::with_capacity(config.sites.len());
         for site in &config.sites {
             let upstream =
@@ -53,6 +57,8 @@ impl Gateway {
             sites.push(SiteRuntime {
                 name: site.name.clone(),
                 upstream,
+                has_tls: site.tls.is_some(),
+                redirect_http: site.redirect_http,
             });
         }
         Ok(Gateway {
@@ -61,6 +67,7 @@ impl Gateway {
             prefix: config.server.prefix.clone(),
             healthz: format!("{}/healthz", config.server.prefix),
             trusted_proxies: config.server.trusted_proxies.clone(),
+            https_port,
         })
     }
 
@@ -110,13 +117,20 @@ impl Gateway {
             .router
             .site_for_host(&host)
             .ok_or(HttpError::UnknownHost)?;
-        if conn.sni_site.is_some_and(|sni| sni != site_id) {
+        let site = &self.sites[site_id];
+        // Over TLS, only the site the handshake was for, and only sites that have a certificate:
+        // a client that sent no server name cannot reach a plain-HTTP-only site this way.
+        if conn.tls && (!site.has_tls || conn.sni_site.is_some_and(|sni| sni != site_id)) {
             return Err(HttpError::Misdirected);
+        }
+        if !conn.tls && site.redirect_http {
+            if let Some(port) = self.https_port {
+                return Ok(redirect_to_https(&host, port, req.uri()));
+            }
         }
         if is_under(req.uri().path(), &self.prefix) {
             return Err(HttpError::NotFound);
         }
-        let site = &self.sites[site_id];
         let fwd = Forwarding {
             peer: conn.peer,
             peer_trusted: self
@@ -219,6 +233,25 @@ fn port_of(host: &str) -> Option<&str> {
 fn is_under(path: &str, prefix: &str) -> bool {
     path.strip_prefix(prefix)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// `308` to the same path on HTTPS; 308 keeps the method and body of a POST.
+fn redirect_to_https(host: &str, port: u16, uri: &http::Uri) -> Response<Body> {
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    let mut r = Response::new(body::empty());
+    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        Err(_) => *r.status_mut() = StatusCode::BAD_REQUEST,
+    }
+    r
 }
 
 fn healthz(method: &Method) -> Response<Body> {

@@ -80,7 +80,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let parsed = pagegate::config::load(&config)?;
             let pages: usize = parsed.sites.iter().map(|s| s.pages.len()).sum();
             println!(
-                "{}: OK ({} sites, {} protected pages)",
+                "{}: OK (sites: {}, pages: {})",
                 config.display(),
                 parsed.sites.len(),
                 pages

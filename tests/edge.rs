@@ -48,7 +48,11 @@ async fn a_smuggled_request_behind_a_clean_one_on_the_same_connection_is_refused
           0\r\n\r\n",
     )
     .await;
-    let statuses: Vec<&str> = answer.split("HTTP/1.1 ").skip(1).map(|rest| &rest[..3]).collect();
+    let statuses: Vec<&str> = answer
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .map(|rest| &rest[..3])
+        .collect();
     assert_eq!(statuses, ["200", "400"], "{answer}");
     let targets: Vec<String> = upstream.seen().into_iter().map(|s| s.target).collect();
     assert_eq!(targets, ["/first"]);

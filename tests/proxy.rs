@@ -330,3 +330,64 @@ async fn keep_alive_connections_carry_many_requests() {
     }
     assert_eq!(upstream.count(), 20);
 }
+
+#[tokio::test]
+async fn client_sent_identity_headers_never_reach_the_upstream() {
+    let upstream = TestUpstream::start().await;
+    let gateway = TestGateway::in_front_of(&upstream).await;
+    let req = request("GET", "site.example", "/account")
+        .header("x-pagegate-email", "ceo@example.com")
+        .header("X-Pagegate-Name", "Mallory")
+        .header("x_pagegate_page", "course")
+        .header("connection", "x-forwarded-for")
+        .body(Full::default())
+        .expect("request");
+    client::send(gateway.addr, req).await;
+    let seen = upstream.last();
+    let leaked: Vec<&str> = seen
+        .headers
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| k.replace('_', "-").starts_with("x-pagegate-"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "identity headers reached the upstream: {leaked:?}"
+    );
+    assert_eq!(
+        seen.header("x-forwarded-for").as_deref(),
+        Some("127.0.0.1"),
+        "Connection cannot drop pagegate's headers"
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let upstream = TestUpstream::start().await;
+    let gateway = TestGateway::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 1\n\n[[site]]\nhosts = [\"*\"]\nupstream = \"http://{}\"\n",
+        upstream.addr
+    ))
+    .await;
+    let mut first = client::http1(gateway.addr).await;
+    let req = request("GET", "a.example", "/first")
+        .body(Full::default())
+        .expect("request");
+    assert_eq!(
+        client::read_answer(first.send_request(req).await.expect("send"))
+            .await
+            .status,
+        200
+    );
+
+    let second = tokio::spawn(client::get(gateway.addr, "a.example", "/second"));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "a second connection was served while the first held the only slot"
+    );
+    assert_eq!(upstream.count(), 1);
+    drop(first);
+    let answer = second.await.expect("task");
+    assert_eq!(answer.body, "hello from upstream /second");
+}

@@ -28,12 +28,24 @@ async fn two_tls_sites(ca: &TestCa) -> (TestGateway, TestUpstream, TestUpstream)
     (gateway, site_a, site_b)
 }
 
-async fn https_get(gateway: &TestGateway, ca: &TestCa, sni: &str, host: &str, path: &str) -> client::Answer {
+async fn https_get(
+    gateway: &TestGateway,
+    ca: &TestCa,
+    sni: &str,
+    host: &str,
+    path: &str,
+) -> client::Answer {
     let tls_addr = gateway.tls_addr.expect("tls listener");
-    let stream = client::tls_connect(tls_addr, sni, ca.client_config(&[b"http/1.1"])).await.expect("TLS handshake");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("h1");
+    let stream = client::tls_connect(tls_addr, sni, ca.client_config(&[b"http/1.1"]))
+        .await
+        .expect("TLS handshake");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("h1");
     tokio::spawn(conn);
-    let req = client::request("GET", host, path).body(Full::<bytes::Bytes>::default()).expect("request");
+    let req = client::request("GET", host, path)
+        .body(Full::<bytes::Bytes>::default())
+        .expect("request");
     read_answer(send.send_request(req).await.expect("send")).await
 }
 
@@ -50,7 +62,10 @@ async fn each_sni_name_gets_its_own_certificate_and_site() {
     assert_eq!(b.body, "hello from upstream /from-b");
 
     assert_eq!(site_a.last().target, "/from-a");
-    assert_eq!(site_a.last().header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        site_a.last().header("x-forwarded-proto").as_deref(),
+        Some("https")
+    );
     assert_eq!(site_b.last().target, "/from-b");
     assert_eq!(site_a.count() + site_b.count(), 2);
 }
@@ -61,7 +76,10 @@ async fn an_unknown_server_name_gets_no_certificate() {
     let (gateway, _a, _b) = two_tls_sites(&ca).await;
     let tls_addr = gateway.tls_addr.expect("tls listener");
     let result = client::tls_connect(tls_addr, "c.test", ca.client_config(&[])).await;
-    assert!(result.is_err(), "handshake for an unconfigured name must fail");
+    assert!(
+        result.is_err(),
+        "handshake for an unconfigured name must fail"
+    );
 }
 
 #[tokio::test]
@@ -78,15 +96,25 @@ async fn http2_is_negotiated_by_alpn() {
     let ca = TestCa::new();
     let (gateway, site_a, _b) = two_tls_sites(&ca).await;
     let tls_addr = gateway.tls_addr.expect("tls listener");
-    let stream = client::tls_connect(tls_addr, "a.test", ca.client_config(&[b"h2", b"http/1.1"])).await.expect("TLS");
+    let stream = client::tls_connect(tls_addr, "a.test", ca.client_config(&[b"h2", b"http/1.1"]))
+        .await
+        .expect("TLS");
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2");
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2");
     tokio::spawn(conn);
-    let req = http::Request::builder().uri("https://a.test/over-h2").body(Full::<bytes::Bytes>::default()).expect("request");
+    let req = http::Request::builder()
+        .uri("https://a.test/over-h2")
+        .body(Full::<bytes::Bytes>::default())
+        .expect("request");
     let response = send.send_request(req).await.expect("send");
     assert_eq!(response.version(), http::Version::HTTP_2);
-    assert_eq!(read_answer(response).await.body, "hello from upstream /over-h2");
+    assert_eq!(
+        read_answer(response).await.body,
+        "hello from upstream /over-h2"
+    );
     assert_eq!(site_a.last().header("host").as_deref(), Some("a.test"));
 }
 
@@ -110,7 +138,11 @@ async fn https_upstream_is_verified_against_the_configured_ca() {
     let answer = client::get(trusted.addr, "site.example", "/over-tls").await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.body, "hello from upstream /over-tls");
-    assert_eq!(upstream.last().version, http::Version::HTTP_2, "ALPN picked h2 to the upstream");
+    assert_eq!(
+        upstream.last().version,
+        http::Version::HTTP_2,
+        "ALPN picked h2 to the upstream"
+    );
 
     // Without the CA the upstream's certificate is not trusted: 502, nothing served.
     let untrusting = TestGateway::start(&format!(
@@ -121,4 +153,72 @@ async fn https_upstream_is_verified_against_the_configured_ca() {
     let answer = client::get(untrusting.addr, "site.example", "/over-tls").await;
     assert_eq!(answer.status, 502);
     assert_eq!(upstream.count(), before);
+}
+
+#[tokio::test]
+async fn plain_http_to_a_tls_site_is_redirected_and_no_sni_cannot_reach_a_plain_site() {
+    let ca = TestCa::new();
+    let secure = TestUpstream::start().await;
+    let plain = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    ca.write_leaf(dir.path(), "a", &["a.test"]);
+    let gateway = TestGateway::start_in(
+        dir,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n\n\
+             [[site]]\nhosts = [\"a.test\"]\nupstream = \"http://{}\"\ntls = {{ cert = \"a.pem\", key = \"a.key\" }}\n\n\
+             [[site]]\nhosts = [\"plain.test\"]\nupstream = \"http://{}\"\n",
+            secure.addr, plain.addr
+        ),
+    )
+    .await;
+    let tls_port = gateway.tls_addr.expect("tls listener").port();
+
+    let answer = client::get(gateway.addr, "A.test:80", "/course/?lesson=2").await;
+    assert_eq!(answer.status, 308);
+    assert_eq!(
+        answer.header("location"),
+        Some(format!("https://a.test:{tls_port}/course/?lesson=2").as_str())
+    );
+    assert_eq!(
+        client::get(gateway.addr, "plain.test", "/").await.status,
+        200,
+        "plain sites stay on HTTP"
+    );
+
+    // A client that sends no server name gets the first certificate; it must not be able to
+    // use that connection to reach the plain-HTTP-only site.
+    let mut config = (*ca.client_config(&[b"http/1.1"])).clone();
+    config.enable_sni = false;
+    let stream = client::tls_connect(
+        gateway.tls_addr.expect("tls"),
+        "a.test",
+        std::sync::Arc::new(config),
+    )
+    .await
+    .expect("handshake without SNI");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let req = client::request("GET", "plain.test", "/")
+        .body(Full::<bytes::Bytes>::default())
+        .expect("request");
+    assert_eq!(
+        read_answer(send.send_request(req).await.expect("send"))
+            .await
+            .status,
+        421
+    );
+    let req = client::request("GET", "a.test", "/ok")
+        .body(Full::<bytes::Bytes>::default())
+        .expect("request");
+    assert_eq!(
+        read_answer(send.send_request(req).await.expect("send"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(plain.count(), 1);
+    assert_eq!(secure.last().target, "/ok");
 }

@@ -38,6 +38,8 @@ pub(crate) struct FileServer {
     pub(crate) header_read_timeout: Option<Spanned<String>>,
     /// How long a TLS handshake may take.
     pub(crate) tls_handshake_timeout: Option<Spanned<String>>,
+    /// Most client connections open at once; further ones wait in the listen backlog.
+    pub(crate) max_connections: Option<Spanned<i64>>,
 }
 
 /// `[[site]]`.
@@ -59,7 +61,7 @@ pub(crate) struct FileSite {
     pub(crate) upstream_http2: bool,
     /// Forward the client's Host header (true) or the upstream's own authority (false).
     pub(crate) preserve_host: Option<bool>,
-    /// How long connecting to the upstream may take before answering 502.
+    /// How long connecting to the upstream may take before answering 504.
     pub(crate) connect_timeout: Option<Spanned<String>>,
     /// How long the upstream may take to send response headers before answering 504.
     pub(crate) response_timeout: Option<Spanned<String>>,
@@ -67,6 +69,8 @@ pub(crate) struct FileSite {
     pub(crate) public_url: Option<Spanned<String>>,
     /// Certificate and key served for this site's hosts on `tls_listen` (chosen by SNI).
     pub(crate) tls: Option<Spanned<FileTls>>,
+    /// Redirect plain-HTTP requests to HTTPS (default: true when the site has `tls`).
+    pub(crate) redirect_http: Option<Spanned<bool>>,
     /// Protected pages of this site.
     #[serde(default)]
     pub(crate) page: Vec<Spanned<FilePage>>,

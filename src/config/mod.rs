@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Bound on a TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// Most client connections served at once.
+    pub max_connections: usize,
 }
 
 /// One `[[site]]`, validated.
@@ -64,6 +66,8 @@ pub struct SiteConfig {
     pub tls: Option<TlsFiles>,
     /// The site's public base URL, used for links in mail.
     pub public_url: Option<String>,
+    /// Answer plain-HTTP requests with a redirect to HTTPS.
+    pub redirect_http: bool,
     /// Protected pages.
     pub pages: Vec<PageConfig>,
 }
@@ -122,7 +126,7 @@ pub struct PageConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{path}: cannot read the configuration: {source}")]
+    #[error("{path}: cannot read the configuration")]
     Read {
         /// The file.
         path: PathBuf,
@@ -203,6 +207,16 @@ impl TlsFiles {
         }
         let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&self.key)
             .map_err(|e| format!("{}: not a PEM private key: {e}", self.key.display()))?;
+        let provider = rustls::crypto::ring::default_provider();
+        rustls::sign::CertifiedKey::from_der(certs.clone(), key.clone_key(), &provider).map_err(
+            |e| {
+                format!(
+                    "{} and {} do not belong together: {e}",
+                    self.cert.display(),
+                    self.key.display()
+                )
+            },
+        )?;
         Ok((certs, key))
     }
 }

@@ -132,6 +132,7 @@ impl Ctx<'_> {
             sites.push(self.site(i, site, server_config.tls_listen.is_some())?);
         }
         self.check_unique_hosts(&file.site, &sites)?;
+        self.check_unique_names(&file.site, &sites)?;
         self.check_unique_pages(&file.site, &sites)?;
         if let Some(tls_listen) = &server.get_ref().tls_listen {
             if sites.iter().all(|s| s.tls.is_none()) {
@@ -169,7 +170,7 @@ impl Ctx<'_> {
                 "at least one of `listen` or `tls_listen` is required",
             ));
         }
-        if listen.is_some() && listen == tls_listen {
+        if listen.is_some_and(|a| a.port() != 0) && listen == tls_listen {
             return Err(self.invalid(
                 "server.tls_listen",
                 s.tls_listen.as_ref().map(|v| v.span()),
@@ -215,6 +216,19 @@ impl Ctx<'_> {
                 s.tls_handshake_timeout.as_ref(),
                 Duration::from_secs(10),
             )?,
+            max_connections: match &s.max_connections {
+                None => 20_000,
+                Some(n) => usize::try_from(*n.get_ref())
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        self.invalid(
+                            "server.max_connections",
+                            Some(n.span()),
+                            "expected a whole number above zero",
+                        )
+                    })?,
+            },
         })
     }
 
@@ -307,6 +321,17 @@ impl Ctx<'_> {
             }
             None => None,
         };
+        let redirect_http = match &s.redirect_http {
+            Some(r) if *r.get_ref() && tls.is_none() => {
+                return Err(self.invalid(
+                    &key("redirect_http"),
+                    Some(r.span()),
+                    "redirecting to HTTPS needs the site to have `tls`",
+                ));
+            }
+            Some(r) => *r.get_ref(),
+            None => tls.is_some(),
+        };
         let public_url = match &s.public_url {
             Some(u) => Some(self.public_url(&key("public_url"), u)?),
             None => None,
@@ -326,6 +351,7 @@ impl Ctx<'_> {
             upstream,
             tls,
             public_url,
+            redirect_http,
             pages,
         })
     }
@@ -466,7 +492,7 @@ impl Ctx<'_> {
                     Some(raw.span()),
                     format!(
                         "expected a plain absolute path such as \"/course/\" (no '..', '.', '//', \
-                         '%', '\\\\', '?', '#' or control characters), got {path:?}"
+                         '%', '\\', '?', '#' or control characters), got {path:?}"
                     ),
                 ));
             }
@@ -495,6 +521,26 @@ impl Ctx<'_> {
                         format!("host {} is already claimed by site[{first}]; each host belongs to one site", host),
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_unique_names(&self, raw: &[Spanned<FileSite>], sites: &[SiteConfig]) -> Result<()> {
+        let mut seen = HashMap::new();
+        for (i, site) in sites.iter().enumerate() {
+            if let Some(first) = seen.insert(site.name.as_str(), i) {
+                let span = raw[i]
+                    .get_ref()
+                    .name
+                    .as_ref()
+                    .map(|n| n.span())
+                    .or(Some(raw[i].span()));
+                return Err(self.invalid(
+                    &format!("site[{i}].name"),
+                    span,
+                    format!("site name {:?} is already used by site[{first}]; names identify sites in logs and the API", site.name),
+                ));
             }
         }
         Ok(())

@@ -46,6 +46,30 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
     wants_trailers
 }
 
+/// Prefix of the headers pagegate uses to tell the upstream who is signed in.
+const IDENTITY_PREFIX: &str = "x-pagegate-";
+
+/// Removes every header a client could use to pose as a signed-in visitor: any name starting
+/// with `x-pagegate-`, also spelled with underscores (some upstream frameworks read
+/// `X_Pagegate_Email` as `X-Pagegate-Email`). Runs on every request, protected or not.
+pub fn remove_identity_headers(headers: &mut HeaderMap) {
+    let is_identity = |name: &HeaderName| {
+        let name = name.as_str().as_bytes();
+        name.len() >= IDENTITY_PREFIX.len()
+            && name[..IDENTITY_PREFIX.len()]
+                .iter()
+                .zip(IDENTITY_PREFIX.as_bytes())
+                .all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
+    };
+    if !headers.keys().any(is_identity) {
+        return;
+    }
+    let found: Vec<HeaderName> = headers.keys().filter(|n| is_identity(n)).cloned().collect();
+    for name in found {
+        headers.remove(name);
+    }
+}
+
 /// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` + `Upgrade: x`),
 /// or `None`. `h2c` is never honoured: the gateway speaks HTTP/2 to clients itself, and an h2c
 /// upgrade passed through would let a client talk to the upstream unchecked.
@@ -221,6 +245,21 @@ mod tests {
         ] {
             assert_eq!(requested_upgrade(&h), None, "{h:?}");
         }
+    }
+
+    #[test]
+    fn identity_headers_are_removed_in_every_spelling() {
+        let mut h = map(&[
+            ("x-pagegate-email", "mallory@example.com"),
+            ("X_Pagegate_Name", "Mallory"),
+            ("x_pagegate-page", "course"),
+            ("x-pagegatex", "kept: not the prefix"),
+            ("accept", "*/*"),
+        ]);
+        remove_identity_headers(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "x-pagegatex"]);
     }
 
     fn fwd(trusted: bool) -> Forwarding<'static> {

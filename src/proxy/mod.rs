@@ -60,6 +60,7 @@ impl Upstream {
             .map_err(|_| HttpError::BadRequest("The Host header is not valid."))?;
         let headers = req.headers_mut();
         let wants_trailers = headers::remove_hop_by_hop(headers);
+        headers::remove_identity_headers(headers);
         if wants_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }

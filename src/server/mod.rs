@@ -75,21 +75,27 @@ impl RunningGateway {
 /// Binds the listeners and starts serving. Returns once the sockets are bound, so callers (and
 /// tests using port 0) can read the real addresses.
 pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
-    let gateway = Arc::new(Gateway::new(&config).map_err(StartError::Setup)?);
     let http = match config.server.listen {
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
     let https = match config.server.tls_listen {
-        Some(addr) => {
-            let tls =
-                tls::server_config(&config, gateway.router().clone()).map_err(StartError::Setup)?;
-            Some((bind(addr).await?, TlsAcceptor::from(Arc::new(tls))))
-        }
+        Some(addr) => Some(bind(addr).await?),
         None => None,
     };
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
-    let https_addr = https.as_ref().and_then(|(l, _)| l.local_addr().ok());
+    let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
+    // Redirects to HTTPS name the port actually bound, which differs from the config's for ":0".
+    let gateway =
+        Arc::new(Gateway::new(&config, https_addr.map(|a| a.port())).map_err(StartError::Setup)?);
+    let https = match https {
+        Some(listener) => {
+            let tls =
+                tls::server_config(&config, gateway.router().clone()).map_err(StartError::Setup)?;
+            Some((listener, TlsAcceptor::from(Arc::new(tls))))
+        }
+        None => None,
+    };
 
     let shutdown = CancellationToken::new();
     let settings = Arc::new(ConnectionSettings::new(&config));
@@ -117,6 +123,8 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 /// Per-connection protocol settings, built once.
 struct ConnectionSettings {
     builder: auto::Builder<TokioExecutor>,
+    /// One permit per open client connection, shared by all listeners.
+    connection_slots: Arc<tokio::sync::Semaphore>,
     tls_handshake_timeout: Duration,
     shutdown_grace: Duration,
 }
@@ -140,6 +148,7 @@ impl ConnectionSettings {
             .adaptive_window(true);
         ConnectionSettings {
             builder,
+            connection_slots: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
             tls_handshake_timeout: config.server.tls_handshake_timeout,
             shutdown_grace: config.server.shutdown_grace,
         }
@@ -199,6 +208,14 @@ async fn accept_loop(
     shutdown: CancellationToken,
 ) {
     loop {
+        // At the connection limit, wait for a slot; new clients queue in the listen backlog.
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => return,
+            slot = settings.connection_slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -217,6 +234,7 @@ async fn accept_loop(
             settings: settings.clone(),
             watcher: graceful.watcher(),
             peer,
+            _slot: slot,
         };
         match &tls {
             None => {
@@ -234,6 +252,8 @@ struct Connection {
     settings: Arc<ConnectionSettings>,
     watcher: Watcher,
     peer: SocketAddr,
+    /// Released when the connection ends.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Connection {

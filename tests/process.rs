@@ -1,0 +1,296 @@
+//! The real binary: config errors and exit codes, graceful shutdown on SIGTERM, memory while
+//! streaming, and the built-in demo.
+
+mod common;
+
+use std::time::Duration;
+
+use common::client;
+use common::process::{GatewayProcess, run};
+use common::{TestUpstream, write_config};
+
+const VALID: &str = "[server]\nlisten = \"127.0.0.1:8080\"\n\n[[site]]\nhosts = [\"a.example\"]\nupstream = \"http://127.0.0.1:8000\"\n";
+
+#[test]
+fn check_accepts_a_valid_config() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(dir.path(), VALID);
+    let (status, stdout, _) = run(&["check", "--config", &path.display().to_string()]);
+    assert!(status.success());
+    assert!(stdout.contains("OK (sites: 1, pages: 0)"), "{stdout}");
+}
+
+#[test]
+fn each_config_error_names_the_file_the_key_the_line_and_what_is_expected() {
+    let cases = [
+        // (config, expected fragments of the message)
+        (
+            VALID.replace("listen =", "listn ="),
+            vec!["gateway.toml", "listn", "line 3", "unknown field"],
+        ),
+        (
+            VALID.replace("127.0.0.1:8080", "localhost:http"),
+            vec!["gateway.toml:3:", "`server.listen`", "IP address and port"],
+        ),
+        (
+            format!(
+                "{VALID}tls = {{ cert = \"certs/missing.pem\", key = \"certs/missing.key\" }}\n"
+            )
+            .replace(
+                "listen = \"127.0.0.1:8080\"",
+                "tls_listen = \"127.0.0.1:8443\"",
+            ),
+            vec![
+                "gateway.toml:8:",
+                "`site[0].tls.cert`",
+                "missing.pem does not exist",
+            ],
+        ),
+        (
+            format!(
+                "{VALID}\n[[site]]\nhosts = [\"A.example\"]\nupstream = \"http://127.0.0.1:9000\"\n"
+            ),
+            vec![
+                "gateway.toml:10:",
+                "`site[1].hosts[0]`",
+                "already claimed by site[0]",
+            ],
+        ),
+        (
+            VALID.replace("http://127.0.0.1:8000", "ftp://files"),
+            vec!["gateway.toml:7:", "`site[0].upstream`", "http://host:port"],
+        ),
+        (
+            VALID.replace("listen = \"127.0.0.1:8080\"", "listen = 8080"),
+            vec!["gateway.toml", "line 3", "invalid type"],
+        ),
+        (
+            "[server\nlisten = 1".to_string(),
+            vec!["gateway.toml", "line 2", "unclosed table"],
+        ),
+        (
+            format!("{VALID}tls = {{ cert = \"a.pem\", key = \"b.key\" }}\n").replace(
+                "listen = \"127.0.0.1:8080\"",
+                "tls_listen = \"127.0.0.1:8443\"",
+            ),
+            vec!["gateway.toml:8:", "`site[0].tls`", "do not belong together"],
+        ),
+    ];
+    let ca = common::certs::TestCa::new();
+    for (toml, fragments) in cases {
+        let dir = tempfile::tempdir().expect("temp dir");
+        ca.write_leaf(dir.path(), "a", &["a.example"]);
+        ca.write_leaf(dir.path(), "b", &["b.example"]);
+        let path = write_config(dir.path(), &toml);
+        let (status, _, stderr) = run(&["check", "--config", &path.display().to_string()]);
+        let ok = status.success();
+        assert!(!ok, "accepted:\n{toml}");
+        for fragment in fragments {
+            assert!(
+                stderr.contains(fragment),
+                "missing {fragment:?} in:\n{stderr}\nfor:\n{toml}"
+            );
+        }
+    }
+}
+
+#[test]
+fn serve_refuses_a_bad_config_and_serves_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(dir.path(), &VALID.replace("a.example", "not a host"));
+    let (status, _, stderr) = run(&["serve", "--config", &path.display().to_string()]);
+    assert!(!status.success());
+    assert!(stderr.contains("`site[0].hosts[0]`"), "{stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
+
+#[test]
+fn a_missing_config_file_is_a_clear_error() {
+    let (status, _, stderr) = run(&["check", "--config", "/nonexistent/gateway.toml"]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("/nonexistent/gateway.toml: cannot read the configuration"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_shipped_example_configs_are_valid() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut examples = vec![format!("{root}/gateway.example.toml")];
+    for entry in std::fs::read_dir(format!("{root}/config")).expect("config/ exists") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            examples.push(path.display().to_string());
+        }
+    }
+    assert!(
+        examples.len() >= 4,
+        "expected gateway.example.toml and the config/ examples: {examples:?}"
+    );
+    let ca = common::certs::TestCa::new();
+    for example in examples {
+        // Examples refer to certificates as certs/NAME.pem and certs/NAME.key: give them real
+        // ones in a copy of the example's directory.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = std::fs::read_to_string(&example).expect("read example");
+        std::fs::create_dir(dir.path().join("certs")).expect("certs dir");
+        for name in text
+            .split("certs/")
+            .skip(1)
+            .filter_map(|rest| rest.split(".pem").next())
+        {
+            if !name.contains('"') && !name.contains('\n') {
+                ca.write_leaf(
+                    &dir.path().join("certs"),
+                    name,
+                    &[&format!("{name}.example")],
+                );
+            }
+        }
+        let copy = dir.path().join("example.toml");
+        std::fs::write(&copy, &text).expect("copy example");
+        let (status, stdout, stderr) = run(&["check", "--config", &copy.display().to_string()]);
+        assert!(status.success(), "{example} is invalid:\n{stderr}");
+        assert!(stdout.contains("OK"), "{stdout}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_request_in_flight_finish_then_exits() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n\n[[site]]\nhosts = [\"*\"]\nupstream = \"http://{}\"\n",
+            upstream.addr
+        ),
+    );
+    let mut gateway = GatewayProcess::serve(&path);
+    let addr = gateway.addr;
+
+    let in_flight = tokio::spawn(client::get(addr, "a.example", "/slow/1500"));
+    while upstream.count() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gateway.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "new connections are refused once shutting down"
+    );
+    let answer = in_flight.await.expect("task");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, "slow done");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = gateway.wait_exit(Duration::from_secs(10));
+        (status, gateway.log())
+    })
+    .await
+    .expect("join");
+    assert!(
+        status.0.success(),
+        "exit status {:?}; log:\n{}",
+        status.0,
+        status.1
+    );
+    assert!(
+        status.1.contains("shutdown signal received"),
+        "{}",
+        status.1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_while_gigabytes_stream_through() {
+    use http_body_util::BodyExt;
+
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[[site]]\nhosts = [\"*\"]\nupstream = \"http://{}\"\n",
+            upstream.addr
+        ),
+    );
+    let gateway = GatewayProcess::serve(&path);
+    let baseline_kib = gateway.status_kib("VmRSS");
+    let size: u64 = 1024 * 1024 * 1024;
+
+    // Download 1 GiB, reading frame by frame.
+    let mut conn = client::http1(gateway.addr).await;
+    let req = client::request("GET", "a.example", &format!("/big/{size}"))
+        .body(http_body_util::Full::default())
+        .expect("request");
+    let mut body = conn.send_request(req).await.expect("send").into_body();
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame.expect("frame").data_ref() {
+            received += data.len() as u64;
+        }
+    }
+    assert_eq!(received, size);
+
+    // Upload 1 GiB with a Content-Length, generated as it is sent.
+    let chunk = bytes::Bytes::from(
+        (0..1024 * 1024u64)
+            .map(common::upstream::pattern_byte)
+            .collect::<Vec<u8>>(),
+    );
+    let frames =
+        futures_util::stream::iter((0..1024).map(move |_| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))
+        }));
+    let stream = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let req = client::request("PUT", "a.example", "/upload")
+        .header("content-length", size.to_string())
+        .body(http_body_util::StreamBody::new(frames))
+        .expect("request");
+    let answer = client::read_answer(send.send_request(req).await.expect("send")).await;
+    // The 1 MiB chunk repeats, so the byte pattern restarts each MiB: count is what matters.
+    assert!(
+        answer.body.starts_with(&format!("{size} ")),
+        "{}",
+        answer.body
+    );
+
+    let peak_kib = gateway.status_kib("VmHWM");
+    assert!(
+        peak_kib < baseline_kib + 64 * 1024,
+        "peak resident memory grew from {baseline_kib} KiB to {peak_kib} KiB while streaming 2 GiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_the_sample_site_through_the_gateway() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("demo-data");
+    let gateway = GatewayProcess::spawn(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data.display().to_string(),
+    ]);
+
+    let home = client::get(gateway.addr, "127.0.0.1", "/").await;
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("Demo School"), "{}", home.body);
+    let health = client::get(gateway.addr, "localhost", "/_pagegate/healthz").await;
+    assert_eq!(health.status, 200);
+    assert!(
+        gateway.log().contains("demo ready: open http://127.0.0.1:"),
+        "{}",
+        gateway.log()
+    );
+}
