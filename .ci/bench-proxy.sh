@@ -16,6 +16,8 @@
 #   IDLE_BATCH=500           connections opened at a time
 #   IDLE_SETTLE=5            seconds to wait before reading memory with all open / after closing
 #   BENCH_NOFILE=65536       open-files limit asked for
+#   BENCH_QUIET_WAIT=30      seconds to wait, before each run, for other work on the machine to
+#                            stop (CPUs at most 10% busy); a busy machine is warned about
 #   PAGEGATE_BIN=...         use this binary instead of building target/release/pagegate
 #   BENCH_OUT=DIR            also keep the results and raw wrk output in DIR
 set -euo pipefail
@@ -33,6 +35,7 @@ IDLE_BATCH=${IDLE_BATCH:-500}
 IDLE_SETTLE=${IDLE_SETTLE:-5}
 BENCH_NOFILE=${BENCH_NOFILE:-65536}
 BENCH_OUT=${BENCH_OUT:-}
+BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-30}
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -191,6 +194,17 @@ busy_pct() {
     }'
 }
 
+# wait_quiet: waits (at most BENCH_QUIET_WAIT seconds) until the CPUs are at most 10% busy;
+# prints the last reading.
+wait_quiet() {
+    local busy deadline=$((SECONDS + BENCH_QUIET_WAIT))
+    while :; do
+        busy=$(busy_pct)
+        if [ "$busy" -le 10 ] || [ "$SECONDS" -ge "$deadline" ]; then break; fi
+    done
+    echo "$busy"
+}
+
 # --- wrk ----------------------------------------------------------------------------------------
 
 ROWS=()
@@ -226,7 +240,7 @@ run_wrk() {
     shift 2
     limit=$(($(duration_secs "$BENCH_DURATION") + $(duration_secs "$BENCH_WARMUP") + 30))
     out="$WORK/wrk-$(echo "$name" | tr -c 'A-Za-z0-9\n' '-').txt"
-    busy=$(busy_pct)
+    busy=$(wait_quiet)
     if [ "$busy" -gt 10 ]; then
         BUSY_WARNINGS+=("before \"$name\", ${busy}% of the CPUs were busy with other work")
     fi

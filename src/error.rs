@@ -11,6 +11,9 @@ pub enum HttpError {
     /// The request is malformed or ambiguous in a way that could confuse the upstream.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request is for a protected page and carries no valid session.
+    #[error("sign-in required")]
+    Unauthorized,
     /// No site answers this host.
     #[error("no site for this host")]
     UnknownHost,
@@ -36,6 +39,7 @@ impl HttpError {
     pub fn status(&self) -> StatusCode {
         match self {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
             HttpError::UnknownHost | HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             HttpError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
@@ -48,6 +52,7 @@ impl HttpError {
     pub fn public_message(&self) -> &'static str {
         match self {
             HttpError::BadRequest(why) => why,
+            HttpError::Unauthorized => "This page is only for signed-in visitors.",
             HttpError::UnknownHost => {
                 "This server has no site configured for the requested host name."
             }
@@ -80,6 +85,7 @@ mod tests {
     fn status_mapping_is_pinned() {
         let cases = [
             (HttpError::BadRequest("x"), 400),
+            (HttpError::Unauthorized, 401),
             (HttpError::UnknownHost, 404),
             (HttpError::NotFound, 404),
             (HttpError::Misdirected, 421),

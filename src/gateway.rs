@@ -15,6 +15,7 @@ use crate::body::{self, Body};
 use crate::config::Config;
 use crate::error::HttpError;
 use crate::proxy::{Forwarding, Upstream};
+use crate::routing::path::PageMatcher;
 use crate::routing::{Router, SiteId, normalize_host};
 use crate::ui;
 
@@ -45,6 +46,7 @@ struct SiteRuntime {
     upstream: Upstream,
     has_tls: bool,
     redirect_http: bool,
+    pages: PageMatcher,
 }
 
 impl Gateway {
@@ -59,6 +61,7 @@ impl Gateway {
                 upstream,
                 has_tls: site.tls.is_some(),
                 redirect_http: site.redirect_http,
+                pages: PageMatcher::new(&site.pages),
             });
         }
         Ok(Gateway {
@@ -130,6 +133,15 @@ impl Gateway {
         }
         if is_under(req.uri().path(), &self.prefix) {
             return Err(HttpError::NotFound);
+        }
+        if !site.pages.is_empty() {
+            let protected = site
+                .pages
+                .pages_for(req.uri().path())
+                .map_err(|e| HttpError::BadRequest(e.0))?;
+            if !protected.is_empty() {
+                return Err(HttpError::Unauthorized);
+            }
         }
         let fwd = Forwarding {
             peer: conn.peer,

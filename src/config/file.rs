@@ -17,6 +17,87 @@ pub(crate) struct FileConfig {
     /// One block per site pagegate fronts.
     #[serde(default)]
     pub(crate) site: Vec<Spanned<FileSite>>,
+    /// How one-time codes and sign-in links are mailed.
+    pub(crate) mail: Option<Spanned<FileMail>>,
+    /// Codes, sessions, limits and identity headers.
+    pub(crate) auth: Option<Spanned<FileAuth>>,
+}
+
+/// `[mail]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileMail {
+    /// `smtp`, `console` (print messages on standard output) or `file` (one .eml per message).
+    pub(crate) transport: Option<Spanned<String>>,
+    /// Sender, e.g. `"Demo School <no-reply@example.com>"`.
+    pub(crate) from: Option<Spanned<String>>,
+    /// Folder for the `file` transport; relative to the config file.
+    pub(crate) dir: Option<Spanned<String>>,
+    /// SMTP server settings, for the `smtp` transport.
+    pub(crate) smtp: Option<Spanned<FileSmtp>>,
+}
+
+/// `[mail.smtp]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileSmtp {
+    /// Server host name.
+    pub(crate) host: Option<Spanned<String>>,
+    /// Port; defaults by `security`: 587 starttls, 465 tls, 25 none.
+    pub(crate) port: Option<Spanned<i64>>,
+    /// `starttls` (default), `tls` (implicit TLS) or `none`.
+    pub(crate) security: Option<Spanned<String>>,
+    /// Login name, if the server wants authentication.
+    pub(crate) username: Option<String>,
+    /// Password inline (prefer `password_file` or `password_env`).
+    pub(crate) password: Option<Spanned<String>>,
+    /// File holding the password.
+    pub(crate) password_file: Option<Spanned<String>>,
+    /// Environment variable holding the password.
+    pub(crate) password_env: Option<Spanned<String>>,
+    /// Bound on each SMTP exchange.
+    pub(crate) timeout: Option<Spanned<String>>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileAuth {
+    /// Digits in a one-time code (4 to 10).
+    pub(crate) code_length: Option<Spanned<i64>>,
+    /// How long a code and its sign-in link stay valid.
+    pub(crate) code_ttl: Option<Spanned<String>>,
+    /// Wrong codes allowed per email before its codes die.
+    pub(crate) max_attempts: Option<Spanned<i64>>,
+    /// How long wrong tries are remembered (and a locked email stays locked).
+    pub(crate) attempt_window: Option<Spanned<String>>,
+    /// Default session lifetime for pages that do not set one.
+    pub(crate) session_lifetime: Option<Spanned<String>>,
+    /// Key material for signing cookies; shared by gateways serving the same sites. Without it a
+    /// key is generated into `data_dir/secret.key`.
+    pub(crate) secret: Option<Spanned<String>>,
+    /// File holding the secret.
+    pub(crate) secret_file: Option<Spanned<String>>,
+    /// Environment variable holding the secret.
+    pub(crate) secret_env: Option<Spanned<String>>,
+    /// Tell the upstream who is signed in with identity headers.
+    pub(crate) identity_headers: Option<bool>,
+    /// Header carrying the signed-in email.
+    pub(crate) email_header: Option<Spanned<String>>,
+    /// Header carrying the client's name.
+    pub(crate) name_header: Option<Spanned<String>>,
+    /// Header carrying the page id.
+    pub(crate) page_header: Option<Spanned<String>>,
+    /// Folder with templates overriding the built-in pages and mail.
+    pub(crate) templates: Option<Spanned<String>>,
+    /// Code requests one email may make per hour.
+    pub(crate) email_codes_per_hour: Option<Spanned<i64>>,
+    /// Minimum wait between two codes for one email.
+    pub(crate) resend_after: Option<Spanned<String>>,
+    /// Code requests one client address may make per hour.
+    pub(crate) ip_codes_per_hour: Option<Spanned<i64>>,
+    /// Code checks one client address may make per hour.
+    pub(crate) ip_verifies_per_hour: Option<Spanned<i64>>,
 }
 
 /// `[server]`.
@@ -71,6 +152,8 @@ pub(crate) struct FileSite {
     pub(crate) tls: Option<Spanned<FileTls>>,
     /// Redirect plain-HTTP requests to HTTPS (default: true when the site has `tls`).
     pub(crate) redirect_http: Option<Spanned<bool>>,
+    /// Language of pagegate's pages when the browser asks for none we have: `en` or `ru`.
+    pub(crate) language: Option<Spanned<String>>,
     /// Protected pages of this site.
     #[serde(default)]
     pub(crate) page: Vec<Spanned<FilePage>>,
@@ -96,4 +179,6 @@ pub(crate) struct FilePage {
     pub(crate) title: Option<String>,
     /// Path prefixes that belong to this page.
     pub(crate) paths: Option<Spanned<Vec<Spanned<String>>>>,
+    /// How long a sign-in lasts for this page, e.g. "30d".
+    pub(crate) session_lifetime: Option<Spanned<String>>,
 }

@@ -28,6 +28,132 @@ pub struct Config {
     pub server: ServerConfig,
     /// The sites, in file order; routing refers to them by index.
     pub sites: Vec<SiteConfig>,
+    /// How mail is sent.
+    pub mail: MailConfig,
+    /// Codes, sessions, limits, identity headers.
+    pub auth: AuthConfig,
+}
+
+/// `[mail]`, validated.
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    /// Where messages go.
+    pub transport: MailTransport,
+    /// The sender mailbox, e.g. `Demo School <no-reply@example.com>`.
+    pub from: String,
+}
+
+/// Where messages go.
+#[derive(Debug, Clone)]
+pub enum MailTransport {
+    /// Printed on standard output: for the demo and development.
+    Console,
+    /// One `.eml` file per message in this folder.
+    File(PathBuf),
+    /// A real SMTP server.
+    Smtp(SmtpConfig),
+}
+
+/// `[mail.smtp]`, validated.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// Server host.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// How the connection is protected.
+    pub security: SmtpSecurity,
+    /// Login, if any.
+    pub username: Option<String>,
+    /// Password, if any.
+    pub password: Option<Secret>,
+    /// Bound on each exchange with the server.
+    pub timeout: Duration,
+}
+
+/// SMTP connection security.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (required).
+    StartTls,
+    /// TLS from the first byte.
+    Tls,
+    /// No TLS at all: only for a relay on the same host or network.
+    None,
+}
+
+/// A value that must never be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// `[auth]`, validated.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Digits per code.
+    pub code_length: usize,
+    /// Validity of a code and its link.
+    pub code_ttl: Duration,
+    /// Wrong codes allowed per email within `attempt_window`.
+    pub max_attempts: u32,
+    /// How long wrong tries count.
+    pub attempt_window: Duration,
+    /// Default session lifetime.
+    pub session_lifetime: Duration,
+    /// Cookie signing secret from the config; `None` means generate one into `data_dir`.
+    pub secret: Option<Secret>,
+    /// Whether identity headers are sent upstream.
+    pub identity_headers: bool,
+    /// Header names for the signed-in email, name and page.
+    pub email_header: http::HeaderName,
+    /// See `email_header`.
+    pub name_header: http::HeaderName,
+    /// See `email_header`.
+    pub page_header: http::HeaderName,
+    /// Folder of template overrides.
+    pub templates: Option<PathBuf>,
+    /// Code requests per email per hour.
+    pub email_codes_per_hour: u32,
+    /// Minimum wait between codes for one email.
+    pub resend_after: Duration,
+    /// Code requests per client address per hour.
+    pub ip_codes_per_hour: u32,
+    /// Code checks per client address per hour.
+    pub ip_verifies_per_hour: u32,
+}
+
+/// Languages pagegate's pages and mail are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Language {
+    /// English.
+    En,
+    /// Russian.
+    Ru,
+}
+
+impl Language {
+    /// Every language, in the order offered.
+    pub const ALL: [Language; 2] = [Language::En, Language::Ru];
+
+    /// The ISO 639-1 code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::En => "en",
+            Language::Ru => "ru",
+        }
+    }
+
+    /// The language with this ISO 639-1 code.
+    pub fn from_code(code: &str) -> Option<Language> {
+        Language::ALL
+            .into_iter()
+            .find(|l| l.code().eq_ignore_ascii_case(code))
+    }
 }
 
 /// `[server]`, validated.
@@ -68,6 +194,8 @@ pub struct SiteConfig {
     pub public_url: Option<String>,
     /// Answer plain-HTTP requests with a redirect to HTTPS.
     pub redirect_http: bool,
+    /// Language of pagegate's pages when the browser states no usable preference.
+    pub language: Language,
     /// Protected pages.
     pub pages: Vec<PageConfig>,
 }
@@ -120,6 +248,8 @@ pub struct PageConfig {
     pub title: String,
     /// Path prefixes, each starting with `/`.
     pub paths: Vec<String>,
+    /// How long a sign-in lasts for this page.
+    pub session_lifetime: Duration,
 }
 
 /// Why a configuration was refused.

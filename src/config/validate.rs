@@ -9,9 +9,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::file::{FileConfig, FilePage, FileServer, FileSite};
+use super::file::{FileAuth, FileConfig, FileMail, FilePage, FileServer, FileSite};
 use super::{
-    Config, ConfigError, DEFAULT_PREFIX, HostPattern, PageConfig, ServerConfig, SiteConfig,
+    AuthConfig, Config, ConfigError, DEFAULT_PREFIX, HostPattern, Language, MailConfig,
+    MailTransport, PageConfig, Secret, ServerConfig, SiteConfig, SmtpConfig, SmtpSecurity,
     TlsFiles, UpstreamConfig,
 };
 
@@ -124,12 +125,14 @@ impl Ctx<'_> {
             ));
         };
         let mut server_config = self.server(server)?;
+        let auth = self.auth(file.auth.as_ref())?;
+        let mail = self.mail(file.mail.as_ref())?;
         if file.site.is_empty() {
             return Err(self.invalid("site", None, "expected at least one [[site]] block"));
         }
         let mut sites = Vec::with_capacity(file.site.len());
         for (i, site) in file.site.iter().enumerate() {
-            sites.push(self.site(i, site, server_config.tls_listen.is_some())?);
+            sites.push(self.site(i, site, server_config.tls_listen.is_some(), &auth)?);
         }
         self.check_unique_hosts(&file.site, &sites)?;
         self.check_unique_names(&file.site, &sites)?;
@@ -148,6 +151,8 @@ impl Ctx<'_> {
             data_dir,
             server: server_config,
             sites,
+            mail,
+            auth,
         })
     }
 
@@ -268,7 +273,13 @@ impl Ctx<'_> {
         Ok(p.to_string())
     }
 
-    fn site(&self, i: usize, site: &Spanned<FileSite>, tls_listen: bool) -> Result<SiteConfig> {
+    fn site(
+        &self,
+        i: usize,
+        site: &Spanned<FileSite>,
+        tls_listen: bool,
+        auth: &AuthConfig,
+    ) -> Result<SiteConfig> {
         let key = |k: &str| format!("site[{i}].{k}");
         let s = site.get_ref();
         let Some(hosts_raw) = &s.hosts else {
@@ -338,7 +349,7 @@ impl Ctx<'_> {
         };
         let mut pages = Vec::with_capacity(s.page.len());
         for (j, page) in s.page.iter().enumerate() {
-            pages.push(self.page(&format!("site[{i}].page[{j}]"), page)?);
+            pages.push(self.page(&format!("site[{i}].page[{j}]"), page, auth)?);
         }
         let name = match &s.name {
             Some(n) if !n.get_ref().trim().is_empty() => n.get_ref().trim().to_string(),
@@ -352,6 +363,16 @@ impl Ctx<'_> {
             tls,
             public_url,
             redirect_http,
+            language: match &s.language {
+                None => Language::En,
+                Some(l) => Language::from_code(l.get_ref().trim()).ok_or_else(|| {
+                    self.invalid(
+                        &key("language"),
+                        Some(l.span()),
+                        format!("expected \"en\" or \"ru\", got {:?}", l.get_ref()),
+                    )
+                })?,
+            },
             pages,
         })
     }
@@ -447,7 +468,7 @@ impl Ctx<'_> {
         Ok(text.to_string())
     }
 
-    fn page(&self, key: &str, page: &Spanned<FilePage>) -> Result<PageConfig> {
+    fn page(&self, key: &str, page: &Spanned<FilePage>, auth: &AuthConfig) -> Result<PageConfig> {
         let p = page.get_ref();
         let Some(id) = &p.id else {
             return Err(self.invalid(
@@ -502,7 +523,362 @@ impl Ctx<'_> {
             id: id_text.to_string(),
             title: p.title.clone().unwrap_or_else(|| id_text.to_string()),
             paths,
+            session_lifetime: self.duration(
+                &format!("{key}.session_lifetime"),
+                p.session_lifetime.as_ref(),
+                auth.session_lifetime,
+            )?,
         })
+    }
+
+    fn count(
+        &self,
+        key: &str,
+        value: Option<&Spanned<i64>>,
+        default: u32,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Result<u32> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        u32::try_from(*value.get_ref())
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                self.invalid(
+                    key,
+                    Some(value.span()),
+                    format!(
+                        "expected a whole number from {} to {}, got {}",
+                        range.start(),
+                        range.end(),
+                        value.get_ref()
+                    ),
+                )
+            })
+    }
+
+    /// Exactly one of inline, file or environment variable; `None` when none is given.
+    fn secret(
+        &self,
+        key: &str,
+        inline: Option<&Spanned<String>>,
+        file: Option<&Spanned<String>>,
+        env: Option<&Spanned<String>>,
+    ) -> Result<Option<Secret>> {
+        let given = [inline.is_some(), file.is_some(), env.is_some()]
+            .iter()
+            .filter(|g| **g)
+            .count();
+        if given > 1 {
+            let span = inline.or(file).or(env).map(|s| s.span());
+            return Err(self.invalid(
+                key,
+                span,
+                format!("give only one of `{key}`, `{key}_file` or `{key}_env`"),
+            ));
+        }
+        let value = if let Some(v) = inline {
+            v.get_ref().clone()
+        } else if let Some(f) = file {
+            let path = self.existing_file(&format!("{key}_file"), f)?;
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                self.invalid(
+                    &format!("{key}_file"),
+                    Some(f.span()),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            text.trim_end_matches(['\r', '\n']).to_string()
+        } else if let Some(e) = env {
+            std::env::var(e.get_ref()).map_err(|_| {
+                self.invalid(
+                    &format!("{key}_env"),
+                    Some(e.span()),
+                    format!(
+                        "the environment variable {} is not set (or not UTF-8)",
+                        e.get_ref()
+                    ),
+                )
+            })?
+        } else {
+            return Ok(None);
+        };
+        if value.is_empty() {
+            let span = inline.or(file).or(env).map(|s| s.span());
+            return Err(self.invalid(key, span, "the secret is empty"));
+        }
+        Ok(Some(Secret(value)))
+    }
+
+    fn auth(&self, auth: Option<&Spanned<FileAuth>>) -> Result<AuthConfig> {
+        let empty = FileAuth::default();
+        let a = auth.map_or(&empty, |a| a.get_ref());
+        let secret = self.secret(
+            "auth.secret",
+            a.secret.as_ref(),
+            a.secret_file.as_ref(),
+            a.secret_env.as_ref(),
+        )?;
+        if let Some(s) = &secret {
+            if s.0.len() < 32 {
+                let span = a
+                    .secret
+                    .as_ref()
+                    .or(a.secret_file.as_ref())
+                    .or(a.secret_env.as_ref())
+                    .map(|s| s.span());
+                return Err(self.invalid(
+                    "auth.secret",
+                    span,
+                    "expected at least 32 characters of random text",
+                ));
+            }
+        }
+        let header = |key: &str,
+                      value: Option<&Spanned<String>>,
+                      default: &'static str|
+         -> Result<http::HeaderName> {
+            let Some(value) = value else {
+                return Ok(http::HeaderName::from_static(default));
+            };
+            let name =
+                http::HeaderName::from_bytes(value.get_ref().trim().as_bytes()).map_err(|_| {
+                    self.invalid(
+                        key,
+                        Some(value.span()),
+                        format!("expected a header name, got {:?}", value.get_ref()),
+                    )
+                })?;
+            let reserved = [
+                "host",
+                "connection",
+                "content-length",
+                "transfer-encoding",
+                "cookie",
+                "upgrade",
+                "te",
+            ];
+            if reserved.contains(&name.as_str()) {
+                return Err(self.invalid(
+                    key,
+                    Some(value.span()),
+                    format!("{name} is reserved by HTTP"),
+                ));
+            }
+            Ok(name)
+        };
+        Ok(AuthConfig {
+            code_length: self.count("auth.code_length", a.code_length.as_ref(), 6, 4..=10)?
+                as usize,
+            code_ttl: self.duration(
+                "auth.code_ttl",
+                a.code_ttl.as_ref(),
+                Duration::from_secs(600),
+            )?,
+            max_attempts: self.count("auth.max_attempts", a.max_attempts.as_ref(), 5, 1..=100)?,
+            attempt_window: self.duration(
+                "auth.attempt_window",
+                a.attempt_window.as_ref(),
+                Duration::from_secs(3600),
+            )?,
+            session_lifetime: self.duration(
+                "auth.session_lifetime",
+                a.session_lifetime.as_ref(),
+                Duration::from_secs(30 * 24 * 3600),
+            )?,
+            secret,
+            identity_headers: a.identity_headers.unwrap_or(true),
+            email_header: header(
+                "auth.email_header",
+                a.email_header.as_ref(),
+                "x-pagegate-email",
+            )?,
+            name_header: header(
+                "auth.name_header",
+                a.name_header.as_ref(),
+                "x-pagegate-name",
+            )?,
+            page_header: header(
+                "auth.page_header",
+                a.page_header.as_ref(),
+                "x-pagegate-page",
+            )?,
+            templates: match &a.templates {
+                None => None,
+                Some(t) => {
+                    let dir = self.path(t.get_ref());
+                    if !dir.is_dir() {
+                        return Err(self.invalid(
+                            "auth.templates",
+                            Some(t.span()),
+                            format!(
+                                "expected a folder of templates, but {} is not one",
+                                dir.display()
+                            ),
+                        ));
+                    }
+                    Some(dir)
+                }
+            },
+            email_codes_per_hour: self.count(
+                "auth.email_codes_per_hour",
+                a.email_codes_per_hour.as_ref(),
+                5,
+                1..=1000,
+            )?,
+            resend_after: self.duration(
+                "auth.resend_after",
+                a.resend_after.as_ref(),
+                Duration::from_secs(60),
+            )?,
+            ip_codes_per_hour: self.count(
+                "auth.ip_codes_per_hour",
+                a.ip_codes_per_hour.as_ref(),
+                30,
+                1..=100_000,
+            )?,
+            ip_verifies_per_hour: self.count(
+                "auth.ip_verifies_per_hour",
+                a.ip_verifies_per_hour.as_ref(),
+                60,
+                1..=100_000,
+            )?,
+        })
+    }
+
+    fn mail(&self, mail: Option<&Spanned<FileMail>>) -> Result<MailConfig> {
+        let Some(mail) = mail else {
+            return Ok(MailConfig {
+                transport: MailTransport::Console,
+                from: "pagegate <pagegate@localhost>".into(),
+            });
+        };
+        let m = mail.get_ref();
+        let from = match &m.from {
+            None => "pagegate <pagegate@localhost>".to_string(),
+            Some(f) => {
+                f.get_ref().trim().parse::<lettre::message::Mailbox>().map_err(|_| {
+                    self.invalid(
+                        "mail.from",
+                        Some(f.span()),
+                        format!("expected a mailbox such as \"Demo School <no-reply@example.com>\", got {:?}", f.get_ref()),
+                    )
+                })?;
+                f.get_ref().trim().to_string()
+            }
+        };
+        let transport_name = m
+            .transport
+            .as_ref()
+            .map_or("console", |t| t.get_ref().trim());
+        let transport = match transport_name {
+            "console" => MailTransport::Console,
+            "file" => {
+                let dir = m
+                    .dir
+                    .as_ref()
+                    .map_or_else(|| self.path("mail"), |d| self.path(d.get_ref()));
+                MailTransport::File(dir)
+            }
+            "smtp" => {
+                let Some(smtp) = &m.smtp else {
+                    return Err(self.invalid(
+                        "mail.smtp",
+                        Some(mail.span()),
+                        "transport \"smtp\" needs a [mail.smtp] table with at least `host`",
+                    ));
+                };
+                let s = smtp.get_ref();
+                let Some(host) = &s.host else {
+                    return Err(self.invalid(
+                        "mail.smtp.host",
+                        Some(smtp.span()),
+                        "expected the SMTP server's host name",
+                    ));
+                };
+                if host.get_ref().trim().is_empty() || host.get_ref().contains(['/', ' ', ':']) {
+                    return Err(self.invalid(
+                        "mail.smtp.host",
+                        Some(host.span()),
+                        format!(
+                            "expected a host name such as \"smtp.example.com\", got {:?}",
+                            host.get_ref()
+                        ),
+                    ));
+                }
+                let security = match s.security.as_ref().map(|v| v.get_ref().trim()) {
+                    None | Some("starttls") => SmtpSecurity::StartTls,
+                    Some("tls") => SmtpSecurity::Tls,
+                    Some("none") => SmtpSecurity::None,
+                    Some(other) => {
+                        return Err(self.invalid(
+                            "mail.smtp.security",
+                            s.security.as_ref().map(|v| v.span()),
+                            format!("expected \"starttls\", \"tls\" or \"none\", got {other:?}"),
+                        ));
+                    }
+                };
+                let default_port = match security {
+                    SmtpSecurity::StartTls => 587,
+                    SmtpSecurity::Tls => 465,
+                    SmtpSecurity::None => 25,
+                };
+                let port = match &s.port {
+                    None => default_port,
+                    Some(p) => u16::try_from(*p.get_ref())
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| {
+                            self.invalid(
+                                "mail.smtp.port",
+                                Some(p.span()),
+                                format!("expected a port from 1 to 65535, got {}", p.get_ref()),
+                            )
+                        })?,
+                };
+                let password = self.secret(
+                    "mail.smtp.password",
+                    s.password.as_ref(),
+                    s.password_file.as_ref(),
+                    s.password_env.as_ref(),
+                )?;
+                if password.is_some() != s.username.is_some() {
+                    return Err(self.invalid(
+                        "mail.smtp.username",
+                        Some(smtp.span()),
+                        "give both a username and a password (password, password_file or password_env), or neither",
+                    ));
+                }
+                MailTransport::Smtp(SmtpConfig {
+                    host: host.get_ref().trim().to_string(),
+                    port,
+                    security,
+                    username: s.username.clone(),
+                    password,
+                    timeout: self.duration(
+                        "mail.smtp.timeout",
+                        s.timeout.as_ref(),
+                        Duration::from_secs(15),
+                    )?,
+                })
+            }
+            other => {
+                return Err(self.invalid(
+                    "mail.transport",
+                    m.transport.as_ref().map(|t| t.span()),
+                    format!("expected \"smtp\", \"console\" or \"file\", got {other:?}"),
+                ));
+            }
+        };
+        if m.smtp.is_some() && !matches!(transport, MailTransport::Smtp(_)) {
+            return Err(self.invalid(
+                "mail.smtp",
+                m.smtp.as_ref().map(|s| s.span()),
+                format!("[mail.smtp] is set but transport is {transport_name:?}; set transport = \"smtp\""),
+            ));
+        }
+        Ok(MailConfig { transport, from })
     }
 
     fn check_unique_hosts(&self, raw: &[Spanned<FileSite>], sites: &[SiteConfig]) -> Result<()> {

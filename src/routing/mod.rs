@@ -1,7 +1,9 @@
-//! Which site a request belongs to (by host) and, later, which page (by path).
+//! Which site a request belongs to (by host), and which protected page (by path, in [`path`]).
 //!
 //! Host matching is exact first, then the longest `*.suffix`, then a `*` site. A request never
 //! falls through to "some other" site: no match is an error the gateway answers itself.
+
+pub mod path;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
