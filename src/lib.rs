@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod store;
 pub mod ui;
 
 pub use server::{RunningGateway, StartError, start};

@@ -1,0 +1,291 @@
+//! The client lists, one-time codes, sessions and audit log, behind one narrow interface.
+//!
+//! [`Store`] is what the rest of pagegate sees; [`redb::RedbStore`] is the embedded backend. A
+//! shared backend (several gateways, one list) would implement the same trait. Secrets never
+//! reach the store in clear: codes, sign-in tokens and session ids arrive as keyed hashes.
+//!
+//! Writes that answer "done" are committed durably before they return. The per-request session
+//! check ([`Store::session_access`]) only reads.
+
+pub mod redb;
+
+use serde::{Deserialize, Serialize};
+
+/// Seconds since the Unix epoch.
+pub type Timestamp = i64;
+
+/// A keyed hash of a secret (code, token, session id).
+pub type SecretHash = [u8; 32];
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process has the database open (a running gateway): talk to it instead.
+    #[error("the database {0} is in use by another pagegate process")]
+    Locked(String),
+    /// The file was written by a newer or unknown pagegate.
+    #[error("the database {path} has schema version {found}, this pagegate understands {expected}: {hint}")]
+    Schema {
+        /// The file.
+        path: String,
+        /// Version in the file.
+        found: u64,
+        /// Version this build writes.
+        expected: u64,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// A record could not be decoded: damage or a bug.
+    #[error("corrupt record in table {table}: {detail}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// Decoder message.
+        detail: String,
+    },
+    /// The storage engine failed (I/O, disk full, …).
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+/// Who added a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// An admin, by the admin page or API.
+    Admin,
+    /// The command line.
+    Cli,
+    /// A shop, through the grant endpoint.
+    Grant,
+    /// A CSV import.
+    Import,
+    /// The built-in demo.
+    Demo,
+}
+
+/// One person on a page's client list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    /// Normalised email address (the key).
+    pub email: String,
+    /// Display name; may be empty.
+    pub name: String,
+    /// When the client was first added.
+    pub created_at: Timestamp,
+    /// When the record last changed.
+    pub updated_at: Timestamp,
+    /// End of access (exclusive); `None` is unlimited.
+    pub access_until: Option<Timestamp>,
+    /// Who added the client.
+    pub source: Source,
+    /// Last successful sign-in.
+    #[serde(default)]
+    pub last_login: Option<Timestamp>,
+}
+
+impl Client {
+    /// Whether the client may use the page at `now`.
+    pub fn has_access(&self, now: Timestamp) -> bool {
+        self.access_until.is_none_or(|until| now < until)
+    }
+}
+
+/// A pending one-time code for one email on one site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeRecord {
+    /// Keyed hash of the code.
+    pub code_hash: SecretHash,
+    /// Keyed hash of the sign-in link's token, so a new code retires the old link.
+    pub token_hash: SecretHash,
+    /// The page the code was asked for.
+    pub page: String,
+    /// Where to send the visitor after sign-in.
+    pub next: String,
+    /// When the code was issued.
+    pub issued_at: Timestamp,
+    /// When it stops working.
+    pub expires_at: Timestamp,
+}
+
+/// What a sign-in link's token leads to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Site name.
+    pub site: String,
+    /// Normalised email.
+    pub email: String,
+    /// The page asked for.
+    pub page: String,
+    /// Where to go after sign-in.
+    pub next: String,
+    /// When it stops working.
+    pub expires_at: Timestamp,
+}
+
+/// A signed-in visitor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Site name the session belongs to.
+    pub site: String,
+    /// Normalised email.
+    pub email: String,
+    /// When the visitor signed in.
+    pub created_at: Timestamp,
+    /// Hard end of the session.
+    pub expires_at: Timestamp,
+}
+
+/// The outcome of checking a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeCheck {
+    /// Right code: it is spent; sign the visitor in.
+    Accepted(CodeRecord),
+    /// Wrong or no code; the failure was counted.
+    Rejected {
+        /// Tries left before the email is locked.
+        attempts_left: u32,
+    },
+    /// Too many wrong tries: no code works until the window passes.
+    Locked,
+}
+
+/// Limits for counting wrong codes.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptPolicy {
+    /// Wrong codes allowed.
+    pub max_attempts: u32,
+    /// How long failures are remembered, in seconds.
+    pub window: i64,
+}
+
+/// A session and the client records for the pages a request falls under.
+#[derive(Debug, Clone)]
+pub struct SessionAccess {
+    /// The session.
+    pub session: SessionRecord,
+    /// For each page asked about, in order, the client record of the session's email.
+    pub clients: Vec<Option<Client>>,
+}
+
+/// What happened, for the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// A code was issued and sent.
+    CodeSent,
+    /// A visitor signed in.
+    Login,
+    /// A wrong code was entered.
+    LoginFailed,
+    /// An email was locked after too many wrong codes.
+    Locked,
+    /// A visitor signed out.
+    Logout,
+    /// A client was added.
+    ClientAdded,
+    /// A client was changed.
+    ClientUpdated,
+    /// A client was removed.
+    ClientRemoved,
+    /// Access was granted by a shop.
+    Grant,
+    /// Sessions were revoked by an admin.
+    SessionsRevoked,
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// When.
+    pub at: Timestamp,
+    /// What.
+    pub kind: AuditKind,
+    /// Site name, where relevant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// Page id, where relevant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    /// The client's email, where relevant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Who did it: "visitor", "cli", an admin's email, an API key's name.
+    pub actor: String,
+    /// Free text (client address, reason); never a secret.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// What pruning removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Expired codes and tokens.
+    pub codes: usize,
+    /// Expired sessions.
+    pub sessions: usize,
+    /// Stale failure counters.
+    pub attempts: usize,
+}
+
+/// The narrow interface every backend provides. Methods are synchronous; callers run writes off
+/// the async workers.
+pub trait Store: Send + Sync + 'static {
+    /// One client of a page.
+    fn client(&self, page: &str, email: &str) -> Result<Option<Client>, StoreError>;
+    /// All clients of a page, ordered by email.
+    fn clients(&self, page: &str) -> Result<Vec<Client>, StoreError>;
+    /// Adds or replaces a client and records `audit` in the same transaction.
+    fn put_client(&self, page: &str, client: &Client, audit: &AuditEvent) -> Result<(), StoreError>;
+    /// Removes a client; `false` when there was none. Records `audit` when removed.
+    fn remove_client(&self, page: &str, email: &str, audit: &AuditEvent) -> Result<bool, StoreError>;
+
+    /// Stores a new code and its link token for (site, email), replacing any earlier one.
+    fn issue_code(&self, site: &str, email: &str, code: &CodeRecord, token: &TokenRecord) -> Result<(), StoreError>;
+    /// Whether (site, email) is locked by too many wrong codes at `now`.
+    fn is_locked(&self, site: &str, email: &str, now: Timestamp, policy: AttemptPolicy) -> Result<bool, StoreError>;
+    /// Checks a code atomically: `matches` compares the stored hash in constant time. A right
+    /// code is consumed; a wrong one counts against the email, whatever code is current.
+    fn check_code(
+        &self,
+        site: &str,
+        email: &str,
+        now: Timestamp,
+        policy: AttemptPolicy,
+        matches: &dyn Fn(&CodeRecord) -> bool,
+    ) -> Result<CodeCheck, StoreError>;
+    /// A link token's record without spending it (for the confirm page).
+    fn peek_token(&self, token_hash: &SecretHash, now: Timestamp) -> Result<Option<TokenRecord>, StoreError>;
+    /// Spends a link token (and the code issued with it).
+    fn take_token(&self, token_hash: &SecretHash, now: Timestamp) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Records a new session, the sign-in on each page, and the audit entry.
+    fn create_session(
+        &self,
+        session_hash: &SecretHash,
+        session: &SessionRecord,
+        pages: &[String],
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// The session and the clients of `pages` for its email, in one read.
+    fn session_access(&self, session_hash: &SecretHash, pages: &[&str]) -> Result<Option<SessionAccess>, StoreError>;
+    /// Ends one session.
+    fn delete_session(&self, session_hash: &SecretHash, audit: Option<&AuditEvent>) -> Result<(), StoreError>;
+    /// Ends every session of an email (on one site, or all); returns how many.
+    fn revoke_sessions(&self, site: Option<&str>, email: &str, audit: &AuditEvent) -> Result<usize, StoreError>;
+
+    /// Appends an audit entry on its own.
+    fn audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// Audit entries after `after` (exclusive), oldest first, at most `limit`.
+    fn audit_log(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, AuditEvent)>, StoreError>;
+
+    /// Removes expired codes, tokens, sessions and stale counters.
+    fn prune(&self, now: Timestamp, policy: AttemptPolicy) -> Result<Pruned, StoreError>;
+}
+
+/// Seconds since the epoch, now.
+pub fn now() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as Timestamp)
+}

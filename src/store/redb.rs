@@ -1,0 +1,663 @@
+//! The embedded backend: one redb file under `data_dir`.
+//!
+//! Records are JSON in byte columns so that a field can be added without a migration; the
+//! schema version in `meta` guards against files this build does not understand. Every write
+//! transaction commits with redb's default (immediate, fsynced) durability before returning.
+
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, MultimapTableDefinition, ReadableMultimapTable, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{
+    AttemptPolicy, AuditEvent, Client, CodeCheck, CodeRecord, Pruned, SecretHash, SessionAccess,
+    SessionRecord, Store, StoreError, Timestamp, TokenRecord,
+};
+
+/// The schema this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `page \0 email` → Client.
+const CLIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("clients");
+/// `site \0 email` → CodeRecord.
+const CODES: TableDefinition<&str, &[u8]> = TableDefinition::new("codes");
+/// `site \0 email` → Attempts.
+const ATTEMPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("attempts");
+/// token hash → TokenRecord.
+const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tokens");
+/// session hash → SessionRecord.
+const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
+/// `site \0 email` → session hashes, for revoking an email's sessions.
+const SESSIONS_BY_EMAIL: MultimapTableDefinition<&str, &[u8]> =
+    MultimapTableDefinition::new("sessions_by_email");
+/// sequence → AuditEvent.
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// Wrong-code bookkeeping for one (site, email).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Attempts {
+    failures: u32,
+    window_start: Timestamp,
+}
+
+impl Attempts {
+    /// The counter as it stands at `now`: a window that has passed starts over.
+    fn current(mut self, now: Timestamp, policy: AttemptPolicy) -> Attempts {
+        if now - self.window_start >= policy.window {
+            self.failures = 0;
+            self.window_start = now;
+        }
+        self
+    }
+}
+
+/// The redb-backed store.
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").field("path", &self.path).finish()
+    }
+}
+
+fn key(a: &str, b: &str) -> String {
+    let mut k = String::with_capacity(a.len() + b.len() + 1);
+    k.push_str(a);
+    k.push('\0');
+    k.push_str(b);
+    k
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Backend(format!("encoding a record: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table, detail: e.to_string() })
+}
+
+macro_rules! backend_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> StoreError {
+                StoreError::Backend(e.to_string())
+            }
+        }
+    )*};
+}
+backend_error!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+impl RedbStore {
+    /// Opens (or creates) `data_dir/pagegate.redb`, creating `data_dir` with owner-only access.
+    pub fn open(data_dir: &Path) -> Result<RedbStore, StoreError> {
+        create_private_dir(data_dir)?;
+        let path = data_dir.join("pagegate.redb");
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.display().to_string()),
+            other => StoreError::Backend(format!("{}: {other}", path.display())),
+        })?;
+        restrict_file(&path)?;
+        let store = RedbStore { db, path };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    /// Where the database file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_schema(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get("schema_version")?.map(|v| v.value());
+            match found {
+                Some(v) if v == SCHEMA_VERSION => {}
+                Some(v) => {
+                    return Err(StoreError::Schema {
+                        path: self.path.display().to_string(),
+                        found: v,
+                        expected: SCHEMA_VERSION,
+                        hint: if v > SCHEMA_VERSION {
+                            "it was written by a newer pagegate; run that version or restore a backup"
+                        } else {
+                            "it is from an unknown version"
+                        },
+                    });
+                }
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION)?;
+                }
+            }
+            // Create every table so read transactions never meet a missing one.
+            txn.open_table(CLIENTS)?;
+            txn.open_table(CODES)?;
+            txn.open_table(ATTEMPTS)?;
+            txn.open_table(TOKENS)?;
+            txn.open_table(SESSIONS)?;
+            txn.open_multimap_table(SESSIONS_BY_EMAIL)?;
+            txn.open_table(AUDIT)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let txn = self.db.begin_write()?;
+        let out = f(&txn)?;
+        txn.commit()?;
+        Ok(out)
+    }
+}
+
+fn append_audit(txn: &WriteTransaction, event: &AuditEvent) -> Result<u64, StoreError> {
+    let mut audit = txn.open_table(AUDIT)?;
+    let next = audit.last()?.map_or(1, |(k, _)| k.value() + 1);
+    audit.insert(next, encode(event)?.as_slice())?;
+    Ok(next)
+}
+
+fn remove_session(txn: &WriteTransaction, hash: &[u8]) -> Result<bool, StoreError> {
+    let mut sessions = txn.open_table(SESSIONS)?;
+    let Some(record) = sessions.remove(hash)? else { return Ok(false) };
+    let session: SessionRecord = decode("sessions", record.value())?;
+    drop(record);
+    let mut index = txn.open_multimap_table(SESSIONS_BY_EMAIL)?;
+    index.remove(key(&session.site, &session.email).as_str(), hash)?;
+    Ok(true)
+}
+
+impl Store for RedbStore {
+    fn client(&self, page: &str, email: &str) -> Result<Option<Client>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CLIENTS)?;
+        let found = table.get(key(page, email).as_str())?;
+        found.map(|v| decode("clients", v.value())).transpose()
+    }
+
+    fn clients(&self, page: &str) -> Result<Vec<Client>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CLIENTS)?;
+        let start = key(page, "");
+        let end = format!("{page}\u{1}");
+        let mut out = Vec::new();
+        for entry in table.range(start.as_str()..end.as_str())? {
+            let (_, v) = entry?;
+            out.push(decode("clients", v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn put_client(&self, page: &str, client: &Client, audit: &AuditEvent) -> Result<(), StoreError> {
+        self.write(|txn| {
+            txn.open_table(CLIENTS)?.insert(key(page, &client.email).as_str(), encode(client)?.as_slice())?;
+            append_audit(txn, audit)?;
+            Ok(())
+        })
+    }
+
+    fn remove_client(&self, page: &str, email: &str, audit: &AuditEvent) -> Result<bool, StoreError> {
+        self.write(|txn| {
+            let removed = txn.open_table(CLIENTS)?.remove(key(page, email).as_str())?.is_some();
+            if removed {
+                append_audit(txn, audit)?;
+            }
+            Ok(removed)
+        })
+    }
+
+    fn issue_code(&self, site: &str, email: &str, code: &CodeRecord, token: &TokenRecord) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let k = key(site, email);
+            let mut codes = txn.open_table(CODES)?;
+            let mut tokens = txn.open_table(TOKENS)?;
+            if let Some(old) = codes.get(k.as_str())? {
+                let old: CodeRecord = decode("codes", old.value())?;
+                tokens.remove(old.token_hash.as_slice())?;
+            }
+            codes.insert(k.as_str(), encode(code)?.as_slice())?;
+            tokens.insert(code.token_hash.as_slice(), encode(token)?.as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn is_locked(&self, site: &str, email: &str, now: Timestamp, policy: AttemptPolicy) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ATTEMPTS)?;
+        let Some(v) = table.get(key(site, email).as_str())? else { return Ok(false) };
+        let attempts: Attempts = decode("attempts", v.value())?;
+        Ok(attempts.current(now, policy).failures >= policy.max_attempts)
+    }
+
+    fn check_code(
+        &self,
+        site: &str,
+        email: &str,
+        now: Timestamp,
+        policy: AttemptPolicy,
+        matches: &dyn Fn(&CodeRecord) -> bool,
+    ) -> Result<CodeCheck, StoreError> {
+        self.write(|txn| {
+            let k = key(site, email);
+            let mut attempts_table = txn.open_table(ATTEMPTS)?;
+            let attempts = match attempts_table.get(k.as_str())? {
+                Some(v) => decode::<Attempts>("attempts", v.value())?,
+                None => Attempts { failures: 0, window_start: now },
+            };
+            let mut attempts = attempts.current(now, policy);
+            if attempts.failures >= policy.max_attempts {
+                return Ok(CodeCheck::Locked);
+            }
+            let mut codes = txn.open_table(CODES)?;
+            let code = match codes.get(k.as_str())? {
+                Some(v) => Some(decode::<CodeRecord>("codes", v.value())?),
+                None => None,
+            };
+            let mut tokens = txn.open_table(TOKENS)?;
+            if let Some(code) = code.filter(|c| c.expires_at > now && matches(c)) {
+                codes.remove(k.as_str())?;
+                tokens.remove(code.token_hash.as_slice())?;
+                attempts_table.remove(k.as_str())?;
+                return Ok(CodeCheck::Accepted(code));
+            }
+            attempts.failures += 1;
+            attempts_table.insert(k.as_str(), encode(&attempts)?.as_slice())?;
+            if attempts.failures >= policy.max_attempts {
+                // The code dies with the last allowed failure, and so does its link.
+                if let Some(old) = codes.remove(k.as_str())? {
+                    let old: CodeRecord = decode("codes", old.value())?;
+                    tokens.remove(old.token_hash.as_slice())?;
+                }
+                return Ok(CodeCheck::Locked);
+            }
+            Ok(CodeCheck::Rejected { attempts_left: policy.max_attempts - attempts.failures })
+        })
+    }
+
+    fn peek_token(&self, token_hash: &SecretHash, now: Timestamp) -> Result<Option<TokenRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TOKENS)?;
+        let Some(v) = table.get(token_hash.as_slice())? else { return Ok(None) };
+        let token: TokenRecord = decode("tokens", v.value())?;
+        Ok((token.expires_at > now).then_some(token))
+    }
+
+    fn take_token(&self, token_hash: &SecretHash, now: Timestamp) -> Result<Option<TokenRecord>, StoreError> {
+        self.write(|txn| {
+            let mut tokens = txn.open_table(TOKENS)?;
+            let Some(v) = tokens.remove(token_hash.as_slice())? else { return Ok(None) };
+            let token: TokenRecord = decode("tokens", v.value())?;
+            drop(v);
+            let mut codes = txn.open_table(CODES)?;
+            let k = key(&token.site, &token.email);
+            let issued_with_code = match codes.get(k.as_str())? {
+                Some(c) => decode::<CodeRecord>("codes", c.value())?.token_hash == *token_hash,
+                None => false,
+            };
+            if issued_with_code {
+                codes.remove(k.as_str())?;
+            }
+            Ok((token.expires_at > now).then_some(token))
+        })
+    }
+
+    fn create_session(
+        &self,
+        session_hash: &SecretHash,
+        session: &SessionRecord,
+        pages: &[String],
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.write(|txn| {
+            txn.open_table(SESSIONS)?.insert(session_hash.as_slice(), encode(session)?.as_slice())?;
+            txn.open_multimap_table(SESSIONS_BY_EMAIL)?
+                .insert(key(&session.site, &session.email).as_str(), session_hash.as_slice())?;
+            let mut clients = txn.open_table(CLIENTS)?;
+            for page in pages {
+                let k = key(page, &session.email);
+                let current = match clients.get(k.as_str())? {
+                    Some(v) => Some(decode::<Client>("clients", v.value())?),
+                    None => None,
+                };
+                if let Some(mut client) = current {
+                    client.last_login = Some(session.created_at);
+                    clients.insert(k.as_str(), encode(&client)?.as_slice())?;
+                }
+            }
+            append_audit(txn, audit)?;
+            Ok(())
+        })
+    }
+
+    fn session_access(&self, session_hash: &SecretHash, pages: &[&str]) -> Result<Option<SessionAccess>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let sessions = txn.open_table(SESSIONS)?;
+        let Some(v) = sessions.get(session_hash.as_slice())? else { return Ok(None) };
+        let session: SessionRecord = decode("sessions", v.value())?;
+        let table = txn.open_table(CLIENTS)?;
+        let mut clients = Vec::with_capacity(pages.len());
+        for page in pages {
+            let found = table.get(key(page, &session.email).as_str())?;
+            clients.push(found.map(|v| decode("clients", v.value())).transpose()?);
+        }
+        Ok(Some(SessionAccess { session, clients }))
+    }
+
+    fn delete_session(&self, session_hash: &SecretHash, audit: Option<&AuditEvent>) -> Result<(), StoreError> {
+        self.write(|txn| {
+            if remove_session(txn, session_hash)? {
+                if let Some(event) = audit {
+                    append_audit(txn, event)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn revoke_sessions(&self, site: Option<&str>, email: &str, audit: &AuditEvent) -> Result<usize, StoreError> {
+        self.write(|txn| {
+            let mut hashes: Vec<Vec<u8>> = Vec::new();
+            {
+                let index = txn.open_multimap_table(SESSIONS_BY_EMAIL)?;
+                for entry in index.iter()? {
+                    let (k, values) = entry?;
+                    let matches = match k.value().split_once('\0') {
+                        Some((s, e)) => e == email && site.is_none_or(|want| want == s),
+                        None => false,
+                    };
+                    if matches {
+                        for v in values {
+                            hashes.push(v?.value().to_vec());
+                        }
+                    }
+                }
+            }
+            let mut revoked = 0;
+            for hash in &hashes {
+                if remove_session(txn, hash)? {
+                    revoked += 1;
+                }
+            }
+            append_audit(txn, audit)?;
+            Ok(revoked)
+        })
+    }
+
+    fn audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.write(|txn| append_audit(txn, event).map(|_| ()))
+    }
+
+    fn audit_log(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, AuditEvent)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for entry in table.range(after.map_or(0, |a| a + 1)..)?.take(limit) {
+            let (k, v) = entry?;
+            out.push((k.value(), decode("audit", v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn prune(&self, now: Timestamp, policy: AttemptPolicy) -> Result<Pruned, StoreError> {
+        self.write(|txn| {
+            let mut pruned = Pruned::default();
+            let mut codes = txn.open_table(CODES)?;
+            let expired: Vec<String> = codes
+                .iter()?
+                .filter_map(Result::ok)
+                .filter(|(_, v)| decode::<CodeRecord>("codes", v.value()).map_or(true, |c| c.expires_at <= now))
+                .map(|(k, _)| k.value().to_string())
+                .collect();
+            for k in &expired {
+                codes.remove(k.as_str())?;
+            }
+            pruned.codes = expired.len();
+            let mut tokens = txn.open_table(TOKENS)?;
+            let expired: Vec<Vec<u8>> = tokens
+                .iter()?
+                .filter_map(Result::ok)
+                .filter(|(_, v)| decode::<TokenRecord>("tokens", v.value()).map_or(true, |t| t.expires_at <= now))
+                .map(|(k, _)| k.value().to_vec())
+                .collect();
+            for k in &expired {
+                tokens.remove(k.as_slice())?;
+            }
+            let sessions = txn.open_table(SESSIONS)?;
+            let expired: Vec<Vec<u8>> = sessions
+                .iter()?
+                .filter_map(Result::ok)
+                .filter(|(_, v)| decode::<SessionRecord>("sessions", v.value()).map_or(true, |s| s.expires_at <= now))
+                .map(|(k, _)| k.value().to_vec())
+                .collect();
+            drop(sessions);
+            for k in &expired {
+                remove_session(txn, k)?;
+            }
+            pruned.sessions = expired.len();
+            let mut attempts = txn.open_table(ATTEMPTS)?;
+            let stale: Vec<String> = attempts
+                .iter()?
+                .filter_map(Result::ok)
+                .filter(|(_, v)| {
+                    decode::<Attempts>("attempts", v.value()).map_or(true, |a| now - a.window_start >= policy.window)
+                })
+                .map(|(k, _)| k.value().to_string())
+                .collect();
+            for k in &stale {
+                attempts.remove(k.as_str())?;
+            }
+            pruned.attempts = stale.len();
+            Ok(pruned)
+        })
+    }
+}
+
+impl RedbStore {
+    /// Number of live sessions (for metrics and tests).
+    pub fn session_count(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(SESSIONS)?.len()?)
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StoreError::Backend(format!("cannot create the data directory {}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+fn restrict_file(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError::Backend(format!("cannot restrict {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AuditKind, Source};
+
+    const POLICY: AttemptPolicy = AttemptPolicy { max_attempts: 5, window: 3600 };
+
+    fn store() -> (tempfile::TempDir, RedbStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = RedbStore::open(dir.path()).expect("open");
+        (dir, store)
+    }
+
+    fn event(kind: AuditKind) -> AuditEvent {
+        AuditEvent { at: 1, kind, site: None, page: None, email: None, actor: "test".into(), detail: String::new() }
+    }
+
+    fn client(email: &str, until: Option<Timestamp>) -> Client {
+        Client {
+            email: email.into(),
+            name: "Ann".into(),
+            created_at: 1,
+            updated_at: 1,
+            access_until: until,
+            source: Source::Admin,
+            last_login: None,
+        }
+    }
+
+    fn code(hash: u8, token: u8, expires_at: Timestamp) -> (CodeRecord, TokenRecord) {
+        (
+            CodeRecord {
+                code_hash: [hash; 32],
+                token_hash: [token; 32],
+                page: "course".into(),
+                next: "/course/".into(),
+                issued_at: 0,
+                expires_at,
+            },
+            TokenRecord {
+                site: "s".into(),
+                email: "a@x.org".into(),
+                page: "course".into(),
+                next: "/course/".into(),
+                expires_at,
+            },
+        )
+    }
+
+    fn check(store: &RedbStore, guess: u8, now: Timestamp) -> CodeCheck {
+        store.check_code("s", "a@x.org", now, POLICY, &|c| c.code_hash == [guess; 32]).expect("check")
+    }
+
+    #[test]
+    fn clients_are_listed_per_page_and_survive_reopening() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let store = RedbStore::open(dir.path()).expect("open");
+            store.put_client("course", &client("b@x.org", None), &event(AuditKind::ClientAdded)).expect("put");
+            store.put_client("course", &client("a@x.org", None), &event(AuditKind::ClientAdded)).expect("put");
+            store.put_client("course2", &client("c@x.org", None), &event(AuditKind::ClientAdded)).expect("put");
+        }
+        let store = RedbStore::open(dir.path()).expect("reopen");
+        let emails: Vec<String> = store.clients("course").expect("list").into_iter().map(|c| c.email).collect();
+        assert_eq!(emails, ["a@x.org", "b@x.org"]);
+        assert!(store.remove_client("course", "a@x.org", &event(AuditKind::ClientRemoved)).expect("remove"));
+        assert!(!store.remove_client("course", "a@x.org", &event(AuditKind::ClientRemoved)).expect("remove"));
+        assert_eq!(store.audit_log(None, 100).expect("audit").len(), 4);
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_file_is_reported_as_locked() {
+        let (dir, _store) = store();
+        assert!(matches!(RedbStore::open(dir.path()), Err(StoreError::Locked(_))));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let store = RedbStore::open(dir.path()).expect("open");
+            store
+                .write(|txn| {
+                    txn.open_table(META)?.insert("schema_version", SCHEMA_VERSION + 1)?;
+                    Ok(())
+                })
+                .expect("bump");
+        }
+        let err = RedbStore::open(dir.path()).expect_err("newer schema");
+        assert!(matches!(err, StoreError::Schema { found: 2, expected: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_right_code_is_accepted_once() {
+        let (_dir, store) = store();
+        let (c, t) = code(7, 8, 100);
+        store.issue_code("s", "a@x.org", &c, &t).expect("issue");
+        assert!(matches!(check(&store, 7, 10), CodeCheck::Accepted(_)));
+        assert_eq!(check(&store, 7, 10), CodeCheck::Rejected { attempts_left: 4 });
+        assert_eq!(store.peek_token(&[8; 32], 10).expect("peek"), None, "the link died with the code");
+    }
+
+    #[test]
+    fn expired_codes_do_not_work() {
+        let (_dir, store) = store();
+        let (c, t) = code(7, 8, 100);
+        store.issue_code("s", "a@x.org", &c, &t).expect("issue");
+        assert_eq!(check(&store, 7, 100), CodeCheck::Rejected { attempts_left: 4 });
+    }
+
+    #[test]
+    fn the_sixth_try_fails_even_when_right_and_a_new_code_does_not_reset_the_count() {
+        let (_dir, store) = store();
+        let (c, t) = code(7, 8, 1000);
+        store.issue_code("s", "a@x.org", &c, &t).expect("issue");
+        for left in (2..=4).rev() {
+            assert_eq!(check(&store, 1, 10), CodeCheck::Rejected { attempts_left: left });
+        }
+        let (c, t) = code(9, 10, 1000);
+        store.issue_code("s", "a@x.org", &c, &t).expect("new code");
+        assert_eq!(check(&store, 1, 10), CodeCheck::Rejected { attempts_left: 1 });
+        assert_eq!(check(&store, 1, 10), CodeCheck::Locked);
+        assert_eq!(check(&store, 9, 10), CodeCheck::Locked, "right code after five wrong ones");
+        assert!(store.is_locked("s", "a@x.org", 10, POLICY).expect("locked"));
+        assert!(!store.is_locked("s", "a@x.org", 10 + 3600, POLICY).expect("window passed"));
+    }
+
+    #[test]
+    fn a_link_token_is_single_use_and_retires_its_code() {
+        let (_dir, store) = store();
+        let (c, t) = code(7, 8, 100);
+        store.issue_code("s", "a@x.org", &c, &t).expect("issue");
+        assert!(store.peek_token(&[8; 32], 10).expect("peek").is_some());
+        assert!(store.take_token(&[8; 32], 10).expect("take").is_some());
+        assert!(store.take_token(&[8; 32], 10).expect("take").is_none());
+        assert_eq!(check(&store, 7, 10), CodeCheck::Rejected { attempts_left: 4 });
+    }
+
+    #[test]
+    fn sessions_see_current_client_records_and_can_be_revoked() {
+        let (_dir, store) = store();
+        store.put_client("course", &client("a@x.org", Some(50)), &event(AuditKind::ClientAdded)).expect("put");
+        let session = SessionRecord { site: "s".into(), email: "a@x.org".into(), created_at: 10, expires_at: 99 };
+        store.create_session(&[1; 32], &session, &["course".into()], &event(AuditKind::Login)).expect("session");
+        store.create_session(&[2; 32], &session, &["course".into()], &event(AuditKind::Login)).expect("session");
+        let access = store.session_access(&[1; 32], &["course", "other"]).expect("read").expect("session");
+        assert_eq!(access.clients.len(), 2);
+        let course = access.clients[0].as_ref().expect("client");
+        assert_eq!(course.last_login, Some(10));
+        assert!(course.has_access(49) && !course.has_access(50));
+        assert!(access.clients[1].is_none());
+        assert_eq!(store.revoke_sessions(Some("s"), "a@x.org", &event(AuditKind::SessionsRevoked)).expect("revoke"), 2);
+        assert!(store.session_access(&[1; 32], &["course"]).expect("read").is_none());
+        assert_eq!(store.session_count().expect("count"), 0);
+    }
+
+    #[test]
+    fn pruning_removes_only_what_has_expired() {
+        let (_dir, store) = store();
+        let (c, t) = code(7, 8, 100);
+        store.issue_code("s", "a@x.org", &c, &t).expect("issue");
+        let live = SessionRecord { site: "s".into(), email: "a@x.org".into(), created_at: 0, expires_at: 500 };
+        let dead = SessionRecord { expires_at: 150, ..live.clone() };
+        store.create_session(&[1; 32], &live, &[], &event(AuditKind::Login)).expect("live");
+        store.create_session(&[2; 32], &dead, &[], &event(AuditKind::Login)).expect("dead");
+        let pruned = store.prune(200, POLICY).expect("prune");
+        assert_eq!((pruned.codes, pruned.sessions), (1, 1));
+        assert!(store.session_access(&[1; 32], &[]).expect("read").is_some());
+        assert!(store.peek_token(&[8; 32], 0).expect("peek").is_none());
+    }
+}
