@@ -3,14 +3,15 @@
 //! [`Gateway::handle`] only logs and turns errors into pages; [`Gateway::route`] holds the logic
 //! and returns `Result` so each step can bail out with `?`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ipnet::IpNet;
 
+use crate::auth::{Auth, Gate, Identity, Visitor, cookies};
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::error::HttpError;
@@ -39,6 +40,9 @@ pub struct Gateway {
     trusted_proxies: Vec<IpNet>,
     /// Port of the HTTPS listener, for redirects.
     https_port: Option<u16>,
+    /// The sign-in flow; `None` only for gateways built without a store (no protected pages).
+    auth: Option<Arc<Auth>>,
+    identity: IdentityHeaders,
 }
 
 struct SiteRuntime {
@@ -51,7 +55,11 @@ struct SiteRuntime {
 
 impl Gateway {
     /// Builds the routing table and one upstream client per site.
-    pub fn new(config: &Config, https_port: Option<u16>) -> Result<Gateway, String> {
+    pub fn new(
+        config: &Config,
+        https_port: Option<u16>,
+        auth: Option<Arc<Auth>>,
+    ) -> Result<Gateway, String> {
         let mut sites = Vec::with_capacity(config.sites.len());
         for site in &config.sites {
             let upstream =
@@ -71,7 +79,21 @@ impl Gateway {
             healthz: format!("{}/healthz", config.server.prefix),
             trusted_proxies: config.server.trusted_proxies.clone(),
             https_port,
+            auth,
+            identity: IdentityHeaders {
+                enabled: config.auth.identity_headers,
+                names: vec![
+                    config.auth.email_header.clone(),
+                    config.auth.name_header.clone(),
+                    config.auth.page_header.clone(),
+                ],
+            },
         })
+    }
+
+    /// The sign-in flow, if the gateway has one.
+    pub fn auth(&self) -> Option<&Arc<Auth>> {
+        self.auth.as_ref()
     }
 
     /// Host routing, shared with the TLS certificate resolver.
@@ -131,26 +153,50 @@ impl Gateway {
                 return Ok(redirect_to_https(&host, port, req.uri()));
             }
         }
-        if is_under(req.uri().path(), &self.prefix) {
-            return Err(HttpError::NotFound);
+        let peer_trusted = self
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&conn.peer.ip().to_canonical()));
+        let visitor = Visitor {
+            ip: client_ip(&req, conn, peer_trusted),
+            secure: conn.tls || (peer_trusted && forwarded_proto_is_https(&req)),
+        };
+        if let Some(sub_path) = under_prefix(req.uri().path(), &self.prefix) {
+            let sub_path = sub_path.to_owned();
+            return match &self.auth {
+                Some(auth) => auth.endpoint(site_id, &sub_path, req, visitor).await,
+                None => Err(HttpError::NotFound),
+            };
         }
+        let mut identity = None;
         if !site.pages.is_empty() {
             let protected = site
                 .pages
                 .pages_for(req.uri().path())
                 .map_err(|e| HttpError::BadRequest(e.0))?;
             if !protected.is_empty() {
-                return Err(HttpError::Unauthorized);
+                let Some(auth) = &self.auth else {
+                    return Err(HttpError::Unauthorized);
+                };
+                match auth.gate(site_id, &protected, &req, visitor)? {
+                    Gate::Allow(who) => identity = Some(who),
+                    Gate::Deny(response) => return Ok(response),
+                }
             }
         }
+        let mut req = req;
+        cookies::strip_own(req.headers_mut());
+        let identity_headers = identity
+            .as_ref()
+            .map(|who| self.identity.headers_for(who))
+            .unwrap_or_default();
         let fwd = Forwarding {
             peer: conn.peer,
-            peer_trusted: self
-                .trusted_proxies
-                .iter()
-                .any(|net| net.contains(&conn.peer.ip().to_canonical())),
-            proto: if conn.tls { "https" } else { "http" },
+            peer_trusted,
+            proto: if visitor.secure { "https" } else { "http" },
             host: &raw_host,
+            strip: &self.identity.names,
+            identity: &identity_headers,
         };
         site.upstream.forward(req, &fwd).await.inspect_err(|e| {
             if e.is_server_side() {
@@ -158,6 +204,60 @@ impl Gateway {
             }
         })
     }
+}
+
+/// The identity headers the upstream receives, and every spelling a client must not send.
+#[derive(Debug, Clone)]
+struct IdentityHeaders {
+    enabled: bool,
+    /// email, name, page.
+    names: Vec<HeaderName>,
+}
+
+impl IdentityHeaders {
+    fn headers_for(&self, who: &Identity) -> Vec<(HeaderName, HeaderValue)> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        let values = [who.email.clone(), header_text(&who.name), who.pages.join(",")];
+        self.names
+            .iter()
+            .zip(values)
+            .filter_map(|(name, value)| Some((name.clone(), HeaderValue::from_str(&value).ok()?)))
+            .collect()
+    }
+}
+
+/// Header values are ASCII: a name with other characters (Ann, Анна) is sent percent-encoded
+/// as UTF-8, as are `%` and control characters, so it can always be decoded back exactly.
+fn header_text(text: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+    percent_encoding::utf8_percent_encode(text, KEEP).to_string()
+}
+
+/// The visitor's address: the connection's peer, or, from a trusted front proxy, the address
+/// that proxy reports (the last `X-Forwarded-For` entry, which the proxy itself added).
+fn client_ip<B>(req: &Request<B>, conn: ConnectionInfo, peer_trusted: bool) -> IpAddr {
+    if peer_trusted {
+        let reported = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
+        if let Some(ip) = reported {
+            return ip;
+        }
+    }
+    conn.peer.ip().to_canonical()
+}
+
+fn forwarded_proto_is_https<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
 }
 
 /// Logs an error at the level its side deserves and renders its page.
@@ -241,10 +341,10 @@ fn port_of(host: &str) -> Option<&str> {
     after_bracket.rsplit_once(':').map(|(_, p)| p)
 }
 
-/// Whether `path` is `prefix` itself or below it.
-fn is_under(path: &str, prefix: &str) -> bool {
+/// The rest of `path` after `prefix` when `path` is `prefix` itself or below it.
+fn under_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     path.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// `308` to the same path on HTTPS; 308 keeps the method and body of a POST.
@@ -339,8 +439,8 @@ mod tests {
 
     #[test]
     fn prefix_containment() {
-        assert!(is_under("/_pagegate", "/_pagegate"));
-        assert!(is_under("/_pagegate/x", "/_pagegate"));
-        assert!(!is_under("/_pagegatex", "/_pagegate"));
+        assert_eq!(under_prefix("/_pagegate", "/_pagegate"), Some(""));
+        assert_eq!(under_prefix("/_pagegate/x", "/_pagegate"), Some("/x"));
+        assert_eq!(under_prefix("/_pagegatex", "/_pagegate"), None);
     }
 }

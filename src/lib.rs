@@ -5,11 +5,14 @@
 //! `config` owns the file and its validation; `ui` the pages pagegate writes itself.
 //! See `docs/architecture.md` for the picture.
 
+pub mod api;
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod gateway;
+pub mod mail;
 pub mod proxy;
 pub mod routing;
 pub mod server;

@@ -41,6 +41,14 @@ enum Command {
         #[arg(long, short, env = "PAGEGATE_CONFIG", default_value = "gateway.toml")]
         config: PathBuf,
     },
+    /// Manage a page's clients, whether or not the gateway is running.
+    Clients {
+        /// The configuration file.
+        #[arg(long, short, env = "PAGEGATE_CONFIG", default_value = "gateway.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: ClientsAction,
+    },
     /// Run a complete local demo: a sample site behind pagegate, nothing else needed.
     Demo {
         /// Where the demo gateway listens.
@@ -49,6 +57,46 @@ enum Command {
         /// Where the demo keeps its database.
         #[arg(long, default_value = "pagegate-demo-data")]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientsAction {
+    /// Add a client, or change the name and access period of one already listed.
+    Add {
+        /// Page id.
+        #[arg(long)]
+        page: String,
+        /// Email address.
+        #[arg(long)]
+        email: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Last day of access (YYYY-MM-DD, UTC); without it and --days, access is unlimited.
+        #[arg(long, conflicts_with = "days")]
+        until: Option<String>,
+        /// Days of access from now.
+        #[arg(long)]
+        days: Option<u32>,
+    },
+    /// List a page's clients.
+    List {
+        /// Page id.
+        #[arg(long)]
+        page: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a client: their access ends on their next request.
+    Remove {
+        /// Page id.
+        #[arg(long)]
+        page: String,
+        /// Email address.
+        #[arg(long)]
+        email: String,
     },
 }
 
@@ -96,6 +144,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             running.wait().await;
             Ok(())
         }
+        Command::Clients { config, action } => {
+            let parsed = pagegate::config::load(&config)?;
+            clients(&parsed, action).await
+        }
         Command::Demo { listen, data_dir } => {
             let site_shutdown = CancellationToken::new();
             let site =
@@ -103,6 +155,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .await
                     .context("cannot start the sample site")?;
             let config = pagegate::demo::config(listen, site, &data_dir)?;
+            pagegate::demo::seed(&config).context("cannot prepare the demo database")?;
             let running = pagegate::start(config)
                 .await
                 .context("cannot start the gateway")?;
@@ -116,6 +169,112 @@ async fn run(command: Command) -> anyhow::Result<()> {
             site_shutdown.cancel();
             Ok(())
         }
+    }
+}
+
+/// Runs a `clients` action on the database directly, or through the running gateway's control
+/// socket when the gateway holds the database.
+async fn clients(config: &pagegate::config::Config, action: ClientsAction) -> anyhow::Result<()> {
+    use pagegate::api::clients::{self as ops, ClientInput, ClientView};
+    use pagegate::store::{Source, StoreError, redb::RedbStore};
+
+    let store = match RedbStore::open(&config.data_dir) {
+        Ok(store) => Some(store),
+        Err(StoreError::Locked(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    match action {
+        ClientsAction::Add { page, email, name, until, days } => {
+            let input = ClientInput { page, email, name, until, days };
+            let (view, new) = match &store {
+                Some(store) => ops::add_client(config, store, &input, Source::Cli, "cli")?,
+                None => {
+                    let (status, body) =
+                        control(config, http::Method::POST, "/v1/clients", Some(serde_json::to_vec(&input)?)).await?;
+                    (serde_json::from_slice::<ClientView>(&body)?, status == http::StatusCode::CREATED)
+                }
+            };
+            let period = view.access_until.as_deref().map_or("unlimited access".to_owned(), |u| format!("access until {u}"));
+            println!("{} {} on {} ({period})", if new { "added" } else { "updated" }, view.email, view.page);
+        }
+        ClientsAction::List { page, json } => {
+            let list = match &store {
+                Some(store) => ops::list_clients(config, store, &page)?,
+                None => {
+                    let query = format!("/v1/clients?page={}", form_urlencoded::byte_serialize(page.as_bytes()).collect::<String>());
+                    let (_, body) = control(config, http::Method::GET, &query, None).await?;
+                    serde_json::from_slice(&body)?
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print_clients(&list);
+            }
+        }
+        ClientsAction::Remove { page, email } => {
+            match &store {
+                Some(store) => ops::remove_client(config, store, &page, &email, "cli")?,
+                None => {
+                    let query = format!(
+                        "/v1/clients?page={}&email={}",
+                        form_urlencoded::byte_serialize(page.as_bytes()).collect::<String>(),
+                        form_urlencoded::byte_serialize(email.as_bytes()).collect::<String>()
+                    );
+                    control(config, http::Method::DELETE, &query, None).await?;
+                }
+            }
+            println!("removed {email} from {page}");
+        }
+    }
+    Ok(())
+}
+
+/// One call to the control socket; a non-2xx answer becomes the error it carries.
+async fn control(
+    config: &pagegate::config::Config,
+    method: http::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
+    let (status, bytes) = pagegate::api::control::call(&config.data_dir, method, path, body)
+        .await
+        .with_context(|| format!("the database is in use, and the running gateway's control socket in {} does not answer", config.data_dir.display()))?;
+    if !status.is_success() {
+        #[derive(serde::Deserialize)]
+        struct ErrorBody {
+            error: String,
+            field: Option<String>,
+        }
+        let message = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|e| match e.field {
+                Some(f) => format!("{f}: {}", e.error),
+                None => e.error,
+            })
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+        anyhow::bail!("{message}");
+    }
+    Ok((status, bytes))
+}
+
+fn print_clients(list: &[pagegate::api::clients::ClientView]) {
+    if list.is_empty() {
+        println!("no clients");
+        return;
+    }
+    println!("{:<32} {:<24} {:<22} {:<8} {}", "EMAIL", "NAME", "ACCESS UNTIL", "SOURCE", "LAST SIGN-IN");
+    for c in list {
+        let until = c.access_until.as_deref().unwrap_or("unlimited");
+        let status = if c.active { "" } else { " (ended)" };
+        let source = serde_json::to_value(c.source).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        println!(
+            "{:<32} {:<24} {:<22} {:<8} {}",
+            c.email,
+            c.name,
+            format!("{until}{status}"),
+            source,
+            c.last_login.as_deref().unwrap_or("-")
+        );
     }
 }
 

@@ -57,6 +57,38 @@ paths = ["/course/", "/downloads/course/"]
     config::parse_str(&text, Path::new("<built-in demo config>"), Path::new("."))
 }
 
+/// The client the demo lets in.
+pub const DEMO_EMAIL: &str = "demo@example.com";
+
+/// Adds the demo client to the `course` page if it is not there yet.
+pub fn seed(config: &Config) -> Result<(), crate::store::StoreError> {
+    use crate::store::{AuditEvent, AuditKind, Client, Source, Store, now, redb::RedbStore};
+    let store = RedbStore::open(&config.data_dir)?;
+    if store.client("course", DEMO_EMAIL)?.is_none() {
+        let now = now();
+        let client = Client {
+            email: DEMO_EMAIL.into(),
+            name: "Demo Student".into(),
+            created_at: now,
+            updated_at: now,
+            access_until: None,
+            source: Source::Demo,
+            last_login: None,
+        };
+        let event = AuditEvent {
+            at: now,
+            kind: AuditKind::ClientAdded,
+            site: None,
+            page: Some("course".into()),
+            email: Some(DEMO_EMAIL.into()),
+            actor: "demo".into(),
+            detail: String::new(),
+        };
+        store.put_client("course", &client, &event)?;
+    }
+    Ok(())
+}
+
 /// Serves the sample site on `listen` until `shutdown` is cancelled; returns the bound address.
 pub async fn start_sample_site(
     listen: SocketAddr,

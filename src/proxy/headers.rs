@@ -50,16 +50,15 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
 const IDENTITY_PREFIX: &str = "x-pagegate-";
 
 /// Removes every header a client could use to pose as a signed-in visitor: any name starting
-/// with `x-pagegate-`, also spelled with underscores (some upstream frameworks read
-/// `X_Pagegate_Email` as `X-Pagegate-Email`). Runs on every request, protected or not.
-pub fn remove_identity_headers(headers: &mut HeaderMap) {
+/// with `x-pagegate-` and any of the configured identity header names `also`, in any spelling
+/// with underscores (some upstream frameworks read `X_Pagegate_Email` as `X-Pagegate-Email`).
+/// Runs on every request, protected or not.
+pub fn remove_identity_headers(headers: &mut HeaderMap, also: &[HeaderName]) {
+    let same = |a: &[u8], b: &[u8]| a.iter().zip(b).all(|(x, y)| x == y || (*x == b'_' && *y == b'-'));
     let is_identity = |name: &HeaderName| {
         let name = name.as_str().as_bytes();
-        name.len() >= IDENTITY_PREFIX.len()
-            && name[..IDENTITY_PREFIX.len()]
-                .iter()
-                .zip(IDENTITY_PREFIX.as_bytes())
-                .all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
+        (name.len() >= IDENTITY_PREFIX.len() && same(&name[..IDENTITY_PREFIX.len()], IDENTITY_PREFIX.as_bytes()))
+            || also.iter().any(|a| a.as_str().len() == name.len() && same(name, a.as_str().as_bytes()))
     };
     if !headers.keys().any(is_identity) {
         return;
@@ -115,6 +114,10 @@ pub struct Forwarding<'a> {
     pub proto: &'static str,
     /// The Host the client asked for, as sent.
     pub host: &'a str,
+    /// Configured identity header names to remove from the client's request.
+    pub strip: &'a [HeaderName],
+    /// Identity headers to add for a signed-in visitor (empty otherwise).
+    pub identity: &'a [(HeaderName, HeaderValue)],
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -254,12 +257,14 @@ mod tests {
             ("X_Pagegate_Name", "Mallory"),
             ("x_pagegate-page", "course"),
             ("x-pagegatex", "kept: not the prefix"),
+            ("x_remote_user", "mallory"),
+            ("x-remote-userx", "kept"),
             ("accept", "*/*"),
         ]);
-        remove_identity_headers(&mut h);
+        remove_identity_headers(&mut h, &[HeaderName::from_static("x-remote-user")]);
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
-        assert_eq!(left, ["accept", "x-pagegatex"]);
+        assert_eq!(left, ["accept", "x-pagegatex", "x-remote-userx"]);
     }
 
     fn fwd(trusted: bool) -> Forwarding<'static> {
@@ -268,6 +273,8 @@ mod tests {
             peer_trusted: trusted,
             proto: "https",
             host: "a.example",
+            strip: &[],
+            identity: &[],
         }
     }
 

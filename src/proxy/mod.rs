@@ -60,7 +60,7 @@ impl Upstream {
             .map_err(|_| HttpError::BadRequest("The Host header is not valid."))?;
         let headers = req.headers_mut();
         let wants_trailers = headers::remove_hop_by_hop(headers);
-        headers::remove_identity_headers(headers);
+        headers::remove_identity_headers(headers, fwd.strip);
         if wants_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
@@ -74,6 +74,9 @@ impl Upstream {
             headers.remove(header::HOST);
         }
         headers::set_forwarding(headers, fwd);
+        for (name, value) in fwd.identity {
+            headers.insert(name.clone(), value.clone());
+        }
 
         *req.uri_mut() = self.upstream_uri(req.uri())?;
         *req.version_mut() = Version::HTTP_11;

@@ -22,7 +22,11 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Auth;
 use crate::config::Config;
+use crate::mail::Mailer;
+use crate::store::redb::RedbStore;
+use crate::ui::Templates;
 use crate::error::HttpError;
 use crate::gateway::{ConnectionInfo, Gateway};
 
@@ -30,7 +34,7 @@ use crate::gateway::{ConnectionInfo, Gateway};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listener address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -85,9 +89,16 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     };
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
     let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
+    let auth = Arc::new(build_auth(&config)?);
+    let shutdown = CancellationToken::new();
+    crate::api::control::serve(Arc::new(config.clone()), auth.store().clone(), shutdown.clone())
+        .await
+        .map_err(|e| StartError::Setup(format!("control socket in {}: {e}", config.data_dir.display())))?;
     // Redirects to HTTPS name the port actually bound, which differs from the config's for ":0".
-    let gateway =
-        Arc::new(Gateway::new(&config, https_addr.map(|a| a.port())).map_err(StartError::Setup)?);
+    let gateway = Arc::new(
+        Gateway::new(&config, https_addr.map(|a| a.port()), Some(auth))
+            .map_err(StartError::Setup)?,
+    );
     let https = match https {
         Some(listener) => {
             let tls =
@@ -97,7 +108,6 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         None => None,
     };
 
-    let shutdown = CancellationToken::new();
     let settings = Arc::new(ConnectionSettings::new(&config));
     let task = tokio::spawn(serve(gateway, http, https, settings, shutdown.clone()));
     if let Some(addr) = http_addr {
@@ -112,6 +122,17 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         shutdown,
         task,
     })
+}
+
+/// Opens the store and prepares mail, templates and keys for the sign-in flow.
+fn build_auth(config: &Config) -> Result<Auth, StartError> {
+    let store = RedbStore::open(&config.data_dir).map_err(|e| StartError::Setup(e.to_string()))?;
+    tracing::info!(path = %store.path().display(), "database open");
+    let mailer = Mailer::new(&config.mail).map_err(|e| StartError::Setup(format!("mail: {e}")))?;
+    tracing::info!(transport = %mailer.describe(), "mail ready");
+    let templates = Templates::new(config.auth.templates.as_deref())
+        .map_err(|e| StartError::Setup(format!("templates: {e}")))?;
+    Auth::new(config, Arc::new(store), mailer, templates).map_err(StartError::Setup)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -183,6 +204,22 @@ async fn serve(
             graceful.clone(),
             shutdown.clone(),
         ));
+    }
+    if let Some(auth) = gateway.auth().cloned() {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => {
+                        let auth = auth.clone();
+                        let _ = tokio::task::spawn_blocking(move || auth.housekeeping()).await;
+                    }
+                }
+            }
+        });
     }
     shutdown.cancelled().await;
     loops.join_all().await;

@@ -1,26 +1,39 @@
-//! pagegate's own pages. For now: the error pages every site may show; the login forms and their
-//! templates come with the authentication flow.
+//! pagegate's own pages and mail texts.
+//!
+//! Everything a visitor reads from pagegate itself is rendered with minijinja from the templates
+//! in `src/ui/templates/`, built into the binary. An admin may replace any of them with a file of
+//! the same name in the folder `auth.templates` names; [`Templates::new`] compiles and test-renders
+//! them at start-up, so a broken override stops the start with the file and line.
+//!
+//! Words come from the translation table in `i18n.rs` (English and Russian), handed to
+//! every template as `t`; the language follows the browser's `Accept-Language`
+//! ([`negotiate_language`]) with the site's language as the fallback.
+//!
+//! Pages are self-contained: inline CSS, no scripts, no images, no external fonts, so they work
+//! under the strict policy [`html_response`] sends (`default-src 'none'`).
+
+mod i18n;
+mod templates;
+
+use std::sync::LazyLock;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::body::{self, Body};
+pub use i18n::{MESSAGE_KEYS, negotiate_language};
+pub use templates::{Frame, LoginMail, Page, RenderedMail, Templates};
 
-/// A small self-contained HTML page for an error status: no external assets, readable on a phone,
-/// not cached, and never framed.
-pub fn error_page(status: StatusCode, message: &str) -> Response<Body> {
-    let title = status.canonical_reason().unwrap_or("Error");
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<title>{code} {title}</title>\
-<style>body{{font:16px/1.5 system-ui,sans-serif;margin:0;display:grid;place-items:center;min-height:100vh;background:#f6f7f9;color:#1d2330}}\
-main{{max-width:32rem;padding:2rem;margin:1rem;background:#fff;border-radius:12px;box-shadow:0 1px 4px #0002}}\
-h1{{font-size:1.4rem;margin:0 0 .5rem}}p{{margin:0}}</style></head>\
-<body><main><h1>{code} {title}</h1><p>{message}</p></main></body></html>\n",
-        code = status.as_u16(),
-        title = escape_html(title),
-        message = escape_html(message),
-    );
+use crate::body::{self, Body};
+use crate::config::Language;
+
+/// The Content-Security-Policy of every page pagegate writes: nothing loads from anywhere, styles
+/// are inline, and forms post only to the same origin.
+pub const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'";
+
+/// An HTML page response with the headers every pagegate page carries: never cached (pages hold
+/// anti-forgery tokens), never framed, never sniffed, no referrer (a sign-in link's token must not
+/// leak to the next site), and the strict [`CONTENT_SECURITY_POLICY`].
+pub fn html_response(status: StatusCode, html: String) -> Response<Body> {
     let mut response = Response::new(body::full(html));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -29,16 +42,51 @@ h1{{font-size:1.4rem;margin:0 0 .5rem}}p{{margin:0}}</style></head>\
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
-        "x-content-type-options",
+        header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
     headers.insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
     response
+}
+
+/// The built-in templates, for pages rendered where no configured [`Templates`] is at hand.
+static BUILTIN: LazyLock<Result<Templates, String>> = LazyLock::new(|| Templates::new(None));
+
+/// A small self-contained HTML page for an error status, in pagegate's look (the built-in
+/// `error.html`; see [`Templates::error_html`] to honour overrides).
+pub fn error_page(status: StatusCode, message: &str) -> Response<Body> {
+    let rendered = match &*BUILTIN {
+        Ok(templates) => templates.error_html(status, message, Language::En),
+        Err(e) => Err(e.clone()),
+    };
+    let html = rendered.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the built-in error page does not render");
+        plain_error_html(status, message)
+    });
+    html_response(status, html)
+}
+
+/// The error page without templates: the fallback should the built-in ones ever fail.
+fn plain_error_html(status: StatusCode, message: &str) -> String {
+    let title = status.canonical_reason().unwrap_or("Error");
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<title>{code} {title}</title></head>\
+<body><main><h1>{code} {title}</h1><p>{message}</p></main></body></html>\n",
+        code = status.as_u16(),
+        title = escape_html(title),
+        message = escape_html(message),
+    )
 }
 
 /// Escapes text for HTML element content and quoted attributes.
@@ -58,14 +106,4 @@ pub fn escape_html(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            escape_html("<a href=\"x\">'&'</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,175 @@
+//! The control socket: `data_dir/control.sock`, owner-only, speaking a small HTTP+JSON API.
+//!
+//! redb lets one process open the database, so while a gateway runs, `pagegate clients …`
+//! cannot open it; it sends its request here instead. File permissions are the access control:
+//! only the account running pagegate (and root) can connect.
+//!
+//! Routes:
+//! - `GET /v1/clients?page=ID` → 200, JSON list of clients
+//! - `POST /v1/clients` with a JSON `ClientInput` → 201 (added) or 200 (updated), JSON client
+//! - `DELETE /v1/clients?page=ID&email=E` → 204
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::ApiError;
+use super::clients::{self, ClientInput};
+use crate::body::{self, Body};
+use crate::config::Config;
+use crate::store::{Source, Store};
+
+/// The socket's file name inside `data_dir`.
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// Where the control socket of a data directory is.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET_NAME)
+}
+
+/// Serves the control socket until `shutdown`. A leftover socket file from a crashed run is
+/// replaced: this process holds the database lock, so no other gateway is using it.
+pub async fn serve(config: Arc<Config>, store: Arc<dyn Store>, shutdown: CancellationToken) -> std::io::Result<()> {
+    let path = socket_path(&config.data_dir);
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control socket accept failed");
+                        continue;
+                    }
+                },
+            };
+            let (config, store) = (config.clone(), store.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let (config, store) = (config.clone(), store.clone());
+                    async move { Ok::<_, Infallible>(handle(req, config, store).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+        let _ = std::fs::remove_file(&path);
+    });
+    Ok(())
+}
+
+async fn handle(req: Request<Incoming>, config: Arc<Config>, store: Arc<dyn Store>) -> Response<Body> {
+    let query: HashMap<String, String> =
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+    let param = |name: &str| query.get(name).cloned().unwrap_or_default();
+    let result = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/v1/clients") => {
+            let page = param("page");
+            blocking(move || clients::list_clients(&config, store.as_ref(), &page).map(|list| json(StatusCode::OK, &list))).await
+        }
+        (&Method::POST, "/v1/clients") => match read_json::<ClientInput>(req).await {
+            Ok(input) => {
+                blocking(move || {
+                    clients::add_client(&config, store.as_ref(), &input, Source::Cli, "cli").map(|(view, new)| {
+                        json(if new { StatusCode::CREATED } else { StatusCode::OK }, &view)
+                    })
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        },
+        (&Method::DELETE, "/v1/clients") => {
+            let (page, email) = (param("page"), param("email"));
+            blocking(move || {
+                clients::remove_client(&config, store.as_ref(), &page, &email, "cli").map(|()| {
+                    let mut r = Response::new(body::empty());
+                    *r.status_mut() = StatusCode::NO_CONTENT;
+                    r
+                })
+            })
+            .await
+        }
+        _ => Err(ApiError::NotFound("no such control endpoint".into())),
+    };
+    result.unwrap_or_else(|e| error_json(&e))
+}
+
+async fn blocking(
+    f: impl FnOnce() -> Result<Response<Body>, ApiError> + Send + 'static,
+) -> Result<Response<Body>, ApiError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(ApiError::Store(crate::store::StoreError::Backend(format!("task failed: {e}"))))
+    })
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+    let bytes = http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|_| ApiError::Invalid { field: "body", message: "too large or cut off".into() })?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::Invalid { field: "body", message: e.to_string() })
+}
+
+/// A JSON answer.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let text = serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec());
+    let mut r = Response::new(body::full(text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// `{"error": "...", "field": "..."}` with the error's status.
+pub fn error_json(e: &ApiError) -> Response<Body> {
+    #[derive(Serialize)]
+    struct ErrorBody<'a> {
+        error: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        field: Option<&'a str>,
+    }
+    let (error, field) = match e {
+        ApiError::Invalid { field, message } => (message.clone(), Some(*field)),
+        ApiError::Store(_) => ("internal error".to_owned(), None),
+        other => (other.to_string(), None),
+    };
+    if let ApiError::Store(inner) = e {
+        tracing::error!(error = %inner, "admin operation failed");
+    }
+    json(e.status(), &ErrorBody { error, field })
+}
+
+/// Sends one request to a running gateway's control socket: (status, body).
+pub async fn call(data_dir: &Path, method: Method, path_and_query: &str, body: Option<Vec<u8>>) -> std::io::Result<(StatusCode, Bytes)> {
+    let stream = tokio::net::UnixStream::connect(socket_path(data_dir)).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path_and_query).header(header::HOST, "localhost");
+    if body.is_some() {
+        req = req.header(header::CONTENT_TYPE, "application/json");
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(std::io::Error::other)?;
+    let response = send.send_request(req).await.map_err(std::io::Error::other)?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await.map_err(std::io::Error::other)?.to_bytes();
+    Ok((status, bytes))
+}

@@ -1,0 +1,263 @@
+//! Who may see a protected page: the gate on every protected request, and the sign-in flow
+//! (email form → mailed code or link → session cookie) under `{prefix}/`.
+//!
+//! The pieces: [`keys`] (secrets), [`cookies`] (signed cookies), [`input`] (emails, `next`),
+//! [`limits`] (rate limits), [`flow`] (the endpoints). State lives in the [`Store`]; this module
+//! holds only what can be rebuilt (limiters, a note of failed mail sends).
+
+pub mod cookies;
+mod flow;
+pub mod input;
+pub mod keys;
+pub mod limits;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+
+use crate::body::{self, Body};
+use crate::config::{AuthConfig, Config, Language};
+use crate::error::HttpError;
+use crate::mail::Mailer;
+use crate::routing::SiteId;
+use crate::routing::path::PageMatcher;
+use crate::store::{AttemptPolicy, Store, StoreError, now};
+use crate::ui::Templates;
+use cookies::CookieNames;
+use keys::Keys;
+use limits::Limits;
+
+/// One protected page, as the flow needs it.
+#[derive(Debug, Clone)]
+pub struct PageAuth {
+    /// Page id.
+    pub id: String,
+    /// Human title.
+    pub title: String,
+    /// Where to send a visitor whose `next` is unusable.
+    pub first_path: String,
+    /// Session lifetime on this page.
+    pub lifetime: Duration,
+}
+
+/// The sign-in settings of one site.
+#[derive(Debug)]
+pub struct SiteAuth {
+    name: String,
+    title: String,
+    language: Language,
+    /// Base of links in mail; never taken from the request.
+    public_url: Option<String>,
+    pages: Vec<PageAuth>,
+    matcher: PageMatcher,
+    cookies: CookieNames,
+    /// The longest page lifetime: how long a session and its cookie live.
+    max_lifetime: Duration,
+}
+
+/// The signed-in visitor a protected request is forwarded for.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Normalised email.
+    pub email: String,
+    /// Client name on the (first) page.
+    pub name: String,
+    /// Ids of the pages the request falls under.
+    pub pages: Vec<String>,
+}
+
+/// What the gate decided for a protected request.
+pub enum Gate {
+    /// Forward, telling the upstream who this is.
+    Allow(Identity),
+    /// Answer with this (a redirect to sign in, or 401).
+    Deny(Response<Body>),
+}
+
+/// What the flow knows about the request beyond its headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Visitor {
+    /// The client's address (through trusted proxies).
+    pub ip: IpAddr,
+    /// Whether the visitor reached the site over HTTPS.
+    pub secure: bool,
+}
+
+/// Shared sign-in state.
+pub struct Auth {
+    store: Arc<dyn Store>,
+    mailer: Mailer,
+    templates: Templates,
+    keys: Keys,
+    limits: Limits,
+    config: AuthConfig,
+    prefix: String,
+    sites: Vec<SiteAuth>,
+    /// (site, email) whose last code could not be mailed, so the code form can say so.
+    failed_sends: Mutex<HashMap<String, Instant>>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("sites", &self.sites.len()).finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    /// Builds the flow's state from the config and the opened store.
+    pub fn new(config: &Config, store: Arc<dyn Store>, mailer: Mailer, templates: Templates) -> Result<Auth, String> {
+        let keys = Keys::load(config.auth.secret.as_ref(), &config.data_dir)?;
+        let sites = config
+            .sites
+            .iter()
+            .map(|site| {
+                let pages: Vec<PageAuth> = site
+                    .pages
+                    .iter()
+                    .map(|p| PageAuth {
+                        id: p.id.clone(),
+                        title: p.title.clone(),
+                        first_path: p.paths.first().cloned().unwrap_or_else(|| "/".into()),
+                        lifetime: p.session_lifetime,
+                    })
+                    .collect();
+                let max_lifetime = pages.iter().map(|p| p.lifetime).max().unwrap_or(config.auth.session_lifetime);
+                SiteAuth {
+                    name: site.name.clone(),
+                    title: site.title.clone(),
+                    language: site.language,
+                    public_url: site.public_url.clone(),
+                    matcher: PageMatcher::new(&site.pages),
+                    cookies: CookieNames::for_site(&site.name),
+                    pages,
+                    max_lifetime,
+                }
+            })
+            .collect();
+        Ok(Auth {
+            store,
+            mailer,
+            templates,
+            keys,
+            limits: Limits::new(&config.auth),
+            config: config.auth.clone(),
+            prefix: config.server.prefix.clone(),
+            sites,
+            failed_sends: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The store, for admin tools sharing this process.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn policy(&self) -> AttemptPolicy {
+        AttemptPolicy { max_attempts: self.config.max_attempts, window: self.config.attempt_window.as_secs() as i64 }
+    }
+
+    /// Decides a request to protected pages `pages` (indexes into the site's pages): forward it
+    /// for a signed-in client whose access to every one of them is valid now, else deny.
+    /// Reads only; nothing is written on this path.
+    pub fn gate<B>(&self, site_id: SiteId, pages: &[usize], req: &Request<B>, visitor: Visitor) -> Result<Gate, HttpError> {
+        let site = &self.sites[site_id];
+        if let Some(identity) = self.signed_in(site, pages, req, visitor)? {
+            return Ok(Gate::Allow(identity));
+        }
+        Ok(Gate::Deny(self.sign_in_required(req)))
+    }
+
+    fn signed_in<B>(&self, site: &SiteAuth, pages: &[usize], req: &Request<B>, visitor: Visitor) -> Result<Option<Identity>, HttpError> {
+        let Some(session_id) = cookies::read_signed(req.headers(), site.cookies.session(visitor.secure), self.keys.cookie_key()) else {
+            return Ok(None);
+        };
+        let hash = self.keys.hash("session", &[session_id.as_bytes()]);
+        let ids: Vec<&str> = pages.iter().filter_map(|&i| site.pages.get(i)).map(|p| p.id.as_str()).collect();
+        let Some(access) = self.store.session_access(&hash, &ids).map_err(store_error)? else {
+            return Ok(None);
+        };
+        let now = now();
+        let session = &access.session;
+        if session.site != site.name || session.expires_at <= now {
+            return Ok(None);
+        }
+        let mut name = None;
+        for (&page_index, client) in pages.iter().zip(&access.clients) {
+            let Some(page) = site.pages.get(page_index) else { return Ok(None) };
+            let lifetime = page.lifetime.as_secs() as i64;
+            match client {
+                Some(c) if c.has_access(now) && now < session.created_at.saturating_add(lifetime) => {
+                    name.get_or_insert_with(|| c.name.clone());
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(Identity {
+            email: session.email.clone(),
+            name: name.unwrap_or_default(),
+            pages: ids.into_iter().map(str::to_owned).collect(),
+        }))
+    }
+
+    /// A browser asking for a page is sent to the email form; anything else gets 401.
+    fn sign_in_required<B>(&self, req: &Request<B>) -> Response<Body> {
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let wants_page = (req.method() == Method::GET || req.method() == Method::HEAD) && !asks_for_json(req);
+        if wants_page {
+            let next: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
+            return redirect(StatusCode::FOUND, &format!("{}/login?next={next}", self.prefix));
+        }
+        let mut response = Response::new(body::full(format!(
+            "{{\"error\":\"sign-in required\",\"login\":\"{}/login\"}}\n",
+            self.prefix
+        )));
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("pagegate"));
+        response
+    }
+
+    /// Forgets idle rate-limit keys and stale notes; called periodically.
+    pub fn housekeeping(&self) {
+        self.limits.forget_idle();
+        if let Ok(mut failed) = self.failed_sends.lock() {
+            failed.retain(|_, at| at.elapsed() < Duration::from_secs(3600));
+        }
+        if let Err(e) = self.store.prune(now(), self.policy()) {
+            tracing::warn!(error = %e, "pruning expired codes and sessions failed");
+        }
+    }
+
+    /// The language to answer in.
+    fn language<B>(&self, site: &SiteAuth, req: &Request<B>) -> Language {
+        let accept = req.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
+        crate::ui::negotiate_language(accept, site.language)
+    }
+}
+
+/// Whether a client prefers JSON to HTML (an API or fetch call, not a browser navigation).
+fn asks_for_json<B>(req: &Request<B>) -> bool {
+    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    (accept.contains("application/json") && !accept.contains("text/html"))
+        || req.headers().get("x-requested-with").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"))
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn store_error(e: StoreError) -> HttpError {
+    HttpError::Internal(format!("store: {e}"))
+}
