@@ -351,6 +351,14 @@ impl Ctx<'_> {
         for (j, page) in s.page.iter().enumerate() {
             pages.push(self.page(&format!("site[{i}].page[{j}]"), page, auth)?);
         }
+        if !pages.is_empty() && public_url.is_none() {
+            return Err(self.invalid(
+                &key("public_url"),
+                Some(site.span()),
+                "required when the site has pages: sign-in links in mail are built from it, \
+                 never from the request's Host (e.g. public_url = \"https://course.example.com\")",
+            ));
+        }
         let name = match &s.name {
             Some(n) if !n.get_ref().trim().is_empty() => n.get_ref().trim().to_string(),
             _ => hosts_raw.get_ref()[0].get_ref().trim().to_ascii_lowercase(),
@@ -1162,7 +1170,7 @@ upstream = "http://127.0.0.1:8000"
     #[test]
     fn page_rules() {
         let page = |id: &str, path: &str| {
-            format!("{MINIMAL}\n[[site.page]]\nid = {id:?}\npaths = [{path:?}]\n")
+            format!("{MINIMAL}public_url = \"https://a.example\"\n\n[[site.page]]\nid = {id:?}\npaths = [{path:?}]\n")
         };
         assert!(parse(&page("course", "/course/")).is_ok());
         assert_eq!(
