@@ -2,9 +2,11 @@
 //! speak HTTP/1.1, HTTP/2, TLS and raw bytes. Everything binds 127.0.0.1 on port 0.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod browser;
 pub mod certs;
 pub mod client;
 pub mod process;
+pub mod smtp;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -57,6 +59,14 @@ impl TestGateway {
         .await
     }
 
+    /// Stops the gateway and hands back its directory (config and data), to start again on it.
+    pub async fn stop_and_keep_dir(mut self) -> TempDir {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"))
+    }
+
     /// Graceful stop, waiting for it to finish.
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {
@@ -71,6 +81,18 @@ impl Drop for TestGateway {
             running.shutdown_token().cancel();
         }
     }
+}
+
+/// Opens the database once the stopped gateway's last tasks have let go of it.
+pub async fn open_store_when_free(data_dir: &Path) -> pagegate::store::redb::RedbStore {
+    for _ in 0..100 {
+        match pagegate::store::redb::RedbStore::open(data_dir) {
+            Ok(store) => return store,
+            Err(pagegate::store::StoreError::Locked(_)) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            Err(e) => panic!("cannot open the database: {e}"),
+        }
+    }
+    panic!("the database stayed locked after the gateway stopped");
 }
 
 /// Writes a config file into `dir` with `data_dir` set inside it; returns its path.
