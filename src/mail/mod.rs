@@ -94,7 +94,7 @@ struct Inner {
 enum Transport {
     Console,
     File(local::FileSink),
-    Smtp(smtp::SmtpSink),
+    Smtp(Box<smtp::SmtpSink>),
 }
 
 impl Transport {
@@ -121,7 +121,7 @@ impl Mailer {
         let transport = match &config.transport {
             MailTransport::Console => Transport::Console,
             MailTransport::File(dir) => Transport::File(local::FileSink::new(dir)?),
-            MailTransport::Smtp(smtp) => Transport::Smtp(smtp::SmtpSink::new(smtp)?),
+            MailTransport::Smtp(smtp) => Transport::Smtp(Box::new(smtp::SmtpSink::new(smtp)?)),
         };
         Ok(Mailer {
             inner: Arc::new(Inner { from, transport }),

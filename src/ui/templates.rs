@@ -55,7 +55,7 @@ pub struct Frame<'a> {
 /// [`MESSAGE_KEYS`](super::MESSAGE_KEYS)), not text.
 #[derive(Debug, Clone, Copy)]
 pub enum Page<'a> {
-    /// "Sign in to <page>": one email field, POSTed to `{prefix}/login`.
+    /// "Sign in to …": one email field, POSTed to `{prefix}/login`.
     EmailForm {
         /// Common fields.
         frame: Frame<'a>,
@@ -217,6 +217,7 @@ impl Templates {
         env.add_filter("fill", fill);
         env.add_filter("plural", plural);
         env.add_filter("href", href);
+        env.add_filter("urlencode", urlencode);
         for (name, source) in BUILTIN {
             env.add_template(name, source)
                 .map_err(|e| format!("built-in template {name}: {}", describe(&e)))?;
@@ -619,6 +620,17 @@ fn plural(state: &State<'_, '_>, forms: &str, n: u64) -> Result<String, Error> {
     let index = i18n::plural_index(lang, n).min(forms.len().saturating_sub(1));
     let form = forms.get(index).copied().unwrap_or_default();
     Ok(form.replace("{n}", &n.to_string()))
+}
+
+/// The `urlencode` filter: the value percent-encoded for a query parameter (everything but
+/// letters, digits and `-._~`).
+fn urlencode(value: &str) -> String {
+    const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
 
 /// The `href` filter: the value if it is a local path (`/…`, not `//…`) or an http(s) URL,

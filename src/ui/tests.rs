@@ -118,7 +118,10 @@ fn forms_post_the_right_fields_to_the_right_endpoints() {
     assert_eq!(html.matches(r#"name="email" value="a@b.org""#).count(), 2);
     assert_eq!(html.matches(r#"name="next" value="/course/1""#).count(), 2);
     assert_eq!(html.matches(r#"name="csrf" value="tok""#).count(), 2);
-    assert!(html.contains(r#"href="/course/1""#));
+    assert!(
+        html.contains(r#"href="/_pagegate/login?next=%2Fcourse%2F1""#),
+        "{html}"
+    );
 
     let html = templates
         .page(
@@ -203,27 +206,38 @@ fn hostile_input_is_escaped() {
 #[test]
 fn links_built_from_request_data_stay_harmless() {
     let templates = builtin();
-    for next in [
+    for home in [
         "javascript:alert(1)",
         "//evil.example/",
         "/\\evil.example",
         " /x",
     ] {
         let html = templates
-            .page(
-                &Page::CodeForm {
-                    frame: FRAME,
-                    email: "a@b.org",
-                    next,
-                    csrf: "c",
-                    code_length: 6,
-                    error: None,
-                },
-                Language::En,
-            )
+            .page(&Page::LoggedOut { frame: FRAME, home }, Language::En)
             .expect("render");
-        assert!(html.contains(r#"<a href="/">"#), "{next}\n{html}");
+        assert!(
+            html.contains(r#"<a class="btn" href="/">"#),
+            "{home}\n{html}"
+        );
     }
+    // `next` only ever goes into a link as a query value.
+    let html = templates
+        .page(
+            &Page::CodeForm {
+                frame: FRAME,
+                email: "a@b.org",
+                next: "javascript:alert(1)&x=\"y\"",
+                csrf: "c",
+                code_length: 6,
+                error: None,
+            },
+            Language::En,
+        )
+        .expect("render");
+    assert!(
+        html.contains(r#"href="/_pagegate/login?next=javascript%3Aalert%281%29%26x%3D%22y%22""#),
+        "{html}"
+    );
     assert!(is_safe_href("/"));
     assert!(is_safe_href("/course?x=1"));
     assert!(is_safe_href("https://example.com/"));
