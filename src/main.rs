@@ -163,6 +163,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 tracing::info!(
                     "demo ready: open http://{addr}/ (the sample site is at http://{site}/)"
                 );
+                tracing::info!(
+                    "the course page is protected: sign in as {} and the code mail is printed below",
+                    pagegate::demo::DEMO_EMAIL
+                );
             }
             until_signal(running.shutdown_token()).await;
             running.wait().await;
@@ -184,24 +188,57 @@ async fn clients(config: &pagegate::config::Config, action: ClientsAction) -> an
         Err(e) => return Err(e.into()),
     };
     match action {
-        ClientsAction::Add { page, email, name, until, days } => {
-            let input = ClientInput { page, email, name, until, days };
+        ClientsAction::Add {
+            page,
+            email,
+            name,
+            until,
+            days,
+        } => {
+            let input = ClientInput {
+                page,
+                email,
+                name,
+                until,
+                days,
+            };
             let (view, new) = match &store {
                 Some(store) => ops::add_client(config, store, &input, Source::Cli, "cli")?,
                 None => {
-                    let (status, body) =
-                        control(config, http::Method::POST, "/v1/clients", Some(serde_json::to_vec(&input)?)).await?;
-                    (serde_json::from_slice::<ClientView>(&body)?, status == http::StatusCode::CREATED)
+                    let (status, body) = control(
+                        config,
+                        http::Method::POST,
+                        "/v1/clients",
+                        Some(serde_json::to_vec(&input)?),
+                    )
+                    .await?;
+                    (
+                        serde_json::from_slice::<ClientView>(&body)?,
+                        status == http::StatusCode::CREATED,
+                    )
                 }
             };
-            let period = view.access_until.as_deref().map_or("unlimited access".to_owned(), |u| format!("access until {u}"));
-            println!("{} {} on {} ({period})", if new { "added" } else { "updated" }, view.email, view.page);
+            let period = view
+                .access_until
+                .as_deref()
+                .map_or("unlimited access".to_owned(), |u| {
+                    format!("access until {u}")
+                });
+            println!(
+                "{} {} on {} ({period})",
+                if new { "added" } else { "updated" },
+                view.email,
+                view.page
+            );
         }
         ClientsAction::List { page, json } => {
             let list = match &store {
                 Some(store) => ops::list_clients(config, store, &page)?,
                 None => {
-                    let query = format!("/v1/clients?page={}", form_urlencoded::byte_serialize(page.as_bytes()).collect::<String>());
+                    let query = format!(
+                        "/v1/clients?page={}",
+                        form_urlencoded::byte_serialize(page.as_bytes()).collect::<String>()
+                    );
                     let (_, body) = control(config, http::Method::GET, &query, None).await?;
                     serde_json::from_slice(&body)?
                 }
@@ -262,11 +299,17 @@ fn print_clients(list: &[pagegate::api::clients::ClientView]) {
         println!("no clients");
         return;
     }
-    println!("{:<32} {:<24} {:<22} {:<8} {}", "EMAIL", "NAME", "ACCESS UNTIL", "SOURCE", "LAST SIGN-IN");
+    println!(
+        "{:<32} {:<24} {:<22} {:<8} LAST SIGN-IN",
+        "EMAIL", "NAME", "ACCESS UNTIL", "SOURCE"
+    );
     for c in list {
         let until = c.access_until.as_deref().unwrap_or("unlimited");
         let status = if c.active { "" } else { " (ended)" };
-        let source = serde_json::to_value(c.source).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let source = serde_json::to_value(c.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         println!(
             "{:<32} {:<24} {:<22} {:<8} {}",
             c.email,

@@ -59,7 +59,15 @@ impl Auth {
     ) -> Result<Response<Body>, HttpError> {
         let site = &self.sites[site_id];
         let (csrf, csrf_cookie) = self.csrf_token(site, &req, visitor.secure);
-        let ctx = Ctx { auth: self, site_id, site, visitor, lang: self.language(site, &req), csrf, csrf_cookie };
+        let ctx = Ctx {
+            auth: self,
+            site_id,
+            site,
+            visitor,
+            lang: self.language(site, &req),
+            csrf,
+            csrf_cookie,
+        };
         let method = req.method().clone();
         let mut response = match (&method, sub_path) {
             (&Method::GET | &Method::HEAD, "/login") => ctx.email_form(&req)?,
@@ -78,40 +86,74 @@ impl Auth {
     }
 
     /// The site's CSRF token: the one in the visitor's signed cookie, or a new one to set.
-    fn csrf_token<B>(&self, site: &SiteAuth, req: &Request<B>, secure: bool) -> (String, Option<HeaderValue>) {
+    fn csrf_token<B>(
+        &self,
+        site: &SiteAuth,
+        req: &Request<B>,
+        secure: bool,
+    ) -> (String, Option<HeaderValue>) {
         let name = site.cookies.csrf(secure);
         if let Some(token) = cookies::read_signed(req.headers(), name, self.keys.cookie_key()) {
             return (token, None);
         }
         let token = random_token(18);
-        let cookie = cookies::set_signed(name, &token, secure, SameSite::Strict, None, self.keys.cookie_key());
+        let cookie = cookies::set_signed(
+            name,
+            &token,
+            secure,
+            SameSite::Strict,
+            None,
+            self.keys.cookie_key(),
+        );
         (token, cookie)
     }
 }
 
 impl Ctx<'_> {
     fn frame(&self) -> Frame<'_> {
-        Frame { site_title: &self.site.title, page_title: None, prefix: &self.auth.prefix }
+        Frame {
+            site_title: &self.site.title,
+            page_title: None,
+            prefix: &self.auth.prefix,
+        }
     }
 
     fn frame_for<'b>(&'b self, next: &str) -> Frame<'b> {
         Frame {
             site_title: &self.site.title,
-            page_title: Some(self.page_for(next).map_or(self.site.title.as_str(), |p| p.title.as_str())),
+            page_title: Some(
+                self.page_for(next)
+                    .map_or(self.site.title.as_str(), |p| p.title.as_str()),
+            ),
             prefix: &self.auth.prefix,
         }
     }
 
     fn render(&self, status: StatusCode, page: &Page<'_>) -> Result<Response<Body>, HttpError> {
-        let html = self.auth.templates.page(page, self.lang).map_err(|e| HttpError::Internal(format!("template: {e}")))?;
+        let html = self
+            .auth
+            .templates
+            .page(page, self.lang)
+            .map_err(|e| HttpError::Internal(format!("template: {e}")))?;
         Ok(html_response(status, html))
     }
 
     /// The page a `next` target belongs to, or the site's first page.
     fn page_for(&self, next: &str) -> Option<&super::PageAuth> {
         let path = next.split(['?', '#']).next().unwrap_or(next);
-        let matched = self.site.matcher.pages_for(path).ok().and_then(|set| set.first().copied());
-        matched.or(if self.site.pages.is_empty() { None } else { Some(0) }).and_then(|i| self.site.pages.get(i))
+        let matched = self
+            .site
+            .matcher
+            .pages_for(path)
+            .ok()
+            .and_then(|set| set.first().copied());
+        matched
+            .or(if self.site.pages.is_empty() {
+                None
+            } else {
+                Some(0)
+            })
+            .and_then(|i| self.site.pages.get(i))
     }
 
     /// A safe `next`: the one given if it stays on the site, else the first protected path.
@@ -127,11 +169,23 @@ impl Ctx<'_> {
         let next = self.next_or_default(query.get("next").map(String::as_str));
         self.render(
             StatusCode::OK,
-            &Page::EmailForm { frame: self.frame_for(&next), next: &next, csrf: &self.csrf, email: "", error: None },
+            &Page::EmailForm {
+                frame: self.frame_for(&next),
+                next: &next,
+                csrf: &self.csrf,
+                email: "",
+                error: None,
+            },
         )
     }
 
-    fn code_form(&self, status: StatusCode, email: &str, next: &str, error: Option<&str>) -> Result<Response<Body>, HttpError> {
+    fn code_form(
+        &self,
+        status: StatusCode,
+        email: &str,
+        next: &str,
+        error: Option<&str>,
+    ) -> Result<Response<Body>, HttpError> {
         self.render(
             status,
             &Page::CodeForm {
@@ -147,16 +201,28 @@ impl Ctx<'_> {
 
     fn rate_limited(&self, wait: Duration) -> Result<Response<Body>, HttpError> {
         let minutes = wait.as_secs().div_ceil(60).max(1);
-        let mut response =
-            self.render(StatusCode::TOO_MANY_REQUESTS, &Page::RateLimited { frame: self.frame(), retry_after_minutes: minutes })?;
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+        let mut response = self.render(
+            StatusCode::TOO_MANY_REQUESTS,
+            &Page::RateLimited {
+                frame: self.frame(),
+                retry_after_minutes: minutes,
+            },
+        )?;
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(wait.as_secs().max(1)),
+        );
         Ok(response)
     }
 
     /// Forms must come from this site: the signed CSRF cookie matches the form's token, and the
     /// browser does not say the request is cross-site.
     fn csrf_ok(&self, headers: &http::HeaderMap, form: &HashMap<String, String>) -> bool {
-        let cookie = cookies::read_signed(headers, self.site.cookies.csrf(self.visitor.secure), self.auth.keys.cookie_key());
+        let cookie = cookies::read_signed(
+            headers,
+            self.site.cookies.csrf(self.visitor.secure),
+            self.auth.keys.cookie_key(),
+        );
         let given = form.get("csrf").map(String::as_str).unwrap_or("");
         let token_ok = cookie.is_some_and(|c| c.as_bytes().ct_eq(given.as_bytes()).into());
         token_ok && same_origin(headers)
@@ -169,7 +235,13 @@ impl Ctx<'_> {
         if !self.csrf_ok(&headers, &form) {
             return self.render(
                 StatusCode::FORBIDDEN,
-                &Page::EmailForm { frame: self.frame_for(&next), next: &next, csrf: &self.csrf, email: raw_email, error: Some("csrf") },
+                &Page::EmailForm {
+                    frame: self.frame_for(&next),
+                    next: &next,
+                    csrf: &self.csrf,
+                    email: raw_email,
+                    error: Some("csrf"),
+                },
             );
         }
         let Some(email) = input::normalize_email(raw_email) else {
@@ -184,7 +256,11 @@ impl Ctx<'_> {
                 },
             );
         };
-        if let Err(wait) = self.auth.limits.code_request(self.visitor.ip, &self.site.name, &email) {
+        if let Err(wait) = self
+            .auth
+            .limits
+            .code_request(self.visitor.ip, &self.site.name, &email)
+        {
             tracing::info!(site = %self.site.name, domain = email_domain(&email), "code request rate-limited");
             return self.rate_limited(wait);
         }
@@ -197,12 +273,20 @@ impl Ctx<'_> {
                 .client(&page.id, &email)
                 .map_err(store_error)?
                 .is_some_and(|c| c.has_access(now()))
-                && !self.auth.store.is_locked(&self.site.name, &email, now(), self.auth.policy()).map_err(store_error)?;
+                && !self
+                    .auth
+                    .store
+                    .is_locked(&self.site.name, &email, now(), self.auth.policy())
+                    .map_err(store_error)?;
             if eligible {
                 let auth = self.auth.clone();
-                let (site_id, page_id, lang, next) = (self.site_id, page.id.clone(), self.lang, next.clone());
+                let (site_id, page_id, lang, next) =
+                    (self.site_id, page.id.clone(), self.lang, next.clone());
                 let email = email.clone();
-                tokio::spawn(async move { auth.issue_and_mail(site_id, &page_id, &email, &next, lang).await });
+                tokio::spawn(async move {
+                    auth.issue_and_mail(site_id, &page_id, &email, &next, lang)
+                        .await
+                });
             }
         }
         self.code_form(StatusCode::OK, &email, &next, None)
@@ -219,7 +303,12 @@ impl Ctx<'_> {
             return self.rate_limited(wait);
         }
         let Some(email) = input::normalize_email(raw_email) else {
-            return self.code_form(StatusCode::BAD_REQUEST, raw_email, &next, Some("wrong_code"));
+            return self.code_form(
+                StatusCode::BAD_REQUEST,
+                raw_email,
+                &next,
+                Some("wrong_code"),
+            );
         };
         let send_failed = self
             .auth
@@ -228,14 +317,32 @@ impl Ctx<'_> {
             .map(|mut f| f.remove(&send_key(&self.site.name, &email)).is_some())
             .unwrap_or(false);
         if send_failed {
-            return self.code_form(StatusCode::SERVICE_UNAVAILABLE, &email, &next, Some("send_failed"));
+            return self.code_form(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &email,
+                &next,
+                Some("send_failed"),
+            );
         }
-        let code: String = form.get("code").map(String::as_str).unwrap_or("").chars().filter(|c| !c.is_whitespace()).collect();
-        let expected = self.auth.keys.hash("code", &[self.site.name.as_bytes(), email.as_bytes(), code.as_bytes()]);
+        let code: String = form
+            .get("code")
+            .map(String::as_str)
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .collect();
+        let expected = self.auth.keys.hash(
+            "code",
+            &[self.site.name.as_bytes(), email.as_bytes(), code.as_bytes()],
+        );
         let auth = self.auth.clone();
-        let (site_name, email2, policy) = (self.site.name.clone(), email.clone(), self.auth.policy());
+        let (site_name, email2, policy) =
+            (self.site.name.clone(), email.clone(), self.auth.policy());
         let checked = tokio::task::spawn_blocking(move || {
-            auth.store.check_code(&site_name, &email2, now(), policy, &|record| record.code_hash.ct_eq(&expected).into())
+            auth.store
+                .check_code(&site_name, &email2, now(), policy, &|record| {
+                    record.code_hash.ct_eq(&expected).into()
+                })
         })
         .await
         .map_err(|e| HttpError::Internal(format!("code check task: {e}")))?
@@ -243,12 +350,19 @@ impl Ctx<'_> {
         match checked {
             CodeCheck::Accepted(_) => self.sign_in(&email, &next).await,
             CodeCheck::Rejected { .. } => {
-                self.audit(AuditKind::LoginFailed, Some(&email), "wrong code").await;
+                self.audit(AuditKind::LoginFailed, Some(&email), "wrong code")
+                    .await;
                 self.code_form(StatusCode::BAD_REQUEST, &email, &next, Some("wrong_code"))
             }
             CodeCheck::Locked => {
-                self.audit(AuditKind::Locked, Some(&email), "too many wrong codes").await;
-                self.code_form(StatusCode::TOO_MANY_REQUESTS, &email, &next, Some("too_many_attempts"))
+                self.audit(AuditKind::Locked, Some(&email), "too many wrong codes")
+                    .await;
+                self.code_form(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &email,
+                    &next,
+                    Some("too_many_attempts"),
+                )
             }
         }
     }
@@ -256,15 +370,28 @@ impl Ctx<'_> {
     fn link_confirm(&self, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
         let query = query_map(req);
         let token = query.get("t").map(String::as_str).unwrap_or("");
-        let record = self.auth.store.peek_token(&self.auth.keys.hash("token", &[token.as_bytes()]), now()).map_err(store_error)?;
+        let record = self
+            .auth
+            .store
+            .peek_token(&self.auth.keys.hash("token", &[token.as_bytes()]), now())
+            .map_err(store_error)?;
         match record.filter(|r| r.site == self.site.name) {
             Some(record) => self.render(
                 StatusCode::OK,
-                &Page::LinkConfirm { frame: self.frame_for(&record.next), token, next: &record.next, csrf: &self.csrf },
+                &Page::LinkConfirm {
+                    frame: self.frame_for(&record.next),
+                    token,
+                    next: &record.next,
+                    csrf: &self.csrf,
+                },
             ),
             None => self.render(
                 StatusCode::GONE,
-                &Page::Message { frame: self.frame(), title_key: "link_invalid_title", message_key: "link_invalid" },
+                &Page::Message {
+                    frame: self.frame(),
+                    title_key: "link_invalid_title",
+                    message_key: "link_invalid",
+                },
             ),
         }
     }
@@ -274,7 +401,11 @@ impl Ctx<'_> {
         if !self.csrf_ok(&headers, &form) {
             return self.render(
                 StatusCode::FORBIDDEN,
-                &Page::Message { frame: self.frame(), title_key: "error_title", message_key: "csrf" },
+                &Page::Message {
+                    frame: self.frame(),
+                    title_key: "error_title",
+                    message_key: "csrf",
+                },
             );
         }
         let token = form.get("token").map(String::as_str).unwrap_or("");
@@ -291,7 +422,11 @@ impl Ctx<'_> {
             }
             None => self.render(
                 StatusCode::GONE,
-                &Page::Message { frame: self.frame(), title_key: "link_invalid_title", message_key: "link_used" },
+                &Page::Message {
+                    frame: self.frame(),
+                    title_key: "link_invalid_title",
+                    message_key: "link_used",
+                },
             ),
         }
     }
@@ -303,7 +438,9 @@ impl Ctx<'_> {
             return Err(HttpError::BadRequest("Sign-out must come from this site."));
         }
         let name = self.site.cookies.session(self.visitor.secure);
-        if let Some(session_id) = cookies::read_signed(req.headers(), name, self.auth.keys.cookie_key()) {
+        if let Some(session_id) =
+            cookies::read_signed(req.headers(), name, self.auth.keys.cookie_key())
+        {
             let hash = self.auth.keys.hash("session", &[session_id.as_bytes()]);
             let auth = self.auth.clone();
             let event = self.event(AuditKind::Logout, None, "");
@@ -312,7 +449,13 @@ impl Ctx<'_> {
                 .map_err(|e| HttpError::Internal(format!("logout task: {e}")))?
                 .map_err(store_error)?;
         }
-        let mut response = self.render(StatusCode::OK, &Page::LoggedOut { frame: self.frame(), home: "/" })?;
+        let mut response = self.render(
+            StatusCode::OK,
+            &Page::LoggedOut {
+                frame: self.frame(),
+                home: "/",
+            },
+        )?;
         if let Some(clear) = cookies::clear(name, self.visitor.secure) {
             response.headers_mut().append(header::SET_COOKIE, clear);
         }
@@ -333,10 +476,12 @@ impl Ctx<'_> {
         let pages: Vec<String> = self.site.pages.iter().map(|p| p.id.clone()).collect();
         let event = self.event(AuditKind::Login, Some(email), "");
         let auth = self.auth.clone();
-        tokio::task::spawn_blocking(move || auth.store.create_session(&hash, &record, &pages, &event))
-            .await
-            .map_err(|e| HttpError::Internal(format!("session task: {e}")))?
-            .map_err(store_error)?;
+        tokio::task::spawn_blocking(move || {
+            auth.store.create_session(&hash, &record, &pages, &event)
+        })
+        .await
+        .map_err(|e| HttpError::Internal(format!("session task: {e}")))?
+        .map_err(store_error)?;
         tracing::info!(site = %self.site.name, domain = email_domain(email), "signed in");
         let mut response = redirect(StatusCode::SEE_OTHER, next);
         let cookie = cookies::set_signed(
@@ -360,7 +505,11 @@ impl Ctx<'_> {
             page: None,
             email: email.map(str::to_owned),
             actor: "visitor".into(),
-            detail: if detail.is_empty() { format!("from {}", self.visitor.ip) } else { format!("{detail}, from {}", self.visitor.ip) },
+            detail: if detail.is_empty() {
+                format!("from {}", self.visitor.ip)
+            } else {
+                format!("{detail}, from {}", self.visitor.ip)
+            },
         }
     }
 
@@ -379,22 +528,36 @@ impl Auth {
     /// Issues a code and link for a listed email and mails them. Runs after the visitor already
     /// has an answer, so the answer's timing says nothing about the list. A failure is noted for
     /// the code form.
-    async fn issue_and_mail(self: Arc<Self>, site_id: SiteId, page_id: &str, email: &str, next: &str, lang: Language) {
+    async fn issue_and_mail(
+        self: Arc<Self>,
+        site_id: SiteId,
+        page_id: &str,
+        email: &str,
+        next: &str,
+        lang: Language,
+    ) {
         let site = &self.sites[site_id];
-        let Some(page) = site.pages.iter().find(|p| p.id == page_id) else { return };
+        let Some(page) = site.pages.iter().find(|p| p.id == page_id) else {
+            return;
+        };
         let Some(public_url) = site.public_url.as_deref() else {
             tracing::error!(site = %site.name, "cannot mail a sign-in link: the site has no public_url");
             return;
         };
         let code: String = {
             let mut rng = rand::rng();
-            (0..self.config.code_length).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect()
+            (0..self.config.code_length)
+                .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+                .collect()
         };
         let token = random_token(32);
         let now = now();
         let expires_at = now.saturating_add(self.config.code_ttl.as_secs() as i64);
         let record = CodeRecord {
-            code_hash: self.keys.hash("code", &[site.name.as_bytes(), email.as_bytes(), code.as_bytes()]),
+            code_hash: self.keys.hash(
+                "code",
+                &[site.name.as_bytes(), email.as_bytes(), code.as_bytes()],
+            ),
             token_hash: self.keys.hash("token", &[token.as_bytes()]),
             page: page.id.clone(),
             next: next.to_owned(),
@@ -408,10 +571,19 @@ impl Auth {
             next: next.to_owned(),
             expires_at,
         };
-        let name = self.store.client(&page.id, email).ok().flatten().map(|c| c.name).unwrap_or_default();
+        let name = self
+            .store
+            .client(&page.id, email)
+            .ok()
+            .flatten()
+            .map(|c| c.name)
+            .unwrap_or_default();
         let store = self.store.clone();
         let (site_name, email_owned) = (site.name.clone(), email.to_owned());
-        let stored = tokio::task::spawn_blocking(move || store.issue_code(&site_name, &email_owned, &record, &token_record)).await;
+        let stored = tokio::task::spawn_blocking(move || {
+            store.issue_code(&site_name, &email_owned, &record, &token_record)
+        })
+        .await;
         if !matches!(stored, Ok(Ok(()))) {
             tracing::error!(site = %site.name, "could not store a new code");
             self.note_send_failure(&site.name, email);
@@ -419,7 +591,14 @@ impl Auth {
         }
         let link = format!("{public_url}{}/link?t={token}", self.prefix);
         let valid_minutes = self.config.code_ttl.as_secs().div_ceil(60);
-        let mail = LoginMail { site_title: &site.title, page_title: &page.title, name: &name, code: &code, link: &link, valid_minutes };
+        let mail = LoginMail {
+            site_title: &site.title,
+            page_title: &page.title,
+            name: &name,
+            code: &code,
+            link: &link,
+            valid_minutes,
+        };
         let rendered = match self.templates.login_mail(&mail, lang) {
             Ok(r) => r,
             Err(e) => {
@@ -482,12 +661,19 @@ fn random_token(bytes: usize) -> String {
 /// Whether the browser's origin headers (when it sends them) say the request comes from the
 /// site itself.
 fn same_origin(headers: &http::HeaderMap) -> bool {
-    if headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site")) {
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+    {
         return false;
     }
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin_authority = origin.split_once("://").map(|(_, rest)| rest.trim_end_matches('/'));
+    let origin_authority = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'));
     match (origin_authority, host) {
         (Some(o), Some(h)) => o.eq_ignore_ascii_case(h),
         // HTTP/2 requests carry the authority in the URI, not a Host header; a missing Host with
@@ -497,15 +683,23 @@ fn same_origin(headers: &http::HeaderMap) -> bool {
     }
 }
 
-async fn read_form(req: Request<Incoming>) -> Result<(http::HeaderMap, HashMap<String, String>), HttpError> {
+async fn read_form(
+    req: Request<Incoming>,
+) -> Result<(http::HeaderMap, HashMap<String, String>), HttpError> {
     let (parts, body) = req.into_parts();
     let is_form = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
     if !is_form {
-        return Err(HttpError::BadRequest("Expected a form (application/x-www-form-urlencoded)."));
+        return Err(HttpError::BadRequest(
+            "Expected a form (application/x-www-form-urlencoded).",
+        ));
     }
     let bytes = http_body_util::Limited::new(body, MAX_FORM)
         .collect()
@@ -517,13 +711,16 @@ async fn read_form(req: Request<Incoming>) -> Result<(http::HeaderMap, HashMap<S
 }
 
 fn query_map<B>(req: &Request<B>) -> HashMap<String, String> {
-    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect()
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
 }
 
 fn method_not_allowed() -> Response<Body> {
     let mut r = Response::new(crate::body::empty());
     *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
     r
 }
 
@@ -534,7 +731,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
         let mut h = http::HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(http::HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
         }
         h
     }
@@ -542,18 +742,36 @@ mod tests {
     #[test]
     fn origin_checks() {
         assert!(same_origin(&headers(&[("host", "a.example")])));
-        assert!(same_origin(&headers(&[("host", "a.example"), ("origin", "https://a.example")])));
-        assert!(same_origin(&headers(&[("host", "a.example:8080"), ("origin", "http://a.example:8080")])));
-        assert!(!same_origin(&headers(&[("host", "a.example"), ("origin", "https://evil.example")])));
-        assert!(!same_origin(&headers(&[("host", "a.example"), ("origin", "null")])));
-        assert!(!same_origin(&headers(&[("host", "a.example"), ("sec-fetch-site", "cross-site")])));
+        assert!(same_origin(&headers(&[
+            ("host", "a.example"),
+            ("origin", "https://a.example")
+        ])));
+        assert!(same_origin(&headers(&[
+            ("host", "a.example:8080"),
+            ("origin", "http://a.example:8080")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "a.example"),
+            ("origin", "https://evil.example")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "a.example"),
+            ("origin", "null")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "a.example"),
+            ("sec-fetch-site", "cross-site")
+        ])));
     }
 
     #[test]
     fn tokens_are_url_safe_and_distinct() {
         let a = random_token(32);
         assert_eq!(a.len(), 43);
-        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_ne!(a, random_token(32));
     }
 }
