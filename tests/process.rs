@@ -294,3 +294,98 @@ async fn the_demo_serves_the_sample_site_through_the_gateway() {
         gateway.log()
     );
 }
+
+#[test]
+fn clients_are_managed_from_the_command_line_with_or_without_a_running_gateway() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(
+        dir.path(),
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[site]]\nhosts = [\"*\"]\nupstream = \"http://127.0.0.1:9\"\n\
+         public_url = \"http://school.test\"\n\n[[site.page]]\nid = \"course\"\npaths = [\"/course/\"]\n",
+    );
+    let config = path.display().to_string();
+    let clients = |args: &[&str]| {
+        let mut all = vec!["clients", "--config", &config];
+        all.extend_from_slice(args);
+        run(&all)
+    };
+
+    // Gateway stopped: the command opens the database itself.
+    let (status, stdout, stderr) = clients(&[
+        "add",
+        "--page",
+        "course",
+        "--email",
+        "Ann@Example.com",
+        "--name",
+        "Ann",
+        "--until",
+        "2099-12-31",
+    ]);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        "added ann@example.com on course (access until 2100-01-01T00:00:00Z)"
+    );
+
+    // Gateway running: the same commands go through its control socket.
+    let gateway = GatewayProcess::serve(&path);
+    let (status, stdout, stderr) = clients(&[
+        "add",
+        "--page",
+        "course",
+        "--email",
+        "bob@example.com",
+        "--days",
+        "30",
+    ]);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with("added bob@example.com on course (access until "),
+        "{stdout}"
+    );
+    let (status, stdout, _) = clients(&["list", "--page", "course"]);
+    assert!(status.success());
+    assert!(
+        stdout.contains("ann@example.com") && stdout.contains("bob@example.com"),
+        "{stdout}"
+    );
+    let (status, stdout, _) = clients(&["list", "--page", "course", "--json"]);
+    assert!(status.success());
+    let list: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(2));
+
+    let (status, _, stderr) = clients(&["add", "--page", "course", "--email", "not-an-email"]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("email: not a valid email address"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = clients(&["add", "--page", "nope", "--email", "c@example.com"]);
+    assert!(!status.success());
+    assert!(stderr.contains("no page with id \"nope\""), "{stderr}");
+    let (status, _, stderr) = clients(&[
+        "add",
+        "--page",
+        "course",
+        "--email",
+        "c@example.com",
+        "--until",
+        "2001-01-01",
+    ]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("until: the date is in the past"),
+        "{stderr}"
+    );
+
+    let (status, stdout, _) =
+        clients(&["remove", "--page", "course", "--email", "bob@example.com"]);
+    assert!(status.success());
+    assert_eq!(stdout.trim(), "removed bob@example.com from course");
+    let (status, _, stderr) =
+        clients(&["remove", "--page", "course", "--email", "bob@example.com"]);
+    assert!(!status.success());
+    assert!(stderr.contains("is not a client of course"), "{stderr}");
+    drop(gateway);
+}
