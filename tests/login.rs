@@ -37,7 +37,11 @@ impl School {
         let upstream = TestUpstream::start().await;
         let smtp = TestSmtp::start();
         let gateway = TestGateway::start(&school_toml(&upstream, &smtp, auth)).await;
-        School { upstream, smtp, gateway }
+        School {
+            upstream,
+            smtp,
+            gateway,
+        }
     }
 
     fn data_dir(&self) -> std::path::PathBuf {
@@ -50,18 +54,35 @@ impl School {
 
     /// Adds a client through the running gateway's control socket, as `pagegate clients add` does.
     async fn add_client(&self, page: &str, email: &str, name: &str, days: Option<u32>) {
-        let input = ClientInput { page: page.into(), email: email.into(), name: Some(name.into()), until: None, days };
+        let input = ClientInput {
+            page: page.into(),
+            email: email.into(),
+            name: Some(name.into()),
+            until: None,
+            days,
+        };
         let body = serde_json::to_vec(&input).expect("json");
-        let (status, answer) = pagegate::api::control::call(&self.data_dir(), http::Method::POST, "/v1/clients", Some(body))
-            .await
-            .expect("control socket");
-        assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&answer));
+        let (status, answer) = pagegate::api::control::call(
+            &self.data_dir(),
+            http::Method::POST,
+            "/v1/clients",
+            Some(body),
+        )
+        .await
+        .expect("control socket");
+        assert!(
+            status.is_success(),
+            "{status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
     }
 
     async fn remove_client(&self, page: &str, email: &str) {
         let path = format!("/v1/clients?page={page}&email={email}");
         let (status, _) =
-            pagegate::api::control::call(&self.data_dir(), http::Method::DELETE, &path, None).await.expect("control socket");
+            pagegate::api::control::call(&self.data_dir(), http::Method::DELETE, &path, None)
+                .await
+                .expect("control socket");
         assert_eq!(status, 204);
     }
 
@@ -69,7 +90,16 @@ impl School {
     async fn request_code(&self, browser: &mut Browser, email: &str) -> common::smtp::Received {
         let before = self.smtp.messages().len();
         let csrf = browser.open_login("/course/lesson-1").await;
-        let answer = browser.post_form("/_pagegate/login", &[("email", email), ("next", "/course/lesson-1"), ("csrf", &csrf)]).await;
+        let answer = browser
+            .post_form(
+                "/_pagegate/login",
+                &[
+                    ("email", email),
+                    ("next", "/course/lesson-1"),
+                    ("csrf", &csrf),
+                ],
+            )
+            .await;
         assert_eq!(answer.status, 200, "{}", answer.body);
         let messages = self.smtp.wait_for(before + 1, MAIL_WAIT).await;
         messages[before].clone()
@@ -82,10 +112,23 @@ impl School {
         self.verify(browser, email, &code).await
     }
 
-    async fn verify(&self, browser: &mut Browser, email: &str, code: &str) -> common::client::Answer {
+    async fn verify(
+        &self,
+        browser: &mut Browser,
+        email: &str,
+        code: &str,
+    ) -> common::client::Answer {
         let csrf = browser.open_login("/course/lesson-1").await;
         browser
-            .post_form("/_pagegate/verify", &[("email", email), ("code", code), ("next", "/course/lesson-1"), ("csrf", &csrf)])
+            .post_form(
+                "/_pagegate/verify",
+                &[
+                    ("email", email),
+                    ("code", code),
+                    ("next", "/course/lesson-1"),
+                    ("csrf", &csrf),
+                ],
+            )
             .await
     }
 }
@@ -93,39 +136,66 @@ impl School {
 #[tokio::test]
 async fn a_listed_email_gets_a_code_signs_in_and_sees_the_page() {
     let school = School::open("").await;
-    school.add_client("course", "ann@example.com", "Ann Lee", None).await;
+    school
+        .add_client("course", "ann@example.com", "Ann Lee", None)
+        .await;
     let mut browser = school.browser();
 
     let first = browser.get("/course/lesson-1?t=30").await;
     assert_eq!(first.status, 302);
-    assert_eq!(first.header("location"), Some("/_pagegate/login?next=%2Fcourse%2Flesson-1%3Ft%3D30"));
-    assert_eq!(school.upstream.count(), 0, "nothing reaches the upstream before sign-in");
+    assert_eq!(
+        first.header("location"),
+        Some("/_pagegate/login?next=%2Fcourse%2Flesson-1%3Ft%3D30")
+    );
+    assert_eq!(
+        school.upstream.count(),
+        0,
+        "nothing reaches the upstream before sign-in"
+    );
 
     let mail = school.request_code(&mut browser, "Ann@Example.com").await;
     assert_eq!(mail.to, ["ann@example.com"]);
     let subject = mail.subject().expect("subject");
-    assert!(subject.contains("Video course") && subject.contains("Demo School"), "{subject}");
+    assert!(
+        subject.contains("Video course") && subject.contains("Demo School"),
+        "{subject}"
+    );
     let text = mail.text().expect("text part");
     let code = mail.code(6).expect("code");
     assert!(!subject.contains(&code), "the code is not in the subject");
-    assert!(text.contains("http://school.test/_pagegate/link?t="), "{text}");
+    assert!(
+        text.contains("http://school.test/_pagegate/link?t="),
+        "{text}"
+    );
     assert!(mail.html().expect("html part").contains(&code));
 
     let signed_in = school.verify(&mut browser, "ann@example.com", &code).await;
     assert_eq!(signed_in.status, 303, "{}", signed_in.body);
     assert_eq!(signed_in.header("location"), Some("/course/lesson-1"));
-    let cookie = signed_in.headers.get("set-cookie").expect("session cookie").to_str().expect("ascii");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"), "{cookie}");
+    let cookie = signed_in
+        .headers
+        .get("set-cookie")
+        .expect("session cookie")
+        .to_str()
+        .expect("ascii");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"),
+        "{cookie}"
+    );
 
     let page = browser.get("/course/lesson-1").await;
     assert_eq!(page.status, 200);
     assert_eq!(page.body, "hello from upstream /course/lesson-1");
     let seen = school.upstream.last();
-    assert_eq!(seen.header("x-pagegate-email").as_deref(), Some("ann@example.com"));
+    assert_eq!(
+        seen.header("x-pagegate-email").as_deref(),
+        Some("ann@example.com")
+    );
     assert_eq!(seen.header("x-pagegate-name").as_deref(), Some("Ann Lee"));
     assert_eq!(seen.header("x-pagegate-page").as_deref(), Some("course"));
     assert!(
-        seen.header("cookie").is_none_or(|c| !c.contains("pagegate")),
+        seen.header("cookie")
+            .is_none_or(|c| !c.contains("pagegate")),
         "the session cookie reached the upstream: {:?}",
         seen.header("cookie")
     );
@@ -137,18 +207,42 @@ async fn a_listed_email_gets_a_code_signs_in_and_sees_the_page() {
 #[tokio::test]
 async fn an_unlisted_email_gets_the_same_answer_and_no_mail() {
     let school = School::open("").await;
-    school.add_client("course", "ann@example.com", "Ann", None).await;
+    school
+        .add_client("course", "ann@example.com", "Ann", None)
+        .await;
 
     let mut listed = school.browser();
     let csrf = listed.open_login("/course/").await;
-    let a = listed.post_form("/_pagegate/login", &[("email", "ann@example.com"), ("next", "/course/"), ("csrf", &csrf)]).await;
+    let a = listed
+        .post_form(
+            "/_pagegate/login",
+            &[
+                ("email", "ann@example.com"),
+                ("next", "/course/"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
     let mut stranger = school.browser();
     let csrf2 = stranger.open_login("/course/").await;
-    let b = stranger.post_form("/_pagegate/login", &[("email", "eve@example.com"), ("next", "/course/"), ("csrf", &csrf2)]).await;
+    let b = stranger
+        .post_form(
+            "/_pagegate/login",
+            &[
+                ("email", "eve@example.com"),
+                ("next", "/course/"),
+                ("csrf", &csrf2),
+            ],
+        )
+        .await;
 
     assert_eq!(a.status, b.status);
-    let normalise = |body: &str, email: &str, csrf: &str| body.replace(email, "EMAIL").replace(csrf, "CSRF");
-    assert_eq!(normalise(&a.body, "ann@example.com", &csrf), normalise(&b.body, "eve@example.com", &csrf2));
+    let normalise =
+        |body: &str, email: &str, csrf: &str| body.replace(email, "EMAIL").replace(csrf, "CSRF");
+    assert_eq!(
+        normalise(&a.body, "ann@example.com", &csrf),
+        normalise(&b.body, "eve@example.com", &csrf2)
+    );
     school.smtp.wait_for(1, MAIL_WAIT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let recipients: Vec<Vec<String>> = school.smtp.messages().into_iter().map(|m| m.to).collect();
@@ -158,24 +252,44 @@ async fn an_unlisted_email_gets_the_same_answer_and_no_mail() {
 #[tokio::test]
 async fn the_sixth_wrong_code_fails_even_when_right() {
     let school = School::open("resend_after = \"1ms\"").await;
-    school.add_client("course", "ann@example.com", "Ann", None).await;
+    school
+        .add_client("course", "ann@example.com", "Ann", None)
+        .await;
     let mut browser = school.browser();
     let mail = school.request_code(&mut browser, "ann@example.com").await;
     let code = mail.code(6).expect("code");
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for _ in 0..4 {
-        assert_eq!(school.verify(&mut browser, "ann@example.com", wrong).await.status, 400);
+        assert_eq!(
+            school
+                .verify(&mut browser, "ann@example.com", wrong)
+                .await
+                .status,
+            400
+        );
     }
     let fifth = school.verify(&mut browser, "ann@example.com", wrong).await;
     assert_eq!(fifth.status, 429);
     let right = school.verify(&mut browser, "ann@example.com", &code).await;
-    assert_eq!(right.status, 429, "the right code after five wrong ones must fail");
+    assert_eq!(
+        right.status, 429,
+        "the right code after five wrong ones must fail"
+    );
     assert!(!browser.has_session());
 
     // Asking for a new code does not reset the count: no code is even sent while locked.
     let mut other = school.browser();
     let csrf = other.open_login("/course/").await;
-    let again = other.post_form("/_pagegate/login", &[("email", "ann@example.com"), ("next", "/course/"), ("csrf", &csrf)]).await;
+    let again = other
+        .post_form(
+            "/_pagegate/login",
+            &[
+                ("email", "ann@example.com"),
+                ("next", "/course/"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
     assert_eq!(again.status, 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(school.smtp.messages().len(), 1);
@@ -184,28 +298,63 @@ async fn the_sixth_wrong_code_fails_even_when_right() {
 #[tokio::test]
 async fn codes_are_single_use_and_expire() {
     let school = School::open("code_ttl = \"2s\"\nresend_after = \"1ms\"").await;
-    school.add_client("course", "ann@example.com", "Ann", None).await;
+    school
+        .add_client("course", "ann@example.com", "Ann", None)
+        .await;
     let mut browser = school.browser();
-    let code = school.request_code(&mut browser, "ann@example.com").await.code(6).expect("code");
-    assert_eq!(school.verify(&mut browser, "ann@example.com", &code).await.status, 303);
+    let code = school
+        .request_code(&mut browser, "ann@example.com")
+        .await
+        .code(6)
+        .expect("code");
+    assert_eq!(
+        school
+            .verify(&mut browser, "ann@example.com", &code)
+            .await
+            .status,
+        303
+    );
     let mut second = school.browser();
-    assert_eq!(school.verify(&mut second, "ann@example.com", &code).await.status, 400, "a used code is spent");
+    assert_eq!(
+        school
+            .verify(&mut second, "ann@example.com", &code)
+            .await
+            .status,
+        400,
+        "a used code is spent"
+    );
 
     let mut late = school.browser();
-    let code = school.request_code(&mut late, "ann@example.com").await.code(6).expect("code");
+    let code = school
+        .request_code(&mut late, "ann@example.com")
+        .await
+        .code(6)
+        .expect("code");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(school.verify(&mut late, "ann@example.com", &code).await.status, 400, "an expired code fails");
+    assert_eq!(
+        school
+            .verify(&mut late, "ann@example.com", &code)
+            .await
+            .status,
+        400,
+        "an expired code fails"
+    );
     assert!(!late.has_session());
 }
 
 #[tokio::test]
 async fn the_mailed_link_needs_a_click_and_works_once() {
     let school = School::open("").await;
-    school.add_client("course", "ann@example.com", "Ann", None).await;
+    school
+        .add_client("course", "ann@example.com", "Ann", None)
+        .await;
     let mut browser = school.browser();
     let mail = school.request_code(&mut browser, "ann@example.com").await;
     let text = mail.text().expect("text");
-    let link = text.split_whitespace().find(|w| w.starts_with("http://school.test/_pagegate/link?t=")).expect("link");
+    let link = text
+        .split_whitespace()
+        .find(|w| w.starts_with("http://school.test/_pagegate/link?t="))
+        .expect("link");
     let path = link.trim_start_matches("http://school.test");
 
     // A mail scanner fetching the link twice neither signs in nor burns it.
@@ -218,12 +367,16 @@ async fn the_mailed_link_needs_a_click_and_works_once() {
     let page = browser.get(path).await;
     let token = hidden(&page.body, "token").expect("token field");
     let csrf = hidden(&page.body, "csrf").expect("csrf field");
-    let signed_in = browser.post_form("/_pagegate/link", &[("token", &token), ("csrf", &csrf)]).await;
+    let signed_in = browser
+        .post_form("/_pagegate/link", &[("token", &token), ("csrf", &csrf)])
+        .await;
     assert_eq!(signed_in.status, 303, "{}", signed_in.body);
     assert_eq!(signed_in.header("location"), Some("/course/lesson-1"));
     assert_eq!(browser.get("/course/lesson-1").await.status, 200);
 
-    let again = browser.post_form("/_pagegate/link", &[("token", &token), ("csrf", &csrf)]).await;
+    let again = browser
+        .post_form("/_pagegate/link", &[("token", &token), ("csrf", &csrf)])
+        .await;
     assert_eq!(again.status, 410);
     assert_eq!(scanner.get(path).await.status, 410);
 }
@@ -231,14 +384,22 @@ async fn the_mailed_link_needs_a_click_and_works_once() {
 #[tokio::test]
 async fn removing_a_client_locks_them_out_on_their_next_request() {
     let school = School::open("").await;
-    school.add_client("course", "ann@example.com", "Ann", None).await;
+    school
+        .add_client("course", "ann@example.com", "Ann", None)
+        .await;
     let mut browser = school.browser();
-    assert_eq!(school.sign_in(&mut browser, "ann@example.com").await.status, 303);
+    assert_eq!(
+        school.sign_in(&mut browser, "ann@example.com").await.status,
+        303
+    );
     assert_eq!(browser.get("/course/").await.status, 200);
 
     school.remove_client("course", "ann@example.com").await;
     let after = browser.get("/course/").await;
-    assert_eq!(after.status, 302, "a removed client's session no longer opens the page");
+    assert_eq!(
+        after.status, 302,
+        "a removed client's session no longer opens the page"
+    );
     assert_eq!(school.upstream.count(), 1);
 }
 
@@ -251,49 +412,122 @@ async fn an_expired_client_gets_no_code_and_their_session_stops_and_data_survive
     let dir = tempfile::tempdir().expect("temp dir");
     let toml = school_toml(&upstream, &smtp, "");
     let gateway = TestGateway::start_in(dir, &toml).await;
-    let school = School { upstream, smtp, gateway };
-    school.add_client("course", "ann@example.com", "Ann", Some(30)).await;
+    let school = School {
+        upstream,
+        smtp,
+        gateway,
+    };
+    school
+        .add_client("course", "ann@example.com", "Ann", Some(30))
+        .await;
     let mut browser = school.browser();
-    assert_eq!(school.sign_in(&mut browser, "ann@example.com").await.status, 303);
+    assert_eq!(
+        school.sign_in(&mut browser, "ann@example.com").await.status,
+        303
+    );
 
     // Stop the gateway, end Ann's access directly in the database, start again on the same data.
-    let School { upstream, smtp, gateway } = school;
+    let School {
+        upstream,
+        smtp,
+        gateway,
+    } = school;
     let dir = gateway.stop_and_keep_dir().await;
     {
         let store = common::open_store_when_free(&dir.path().join("data")).await;
-        let mut ann = store.client("course", "ann@example.com").expect("read").expect("ann survived");
+        let mut ann = store
+            .client("course", "ann@example.com")
+            .expect("read")
+            .expect("ann survived");
         assert!(ann.last_login.is_some(), "the sign-in was recorded");
         ann.access_until = Some(pagegate::store::now() - 1);
-        let event = AuditEvent { at: 0, kind: AuditKind::ClientUpdated, site: None, page: None, email: None, actor: "test".into(), detail: String::new() };
+        let event = AuditEvent {
+            at: 0,
+            kind: AuditKind::ClientUpdated,
+            site: None,
+            page: None,
+            email: None,
+            actor: "test".into(),
+            detail: String::new(),
+        };
         store.put_client("course", &ann, &event).expect("write");
     }
     let gateway = TestGateway::start_in(dir, &toml).await;
-    let school = School { upstream, smtp, gateway };
+    let school = School {
+        upstream,
+        smtp,
+        gateway,
+    };
     browser.addr = school.gateway.addr;
 
-    assert_eq!(browser.get("/course/").await.status, 302, "the session of an expired client stops working");
+    assert_eq!(
+        browser.get("/course/").await.status,
+        302,
+        "the session of an expired client stops working"
+    );
     let csrf = browser.open_login("/course/").await;
-    let answer = browser.post_form("/_pagegate/login", &[("email", "ann@example.com"), ("next", "/course/"), ("csrf", &csrf)]).await;
+    let answer = browser
+        .post_form(
+            "/_pagegate/login",
+            &[
+                ("email", "ann@example.com"),
+                ("next", "/course/"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
     assert_eq!(answer.status, 200);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(school.smtp.messages().len(), 1, "no code for an expired client");
+    assert_eq!(
+        school.smtp.messages().len(),
+        1,
+        "no code for an expired client"
+    );
 }
 
 #[tokio::test]
 async fn open_redirects_through_next_are_refused() {
     let school = School::open("").await;
     let mut browser = school.browser();
-    for payload in ["//evil.example/", "https://evil.example/", "/\\evil.example", "/%2F%2Fevil.example", "/%5Cevil.example", "javascript:alert(1)"] {
-        let target = format!("/_pagegate/login?next={}", form_urlencoded::byte_serialize(payload.as_bytes()).collect::<String>());
+    for payload in [
+        "//evil.example/",
+        "https://evil.example/",
+        "/\\evil.example",
+        "/%2F%2Fevil.example",
+        "/%5Cevil.example",
+        "javascript:alert(1)",
+    ] {
+        let target = format!(
+            "/_pagegate/login?next={}",
+            form_urlencoded::byte_serialize(payload.as_bytes()).collect::<String>()
+        );
         let form = browser.get(&target).await;
-        assert_eq!(hidden(&form.body, "next").as_deref(), Some("/course/"), "{payload}");
+        assert_eq!(
+            hidden(&form.body, "next").as_deref(),
+            Some("/course/"),
+            "{payload}"
+        );
     }
 
-    school.add_client("course", "ann@example.com", "Ann", None).await;
-    let code = school.request_code(&mut browser, "ann@example.com").await.code(6).expect("code");
+    school
+        .add_client("course", "ann@example.com", "Ann", None)
+        .await;
+    let code = school
+        .request_code(&mut browser, "ann@example.com")
+        .await
+        .code(6)
+        .expect("code");
     let csrf = browser.open_login("/course/").await;
     let answer = browser
-        .post_form("/_pagegate/verify", &[("email", "ann@example.com"), ("code", &code), ("next", "//evil.example/"), ("csrf", &csrf)])
+        .post_form(
+            "/_pagegate/verify",
+            &[
+                ("email", "ann@example.com"),
+                ("code", &code),
+                ("next", "//evil.example/"),
+                ("csrf", &csrf),
+            ],
+        )
         .await;
     assert_eq!(answer.status, 303);
     assert_eq!(answer.header("location"), Some("/course/"));
@@ -302,21 +536,33 @@ async fn open_redirects_through_next_are_refused() {
 #[tokio::test]
 async fn spoofed_identity_headers_never_reach_the_upstream() {
     let school = School::open("").await;
-    school.add_client("course", "ann@example.com", "Ann", None).await;
+    school
+        .add_client("course", "ann@example.com", "Ann", None)
+        .await;
     let mut browser = school.browser();
     browser.extra = vec![
         ("X-Pagegate-Email".into(), "ceo@example.com".into()),
         ("x_pagegate_name".into(), "The CEO".into()),
         ("connection".into(), "x-pagegate-email".into()),
     ];
-    assert_eq!(school.sign_in(&mut browser, "ann@example.com").await.status, 303);
+    assert_eq!(
+        school.sign_in(&mut browser, "ann@example.com").await.status,
+        303
+    );
     assert_eq!(browser.get("/course/").await.status, 200);
     browser.get("/public").await;
     let seen = school.upstream.seen();
-    assert_eq!(seen[0].header("x-pagegate-email").as_deref(), Some("ann@example.com"));
+    assert_eq!(
+        seen[0].header("x-pagegate-email").as_deref(),
+        Some("ann@example.com")
+    );
     assert_eq!(seen[0].header("x-pagegate-name").as_deref(), Some("Ann"));
     assert_eq!(seen[0].header("x_pagegate_name"), None);
-    assert_eq!(seen[1].header("x-pagegate-email"), None, "unprotected requests carry no identity");
+    assert_eq!(
+        seen[1].header("x-pagegate-email"),
+        None,
+        "unprotected requests carry no identity"
+    );
 }
 
 #[tokio::test]
@@ -336,9 +582,14 @@ async fn every_method_is_protected_and_apis_get_401() {
 #[tokio::test]
 async fn logout_ends_the_session_on_the_server() {
     let school = School::open("").await;
-    school.add_client("course", "ann@example.com", "Ann", None).await;
+    school
+        .add_client("course", "ann@example.com", "Ann", None)
+        .await;
     let mut browser = school.browser();
-    assert_eq!(school.sign_in(&mut browser, "ann@example.com").await.status, 303);
+    assert_eq!(
+        school.sign_in(&mut browser, "ann@example.com").await.status,
+        303
+    );
     let stolen = browser.cookies.clone();
 
     let out = browser.post_form("/_pagegate/logout", &[]).await;
@@ -346,34 +597,68 @@ async fn logout_ends_the_session_on_the_server() {
     assert!(!browser.has_session(), "the cookie is cleared");
     let mut thief = school.browser();
     thief.cookies = stolen;
-    assert_eq!(thief.get("/course/").await.status, 302, "the old cookie no longer works");
+    assert_eq!(
+        thief.get("/course/").await.status,
+        302,
+        "the old cookie no longer works"
+    );
 }
 
 #[tokio::test]
 async fn forms_need_their_csrf_token_and_resends_wait() {
     let school = School::open("resend_after = \"1h\"").await;
-    school.add_client("course", "ann@example.com", "Ann", None).await;
+    school
+        .add_client("course", "ann@example.com", "Ann", None)
+        .await;
     let mut browser = school.browser();
     browser.open_login("/course/").await;
-    let forged = browser.post_form("/_pagegate/login", &[("email", "ann@example.com"), ("csrf", "guess")]).await;
+    let forged = browser
+        .post_form(
+            "/_pagegate/login",
+            &[("email", "ann@example.com"), ("csrf", "guess")],
+        )
+        .await;
     assert_eq!(forged.status, 403);
 
     school.request_code(&mut browser, "ann@example.com").await;
     let csrf = browser.open_login("/course/").await;
-    let again = browser.post_form("/_pagegate/login", &[("email", "ann@example.com"), ("next", "/course/"), ("csrf", &csrf)]).await;
+    let again = browser
+        .post_form(
+            "/_pagegate/login",
+            &[
+                ("email", "ann@example.com"),
+                ("next", "/course/"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
     assert_eq!(again.status, 429);
     assert!(again.header("retry-after").is_some());
-    assert!(again.body.contains("60") || again.body.contains("59"), "{}", again.body);
+    assert!(
+        again.body.contains("60") || again.body.contains("59"),
+        "{}",
+        again.body
+    );
     assert_eq!(school.smtp.messages().len(), 1);
 }
 
 #[tokio::test]
 async fn tampered_and_foreign_cookies_are_simply_not_signed_in() {
     let school = School::open("").await;
-    school.add_client("course", "ann@example.com", "Ann", None).await;
+    school
+        .add_client("course", "ann@example.com", "Ann", None)
+        .await;
     let mut browser = school.browser();
-    assert_eq!(school.sign_in(&mut browser, "ann@example.com").await.status, 303);
-    let (name, value) = browser.cookies.iter().find(|(k, _)| !k.contains("csrf")).map(|(k, v)| (k.clone(), v.clone())).expect("session");
+    assert_eq!(
+        school.sign_in(&mut browser, "ann@example.com").await.status,
+        303
+    );
+    let (name, value) = browser
+        .cookies
+        .iter()
+        .find(|(k, _)| !k.contains("csrf"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .expect("session");
 
     let mut tampered = school.browser();
     let mut bad = value.clone();
@@ -382,6 +667,51 @@ async fn tampered_and_foreign_cookies_are_simply_not_signed_in() {
     tampered.cookies.insert(name.clone(), bad);
     assert_eq!(tampered.get("/course/").await.status, 302);
     let mut truncated = school.browser();
-    truncated.cookies.insert(name.clone(), value[..value.len() / 2].to_string());
+    truncated
+        .cookies
+        .insert(name.clone(), value[..value.len() / 2].to_string());
     assert_eq!(truncated.get("/course/").await.status, 302);
+}
+
+#[tokio::test]
+async fn over_https_the_session_cookie_is_secure_and_host_prefixed() {
+    let upstream = TestUpstream::start().await;
+    let smtp = TestSmtp::start();
+    // A TLS-terminating front proxy on this host reports the scheme in X-Forwarded-Proto.
+    let toml = school_toml(&upstream, &smtp, "").replace(
+        "[server]\n",
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+    );
+    let gateway = TestGateway::start(&toml).await;
+    let school = School {
+        upstream,
+        smtp,
+        gateway,
+    };
+    school
+        .add_client("course", "ann@example.com", "Ann", None)
+        .await;
+    let mut browser = school.browser();
+    browser.extra = vec![("x-forwarded-proto".into(), "https".into())];
+
+    let answer = school.sign_in(&mut browser, "ann@example.com").await;
+    assert_eq!(answer.status, 303);
+    let cookie = answer
+        .headers
+        .get("set-cookie")
+        .expect("cookie")
+        .to_str()
+        .expect("ascii");
+    assert!(cookie.starts_with("__Host-pagegate-"), "{cookie}");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(!cookie.contains("Domain="), "{cookie}");
+    assert_eq!(browser.get("/course/").await.status, 200);
+    assert_eq!(
+        school
+            .upstream
+            .last()
+            .header("x-forwarded-proto")
+            .as_deref(),
+        Some("https")
+    );
 }
