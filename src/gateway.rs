@@ -219,7 +219,11 @@ impl IdentityHeaders {
         if !self.enabled {
             return Vec::new();
         }
-        let values = [who.email.clone(), header_text(&who.name), who.pages.join(",")];
+        let values = [
+            who.email.clone(),
+            header_text(&who.name),
+            who.pages.join(","),
+        ];
         self.names
             .iter()
             .zip(values)

@@ -70,12 +70,22 @@ impl ClientView {
 
 /// The end of access for `until` (a date: access through that whole day, UTC) or `days` from
 /// `now`; `None` is unlimited.
-pub fn access_end(until: Option<&str>, days: Option<u32>, now: Timestamp) -> Result<Option<Timestamp>, ApiError> {
+pub fn access_end(
+    until: Option<&str>,
+    days: Option<u32>,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, ApiError> {
     match (until, days) {
-        (Some(_), Some(_)) => Err(ApiError::invalid("until", "give either `until` or `days`, not both")),
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "until",
+            "give either `until` or `days`, not both",
+        )),
         (Some(date), None) => {
             let date: jiff::civil::Date = date.trim().parse().map_err(|_| {
-                ApiError::invalid("until", format!("expected a date as YYYY-MM-DD, got {date:?}"))
+                ApiError::invalid(
+                    "until",
+                    format!("expected a date as YYYY-MM-DD, got {date:?}"),
+                )
             })?;
             let end = date
                 .tomorrow()
@@ -100,7 +110,9 @@ fn check_page(config: &Config, page: &str) -> Result<(), ApiError> {
         return Err(ApiError::invalid("page", "expected a page id"));
     }
     if !known {
-        return Err(ApiError::NotFound(format!("no page with id {page:?} in the configuration")));
+        return Err(ApiError::NotFound(format!(
+            "no page with id {page:?} in the configuration"
+        )));
     }
     Ok(())
 }
@@ -115,11 +127,18 @@ pub fn add_client(
     actor: &str,
 ) -> Result<(ClientView, bool), ApiError> {
     check_page(config, &input.page)?;
-    let email = normalize_email(&input.email)
-        .ok_or_else(|| ApiError::invalid("email", format!("not a valid email address: {:?}", input.email)))?;
+    let email = normalize_email(&input.email).ok_or_else(|| {
+        ApiError::invalid(
+            "email",
+            format!("not a valid email address: {:?}", input.email),
+        )
+    })?;
     let name = input.name.as_deref().unwrap_or("").trim().to_owned();
     if name.len() > 200 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid("name", "expected at most 200 characters without control characters"));
+        return Err(ApiError::invalid(
+            "name",
+            "expected at most 200 characters without control characters",
+        ));
     }
     let now = now();
     let access_until = access_end(input.until.as_deref(), input.days, now)?;
@@ -132,32 +151,63 @@ pub fn add_client(
             updated_at: now,
             ..old
         },
-        None => Client { email: email.clone(), name, created_at: now, updated_at: now, access_until, source, last_login: None },
+        None => Client {
+            email: email.clone(),
+            name,
+            created_at: now,
+            updated_at: now,
+            access_until,
+            source,
+            last_login: None,
+        },
     };
     let event = AuditEvent {
         at: now,
-        kind: if is_new { AuditKind::ClientAdded } else { AuditKind::ClientUpdated },
+        kind: if is_new {
+            AuditKind::ClientAdded
+        } else {
+            AuditKind::ClientUpdated
+        },
         site: None,
         page: Some(input.page.clone()),
         email: Some(email),
         actor: actor.to_owned(),
-        detail: client.access_until.map_or_else(|| "unlimited".to_owned(), |t| format!("until {}", rfc3339(t))),
+        detail: client.access_until.map_or_else(
+            || "unlimited".to_owned(),
+            |t| format!("until {}", rfc3339(t)),
+        ),
     };
     store.put_client(&input.page, &client, &event)?;
     Ok((ClientView::new(&input.page, &client, now), is_new))
 }
 
 /// A page's clients.
-pub fn list_clients(config: &Config, store: &dyn Store, page: &str) -> Result<Vec<ClientView>, ApiError> {
+pub fn list_clients(
+    config: &Config,
+    store: &dyn Store,
+    page: &str,
+) -> Result<Vec<ClientView>, ApiError> {
     check_page(config, page)?;
     let now = now();
-    Ok(store.clients(page)?.iter().map(|c| ClientView::new(page, c, now)).collect())
+    Ok(store
+        .clients(page)?
+        .iter()
+        .map(|c| ClientView::new(page, c, now))
+        .collect())
 }
 
 /// Removes a client (and so ends their access on their next request).
-pub fn remove_client(config: &Config, store: &dyn Store, page: &str, email: &str, actor: &str) -> Result<(), ApiError> {
+pub fn remove_client(
+    config: &Config,
+    store: &dyn Store,
+    page: &str,
+    email: &str,
+    actor: &str,
+) -> Result<(), ApiError> {
     check_page(config, page)?;
-    let email = normalize_email(email).ok_or_else(|| ApiError::invalid("email", format!("not a valid email address: {email:?}")))?;
+    let email = normalize_email(email).ok_or_else(|| {
+        ApiError::invalid("email", format!("not a valid email address: {email:?}"))
+    })?;
     let event = AuditEvent {
         at: now(),
         kind: AuditKind::ClientRemoved,
@@ -170,7 +220,9 @@ pub fn remove_client(config: &Config, store: &dyn Store, page: &str, email: &str
     if store.remove_client(page, &email, &event)? {
         Ok(())
     } else {
-        Err(ApiError::NotFound(format!("{email} is not a client of {page}")))
+        Err(ApiError::NotFound(format!(
+            "{email} is not a client of {page}"
+        )))
     }
 }
 
@@ -182,8 +234,13 @@ mod tests {
     fn access_periods() {
         let now = 1_700_000_000; // 2023-11-14
         assert_eq!(access_end(None, None, now).expect("unlimited"), None);
-        assert_eq!(access_end(None, Some(2), now).expect("days"), Some(now + 2 * 86_400));
-        let end = access_end(Some("2027-01-31"), None, now).expect("date").expect("limited");
+        assert_eq!(
+            access_end(None, Some(2), now).expect("days"),
+            Some(now + 2 * 86_400)
+        );
+        let end = access_end(Some("2027-01-31"), None, now)
+            .expect("date")
+            .expect("limited");
         assert_eq!(rfc3339(end), "2027-02-01T00:00:00Z");
         for (until, days, field) in [
             (Some("2020-01-01"), None, "until"),

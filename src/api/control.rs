@@ -40,7 +40,11 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 
 /// Serves the control socket until `shutdown`. A leftover socket file from a crashed run is
 /// replaced: this process holds the database lock, so no other gateway is using it.
-pub async fn serve(config: Arc<Config>, store: Arc<dyn Store>, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let path = socket_path(&config.data_dir);
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)?;
@@ -67,7 +71,9 @@ pub async fn serve(config: Arc<Config>, store: Arc<dyn Store>, shutdown: Cancell
                     let (config, store) = (config.clone(), store.clone());
                     async move { Ok::<_, Infallible>(handle(req, config, store).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
         let _ = std::fs::remove_file(&path);
@@ -75,21 +81,40 @@ pub async fn serve(config: Arc<Config>, store: Arc<dyn Store>, shutdown: Cancell
     Ok(())
 }
 
-async fn handle(req: Request<Incoming>, config: Arc<Config>, store: Arc<dyn Store>) -> Response<Body> {
+async fn handle(
+    req: Request<Incoming>,
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+) -> Response<Body> {
     let query: HashMap<String, String> =
-        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let param = |name: &str| query.get(name).cloned().unwrap_or_default();
     let result = match (req.method(), req.uri().path()) {
         (&Method::GET, "/v1/clients") => {
             let page = param("page");
-            blocking(move || clients::list_clients(&config, store.as_ref(), &page).map(|list| json(StatusCode::OK, &list))).await
+            blocking(move || {
+                clients::list_clients(&config, store.as_ref(), &page)
+                    .map(|list| json(StatusCode::OK, &list))
+            })
+            .await
         }
         (&Method::POST, "/v1/clients") => match read_json::<ClientInput>(req).await {
             Ok(input) => {
                 blocking(move || {
-                    clients::add_client(&config, store.as_ref(), &input, Source::Cli, "cli").map(|(view, new)| {
-                        json(if new { StatusCode::CREATED } else { StatusCode::OK }, &view)
-                    })
+                    clients::add_client(&config, store.as_ref(), &input, Source::Cli, "cli").map(
+                        |(view, new)| {
+                            json(
+                                if new {
+                                    StatusCode::CREATED
+                                } else {
+                                    StatusCode::OK
+                                },
+                                &view,
+                            )
+                        },
+                    )
                 })
                 .await
             }
@@ -115,7 +140,9 @@ async fn blocking(
     f: impl FnOnce() -> Result<Response<Body>, ApiError> + Send + 'static,
 ) -> Result<Response<Body>, ApiError> {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(ApiError::Store(crate::store::StoreError::Backend(format!("task failed: {e}"))))
+        Err(ApiError::Store(crate::store::StoreError::Backend(format!(
+            "task failed: {e}"
+        ))))
     })
 }
 
@@ -123,9 +150,15 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
     let bytes = http_body_util::Limited::new(req.into_body(), 64 * 1024)
         .collect()
         .await
-        .map_err(|_| ApiError::Invalid { field: "body", message: "too large or cut off".into() })?
+        .map_err(|_| ApiError::Invalid {
+            field: "body",
+            message: "too large or cut off".into(),
+        })?
         .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::Invalid { field: "body", message: e.to_string() })
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::Invalid {
+        field: "body",
+        message: e.to_string(),
+    })
 }
 
 /// A JSON answer.
@@ -133,7 +166,10 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let text = serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec());
     let mut r = Response::new(body::full(text));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -157,19 +193,37 @@ pub fn error_json(e: &ApiError) -> Response<Body> {
 }
 
 /// Sends one request to a running gateway's control socket: (status, body).
-pub async fn call(data_dir: &Path, method: Method, path_and_query: &str, body: Option<Vec<u8>>) -> std::io::Result<(StatusCode, Bytes)> {
+pub async fn call(
+    data_dir: &Path,
+    method: Method,
+    path_and_query: &str,
+    body: Option<Vec<u8>>,
+) -> std::io::Result<(StatusCode, Bytes)> {
     let stream = tokio::net::UnixStream::connect(socket_path(data_dir)).await?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(std::io::Error::other)?;
     tokio::spawn(conn);
-    let mut req = Request::builder().method(method).uri(path_and_query).header(header::HOST, "localhost");
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .header(header::HOST, "localhost");
     if body.is_some() {
         req = req.header(header::CONTENT_TYPE, "application/json");
     }
-    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(std::io::Error::other)?;
-    let response = send.send_request(req).await.map_err(std::io::Error::other)?;
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(std::io::Error::other)?;
+    let response = send
+        .send_request(req)
+        .await
+        .map_err(std::io::Error::other)?;
     let status = response.status();
-    let bytes = response.into_body().collect().await.map_err(std::io::Error::other)?.to_bytes();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
     Ok((status, bytes))
 }

@@ -28,7 +28,10 @@ pub enum ApiError {
 
 impl ApiError {
     fn invalid(field: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::Invalid { field, message: message.into() }
+        ApiError::Invalid {
+            field,
+            message: message.into(),
+        }
     }
 
     /// The HTTP status this error answers with.

@@ -39,12 +39,20 @@ impl CookieNames {
 
     /// The session cookie's name.
     pub fn session(&self, secure: bool) -> &str {
-        if secure { &self.session_secure } else { &self.session_plain }
+        if secure {
+            &self.session_secure
+        } else {
+            &self.session_plain
+        }
     }
 
     /// The CSRF cookie's name.
     pub fn csrf(&self, secure: bool) -> &str {
-        if secure { &self.csrf_secure } else { &self.csrf_plain }
+        if secure {
+            &self.csrf_secure
+        } else {
+            &self.csrf_plain
+        }
     }
 }
 
@@ -79,7 +87,9 @@ pub fn set_signed(
         .secure(secure)
         .same_site(same_site);
     if let Some(age) = max_age {
-        builder = builder.max_age(cookie::time::Duration::seconds(age.as_secs().min(i64::MAX as u64) as i64));
+        builder = builder.max_age(cookie::time::Duration::seconds(
+            age.as_secs().min(i64::MAX as u64) as i64,
+        ));
     }
     let mut jar = CookieJar::new();
     jar.signed_mut(key).add(builder.build());
@@ -102,10 +112,11 @@ pub fn clear(name: &str, secure: bool) -> Option<HeaderValue> {
 /// Removes every pagegate cookie from the request's `Cookie` headers so the upstream never sees a
 /// session, whatever site or page it is. Other cookies pass unchanged.
 pub fn strip_own(headers: &mut HeaderMap) {
-    let has_ours = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .any(|v| v.as_bytes().windows(MARKER.len()).any(|w| w.eq_ignore_ascii_case(MARKER.as_bytes())));
+    let has_ours = headers.get_all(header::COOKIE).iter().any(|v| {
+        v.as_bytes()
+            .windows(MARKER.len())
+            .any(|w| w.eq_ignore_ascii_case(MARKER.as_bytes()))
+    });
     if !has_ours {
         return;
     }
@@ -117,7 +128,12 @@ pub fn strip_own(headers: &mut HeaderMap) {
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
         .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
+            let name = pair
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             !name.contains(MARKER)
         })
         .map(str::to_owned)
@@ -139,41 +155,85 @@ mod tests {
     }
 
     fn request_with(set_cookie: &HeaderValue) -> HeaderMap {
-        let pair = set_cookie.to_str().expect("ascii").split(';').next().expect("pair").to_owned();
+        let pair = set_cookie
+            .to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("pair")
+            .to_owned();
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_str(&format!("theme=dark; {pair}; lang=ru")).expect("value"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("theme=dark; {pair}; lang=ru")).expect("value"),
+        );
         h
     }
 
     #[test]
     fn a_signed_cookie_reads_back_and_a_tampered_one_does_not() {
         let names = CookieNames::for_site("shop");
-        let set = set_signed(names.session(true), "abc", true, SameSite::Lax, Some(Duration::from_secs(60)), &key())
-            .expect("cookie");
+        let set = set_signed(
+            names.session(true),
+            "abc",
+            true,
+            SameSite::Lax,
+            Some(Duration::from_secs(60)),
+            &key(),
+        )
+        .expect("cookie");
         let text = set.to_str().expect("ascii");
         assert!(text.starts_with("__Host-pagegate-"), "{text}");
         for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age=60"] {
             assert!(text.contains(attr), "{attr} missing in {text}");
         }
         let headers = request_with(&set);
-        assert_eq!(read_signed(&headers, names.session(true), &key()).as_deref(), Some("abc"));
-        assert_eq!(read_signed(&headers, names.session(true), &cookie::Key::derive_from(&[4; 32])), None);
+        assert_eq!(
+            read_signed(&headers, names.session(true), &key()).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            read_signed(
+                &headers,
+                names.session(true),
+                &cookie::Key::derive_from(&[4; 32])
+            ),
+            None
+        );
         let tampered = HeaderValue::from_str(&text.replacen("abc", "abd", 1)).expect("value");
-        assert_eq!(read_signed(&request_with(&tampered), names.session(true), &key()), None);
+        assert_eq!(
+            read_signed(&request_with(&tampered), names.session(true), &key()),
+            None
+        );
         let other_site = CookieNames::for_site("blog");
         assert_ne!(other_site.session(true), names.session(true));
-        assert_eq!(read_signed(&headers, other_site.session(true), &key()), None);
+        assert_eq!(
+            read_signed(&headers, other_site.session(true), &key()),
+            None
+        );
     }
 
     #[test]
     fn own_cookies_are_stripped_and_others_kept() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; __Host-pagegate-0a1b2c3d=xyz; b=2"));
-        h.append(header::COOKIE, HeaderValue::from_static("pagegate-csrf-0a1b2c3d=q"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-pagegate-0a1b2c3d=xyz; b=2"),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("pagegate-csrf-0a1b2c3d=q"),
+        );
         strip_own(&mut h);
-        assert_eq!(h.get_all(header::COOKIE).iter().collect::<Vec<_>>(), ["a=1; b=2"]);
+        assert_eq!(
+            h.get_all(header::COOKIE).iter().collect::<Vec<_>>(),
+            ["a=1; b=2"]
+        );
         let mut only_ours = HeaderMap::new();
-        only_ours.insert(header::COOKIE, HeaderValue::from_static("pagegate-0a1b2c3d=xyz"));
+        only_ours.insert(
+            header::COOKIE,
+            HeaderValue::from_static("pagegate-0a1b2c3d=xyz"),
+        );
         strip_own(&mut only_ours);
         assert!(only_ours.get(header::COOKIE).is_none());
     }

@@ -18,7 +18,10 @@ pub fn safe_next(raw: &str) -> Option<&str> {
     if raw.is_empty() || raw.len() > 2048 || !raw.starts_with('/') {
         return None;
     }
-    if raw.bytes().any(|b| b.is_ascii_control() || b == b'\\' || b == b' ' || b >= 0x80) {
+    if raw
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b'\\' || b == b' ' || b >= 0x80)
+    {
         return None;
     }
     let second = raw.as_bytes().get(1).copied();
@@ -29,8 +32,14 @@ pub fn safe_next(raw: &str) -> Option<&str> {
     // is dangerous now.
     let mut decoded = raw.to_string();
     for _ in 0..3 {
-        let next = percent_decode_str(&decoded).decode_utf8_lossy().into_owned();
-        if next.starts_with("//") || next.starts_with("/\\") || next.contains("\\") || next.chars().any(char::is_control) {
+        let next = percent_decode_str(&decoded)
+            .decode_utf8_lossy()
+            .into_owned();
+        if next.starts_with("//")
+            || next.starts_with("/\\")
+            || next.contains("\\")
+            || next.chars().any(char::is_control)
+        {
             return None;
         }
         if next == decoded {
@@ -47,9 +56,24 @@ mod tests {
 
     #[test]
     fn emails_are_canonical() {
-        assert_eq!(normalize_email("  Ann@Example.COM ").as_deref(), Some("ann@example.com"));
-        assert_eq!(normalize_email("a.b+tag@sub.example.org").as_deref(), Some("a.b+tag@sub.example.org"));
-        for bad in ["", "ann", "ann@", "@example.com", "a b@example.com", "ann@exa mple.com", "a@b@c", "ann@example.com\r\nBcc: x@y"] {
+        assert_eq!(
+            normalize_email("  Ann@Example.COM ").as_deref(),
+            Some("ann@example.com")
+        );
+        assert_eq!(
+            normalize_email("a.b+tag@sub.example.org").as_deref(),
+            Some("a.b+tag@sub.example.org")
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@example.com",
+            "a b@example.com",
+            "ann@exa mple.com",
+            "a@b@c",
+            "ann@example.com\r\nBcc: x@y",
+        ] {
             assert_eq!(normalize_email(bad), None, "{bad:?}");
         }
     }

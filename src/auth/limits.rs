@@ -41,16 +41,24 @@ impl Limits {
     /// May `ip` ask for a code for `email` on `site` now? `Err` holds how long to wait.
     pub fn code_request(&self, ip: IpAddr, site: &str, email: &str) -> Result<(), Duration> {
         let ip = address_block(ip);
-        self.ip_codes.check_key(&ip).map_err(|n| n.wait_time_from(self.clock.now()))?;
+        self.ip_codes
+            .check_key(&ip)
+            .map_err(|n| n.wait_time_from(self.clock.now()))?;
         let key = format!("{site}\0{email}");
-        self.email_cooldown.check_key(&key).map_err(|n| n.wait_time_from(self.clock.now()))?;
-        self.email_codes.check_key(&key).map_err(|n| n.wait_time_from(self.clock.now()))?;
+        self.email_cooldown
+            .check_key(&key)
+            .map_err(|n| n.wait_time_from(self.clock.now()))?;
+        self.email_codes
+            .check_key(&key)
+            .map_err(|n| n.wait_time_from(self.clock.now()))?;
         Ok(())
     }
 
     /// May `ip` check a code now?
     pub fn verify_attempt(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.ip_verifies.check_key(&address_block(ip)).map_err(|n| n.wait_time_from(self.clock.now()))
+        self.ip_verifies
+            .check_key(&address_block(ip))
+            .map_err(|n| n.wait_time_from(self.clock.now()))
     }
 
     /// Forgets keys whose limits have fully recovered, so memory does not grow with traffic.
@@ -80,8 +88,12 @@ mod tests {
     use super::*;
 
     fn config(text: &str) -> AuthConfig {
-        let toml = format!("[server]\nlisten=\"127.0.0.1:1\"\n[[site]]\nhosts=[\"a\"]\nupstream=\"http://a\"\n[auth]\n{text}");
-        crate::config::parse_str(&toml, std::path::Path::new("t"), std::path::Path::new(".")).expect("valid").auth
+        let toml = format!(
+            "[server]\nlisten=\"127.0.0.1:1\"\n[[site]]\nhosts=[\"a\"]\nupstream=\"http://a\"\n[auth]\n{text}"
+        );
+        crate::config::parse_str(&toml, std::path::Path::new("t"), std::path::Path::new("."))
+            .expect("valid")
+            .auth
     }
 
     #[test]
@@ -89,18 +101,39 @@ mod tests {
         let limits = Limits::new(&config("resend_after = \"1h\"\nemail_codes_per_hour = 5"));
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         assert!(limits.code_request(ip, "s", "a@x.org").is_ok());
-        let wait = limits.code_request(ip, "s", "a@x.org").expect_err("cooldown");
+        let wait = limits
+            .code_request(ip, "s", "a@x.org")
+            .expect_err("cooldown");
         assert!(wait > Duration::from_secs(3000));
-        assert!(limits.code_request(ip, "s", "b@x.org").is_ok(), "another email is not held back");
+        assert!(
+            limits.code_request(ip, "s", "b@x.org").is_ok(),
+            "another email is not held back"
+        );
         assert!(limits.code_request(ip, "other-site", "a@x.org").is_ok());
     }
 
     #[test]
     fn per_address_caps_cover_a_whole_ipv6_64() {
         let limits = Limits::new(&config("ip_verifies_per_hour = 2"));
-        assert!(limits.verify_attempt("2001:db8::1".parse().expect("ip")).is_ok());
-        assert!(limits.verify_attempt("2001:db8::2".parse().expect("ip")).is_ok());
-        assert!(limits.verify_attempt("2001:db8::3".parse().expect("ip")).is_err());
-        assert!(limits.verify_attempt("2001:db8:0:1::1".parse().expect("ip")).is_ok());
+        assert!(
+            limits
+                .verify_attempt("2001:db8::1".parse().expect("ip"))
+                .is_ok()
+        );
+        assert!(
+            limits
+                .verify_attempt("2001:db8::2".parse().expect("ip"))
+                .is_ok()
+        );
+        assert!(
+            limits
+                .verify_attempt("2001:db8::3".parse().expect("ip"))
+                .is_err()
+        );
+        assert!(
+            limits
+                .verify_attempt("2001:db8:0:1::1".parse().expect("ip"))
+                .is_ok()
+        );
     }
 }

@@ -103,13 +103,20 @@ pub struct Auth {
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth").field("sites", &self.sites.len()).finish_non_exhaustive()
+        f.debug_struct("Auth")
+            .field("sites", &self.sites.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl Auth {
     /// Builds the flow's state from the config and the opened store.
-    pub fn new(config: &Config, store: Arc<dyn Store>, mailer: Mailer, templates: Templates) -> Result<Auth, String> {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        mailer: Mailer,
+        templates: Templates,
+    ) -> Result<Auth, String> {
         let keys = Keys::load(config.auth.secret.as_ref(), &config.data_dir)?;
         let sites = config
             .sites
@@ -125,7 +132,11 @@ impl Auth {
                         lifetime: p.session_lifetime,
                     })
                     .collect();
-                let max_lifetime = pages.iter().map(|p| p.lifetime).max().unwrap_or(config.auth.session_lifetime);
+                let max_lifetime = pages
+                    .iter()
+                    .map(|p| p.lifetime)
+                    .max()
+                    .unwrap_or(config.auth.session_lifetime);
                 SiteAuth {
                     name: site.name.clone(),
                     title: site.title.clone(),
@@ -157,13 +168,22 @@ impl Auth {
     }
 
     fn policy(&self) -> AttemptPolicy {
-        AttemptPolicy { max_attempts: self.config.max_attempts, window: self.config.attempt_window.as_secs() as i64 }
+        AttemptPolicy {
+            max_attempts: self.config.max_attempts,
+            window: self.config.attempt_window.as_secs() as i64,
+        }
     }
 
     /// Decides a request to protected pages `pages` (indexes into the site's pages): forward it
     /// for a signed-in client whose access to every one of them is valid now, else deny.
     /// Reads only; nothing is written on this path.
-    pub fn gate<B>(&self, site_id: SiteId, pages: &[usize], req: &Request<B>, visitor: Visitor) -> Result<Gate, HttpError> {
+    pub fn gate<B>(
+        &self,
+        site_id: SiteId,
+        pages: &[usize],
+        req: &Request<B>,
+        visitor: Visitor,
+    ) -> Result<Gate, HttpError> {
         let site = &self.sites[site_id];
         if let Some(identity) = self.signed_in(site, pages, req, visitor)? {
             return Ok(Gate::Allow(identity));
@@ -171,13 +191,31 @@ impl Auth {
         Ok(Gate::Deny(self.sign_in_required(req)))
     }
 
-    fn signed_in<B>(&self, site: &SiteAuth, pages: &[usize], req: &Request<B>, visitor: Visitor) -> Result<Option<Identity>, HttpError> {
-        let Some(session_id) = cookies::read_signed(req.headers(), site.cookies.session(visitor.secure), self.keys.cookie_key()) else {
+    fn signed_in<B>(
+        &self,
+        site: &SiteAuth,
+        pages: &[usize],
+        req: &Request<B>,
+        visitor: Visitor,
+    ) -> Result<Option<Identity>, HttpError> {
+        let Some(session_id) = cookies::read_signed(
+            req.headers(),
+            site.cookies.session(visitor.secure),
+            self.keys.cookie_key(),
+        ) else {
             return Ok(None);
         };
         let hash = self.keys.hash("session", &[session_id.as_bytes()]);
-        let ids: Vec<&str> = pages.iter().filter_map(|&i| site.pages.get(i)).map(|p| p.id.as_str()).collect();
-        let Some(access) = self.store.session_access(&hash, &ids).map_err(store_error)? else {
+        let ids: Vec<&str> = pages
+            .iter()
+            .filter_map(|&i| site.pages.get(i))
+            .map(|p| p.id.as_str())
+            .collect();
+        let Some(access) = self
+            .store
+            .session_access(&hash, &ids)
+            .map_err(store_error)?
+        else {
             return Ok(None);
         };
         let now = now();
@@ -187,10 +225,14 @@ impl Auth {
         }
         let mut name = None;
         for (&page_index, client) in pages.iter().zip(&access.clients) {
-            let Some(page) = site.pages.get(page_index) else { return Ok(None) };
+            let Some(page) = site.pages.get(page_index) else {
+                return Ok(None);
+            };
             let lifetime = page.lifetime.as_secs() as i64;
             match client {
-                Some(c) if c.has_access(now) && now < session.created_at.saturating_add(lifetime) => {
+                Some(c)
+                    if c.has_access(now) && now < session.created_at.saturating_add(lifetime) =>
+                {
                     name.get_or_insert_with(|| c.name.clone());
                 }
                 _ => return Ok(None),
@@ -206,10 +248,14 @@ impl Auth {
     /// A browser asking for a page is sent to the email form; anything else gets 401.
     fn sign_in_required<B>(&self, req: &Request<B>) -> Response<Body> {
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let wants_page = (req.method() == Method::GET || req.method() == Method::HEAD) && !asks_for_json(req);
+        let wants_page =
+            (req.method() == Method::GET || req.method() == Method::HEAD) && !asks_for_json(req);
         if wants_page {
             let next: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
-            return redirect(StatusCode::FOUND, &format!("{}/login?next={next}", self.prefix));
+            return redirect(
+                StatusCode::FOUND,
+                &format!("{}/login?next={next}", self.prefix),
+            );
         }
         let mut response = Response::new(body::full(format!(
             "{{\"error\":\"sign-in required\",\"login\":\"{}/login\"}}\n",
@@ -217,9 +263,15 @@ impl Auth {
         )));
         *response.status_mut() = StatusCode::UNAUTHORIZED;
         let h = response.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("pagegate"));
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("pagegate"),
+        );
         response
     }
 
@@ -236,16 +288,26 @@ impl Auth {
 
     /// The language to answer in.
     fn language<B>(&self, site: &SiteAuth, req: &Request<B>) -> Language {
-        let accept = req.headers().get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
+        let accept = req
+            .headers()
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok());
         crate::ui::negotiate_language(accept, site.language)
     }
 }
 
 /// Whether a client prefers JSON to HTML (an API or fetch call, not a browser navigation).
 fn asks_for_json<B>(req: &Request<B>) -> bool {
-    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     (accept.contains("application/json") && !accept.contains("text/html"))
-        || req.headers().get("x-requested-with").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"))
+        || req
+            .headers()
+            .get("x-requested-with")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"))
 }
 
 fn redirect(status: StatusCode, location: &str) -> Response<Body> {
@@ -254,7 +316,9 @@ fn redirect(status: StatusCode, location: &str) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, v);
     }
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

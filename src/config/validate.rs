@@ -1170,7 +1170,9 @@ upstream = "http://127.0.0.1:8000"
     #[test]
     fn page_rules() {
         let page = |id: &str, path: &str| {
-            format!("{MINIMAL}public_url = \"https://a.example\"\n\n[[site.page]]\nid = {id:?}\npaths = [{path:?}]\n")
+            format!(
+                "{MINIMAL}public_url = \"https://a.example\"\n\n[[site.page]]\nid = {id:?}\npaths = [{path:?}]\n"
+            )
         };
         assert!(parse(&page("course", "/course/")).is_ok());
         assert_eq!(

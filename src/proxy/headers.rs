@@ -54,11 +54,18 @@ const IDENTITY_PREFIX: &str = "x-pagegate-";
 /// with underscores (some upstream frameworks read `X_Pagegate_Email` as `X-Pagegate-Email`).
 /// Runs on every request, protected or not.
 pub fn remove_identity_headers(headers: &mut HeaderMap, also: &[HeaderName]) {
-    let same = |a: &[u8], b: &[u8]| a.iter().zip(b).all(|(x, y)| x == y || (*x == b'_' && *y == b'-'));
+    let same = |a: &[u8], b: &[u8]| {
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| x == y || (*x == b'_' && *y == b'-'))
+    };
     let is_identity = |name: &HeaderName| {
         let name = name.as_str().as_bytes();
-        (name.len() >= IDENTITY_PREFIX.len() && same(&name[..IDENTITY_PREFIX.len()], IDENTITY_PREFIX.as_bytes()))
-            || also.iter().any(|a| a.as_str().len() == name.len() && same(name, a.as_str().as_bytes()))
+        (name.len() >= IDENTITY_PREFIX.len()
+            && same(&name[..IDENTITY_PREFIX.len()], IDENTITY_PREFIX.as_bytes()))
+            || also
+                .iter()
+                .any(|a| a.as_str().len() == name.len() && same(name, a.as_str().as_bytes()))
     };
     if !headers.keys().any(is_identity) {
         return;

@@ -24,11 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::error::HttpError;
+use crate::gateway::{ConnectionInfo, Gateway};
 use crate::mail::Mailer;
 use crate::store::redb::RedbStore;
 use crate::ui::Templates;
-use crate::error::HttpError;
-use crate::gateway::{ConnectionInfo, Gateway};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -91,9 +91,18 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
     let auth = Arc::new(build_auth(&config)?);
     let shutdown = CancellationToken::new();
-    crate::api::control::serve(Arc::new(config.clone()), auth.store().clone(), shutdown.clone())
-        .await
-        .map_err(|e| StartError::Setup(format!("control socket in {}: {e}", config.data_dir.display())))?;
+    crate::api::control::serve(
+        Arc::new(config.clone()),
+        auth.store().clone(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| {
+        StartError::Setup(format!(
+            "control socket in {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
     // Redirects to HTTPS name the port actually bound, which differs from the config's for ":0".
     let gateway = Arc::new(
         Gateway::new(&config, https_addr.map(|a| a.port()), Some(auth))

@@ -24,7 +24,9 @@ pub enum StoreError {
     #[error("the database {0} is in use by another pagegate process")]
     Locked(String),
     /// The file was written by a newer or unknown pagegate.
-    #[error("the database {path} has schema version {found}, this pagegate understands {expected}: {hint}")]
+    #[error(
+        "the database {path} has schema version {found}, this pagegate understands {expected}: {hint}"
+    )]
     Schema {
         /// The file.
         path: String,
@@ -236,14 +238,32 @@ pub trait Store: Send + Sync + 'static {
     /// All clients of a page, ordered by email.
     fn clients(&self, page: &str) -> Result<Vec<Client>, StoreError>;
     /// Adds or replaces a client and records `audit` in the same transaction.
-    fn put_client(&self, page: &str, client: &Client, audit: &AuditEvent) -> Result<(), StoreError>;
+    fn put_client(&self, page: &str, client: &Client, audit: &AuditEvent)
+    -> Result<(), StoreError>;
     /// Removes a client; `false` when there was none. Records `audit` when removed.
-    fn remove_client(&self, page: &str, email: &str, audit: &AuditEvent) -> Result<bool, StoreError>;
+    fn remove_client(
+        &self,
+        page: &str,
+        email: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError>;
 
     /// Stores a new code and its link token for (site, email), replacing any earlier one.
-    fn issue_code(&self, site: &str, email: &str, code: &CodeRecord, token: &TokenRecord) -> Result<(), StoreError>;
+    fn issue_code(
+        &self,
+        site: &str,
+        email: &str,
+        code: &CodeRecord,
+        token: &TokenRecord,
+    ) -> Result<(), StoreError>;
     /// Whether (site, email) is locked by too many wrong codes at `now`.
-    fn is_locked(&self, site: &str, email: &str, now: Timestamp, policy: AttemptPolicy) -> Result<bool, StoreError>;
+    fn is_locked(
+        &self,
+        site: &str,
+        email: &str,
+        now: Timestamp,
+        policy: AttemptPolicy,
+    ) -> Result<bool, StoreError>;
     /// Checks a code atomically: `matches` compares the stored hash in constant time. A right
     /// code is consumed; a wrong one counts against the email, whatever code is current.
     fn check_code(
@@ -255,9 +275,17 @@ pub trait Store: Send + Sync + 'static {
         matches: &dyn Fn(&CodeRecord) -> bool,
     ) -> Result<CodeCheck, StoreError>;
     /// A link token's record without spending it (for the confirm page).
-    fn peek_token(&self, token_hash: &SecretHash, now: Timestamp) -> Result<Option<TokenRecord>, StoreError>;
+    fn peek_token(
+        &self,
+        token_hash: &SecretHash,
+        now: Timestamp,
+    ) -> Result<Option<TokenRecord>, StoreError>;
     /// Spends a link token (and the code issued with it).
-    fn take_token(&self, token_hash: &SecretHash, now: Timestamp) -> Result<Option<TokenRecord>, StoreError>;
+    fn take_token(
+        &self,
+        token_hash: &SecretHash,
+        now: Timestamp,
+    ) -> Result<Option<TokenRecord>, StoreError>;
 
     /// Records a new session, the sign-in on each page, and the audit entry.
     fn create_session(
@@ -268,16 +296,33 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditEvent,
     ) -> Result<(), StoreError>;
     /// The session and the clients of `pages` for its email, in one read.
-    fn session_access(&self, session_hash: &SecretHash, pages: &[&str]) -> Result<Option<SessionAccess>, StoreError>;
+    fn session_access(
+        &self,
+        session_hash: &SecretHash,
+        pages: &[&str],
+    ) -> Result<Option<SessionAccess>, StoreError>;
     /// Ends one session.
-    fn delete_session(&self, session_hash: &SecretHash, audit: Option<&AuditEvent>) -> Result<(), StoreError>;
+    fn delete_session(
+        &self,
+        session_hash: &SecretHash,
+        audit: Option<&AuditEvent>,
+    ) -> Result<(), StoreError>;
     /// Ends every session of an email (on one site, or all); returns how many.
-    fn revoke_sessions(&self, site: Option<&str>, email: &str, audit: &AuditEvent) -> Result<usize, StoreError>;
+    fn revoke_sessions(
+        &self,
+        site: Option<&str>,
+        email: &str,
+        audit: &AuditEvent,
+    ) -> Result<usize, StoreError>;
 
     /// Appends an audit entry on its own.
     fn audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
     /// Audit entries after `after` (exclusive), oldest first, at most `limit`.
-    fn audit_log(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, AuditEvent)>, StoreError>;
+    fn audit_log(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditEvent)>, StoreError>;
 
     /// Removes expired codes, tokens, sessions and stale counters.
     fn prune(&self, now: Timestamp, policy: AttemptPolicy) -> Result<Pruned, StoreError>;

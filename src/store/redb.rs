@@ -64,7 +64,9 @@ pub struct RedbStore {
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbStore").field("path", &self.path).finish()
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -81,7 +83,10 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table, detail: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        table,
+        detail: e.to_string(),
+    })
 }
 
 macro_rules! backend_error {
@@ -93,7 +98,12 @@ macro_rules! backend_error {
         }
     )*};
 }
-backend_error!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+backend_error!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 impl RedbStore {
     /// Opens (or creates) `data_dir/pagegate.redb`, creating `data_dir` with owner-only access.
@@ -101,7 +111,9 @@ impl RedbStore {
         create_private_dir(data_dir)?;
         let path = data_dir.join("pagegate.redb");
         let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.display().to_string()),
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StoreError::Locked(path.display().to_string())
+            }
             other => StoreError::Backend(format!("{}: {other}", path.display())),
         })?;
         restrict_file(&path)?;
@@ -151,7 +163,10 @@ impl RedbStore {
         Ok(())
     }
 
-    fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let txn = self.db.begin_write()?;
         let out = f(&txn)?;
         txn.commit()?;
@@ -168,7 +183,9 @@ fn append_audit(txn: &WriteTransaction, event: &AuditEvent) -> Result<u64, Store
 
 fn remove_session(txn: &WriteTransaction, hash: &[u8]) -> Result<bool, StoreError> {
     let mut sessions = txn.open_table(SESSIONS)?;
-    let Some(record) = sessions.remove(hash)? else { return Ok(false) };
+    let Some(record) = sessions.remove(hash)? else {
+        return Ok(false);
+    };
     let session: SessionRecord = decode("sessions", record.value())?;
     drop(record);
     let mut index = txn.open_multimap_table(SESSIONS_BY_EMAIL)?;
@@ -197,17 +214,33 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    fn put_client(&self, page: &str, client: &Client, audit: &AuditEvent) -> Result<(), StoreError> {
+    fn put_client(
+        &self,
+        page: &str,
+        client: &Client,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
         self.write(|txn| {
-            txn.open_table(CLIENTS)?.insert(key(page, &client.email).as_str(), encode(client)?.as_slice())?;
+            txn.open_table(CLIENTS)?.insert(
+                key(page, &client.email).as_str(),
+                encode(client)?.as_slice(),
+            )?;
             append_audit(txn, audit)?;
             Ok(())
         })
     }
 
-    fn remove_client(&self, page: &str, email: &str, audit: &AuditEvent) -> Result<bool, StoreError> {
+    fn remove_client(
+        &self,
+        page: &str,
+        email: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
         self.write(|txn| {
-            let removed = txn.open_table(CLIENTS)?.remove(key(page, email).as_str())?.is_some();
+            let removed = txn
+                .open_table(CLIENTS)?
+                .remove(key(page, email).as_str())?
+                .is_some();
             if removed {
                 append_audit(txn, audit)?;
             }
@@ -215,7 +248,13 @@ impl Store for RedbStore {
         })
     }
 
-    fn issue_code(&self, site: &str, email: &str, code: &CodeRecord, token: &TokenRecord) -> Result<(), StoreError> {
+    fn issue_code(
+        &self,
+        site: &str,
+        email: &str,
+        code: &CodeRecord,
+        token: &TokenRecord,
+    ) -> Result<(), StoreError> {
         self.write(|txn| {
             let k = key(site, email);
             let mut codes = txn.open_table(CODES)?;
@@ -230,10 +269,18 @@ impl Store for RedbStore {
         })
     }
 
-    fn is_locked(&self, site: &str, email: &str, now: Timestamp, policy: AttemptPolicy) -> Result<bool, StoreError> {
+    fn is_locked(
+        &self,
+        site: &str,
+        email: &str,
+        now: Timestamp,
+        policy: AttemptPolicy,
+    ) -> Result<bool, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(ATTEMPTS)?;
-        let Some(v) = table.get(key(site, email).as_str())? else { return Ok(false) };
+        let Some(v) = table.get(key(site, email).as_str())? else {
+            return Ok(false);
+        };
         let attempts: Attempts = decode("attempts", v.value())?;
         Ok(attempts.current(now, policy).failures >= policy.max_attempts)
     }
@@ -251,7 +298,10 @@ impl Store for RedbStore {
             let mut attempts_table = txn.open_table(ATTEMPTS)?;
             let attempts = match attempts_table.get(k.as_str())? {
                 Some(v) => decode::<Attempts>("attempts", v.value())?,
-                None => Attempts { failures: 0, window_start: now },
+                None => Attempts {
+                    failures: 0,
+                    window_start: now,
+                },
             };
             let mut attempts = attempts.current(now, policy);
             if attempts.failures >= policy.max_attempts {
@@ -279,22 +329,36 @@ impl Store for RedbStore {
                 }
                 return Ok(CodeCheck::Locked);
             }
-            Ok(CodeCheck::Rejected { attempts_left: policy.max_attempts - attempts.failures })
+            Ok(CodeCheck::Rejected {
+                attempts_left: policy.max_attempts - attempts.failures,
+            })
         })
     }
 
-    fn peek_token(&self, token_hash: &SecretHash, now: Timestamp) -> Result<Option<TokenRecord>, StoreError> {
+    fn peek_token(
+        &self,
+        token_hash: &SecretHash,
+        now: Timestamp,
+    ) -> Result<Option<TokenRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(TOKENS)?;
-        let Some(v) = table.get(token_hash.as_slice())? else { return Ok(None) };
+        let Some(v) = table.get(token_hash.as_slice())? else {
+            return Ok(None);
+        };
         let token: TokenRecord = decode("tokens", v.value())?;
         Ok((token.expires_at > now).then_some(token))
     }
 
-    fn take_token(&self, token_hash: &SecretHash, now: Timestamp) -> Result<Option<TokenRecord>, StoreError> {
+    fn take_token(
+        &self,
+        token_hash: &SecretHash,
+        now: Timestamp,
+    ) -> Result<Option<TokenRecord>, StoreError> {
         self.write(|txn| {
             let mut tokens = txn.open_table(TOKENS)?;
-            let Some(v) = tokens.remove(token_hash.as_slice())? else { return Ok(None) };
+            let Some(v) = tokens.remove(token_hash.as_slice())? else {
+                return Ok(None);
+            };
             let token: TokenRecord = decode("tokens", v.value())?;
             drop(v);
             let mut codes = txn.open_table(CODES)?;
@@ -318,9 +382,12 @@ impl Store for RedbStore {
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         self.write(|txn| {
-            txn.open_table(SESSIONS)?.insert(session_hash.as_slice(), encode(session)?.as_slice())?;
-            txn.open_multimap_table(SESSIONS_BY_EMAIL)?
-                .insert(key(&session.site, &session.email).as_str(), session_hash.as_slice())?;
+            txn.open_table(SESSIONS)?
+                .insert(session_hash.as_slice(), encode(session)?.as_slice())?;
+            txn.open_multimap_table(SESSIONS_BY_EMAIL)?.insert(
+                key(&session.site, &session.email).as_str(),
+                session_hash.as_slice(),
+            )?;
             let mut clients = txn.open_table(CLIENTS)?;
             for page in pages {
                 let k = key(page, &session.email);
@@ -338,10 +405,16 @@ impl Store for RedbStore {
         })
     }
 
-    fn session_access(&self, session_hash: &SecretHash, pages: &[&str]) -> Result<Option<SessionAccess>, StoreError> {
+    fn session_access(
+        &self,
+        session_hash: &SecretHash,
+        pages: &[&str],
+    ) -> Result<Option<SessionAccess>, StoreError> {
         let txn = self.db.begin_read()?;
         let sessions = txn.open_table(SESSIONS)?;
-        let Some(v) = sessions.get(session_hash.as_slice())? else { return Ok(None) };
+        let Some(v) = sessions.get(session_hash.as_slice())? else {
+            return Ok(None);
+        };
         let session: SessionRecord = decode("sessions", v.value())?;
         let table = txn.open_table(CLIENTS)?;
         let mut clients = Vec::with_capacity(pages.len());
@@ -352,7 +425,11 @@ impl Store for RedbStore {
         Ok(Some(SessionAccess { session, clients }))
     }
 
-    fn delete_session(&self, session_hash: &SecretHash, audit: Option<&AuditEvent>) -> Result<(), StoreError> {
+    fn delete_session(
+        &self,
+        session_hash: &SecretHash,
+        audit: Option<&AuditEvent>,
+    ) -> Result<(), StoreError> {
         self.write(|txn| {
             if remove_session(txn, session_hash)? {
                 if let Some(event) = audit {
@@ -363,7 +440,12 @@ impl Store for RedbStore {
         })
     }
 
-    fn revoke_sessions(&self, site: Option<&str>, email: &str, audit: &AuditEvent) -> Result<usize, StoreError> {
+    fn revoke_sessions(
+        &self,
+        site: Option<&str>,
+        email: &str,
+        audit: &AuditEvent,
+    ) -> Result<usize, StoreError> {
         self.write(|txn| {
             let mut hashes: Vec<Vec<u8>> = Vec::new();
             {
@@ -396,7 +478,11 @@ impl Store for RedbStore {
         self.write(|txn| append_audit(txn, event).map(|_| ()))
     }
 
-    fn audit_log(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, AuditEvent)>, StoreError> {
+    fn audit_log(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditEvent)>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(AUDIT)?;
         let mut out = Vec::new();
@@ -414,7 +500,9 @@ impl Store for RedbStore {
             let expired: Vec<String> = codes
                 .iter()?
                 .filter_map(Result::ok)
-                .filter(|(_, v)| decode::<CodeRecord>("codes", v.value()).map_or(true, |c| c.expires_at <= now))
+                .filter(|(_, v)| {
+                    decode::<CodeRecord>("codes", v.value()).map_or(true, |c| c.expires_at <= now)
+                })
                 .map(|(k, _)| k.value().to_string())
                 .collect();
             for k in &expired {
@@ -425,7 +513,9 @@ impl Store for RedbStore {
             let expired: Vec<Vec<u8>> = tokens
                 .iter()?
                 .filter_map(Result::ok)
-                .filter(|(_, v)| decode::<TokenRecord>("tokens", v.value()).map_or(true, |t| t.expires_at <= now))
+                .filter(|(_, v)| {
+                    decode::<TokenRecord>("tokens", v.value()).map_or(true, |t| t.expires_at <= now)
+                })
                 .map(|(k, _)| k.value().to_vec())
                 .collect();
             for k in &expired {
@@ -435,7 +525,10 @@ impl Store for RedbStore {
             let expired: Vec<Vec<u8>> = sessions
                 .iter()?
                 .filter_map(Result::ok)
-                .filter(|(_, v)| decode::<SessionRecord>("sessions", v.value()).map_or(true, |s| s.expires_at <= now))
+                .filter(|(_, v)| {
+                    decode::<SessionRecord>("sessions", v.value())
+                        .map_or(true, |s| s.expires_at <= now)
+                })
                 .map(|(k, _)| k.value().to_vec())
                 .collect();
             drop(sessions);
@@ -448,7 +541,8 @@ impl Store for RedbStore {
                 .iter()?
                 .filter_map(Result::ok)
                 .filter(|(_, v)| {
-                    decode::<Attempts>("attempts", v.value()).map_or(true, |a| now - a.window_start >= policy.window)
+                    decode::<Attempts>("attempts", v.value())
+                        .map_or(true, |a| now - a.window_start >= policy.window)
                 })
                 .map(|(k, _)| k.value().to_string())
                 .collect();
@@ -470,8 +564,12 @@ impl RedbStore {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StoreError::Backend(format!("cannot create the data directory {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        StoreError::Backend(format!(
+            "cannot create the data directory {}: {e}",
+            dir.display()
+        ))
+    })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -495,7 +593,10 @@ mod tests {
     use super::*;
     use crate::store::{AuditKind, Source};
 
-    const POLICY: AttemptPolicy = AttemptPolicy { max_attempts: 5, window: 3600 };
+    const POLICY: AttemptPolicy = AttemptPolicy {
+        max_attempts: 5,
+        window: 3600,
+    };
 
     fn store() -> (tempfile::TempDir, RedbStore) {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -504,7 +605,15 @@ mod tests {
     }
 
     fn event(kind: AuditKind) -> AuditEvent {
-        AuditEvent { at: 1, kind, site: None, page: None, email: None, actor: "test".into(), detail: String::new() }
+        AuditEvent {
+            at: 1,
+            kind,
+            site: None,
+            page: None,
+            email: None,
+            actor: "test".into(),
+            detail: String::new(),
+        }
     }
 
     fn client(email: &str, until: Option<Timestamp>) -> Client {
@@ -540,7 +649,9 @@ mod tests {
     }
 
     fn check(store: &RedbStore, guess: u8, now: Timestamp) -> CodeCheck {
-        store.check_code("s", "a@x.org", now, POLICY, &|c| c.code_hash == [guess; 32]).expect("check")
+        store
+            .check_code("s", "a@x.org", now, POLICY, &|c| c.code_hash == [guess; 32])
+            .expect("check")
     }
 
     #[test]
@@ -548,22 +659,56 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         {
             let store = RedbStore::open(dir.path()).expect("open");
-            store.put_client("course", &client("b@x.org", None), &event(AuditKind::ClientAdded)).expect("put");
-            store.put_client("course", &client("a@x.org", None), &event(AuditKind::ClientAdded)).expect("put");
-            store.put_client("course2", &client("c@x.org", None), &event(AuditKind::ClientAdded)).expect("put");
+            store
+                .put_client(
+                    "course",
+                    &client("b@x.org", None),
+                    &event(AuditKind::ClientAdded),
+                )
+                .expect("put");
+            store
+                .put_client(
+                    "course",
+                    &client("a@x.org", None),
+                    &event(AuditKind::ClientAdded),
+                )
+                .expect("put");
+            store
+                .put_client(
+                    "course2",
+                    &client("c@x.org", None),
+                    &event(AuditKind::ClientAdded),
+                )
+                .expect("put");
         }
         let store = RedbStore::open(dir.path()).expect("reopen");
-        let emails: Vec<String> = store.clients("course").expect("list").into_iter().map(|c| c.email).collect();
+        let emails: Vec<String> = store
+            .clients("course")
+            .expect("list")
+            .into_iter()
+            .map(|c| c.email)
+            .collect();
         assert_eq!(emails, ["a@x.org", "b@x.org"]);
-        assert!(store.remove_client("course", "a@x.org", &event(AuditKind::ClientRemoved)).expect("remove"));
-        assert!(!store.remove_client("course", "a@x.org", &event(AuditKind::ClientRemoved)).expect("remove"));
+        assert!(
+            store
+                .remove_client("course", "a@x.org", &event(AuditKind::ClientRemoved))
+                .expect("remove")
+        );
+        assert!(
+            !store
+                .remove_client("course", "a@x.org", &event(AuditKind::ClientRemoved))
+                .expect("remove")
+        );
         assert_eq!(store.audit_log(None, 100).expect("audit").len(), 4);
     }
 
     #[test]
     fn a_second_open_of_the_same_file_is_reported_as_locked() {
         let (dir, _store) = store();
-        assert!(matches!(RedbStore::open(dir.path()), Err(StoreError::Locked(_))));
+        assert!(matches!(
+            RedbStore::open(dir.path()),
+            Err(StoreError::Locked(_))
+        ));
     }
 
     #[test]
@@ -573,13 +718,24 @@ mod tests {
             let store = RedbStore::open(dir.path()).expect("open");
             store
                 .write(|txn| {
-                    txn.open_table(META)?.insert("schema_version", SCHEMA_VERSION + 1)?;
+                    txn.open_table(META)?
+                        .insert("schema_version", SCHEMA_VERSION + 1)?;
                     Ok(())
                 })
                 .expect("bump");
         }
         let err = RedbStore::open(dir.path()).expect_err("newer schema");
-        assert!(matches!(err, StoreError::Schema { found: 2, expected: 1, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                StoreError::Schema {
+                    found: 2,
+                    expected: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -588,8 +744,15 @@ mod tests {
         let (c, t) = code(7, 8, 100);
         store.issue_code("s", "a@x.org", &c, &t).expect("issue");
         assert!(matches!(check(&store, 7, 10), CodeCheck::Accepted(_)));
-        assert_eq!(check(&store, 7, 10), CodeCheck::Rejected { attempts_left: 4 });
-        assert_eq!(store.peek_token(&[8; 32], 10).expect("peek"), None, "the link died with the code");
+        assert_eq!(
+            check(&store, 7, 10),
+            CodeCheck::Rejected { attempts_left: 4 }
+        );
+        assert_eq!(
+            store.peek_token(&[8; 32], 10).expect("peek"),
+            None,
+            "the link died with the code"
+        );
     }
 
     #[test]
@@ -597,7 +760,10 @@ mod tests {
         let (_dir, store) = store();
         let (c, t) = code(7, 8, 100);
         store.issue_code("s", "a@x.org", &c, &t).expect("issue");
-        assert_eq!(check(&store, 7, 100), CodeCheck::Rejected { attempts_left: 4 });
+        assert_eq!(
+            check(&store, 7, 100),
+            CodeCheck::Rejected { attempts_left: 4 }
+        );
     }
 
     #[test]
@@ -606,15 +772,31 @@ mod tests {
         let (c, t) = code(7, 8, 1000);
         store.issue_code("s", "a@x.org", &c, &t).expect("issue");
         for left in (2..=4).rev() {
-            assert_eq!(check(&store, 1, 10), CodeCheck::Rejected { attempts_left: left });
+            assert_eq!(
+                check(&store, 1, 10),
+                CodeCheck::Rejected {
+                    attempts_left: left
+                }
+            );
         }
         let (c, t) = code(9, 10, 1000);
         store.issue_code("s", "a@x.org", &c, &t).expect("new code");
-        assert_eq!(check(&store, 1, 10), CodeCheck::Rejected { attempts_left: 1 });
+        assert_eq!(
+            check(&store, 1, 10),
+            CodeCheck::Rejected { attempts_left: 1 }
+        );
         assert_eq!(check(&store, 1, 10), CodeCheck::Locked);
-        assert_eq!(check(&store, 9, 10), CodeCheck::Locked, "right code after five wrong ones");
+        assert_eq!(
+            check(&store, 9, 10),
+            CodeCheck::Locked,
+            "right code after five wrong ones"
+        );
         assert!(store.is_locked("s", "a@x.org", 10, POLICY).expect("locked"));
-        assert!(!store.is_locked("s", "a@x.org", 10 + 3600, POLICY).expect("window passed"));
+        assert!(
+            !store
+                .is_locked("s", "a@x.org", 10 + 3600, POLICY)
+                .expect("window passed")
+        );
     }
 
     #[test]
@@ -625,24 +807,65 @@ mod tests {
         assert!(store.peek_token(&[8; 32], 10).expect("peek").is_some());
         assert!(store.take_token(&[8; 32], 10).expect("take").is_some());
         assert!(store.take_token(&[8; 32], 10).expect("take").is_none());
-        assert_eq!(check(&store, 7, 10), CodeCheck::Rejected { attempts_left: 4 });
+        assert_eq!(
+            check(&store, 7, 10),
+            CodeCheck::Rejected { attempts_left: 4 }
+        );
     }
 
     #[test]
     fn sessions_see_current_client_records_and_can_be_revoked() {
         let (_dir, store) = store();
-        store.put_client("course", &client("a@x.org", Some(50)), &event(AuditKind::ClientAdded)).expect("put");
-        let session = SessionRecord { site: "s".into(), email: "a@x.org".into(), created_at: 10, expires_at: 99 };
-        store.create_session(&[1; 32], &session, &["course".into()], &event(AuditKind::Login)).expect("session");
-        store.create_session(&[2; 32], &session, &["course".into()], &event(AuditKind::Login)).expect("session");
-        let access = store.session_access(&[1; 32], &["course", "other"]).expect("read").expect("session");
+        store
+            .put_client(
+                "course",
+                &client("a@x.org", Some(50)),
+                &event(AuditKind::ClientAdded),
+            )
+            .expect("put");
+        let session = SessionRecord {
+            site: "s".into(),
+            email: "a@x.org".into(),
+            created_at: 10,
+            expires_at: 99,
+        };
+        store
+            .create_session(
+                &[1; 32],
+                &session,
+                &["course".into()],
+                &event(AuditKind::Login),
+            )
+            .expect("session");
+        store
+            .create_session(
+                &[2; 32],
+                &session,
+                &["course".into()],
+                &event(AuditKind::Login),
+            )
+            .expect("session");
+        let access = store
+            .session_access(&[1; 32], &["course", "other"])
+            .expect("read")
+            .expect("session");
         assert_eq!(access.clients.len(), 2);
         let course = access.clients[0].as_ref().expect("client");
         assert_eq!(course.last_login, Some(10));
         assert!(course.has_access(49) && !course.has_access(50));
         assert!(access.clients[1].is_none());
-        assert_eq!(store.revoke_sessions(Some("s"), "a@x.org", &event(AuditKind::SessionsRevoked)).expect("revoke"), 2);
-        assert!(store.session_access(&[1; 32], &["course"]).expect("read").is_none());
+        assert_eq!(
+            store
+                .revoke_sessions(Some("s"), "a@x.org", &event(AuditKind::SessionsRevoked))
+                .expect("revoke"),
+            2
+        );
+        assert!(
+            store
+                .session_access(&[1; 32], &["course"])
+                .expect("read")
+                .is_none()
+        );
         assert_eq!(store.session_count().expect("count"), 0);
     }
 
@@ -651,10 +874,22 @@ mod tests {
         let (_dir, store) = store();
         let (c, t) = code(7, 8, 100);
         store.issue_code("s", "a@x.org", &c, &t).expect("issue");
-        let live = SessionRecord { site: "s".into(), email: "a@x.org".into(), created_at: 0, expires_at: 500 };
-        let dead = SessionRecord { expires_at: 150, ..live.clone() };
-        store.create_session(&[1; 32], &live, &[], &event(AuditKind::Login)).expect("live");
-        store.create_session(&[2; 32], &dead, &[], &event(AuditKind::Login)).expect("dead");
+        let live = SessionRecord {
+            site: "s".into(),
+            email: "a@x.org".into(),
+            created_at: 0,
+            expires_at: 500,
+        };
+        let dead = SessionRecord {
+            expires_at: 150,
+            ..live.clone()
+        };
+        store
+            .create_session(&[1; 32], &live, &[], &event(AuditKind::Login))
+            .expect("live");
+        store
+            .create_session(&[2; 32], &dead, &[], &event(AuditKind::Login))
+            .expect("dead");
         let pruned = store.prune(200, POLICY).expect("prune");
         assert_eq!((pruned.codes, pruned.sessions), (1, 1));
         assert!(store.session_access(&[1; 32], &[]).expect("read").is_some());

@@ -19,12 +19,22 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(addr: SocketAddr, host: &str) -> Browser {
-        Browser { addr, host: host.to_string(), cookies: BTreeMap::new(), extra: Vec::new() }
+        Browser {
+            addr,
+            host: host.to_string(),
+            cookies: BTreeMap::new(),
+            extra: Vec::new(),
+        }
     }
 
     fn cookie_header(&self) -> Option<String> {
-        (!self.cookies.is_empty())
-            .then(|| self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; "))
+        (!self.cookies.is_empty()).then(|| {
+            self.cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
     }
 
     fn keep_cookies(&mut self, answer: &Answer) {
@@ -50,7 +60,9 @@ impl Browser {
             req = req.header(k.as_str(), v.as_str());
         }
         let req = match body {
-            Some((content_type, text)) => req.header("content-type", content_type).body(Full::from(text)),
+            Some((content_type, text)) => req
+                .header("content-type", content_type)
+                .body(Full::from(text)),
             None => req.body(Full::default()),
         }
         .expect("request");
@@ -64,13 +76,23 @@ impl Browser {
     }
 
     pub async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Answer {
-        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
-        self.send("POST", path, Some(("application/x-www-form-urlencoded", body))).await
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        self.send(
+            "POST",
+            path,
+            Some(("application/x-www-form-urlencoded", body)),
+        )
+        .await
     }
 
     /// Opens the email form for `next` and returns its CSRF token.
     pub async fn open_login(&mut self, next: &str) -> String {
-        let target = format!("/_pagegate/login?next={}", form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
+        let target = format!(
+            "/_pagegate/login?next={}",
+            form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+        );
         let form = self.get(&target).await;
         assert_eq!(form.status, 200, "{}", form.body);
         hidden(&form.body, "csrf").expect("the form has a CSRF token")
@@ -78,7 +100,9 @@ impl Browser {
 
     /// Whether the browser holds a pagegate session cookie.
     pub fn has_session(&self) -> bool {
-        self.cookies.keys().any(|k| k.contains("pagegate-") && !k.contains("csrf"))
+        self.cookies
+            .keys()
+            .any(|k| k.contains("pagegate-") && !k.contains("csrf"))
     }
 }
 
@@ -91,5 +115,10 @@ pub fn hidden(html: &str, name: &str) -> Option<String> {
     let tag = &html[tag_start..tag_end];
     let value_at = tag.find("value=\"")? + 7;
     let value = &tag[value_at..];
-    Some(value[..value.find('"')?].replace("&amp;", "&").replace("&#x2f;", "/").replace("&#47;", "/"))
+    Some(
+        value[..value.find('"')?]
+            .replace("&amp;", "&")
+            .replace("&#x2f;", "/")
+            .replace("&#47;", "/"),
+    )
 }
