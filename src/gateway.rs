@@ -11,6 +11,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ipnet::IpNet;
 
+use crate::api::web::Api;
 use crate::auth::{Auth, Gate, Identity, Visitor, cookies};
 use crate::body::{self, Body};
 use crate::config::Config;
@@ -42,6 +43,8 @@ pub struct Gateway {
     https_port: Option<u16>,
     /// The sign-in flow; `None` only for gateways built without a store (no protected pages).
     auth: Option<Arc<Auth>>,
+    /// The grant endpoint, admin API and admin page.
+    api: Option<Arc<Api>>,
     identity: IdentityHeaders,
 }
 
@@ -59,6 +62,7 @@ impl Gateway {
         config: &Config,
         https_port: Option<u16>,
         auth: Option<Arc<Auth>>,
+        api: Option<Arc<Api>>,
     ) -> Result<Gateway, String> {
         let mut sites = Vec::with_capacity(config.sites.len());
         for site in &config.sites {
@@ -80,6 +84,7 @@ impl Gateway {
             trusted_proxies: config.server.trusted_proxies.clone(),
             https_port,
             auth,
+            api,
             identity: IdentityHeaders {
                 enabled: config.auth.identity_headers,
                 names: vec![
@@ -163,6 +168,12 @@ impl Gateway {
         };
         if let Some(sub_path) = under_prefix(req.uri().path(), &self.prefix) {
             let sub_path = sub_path.to_owned();
+            if let (Some(api), Some(rest)) = (&self.api, section(&sub_path, "/api/v1")) {
+                return api.handle_api(site_id, rest, req, visitor).await;
+            }
+            if let (Some(api), Some(rest)) = (&self.api, section(&sub_path, "/admin")) {
+                return api.handle_admin_page(site_id, rest, req, visitor).await;
+            }
             return match &self.auth {
                 Some(auth) => auth.endpoint(site_id, &sub_path, req, visitor).await,
                 None => Err(HttpError::NotFound),
@@ -343,6 +354,11 @@ fn request_host<B>(req: &Request<B>) -> Result<String, HttpError> {
 fn port_of(host: &str) -> Option<&str> {
     let after_bracket = host.rfind(']').map_or(host, |i| &host[i..]);
     after_bracket.rsplit_once(':').map(|(_, p)| p)
+}
+
+/// The rest of `path` after `section` when `path` is `section` itself or below it.
+fn section<'a>(path: &'a str, section: &str) -> Option<&'a str> {
+    under_prefix(path, section)
 }
 
 /// The rest of `path` after `prefix` when `path` is `prefix` itself or below it.

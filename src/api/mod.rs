@@ -6,6 +6,7 @@
 
 pub mod clients;
 pub mod control;
+pub mod web;
 
 /// Why an admin operation was refused.
 #[derive(Debug, thiserror::Error)]

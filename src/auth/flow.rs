@@ -265,19 +265,20 @@ impl Ctx<'_> {
             return self.rate_limited(wait);
         }
         // The answer is the same whether or not the email is listed, and so is the work done
-        // before answering: one read. Issuing and mailing happen after, in the background.
+        // before answering: the same two reads. Issuing and mailing happen after, in the background.
         if let Some(page) = self.page_for(&next) {
-            let eligible = self
+            // Both reads happen for every email, listed or not.
+            let client = self
                 .auth
                 .store
                 .client(&page.id, &email)
-                .map_err(store_error)?
-                .is_some_and(|c| c.has_access(now()))
-                && !self
-                    .auth
-                    .store
-                    .is_locked(&self.site.name, &email, now(), self.auth.policy())
-                    .map_err(store_error)?;
+                .map_err(store_error)?;
+            let locked = self
+                .auth
+                .store
+                .is_locked(&self.site.name, &email, now(), self.auth.policy())
+                .map_err(store_error)?;
+            let eligible = client.is_some_and(|c| c.has_access(now())) && !locked;
             if eligible {
                 let auth = self.auth.clone();
                 let (site_id, page_id, lang, next) =

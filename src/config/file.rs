@@ -21,6 +21,40 @@ pub(crate) struct FileConfig {
     pub(crate) mail: Option<Spanned<FileMail>>,
     /// Codes, sessions, limits and identity headers.
     pub(crate) auth: Option<Spanned<FileAuth>>,
+    /// Who may use the admin page.
+    pub(crate) admin: Option<Spanned<FileAdmin>>,
+    /// Keys for the grant endpoint and the admin API.
+    #[serde(default)]
+    pub(crate) api_key: Vec<Spanned<FileApiKey>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileAdmin {
+    /// Emails that may sign in to `{prefix}/admin/` with a one-time code.
+    #[serde(default)]
+    pub(crate) emails: Vec<Spanned<String>>,
+}
+
+/// `[[api_key]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileApiKey {
+    /// A name for logs and the audit log.
+    pub(crate) name: Option<Spanned<String>>,
+    /// The shared secret inline (prefer `secret_file` or `secret_env`).
+    pub(crate) secret: Option<Spanned<String>>,
+    /// File holding the secret.
+    pub(crate) secret_file: Option<Spanned<String>>,
+    /// Environment variable holding the secret.
+    pub(crate) secret_env: Option<Spanned<String>>,
+    /// What the key may do: `grant` and/or `admin`.
+    pub(crate) scopes: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Site names the key is limited to (default: all).
+    pub(crate) sites: Option<Vec<Spanned<String>>>,
+    /// Page ids the key is limited to (default: all).
+    pub(crate) pages: Option<Vec<Spanned<String>>>,
 }
 
 /// `[mail]`.

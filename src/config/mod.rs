@@ -32,6 +32,47 @@ pub struct Config {
     pub mail: MailConfig,
     /// Codes, sessions, limits, identity headers.
     pub auth: AuthConfig,
+    /// Normalised emails of the admins.
+    pub admin_emails: Vec<String>,
+    /// Keys for the grant endpoint and the admin API.
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+/// One `[[api_key]]`, validated.
+#[derive(Debug, Clone)]
+pub struct ApiKeyConfig {
+    /// Name, unique.
+    pub name: String,
+    /// The shared secret (Bearer token and HMAC key).
+    pub secret: Secret,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+    /// Site names it is limited to; `None` is all.
+    pub sites: Option<Vec<String>>,
+    /// Page ids it is limited to; `None` is all.
+    pub pages: Option<Vec<String>>,
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Call the grant endpoint.
+    Grant,
+    /// Use the admin API.
+    Admin,
+}
+
+impl ApiKeyConfig {
+    /// Whether the key may act on `page` of `site`.
+    pub fn covers(&self, site: &str, page: &str) -> bool {
+        self.sites
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|x| x == site))
+            && self
+                .pages
+                .as_ref()
+                .is_none_or(|p| p.iter().any(|x| x == page))
+    }
 }
 
 /// `[mail]`, validated.

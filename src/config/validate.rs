@@ -11,9 +11,9 @@ use toml::Spanned;
 
 use super::file::{FileAuth, FileConfig, FileMail, FilePage, FileServer, FileSite};
 use super::{
-    AuthConfig, Config, ConfigError, DEFAULT_PREFIX, HostPattern, Language, MailConfig,
-    MailTransport, PageConfig, Secret, ServerConfig, SiteConfig, SmtpConfig, SmtpSecurity,
-    TlsFiles, UpstreamConfig,
+    ApiKeyConfig, AuthConfig, Config, ConfigError, DEFAULT_PREFIX, HostPattern, Language,
+    MailConfig, MailTransport, PageConfig, Scope, Secret, ServerConfig, SiteConfig, SmtpConfig,
+    SmtpSecurity, TlsFiles, UpstreamConfig,
 };
 
 /// Parses and validates configuration text. `origin` names the file in errors; `base` is the
@@ -127,6 +127,24 @@ impl Ctx<'_> {
         let mut server_config = self.server(server)?;
         let auth = self.auth(file.auth.as_ref())?;
         let mail = self.mail(file.mail.as_ref())?;
+        let admin_emails = match &file.admin {
+            None => Vec::new(),
+            Some(admin) => {
+                let mut emails = Vec::new();
+                for (i, e) in admin.get_ref().emails.iter().enumerate() {
+                    let email =
+                        crate::auth::input::normalize_email(e.get_ref()).ok_or_else(|| {
+                            self.invalid(
+                                &format!("admin.emails[{i}]"),
+                                Some(e.span()),
+                                format!("not an email address: {:?}", e.get_ref()),
+                            )
+                        })?;
+                    emails.push(email);
+                }
+                emails
+            }
+        };
         if file.site.is_empty() {
             return Err(self.invalid("site", None, "expected at least one [[site]] block"));
         }
@@ -147,13 +165,16 @@ impl Ctx<'_> {
             }
         }
         server_config.trusted_proxies.sort();
-        Ok(Config {
+        Config {
             data_dir,
             server: server_config,
             sites,
             mail,
             auth,
-        })
+            admin_emails,
+            api_keys: Vec::new(),
+        }
+        .with_api_keys(self, &file)
     }
 
     fn server(&self, server: &Spanned<FileServer>) -> Result<ServerConfig> {
@@ -666,16 +687,51 @@ impl Ctx<'_> {
                 "cookie",
                 "upgrade",
                 "te",
+                "authorization",
+                "forwarded",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "x-real-ip",
             ];
             if reserved.contains(&name.as_str()) {
                 return Err(self.invalid(
                     key,
                     Some(value.span()),
-                    format!("{name} is reserved by HTTP"),
+                    format!("{name} is reserved by HTTP or by the forwarding headers"),
                 ));
             }
             Ok(name)
         };
+        let email_header = header(
+            "auth.email_header",
+            a.email_header.as_ref(),
+            "x-pagegate-email",
+        )?;
+        let name_header = header(
+            "auth.name_header",
+            a.name_header.as_ref(),
+            "x-pagegate-name",
+        )?;
+        let page_header = header(
+            "auth.page_header",
+            a.page_header.as_ref(),
+            "x-pagegate-page",
+        )?;
+        if email_header == name_header || email_header == page_header || name_header == page_header
+        {
+            let span = a
+                .name_header
+                .as_ref()
+                .or(a.page_header.as_ref())
+                .or(a.email_header.as_ref())
+                .map(|s| s.span());
+            return Err(self.invalid(
+                "auth.name_header",
+                span,
+                "email_header, name_header and page_header must be three different names",
+            ));
+        }
         Ok(AuthConfig {
             code_length: self.count("auth.code_length", a.code_length.as_ref(), 6, 4..=10)?
                 as usize,
@@ -697,21 +753,9 @@ impl Ctx<'_> {
             )?,
             secret,
             identity_headers: a.identity_headers.unwrap_or(true),
-            email_header: header(
-                "auth.email_header",
-                a.email_header.as_ref(),
-                "x-pagegate-email",
-            )?,
-            name_header: header(
-                "auth.name_header",
-                a.name_header.as_ref(),
-                "x-pagegate-name",
-            )?,
-            page_header: header(
-                "auth.page_header",
-                a.page_header.as_ref(),
-                "x-pagegate-page",
-            )?,
+            email_header,
+            name_header,
+            page_header,
             templates: match &a.templates {
                 None => None,
                 Some(t) => {
@@ -879,6 +923,13 @@ impl Ctx<'_> {
                 ));
             }
         };
+        if let (Some(dir), false) = (&m.dir, matches!(transport, MailTransport::File(_))) {
+            return Err(self.invalid(
+                "mail.dir",
+                Some(dir.span()),
+                format!("`dir` is for the file transport, but transport is {transport_name:?}"),
+            ));
+        }
         if m.smtp.is_some() && !matches!(transport, MailTransport::Smtp(_)) {
             return Err(self.invalid(
                 "mail.smtp",
@@ -1207,5 +1258,127 @@ upstream = "http://127.0.0.1:8000"
             "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]",
         );
         assert_eq!(parse(&text).expect("valid").server.trusted_proxies.len(), 2);
+    }
+}
+
+impl Config {
+    fn with_api_keys(mut self, ctx: &Ctx<'_>, file: &FileConfig) -> Result<Config> {
+        let mut names = HashSet::new();
+        for (i, raw) in file.api_key.iter().enumerate() {
+            let k = raw.get_ref();
+            let key = |name: &str| format!("api_key[{i}].{name}");
+            let name = match &k.name {
+                Some(n) if !n.get_ref().trim().is_empty() => n.get_ref().trim().to_owned(),
+                _ => {
+                    return Err(ctx.invalid(
+                        &key("name"),
+                        Some(raw.span()),
+                        "expected a name for the key",
+                    ));
+                }
+            };
+            if !names.insert(name.clone()) {
+                return Err(ctx.invalid(
+                    &key("name"),
+                    k.name.as_ref().map(|n| n.span()),
+                    format!("the key name {name:?} is used twice"),
+                ));
+            }
+            let secret = ctx
+                .secret(
+                    &key("secret"),
+                    k.secret.as_ref(),
+                    k.secret_file.as_ref(),
+                    k.secret_env.as_ref(),
+                )?
+                .ok_or_else(|| {
+                    ctx.invalid(
+                        &key("secret"),
+                        Some(raw.span()),
+                        "expected `secret`, `secret_file` or `secret_env`",
+                    )
+                })?;
+            if secret.0.len() < 24 {
+                return Err(ctx.invalid(
+                    &key("secret"),
+                    Some(raw.span()),
+                    "expected at least 24 characters of random text",
+                ));
+            }
+            let Some(scopes_raw) = &k.scopes else {
+                return Err(ctx.invalid(
+                    &key("scopes"),
+                    Some(raw.span()),
+                    "expected scopes = [\"grant\"] and/or [\"admin\"]",
+                ));
+            };
+            let mut scopes = Vec::new();
+            for (j, s) in scopes_raw.get_ref().iter().enumerate() {
+                scopes.push(match s.get_ref().as_str() {
+                    "grant" => Scope::Grant,
+                    "admin" => Scope::Admin,
+                    other => {
+                        return Err(ctx.invalid(
+                            &key(&format!("scopes[{j}]")),
+                            Some(s.span()),
+                            format!("expected \"grant\" or \"admin\", got {other:?}"),
+                        ));
+                    }
+                });
+            }
+            if scopes.is_empty() {
+                return Err(ctx.invalid(
+                    &key("scopes"),
+                    Some(scopes_raw.span()),
+                    "expected at least one scope",
+                ));
+            }
+            let sites = match &k.sites {
+                None => None,
+                Some(list) => {
+                    let mut out = Vec::new();
+                    for (j, s) in list.iter().enumerate() {
+                        if !self.sites.iter().any(|site| site.name == *s.get_ref()) {
+                            return Err(ctx.invalid(
+                                &key(&format!("sites[{j}]")),
+                                Some(s.span()),
+                                format!("no site is named {:?}", s.get_ref()),
+                            ));
+                        }
+                        out.push(s.get_ref().clone());
+                    }
+                    Some(out)
+                }
+            };
+            let pages = match &k.pages {
+                None => None,
+                Some(list) => {
+                    let mut out = Vec::new();
+                    for (j, p) in list.iter().enumerate() {
+                        if !self
+                            .sites
+                            .iter()
+                            .any(|site| site.page(p.get_ref()).is_some())
+                        {
+                            return Err(ctx.invalid(
+                                &key(&format!("pages[{j}]")),
+                                Some(p.span()),
+                                format!("no page has the id {:?}", p.get_ref()),
+                            ));
+                        }
+                        out.push(p.get_ref().clone());
+                    }
+                    Some(out)
+                }
+            };
+            self.api_keys.push(ApiKeyConfig {
+                name,
+                secret,
+                scopes,
+                sites,
+                pages,
+            });
+        }
+        Ok(self)
     }
 }

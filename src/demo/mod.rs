@@ -132,7 +132,12 @@ fn sample_page(req: &Request<Incoming>) -> Response<Body> {
                 .get("x-pagegate-name")
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| !v.is_empty())
-                .map_or_else(|| "student".to_string(), escape_html);
+                .map(|v| {
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
+                .map_or_else(|| "student".to_string(), |v| escape_html(&v));
             (
                 StatusCode::OK,
                 "text/html; charset=utf-8",

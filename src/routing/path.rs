@@ -78,7 +78,11 @@ impl PageMatcher {
                 let keys = path
                     .split('/')
                     .filter(|s| !s.is_empty())
-                    .map(|s| segment_key(s.as_bytes()).to_ascii_lowercase().into_boxed_slice())
+                    .map(|s| {
+                        segment_key(s.as_bytes())
+                            .to_ascii_lowercase()
+                            .into_boxed_slice()
+                    })
                     .collect();
                 prefixes.push(Prefix { page, keys });
             }
@@ -173,11 +177,7 @@ impl PageMatcher {
         {
             return Err(PathError::ODD_DOTS);
         }
-        let merged: Vec<&[u8]> = segments
-            .iter()
-            .copied()
-            .filter(|s| !s.is_empty())
-            .collect();
+        let merged: Vec<&[u8]> = segments.iter().copied().filter(|s| !s.is_empty()).collect();
         for readings in [&segments, &merged] {
             self.match_segments(readings.iter().copied(), found);
             self.match_segments(resolve_dots(readings).into_iter(), found);
@@ -195,41 +195,62 @@ impl PageMatcher {
                 continue;
             }
             let mut request = segments.clone();
-            if prefix
-                .keys
-                .iter()
-                .all(|key| request.next().is_some_and(|s| segment_key(s).eq_ignore_ascii_case(key)))
-            {
+            if prefix.keys.iter().all(|key| {
+                request
+                    .next()
+                    .is_some_and(|s| segment_key(s).eq_ignore_ascii_case(key))
+            }) {
                 found.push(prefix.page);
             }
         }
     }
 }
 
-fn is_slash(b: &u8) -> bool {
-    *b == b'/'
+/// The `/`-separated segments of a path without its leading `/`; cheap to clone.
+#[derive(Debug, Clone)]
+struct Segments<'a> {
+    rest: Option<&'a [u8]>,
 }
 
-fn split_segments(body: &[u8]) -> std::slice::Split<'_, u8, fn(&u8) -> bool> {
-    body.split(is_slash as fn(&u8) -> bool)
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        match rest.iter().position(|&b| b == b'/') {
+            Some(i) => {
+                self.rest = rest.get(i + 1..);
+                rest.get(..i)
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
+fn split_segments(body: &[u8]) -> Segments<'_> {
+    Segments { rest: Some(body) }
 }
 
 /// Printable ASCII without `%`, `\` or `;`, no empty segment but the last, no dot-segment: the
-/// only reading of such a path is itself.
+/// only reading of such a path is itself. One pass.
 fn is_plain(body: &[u8]) -> bool {
-    if !body
-        .iter()
-        .all(|&b| b.is_ascii_graphic() && !matches!(b, b'%' | b'\\' | b';'))
-    {
-        return false;
-    }
-    let mut segments = split_segments(body).peekable();
-    while let Some(segment) = segments.next() {
-        if (segment.is_empty() && segments.peek().is_some()) || is_dot_segment_like(segment) {
+    let mut start = 0;
+    for (i, &b) in body.iter().enumerate() {
+        if !b.is_ascii_graphic() || matches!(b, b'%' | b'\\' | b';') {
             return false;
         }
+        if b == b'/' {
+            let segment = &body[start..i];
+            if segment.is_empty() || is_dot_segment_like(segment) {
+                return false;
+            }
+            start = i + 1;
+        }
     }
-    true
+    !is_dot_segment_like(&body[start..])
 }
 
 /// What a segment is compared on: without trailing dots and spaces (Windows drops them).
@@ -243,7 +264,9 @@ fn segment_key(segment: &[u8]) -> &[u8] {
 
 /// `.`, `..`, and anything else made only of dots and spaces that some system reads as one.
 fn is_dot_segment_like(segment: &[u8]) -> bool {
-    segment.contains(&b'.') && segment.iter().all(|&b| b == b'.' || b == b' ')
+    matches!(segment.first(), Some(b'.' | b' '))
+        && segment.contains(&b'.')
+        && segment.iter().all(|&b| b == b'.' || b == b' ')
 }
 
 /// RFC 3986 `remove_dot_segments` on a segment list; `..` at the root stays at the root.
@@ -553,9 +576,13 @@ mod tests {
 
     #[test]
     fn repeated_slashes_are_merged_and_kept() {
-        assert_protected(&["//course/", "/course//lesson1.html", "///downloads//course//x"]);
+        assert_protected(&[
+            "//course/",
+            "/course//lesson1.html",
+            "///downloads//course//x",
+        ]);
         // Without merging, "/course//.." is "/course/"; with it, "/".
-        assert_protected(&["/course//../lesson1.html"]);
+        assert_protected(&["/course//../lesson1.html", "/x/../course//../lesson1.html"]);
         assert_public(&["//public/", "/public//course/"]);
     }
 
@@ -575,7 +602,11 @@ mod tests {
             // (a key-value store, a naive router) sees it there.
             "/course/../public/page.html",
         ]);
-        assert_public(&["/public/./page.html", "/public/x/../page.html", "/course-x/../x"]);
+        assert_public(&[
+            "/public/./page.html",
+            "/public/x/../page.html",
+            "/course-x/../x",
+        ]);
     }
 
     #[test]
@@ -628,15 +659,27 @@ mod tests {
             &PathError::U_ESCAPE,
         );
         assert_refused(
-            &["/course%25252f", "/public/%2525252e%2525252e/course/", "/a%252541"],
+            &[
+                "/course%25252f",
+                "/public/%2525252e%2525252e/course/",
+                "/a%252541",
+            ],
             &PathError::OVER_ENCODED,
         );
-        assert_refused(&["", "*", "course/", "%2fcourse/"], &PathError::NOT_ABSOLUTE);
+        assert_refused(
+            &["", "*", "course/", "%2fcourse/"],
+            &PathError::NOT_ABSOLUTE,
+        );
     }
 
     #[test]
     fn windows_trailing_dots_and_spaces_are_ignored() {
-        assert_protected(&["/course./lesson1.html", "/course%20/x", "/course.%20./x", "/admin."]);
+        assert_protected(&[
+            "/course./lesson1.html",
+            "/course%20/x",
+            "/course.%20./x",
+            "/admin.",
+        ]);
         let m = PageMatcher::new(&[page("dotted", &["/v1./"])]);
         assert_eq!(m.pages_for("/v1/x"), Ok(vec![0]));
     }
@@ -681,7 +724,10 @@ mod tests {
             ("/public/x/../../course/lesson1.html", Ok(true)),
             ("/x/..%2fcourse/lesson1.html", Err(PathError::MIXED_DOTS)),
             ("/x/%2e%2e/course/lesson1.html", Err(PathError::MIXED_DOTS)),
-            ("/x/%252e%252e/course/lesson1.html", Err(PathError::MIXED_DOTS)),
+            (
+                "/x/%252e%252e/course/lesson1.html",
+                Err(PathError::MIXED_DOTS),
+            ),
             ("/x/..\\course/lesson1.html", Err(PathError::MIXED_DOTS)),
             ("/x/..;/course/lesson1.html", Err(PathError::MIXED_DOTS)),
             ("/course/lesson1.html%00.txt", Err(PathError::CONTROL)),
@@ -700,11 +746,25 @@ mod tests {
 
     #[test]
     fn plain_paths_take_the_fast_path() {
-        for path in ["/", "/course/", "/a/b.html", "/course./x", "/x-y_z~!$&'()*+,=:@/"] {
+        for path in [
+            "/",
+            "/course/",
+            "/a/b.html",
+            "/course./x",
+            "/x-y_z~!$&'()*+,=:@/",
+        ] {
             assert!(is_plain(&path.as_bytes()[1..]), "{path}");
         }
         for path in [
-            "//", "/a//b", "/a/./b", "/a/..", "/a%41", "/a\\b", "/a;b", "/caf\u{e9}", "/a b",
+            "//",
+            "/a//b",
+            "/a/./b",
+            "/a/..",
+            "/a%41",
+            "/a\\b",
+            "/a;b",
+            "/caf\u{e9}",
+            "/a b",
             "/...",
         ] {
             assert!(!is_plain(&path.as_bytes()[1..]), "{path}");
@@ -715,7 +775,12 @@ mod tests {
     fn readings_are_bounded() {
         // Every transformation applies at every stage: the worst case for `expand`.
         let mut readings = Vec::new();
-        expand(b"/a\\b;c?d%255c%253b%253f%5c%3b%3f".to_vec(), 0, 0, &mut readings);
+        expand(
+            b"/a\\b;c?d%255c%253b%253f%5c%3b%3f".to_vec(),
+            0,
+            0,
+            &mut readings,
+        );
         assert!(readings.len() < 200, "{}", readings.len());
         // A long path needing the slow path is refused rather than expanded.
         let long = format!("/course/{}", "%41".repeat(MAX_CHECKED_PATH));
@@ -730,7 +795,201 @@ mod tests {
         let started = std::time::Instant::now();
         assert_eq!(pages(&worst), Ok(vec![]));
         // Generous: a debug build on a slow machine; release is far below.
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// Reference upstreams, written independently of the matcher: each turns a raw path into the
+    /// path it would serve. RFC 3986 section 5.2.4 on strings, `percent_encoding` for decoding.
+    mod upstreams {
+        pub(super) fn decode(s: &str) -> String {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        }
+
+        pub(super) fn merge(s: &str) -> String {
+            let mut out = String::new();
+            for c in s.chars() {
+                if !(c == '/' && out.ends_with('/')) {
+                    out.push(c);
+                }
+            }
+            out
+        }
+
+        pub(super) fn backslashes(s: &str) -> String {
+            s.replace('\\', "/")
+        }
+
+        pub(super) fn strip_params(s: &str) -> String {
+            s.split('/')
+                .map(|seg| seg.split(';').next().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("/")
+        }
+
+        pub(super) fn cut_query(s: &str) -> String {
+            s.split(['?', '#']).next().unwrap_or("").to_string()
+        }
+
+        /// RFC 3986 5.2.4, literally.
+        pub(super) fn remove_dots(input: &str) -> String {
+            let mut input = input.to_string();
+            let mut output = String::new();
+            while !input.is_empty() {
+                if let Some(rest) = input.strip_prefix("../") {
+                    input = rest.to_string();
+                } else if let Some(rest) = input.strip_prefix("./") {
+                    input = rest.to_string();
+                } else if input.starts_with("/./") {
+                    input = input[2..].to_string();
+                } else if input == "/." {
+                    input = "/".to_string();
+                } else if input.starts_with("/../") || input == "/.." {
+                    input = format!("/{}", &input[if input == "/.." { 3 } else { 4 }..]);
+                    match output.rfind('/') {
+                        Some(i) => output.truncate(i),
+                        None => output.clear(),
+                    }
+                } else if input == "." || input == ".." {
+                    input.clear();
+                } else {
+                    let start = usize::from(input.starts_with('/'));
+                    let end = input[start..].find('/').map_or(input.len(), |i| i + start);
+                    output.push_str(&input[..end]);
+                    input = input[end..].to_string();
+                }
+            }
+            output
+        }
+
+        /// Whether a served path is the secret: exact case (Linux) or any case (Windows/macOS).
+        pub(super) fn is_secret(served: &str, any_case: bool) -> bool {
+            let served = if any_case {
+                served.to_ascii_lowercase()
+            } else {
+                served.to_string()
+            };
+            ["/course", "/downloads/course"]
+                .iter()
+                .any(|p| served == *p || served.starts_with(&format!("{p}/")))
+        }
+
+        type Upstream = (&'static str, bool, fn(&str) -> String);
+
+        pub(super) const ALL: &[Upstream] = &[
+            ("as written", false, |p| p.to_string()),
+            ("dots only", false, remove_dots),
+            ("nginx", false, |p| remove_dots(&merge(&decode(p)))),
+            ("decode, keep //", false, |p| remove_dots(&decode(p))),
+            ("decode twice", false, |p| {
+                remove_dots(&merge(&decode(&decode(p))))
+            }),
+            ("windows", true, |p| {
+                remove_dots(&merge(&backslashes(&decode(p))))
+            }),
+            ("windows twice", true, |p| {
+                remove_dots(&merge(&backslashes(&decode(&decode(p)))))
+            }),
+            ("backslash, then decode", false, |p| {
+                remove_dots(&merge(&decode(&backslashes(p))))
+            }),
+            ("tomcat", false, |p| remove_dots(&decode(&strip_params(p)))),
+            ("decode, then params", false, |p| {
+                remove_dots(&strip_params(&decode(p)))
+            }),
+            ("decode, then re-parse", false, |p| {
+                remove_dots(&merge(&cut_query(&decode(p))))
+            }),
+            ("route without dots", true, |p| merge(&decode(p))),
+        ];
+    }
+
+    /// Exhaustively for short token sequences, then pseudo-randomly for longer ones: whenever a
+    /// reference upstream would serve the secret, the matcher protects the path or refuses it.
+    #[test]
+    fn no_reference_upstream_reaches_a_page_the_matcher_misses() {
+        const TOKENS: &[&str] = &[
+            "/",
+            "course",
+            "downloads",
+            "public",
+            "x",
+            ".",
+            "..",
+            "%2e",
+            "%2E%2e",
+            "%2f",
+            "%5c",
+            "\\",
+            ";",
+            ";x=1",
+            "%3b",
+            "%25",
+            "%252e",
+            "%252f",
+            "%255c",
+            "%3f",
+            "%23",
+            "%63",
+            "c",
+            "ourse",
+            "COURSE",
+            "%00",
+            "//",
+            "/..",
+            "/./",
+            "/x/..",
+            "//../",
+            "/../",
+        ];
+        let m = matcher();
+        let mut checked = 0usize;
+        let mut refused = 0usize;
+        let mut check = |path: &str| {
+            checked += 1;
+            let verdict = m.pages_for(path);
+            refused += usize::from(verdict.is_err());
+            let Ok(set) = verdict else { return };
+            if !set.is_empty() {
+                return;
+            }
+            for (name, any_case, serve) in upstreams::ALL {
+                let served = serve(path);
+                assert!(
+                    !upstreams::is_secret(&served, *any_case),
+                    "{path:?}: upstream {name:?} serves {served:?} but the matcher said public"
+                );
+            }
+        };
+        let n = TOKENS.len();
+        for a in 0..n {
+            for b in 0..n {
+                for c in 0..n {
+                    check(&format!("/{}{}{}", TOKENS[a], TOKENS[b], TOKENS[c]));
+                }
+            }
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..30_000 {
+            let len = 4 + next() % 6;
+            let mut path = String::from("/");
+            for _ in 0..len {
+                path.push_str(TOKENS[(next() % n as u64) as usize]);
+            }
+            check(&path);
+        }
+        assert!(checked > 40_000 && refused > 1_000, "{checked} {refused}");
     }
 
     /// Transformations can move a path away from a page as well as towards it; both directions

@@ -90,6 +90,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
     let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
     let auth = Arc::new(build_auth(&config)?);
+    let api = Arc::new(crate::api::web::Api::new(
+        Arc::new(config.clone()),
+        auth.clone(),
+    ));
     let shutdown = CancellationToken::new();
     crate::api::control::serve(
         Arc::new(config.clone()),
@@ -105,8 +109,13 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     })?;
     // Redirects to HTTPS name the port actually bound, which differs from the config's for ":0".
     let gateway = Arc::new(
-        Gateway::new(&config, https_addr.map(|a| a.port()), Some(auth))
-            .map_err(StartError::Setup)?,
+        Gateway::new(
+            &config,
+            https_addr.map(|a| a.port()),
+            Some(auth.clone()),
+            Some(api),
+        )
+        .map_err(StartError::Setup)?,
     );
     let https = match https {
         Some(listener) => {

@@ -219,6 +219,76 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+/// What a grant did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantResult {
+    /// The client was added (`created`) or their access extended.
+    Applied {
+        /// The record now stored.
+        client: Client,
+        /// Whether the client is new on the page.
+        created: bool,
+    },
+    /// The order was granted before: nothing changed; this is the first answer again.
+    Replayed {
+        /// The record as the first grant left it.
+        client: Client,
+        /// Whether the first grant created the client.
+        created: bool,
+    },
+    /// The order id was used before for another page or email.
+    Conflict,
+}
+
+/// A grant to apply.
+#[derive(Debug, Clone)]
+pub struct Grant<'a> {
+    /// Page id.
+    pub page: &'a str,
+    /// Normalised email.
+    pub email: &'a str,
+    /// Name to set (kept when `None` or empty on an existing client).
+    pub name: Option<&'a str>,
+    /// End of access granted; `None` is unlimited.
+    pub access_until: Option<Timestamp>,
+    /// `(key name, order id)` for idempotency.
+    pub order: Option<(&'a str, &'a str)>,
+    /// Who added the client, if new.
+    pub source: Source,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// The client record after a grant: a new client, or an existing one whose access is extended.
+/// A later end wins and unlimited stays unlimited; a grant never shortens access.
+pub fn merge_grant(existing: Option<Client>, grant: &Grant<'_>) -> Client {
+    let name = grant.name.map(str::trim).filter(|n| !n.is_empty());
+    match existing {
+        None => Client {
+            email: grant.email.to_owned(),
+            name: name.unwrap_or("").to_owned(),
+            created_at: grant.now,
+            updated_at: grant.now,
+            access_until: grant.access_until,
+            source: grant.source,
+            last_login: None,
+        },
+        Some(old) => {
+            // An ended access period is renewed from now, not from its old end.
+            let access_until = match (old.access_until, grant.access_until) {
+                (None, _) | (_, None) => None,
+                (Some(a), Some(b)) => Some(a.max(b)),
+            };
+            Client {
+                name: name.map_or(old.name.clone(), str::to_owned),
+                updated_at: grant.now,
+                access_until,
+                ..old
+            }
+        }
+    }
+}
+
 /// What pruning removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -314,6 +384,10 @@ pub trait Store: Send + Sync + 'static {
         email: &str,
         audit: &AuditEvent,
     ) -> Result<usize, StoreError>;
+
+    /// Applies a grant atomically with its idempotency record and audit entry: an order seen
+    /// before changes nothing and answers as the first time.
+    fn grant(&self, grant: &Grant<'_>, audit: &AuditEvent) -> Result<GrantResult, StoreError>;
 
     /// Appends an audit entry on its own.
     fn audit(&self, event: &AuditEvent) -> Result<(), StoreError>;

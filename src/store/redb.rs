@@ -14,8 +14,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AttemptPolicy, AuditEvent, Client, CodeCheck, CodeRecord, Pruned, SecretHash, SessionAccess,
-    SessionRecord, Store, StoreError, Timestamp, TokenRecord,
+    AttemptPolicy, AuditEvent, Client, CodeCheck, CodeRecord, Grant, GrantResult, Pruned,
+    SecretHash, SessionAccess, SessionRecord, Store, StoreError, Timestamp, TokenRecord,
+    merge_grant,
 };
 
 /// The schema this build reads and writes.
@@ -35,8 +36,19 @@ const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions")
 /// `site \0 email` → session hashes, for revoking an email's sessions.
 const SESSIONS_BY_EMAIL: MultimapTableDefinition<&str, &[u8]> =
     MultimapTableDefinition::new("sessions_by_email");
+/// `key name \0 order id` → GrantRecord, for idempotent grants.
+const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
 /// sequence → AuditEvent.
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// The first answer to an order, kept to answer retries the same way.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct GrantRecord {
+    page: String,
+    email: String,
+    client: Client,
+    created: bool,
+}
 
 /// Wrong-code bookkeeping for one (site, email).
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -158,6 +170,7 @@ impl RedbStore {
             txn.open_table(SESSIONS)?;
             txn.open_multimap_table(SESSIONS_BY_EMAIL)?;
             txn.open_table(AUDIT)?;
+            txn.open_table(GRANTS)?;
         }
         txn.commit()?;
         Ok(())
@@ -471,6 +484,45 @@ impl Store for RedbStore {
             }
             append_audit(txn, audit)?;
             Ok(revoked)
+        })
+    }
+
+    fn grant(&self, grant: &Grant<'_>, audit: &AuditEvent) -> Result<GrantResult, StoreError> {
+        self.write(|txn| {
+            let mut grants = txn.open_table(GRANTS)?;
+            let order_key = grant.order.map(|(k, o)| key(k, o));
+            if let Some(order_key) = &order_key {
+                if let Some(v) = grants.get(order_key.as_str())? {
+                    let first: GrantRecord = decode("grants", v.value())?;
+                    if first.page != grant.page || first.email != grant.email {
+                        return Ok(GrantResult::Conflict);
+                    }
+                    return Ok(GrantResult::Replayed {
+                        client: first.client,
+                        created: first.created,
+                    });
+                }
+            }
+            let mut clients = txn.open_table(CLIENTS)?;
+            let k = key(grant.page, grant.email);
+            let existing = match clients.get(k.as_str())? {
+                Some(v) => Some(decode::<Client>("clients", v.value())?),
+                None => None,
+            };
+            let created = existing.is_none();
+            let client = merge_grant(existing, grant);
+            clients.insert(k.as_str(), encode(&client)?.as_slice())?;
+            if let Some(order_key) = &order_key {
+                let record = GrantRecord {
+                    page: grant.page.to_owned(),
+                    email: grant.email.to_owned(),
+                    client: client.clone(),
+                    created,
+                };
+                grants.insert(order_key.as_str(), encode(&record)?.as_slice())?;
+            }
+            append_audit(txn, audit)?;
+            Ok(GrantResult::Applied { client, created })
         })
     }
 
@@ -867,6 +919,83 @@ mod tests {
                 .is_none()
         );
         assert_eq!(store.session_count().expect("count"), 0);
+    }
+
+    fn grant<'a>(
+        order: Option<(&'a str, &'a str)>,
+        until: Option<Timestamp>,
+        email: &'a str,
+    ) -> Grant<'a> {
+        Grant {
+            page: "course",
+            email,
+            name: Some("Ann"),
+            access_until: until,
+            order,
+            source: Source::Grant,
+            now: 10,
+        }
+    }
+
+    #[test]
+    fn grants_extend_access_and_orders_apply_once() {
+        let (_dir, store) = store();
+        let first = store
+            .grant(
+                &grant(Some(("shop", "o-1")), Some(100), "a@x.org"),
+                &event(AuditKind::Grant),
+            )
+            .expect("grant");
+        assert!(matches!(first, GrantResult::Applied { created: true, .. }));
+        let retry = store
+            .grant(
+                &grant(Some(("shop", "o-1")), Some(100), "a@x.org"),
+                &event(AuditKind::Grant),
+            )
+            .expect("retry");
+        assert!(
+            matches!(retry, GrantResult::Replayed { created: true, ref client } if client.access_until == Some(100))
+        );
+        let other_key = store
+            .grant(
+                &grant(Some(("shop2", "o-1")), Some(50), "a@x.org"),
+                &event(AuditKind::Grant),
+            )
+            .expect("g");
+        assert!(
+            matches!(other_key, GrantResult::Applied { created: false, ref client } if client.access_until == Some(100)),
+            "a later end wins"
+        );
+        let longer = store
+            .grant(
+                &grant(Some(("shop", "o-2")), Some(300), "a@x.org"),
+                &event(AuditKind::Grant),
+            )
+            .expect("g");
+        assert!(
+            matches!(longer, GrantResult::Applied { ref client, .. } if client.access_until == Some(300))
+        );
+        let unlimited = store
+            .grant(&grant(None, None, "a@x.org"), &event(AuditKind::Grant))
+            .expect("g");
+        assert!(
+            matches!(unlimited, GrantResult::Applied { ref client, .. } if client.access_until.is_none())
+        );
+        let after = store
+            .grant(&grant(None, Some(400), "a@x.org"), &event(AuditKind::Grant))
+            .expect("g");
+        assert!(
+            matches!(after, GrantResult::Applied { ref client, .. } if client.access_until.is_none()),
+            "unlimited stays unlimited"
+        );
+        let conflict = store
+            .grant(
+                &grant(Some(("shop", "o-1")), Some(100), "b@x.org"),
+                &event(AuditKind::Grant),
+            )
+            .expect("g");
+        assert_eq!(conflict, GrantResult::Conflict);
+        assert_eq!(store.clients("course").expect("list").len(), 1);
     }
 
     #[test]

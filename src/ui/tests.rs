@@ -108,7 +108,8 @@ fn forms_post_the_right_fields_to_the_right_endpoints() {
     assert!(html.contains(r#"action="/_pagegate/login""#), "{html}");
     assert!(html.contains(r#"inputmode="numeric""#));
     assert!(html.contains(r#"autocomplete="one-time-code""#));
-    assert!(html.contains(r#"maxlength="8""#));
+    // Room for a code pasted with spaces or dashes ("123 456"); the server strips them.
+    assert!(html.contains(r#"maxlength="16""#));
     assert!(html.contains(r#"<label for="code">"#));
     assert!(html.contains("8 digits"));
     assert!(html.contains("That code is not right or has expired."));
