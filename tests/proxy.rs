@@ -340,6 +340,8 @@ async fn client_sent_identity_headers_never_reach_the_upstream() {
         .header("X-Pagegate-Name", "Mallory")
         .header("x_pagegate_page", "course")
         .header("connection", "x-forwarded-for")
+        .header("x-original-url", "/course/secret")
+        .header("x-rewrite-url", "/course/secret")
         .body(Full::default())
         .expect("request");
     client::send(gateway.addr, req).await;
@@ -354,6 +356,8 @@ async fn client_sent_identity_headers_never_reach_the_upstream() {
         leaked.is_empty(),
         "identity headers reached the upstream: {leaked:?}"
     );
+    assert_eq!(seen.header("x-original-url"), None, "path overrides are removed");
+    assert_eq!(seen.header("x-rewrite-url"), None);
     assert_eq!(
         seen.header("x-forwarded-for").as_deref(),
         Some("127.0.0.1"),

@@ -76,6 +76,18 @@ pub fn remove_identity_headers(headers: &mut HeaderMap, also: &[HeaderName]) {
     }
 }
 
+/// Headers some frameworks (IIS URL Rewrite, Symfony, Laravel behind some proxies) use to
+/// replace the request path. pagegate decides protection on the path it sees, so a client must
+/// not be able to hand the upstream a different one.
+const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
+/// Removes path-override headers from a client's request.
+pub fn remove_path_overrides(headers: &mut HeaderMap) {
+    for name in PATH_OVERRIDES {
+        headers.remove(name);
+    }
+}
+
 /// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` + `Upgrade: x`),
 /// or `None`. `h2c` is never honoured: the gateway speaks HTTP/2 to clients itself, and an h2c
 /// upgrade passed through would let a client talk to the upstream unchecked.

@@ -61,6 +61,7 @@ impl Upstream {
         let headers = req.headers_mut();
         let wants_trailers = headers::remove_hop_by_hop(headers);
         headers::remove_identity_headers(headers, fwd.strip);
+        headers::remove_path_overrides(headers);
         if wants_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }

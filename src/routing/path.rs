@@ -946,6 +946,11 @@ mod tests {
             "/x/..",
             "//../",
             "/../",
+            // Multi-segment pages behind parameters that hide an encoded or raw separator.
+            "%64ownloads",
+            "/course",
+            ";%2fx",
+            ";a%5cx\\",
         ];
         let m = matcher();
         let mut checked = 0usize;
@@ -967,10 +972,10 @@ mod tests {
             }
         };
         let n = TOKENS.len();
-        for a in 0..n {
-            for b in 0..n {
-                for c in 0..n {
-                    check(&format!("/{}{}{}", TOKENS[a], TOKENS[b], TOKENS[c]));
+        for a in TOKENS {
+            for b in TOKENS {
+                for c in TOKENS {
+                    check(&format!("/{a}{b}{c}"));
                 }
             }
         }
