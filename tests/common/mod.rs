@@ -2,9 +2,11 @@
 //! speak HTTP/1.1, HTTP/2, TLS and raw bytes. Everything binds 127.0.0.1 on port 0.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod api;
 pub mod browser;
 pub mod certs;
 pub mod client;
+pub mod nginx;
 pub mod process;
 pub mod smtp;
 pub mod upstream;
@@ -88,7 +90,9 @@ pub async fn open_store_when_free(data_dir: &Path) -> pagegate::store::redb::Red
     for _ in 0..100 {
         match pagegate::store::redb::RedbStore::open(data_dir) {
             Ok(store) => return store,
-            Err(pagegate::store::StoreError::Locked(_)) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            Err(pagegate::store::StoreError::Locked(_)) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
             Err(e) => panic!("cannot open the database: {e}"),
         }
     }
