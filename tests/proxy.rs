@@ -356,7 +356,11 @@ async fn client_sent_identity_headers_never_reach_the_upstream() {
         leaked.is_empty(),
         "identity headers reached the upstream: {leaked:?}"
     );
-    assert_eq!(seen.header("x-original-url"), None, "path overrides are removed");
+    assert_eq!(
+        seen.header("x-original-url"),
+        None,
+        "path overrides are removed"
+    );
     assert_eq!(seen.header("x-rewrite-url"), None);
     assert_eq!(
         seen.header("x-forwarded-for").as_deref(),

@@ -1,11 +1,22 @@
-//! Adding, listing and removing a page's clients.
+//! Adding, listing, searching, editing and removing a page's clients, and revoking their
+//! sessions: the operations every front end (command line, control socket, admin API, admin
+//! page) shares. Each validates its input and names the offending field in its error.
 
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 use crate::auth::input::normalize_email;
-use crate::config::Config;
-use crate::store::{AuditEvent, AuditKind, Client, Source, Store, Timestamp, now};
+use crate::config::{Config, PageConfig, SiteConfig};
+use crate::store::{
+    AuditEvent, AuditKind, Client, ClientEdit, ClientSet, Source, Store, Timestamp, now,
+};
+
+/// Most characters in a client's name.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Clients per page of a listing when the caller does not say.
+pub const DEFAULT_LIMIT: usize = 100;
+/// Most clients per page of a listing.
+pub const MAX_LIMIT: usize = 1000;
 
 /// A request to add a client or change one.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -81,18 +92,7 @@ pub fn access_end(
             "give either `until` or `days`, not both",
         )),
         (Some(date), None) => {
-            let date: jiff::civil::Date = date.trim().parse().map_err(|_| {
-                ApiError::invalid(
-                    "until",
-                    format!("expected a date as YYYY-MM-DD, got {date:?}"),
-                )
-            })?;
-            let end = date
-                .tomorrow()
-                .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC))
-                .map_err(|_| ApiError::invalid("until", "the date is out of range"))?
-                .timestamp()
-                .as_second();
+            let end = day_end(date)?;
             if end <= now {
                 return Err(ApiError::invalid("until", "the date is in the past"));
             }
@@ -104,21 +104,80 @@ pub fn access_end(
     }
 }
 
+/// The end of access for a last day `YYYY-MM-DD`: the start of the next day, UTC. Errors are on
+/// `until`.
+pub fn day_end(date: &str) -> Result<Timestamp, ApiError> {
+    let parsed: jiff::civil::Date = date.trim().parse().map_err(|_| {
+        ApiError::invalid(
+            "until",
+            format!("expected a date as YYYY-MM-DD, got {date:?}"),
+        )
+    })?;
+    Ok(parsed
+        .tomorrow()
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC))
+        .map_err(|_| ApiError::invalid("until", "the date is out of range"))?
+        .timestamp()
+        .as_second())
+}
+
+/// The last day of access, `YYYY-MM-DD` (UTC), of an access period ending at `access_until`
+/// (exclusive): the inverse of [`day_end`].
+pub fn last_day(access_until: Timestamp) -> String {
+    jiff::Timestamp::from_second(access_until.saturating_sub(1)).map_or_else(
+        |_| access_until.to_string(),
+        |t| t.to_zoned(jiff::tz::TimeZone::UTC).date().to_string(),
+    )
+}
+
 fn check_page(config: &Config, page: &str) -> Result<(), ApiError> {
-    let known = config.sites.iter().any(|s| s.page(page).is_some());
+    find_page(config, page).map(|_| ())
+}
+
+/// The site and page with this id: `page` is 400 when empty, 404 when unknown.
+pub fn find_page<'a>(
+    config: &'a Config,
+    page: &str,
+) -> Result<(&'a SiteConfig, &'a PageConfig), ApiError> {
     if page.trim().is_empty() {
         return Err(ApiError::invalid("page", "expected a page id"));
     }
-    if !known {
-        return Err(ApiError::NotFound(format!(
-            "no page with id {page:?} in the configuration"
-        )));
+    config
+        .sites
+        .iter()
+        .find_map(|site| site.page(page).map(|p| (site, p)))
+        .ok_or_else(|| ApiError::NotFound(format!("no page with id {page:?} in the configuration")))
+}
+
+/// A normalised email address, or an error on `field`.
+pub fn check_email(field: &'static str, raw: &str) -> Result<String, ApiError> {
+    normalize_email(raw)
+        .ok_or_else(|| ApiError::invalid(field, format!("not a valid email address: {raw:?}")))
+}
+
+/// A display name, trimmed: at most [`MAX_NAME_CHARS`] characters, no control characters.
+pub fn check_name(raw: &str) -> Result<String, ApiError> {
+    let name = raw.trim();
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name",
+            format!("expected at most {MAX_NAME_CHARS} characters without control characters"),
+        ));
     }
-    Ok(())
+    Ok(name.to_owned())
+}
+
+/// `until …` or `unlimited`, for audit details.
+fn period_text(access_until: Option<Timestamp>) -> String {
+    access_until.map_or_else(
+        || "unlimited".to_owned(),
+        |t| format!("until {}", rfc3339(t)),
+    )
 }
 
 /// Adds a client, or replaces the name and access period of an existing one. Returns the record
-/// and whether it was new.
+/// and whether it was new. The read and the write are one transaction, so a grant arriving at
+/// the same moment is never lost.
 pub fn add_client(
     config: &Config,
     store: &dyn Store,
@@ -127,57 +186,34 @@ pub fn add_client(
     actor: &str,
 ) -> Result<(ClientView, bool), ApiError> {
     check_page(config, &input.page)?;
-    let email = normalize_email(&input.email).ok_or_else(|| {
-        ApiError::invalid(
-            "email",
-            format!("not a valid email address: {:?}", input.email),
-        )
-    })?;
-    let name = input.name.as_deref().unwrap_or("").trim().to_owned();
-    if name.len() > 200 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "name",
-            "expected at most 200 characters without control characters",
-        ));
-    }
+    let email = check_email("email", &input.email)?;
+    let name = input.name.as_deref().map(check_name).transpose()?;
     let now = now();
     let access_until = access_end(input.until.as_deref(), input.days, now)?;
-    let existing = store.client(&input.page, &email)?;
-    let is_new = existing.is_none();
-    let client = match existing {
-        Some(old) => Client {
-            name: if input.name.is_some() { name } else { old.name },
-            access_until,
-            updated_at: now,
-            ..old
-        },
-        None => Client {
-            email: email.clone(),
-            name,
-            created_at: now,
-            updated_at: now,
-            access_until,
-            source,
-            last_login: None,
-        },
+    let row = ClientSet {
+        email: &email,
+        name: name.as_deref(),
+        access_until: Some(access_until),
+        source,
+        now,
     };
-    let event = AuditEvent {
+    let audit = |client: &Client, created: bool| AuditEvent {
         at: now,
-        kind: if is_new {
+        kind: if created {
             AuditKind::ClientAdded
         } else {
             AuditKind::ClientUpdated
         },
         site: None,
         page: Some(input.page.clone()),
-        email: Some(email),
+        email: Some(client.email.clone()),
         actor: actor.to_owned(),
-        detail: client.access_until.map_or_else(
-            || "unlimited".to_owned(),
-            |t| format!("until {}", rfc3339(t)),
-        ),
+        detail: period_text(client.access_until),
     };
-    store.put_client(&input.page, &client, &event)?;
+    let mut stored = store.set_clients(&input.page, &[row], &audit)?;
+    let (client, is_new) = stored
+        .pop()
+        .ok_or_else(|| ApiError::NotFound(format!("{email} was not stored")))?;
     Ok((ClientView::new(&input.page, &client, now), is_new))
 }
 
@@ -226,6 +262,242 @@ pub fn remove_client(
     }
 }
 
+/// What to list of a page's clients: those whose email or name contains `q` (ignoring case),
+/// `limit` of them from `offset`, ordered by email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientQuery {
+    /// Search text; empty lists everyone.
+    pub q: String,
+    /// How many matching clients to skip.
+    pub offset: usize,
+    /// Most clients to return, 1..=[`MAX_LIMIT`].
+    pub limit: usize,
+}
+
+impl Default for ClientQuery {
+    fn default() -> ClientQuery {
+        ClientQuery {
+            q: String::new(),
+            offset: 0,
+            limit: DEFAULT_LIMIT,
+        }
+    }
+}
+
+impl ClientQuery {
+    /// Reads `q`, `offset` and `limit` from a URL query string; other parameters are ignored.
+    pub fn from_query(query: &str) -> Result<ClientQuery, ApiError> {
+        let mut out = ClientQuery::default();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "q" => out.q = value.trim().to_owned(),
+                "offset" => {
+                    out.offset = value.parse().map_err(|_| {
+                        ApiError::invalid("offset", "expected a whole number from 0")
+                    })?;
+                }
+                "limit" => {
+                    out.limit = value
+                        .parse()
+                        .ok()
+                        .filter(|l| (1..=MAX_LIMIT).contains(l))
+                        .ok_or_else(|| {
+                            ApiError::invalid(
+                                "limit",
+                                format!("expected a whole number from 1 to {MAX_LIMIT}"),
+                            )
+                        })?;
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a client matches the search text.
+    pub fn matches(&self, client: &Client) -> bool {
+        if self.q.is_empty() {
+            return true;
+        }
+        let q = self.q.to_lowercase();
+        client.email.contains(&q) || client.name.to_lowercase().contains(&q)
+    }
+}
+
+/// One page of a client listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientList {
+    /// Clients matching the search, on all pages of the listing.
+    pub total: usize,
+    /// As asked.
+    pub offset: usize,
+    /// As asked.
+    pub limit: usize,
+    /// The clients of this page of the listing, ordered by email.
+    pub clients: Vec<ClientView>,
+}
+
+/// A page's clients matching `query`, one page of the listing.
+pub fn search_clients(
+    config: &Config,
+    store: &dyn Store,
+    page: &str,
+    query: &ClientQuery,
+) -> Result<ClientList, ApiError> {
+    check_page(config, page)?;
+    let now = now();
+    let matching: Vec<Client> = store
+        .clients(page)?
+        .into_iter()
+        .filter(|c| query.matches(c))
+        .collect();
+    Ok(ClientList {
+        total: matching.len(),
+        offset: query.offset,
+        limit: query.limit,
+        clients: matching
+            .iter()
+            .skip(query.offset)
+            .take(query.limit)
+            .map(|c| ClientView::new(page, c, now))
+            .collect(),
+    })
+}
+
+/// One client of a page.
+pub fn get_client(
+    config: &Config,
+    store: &dyn Store,
+    page: &str,
+    email: &str,
+) -> Result<ClientView, ApiError> {
+    check_page(config, page)?;
+    let email = check_email("email", email)?;
+    store
+        .client(page, &email)?
+        .map(|c| ClientView::new(page, &c, now()))
+        .ok_or_else(|| not_a_client(&email, page))
+}
+
+fn not_a_client(email: &str, page: &str) -> ApiError {
+    ApiError::NotFound(format!("{email} is not a client of {page}"))
+}
+
+/// A change to one client: only the fields given change. At most one of `until`, `days` and
+/// `unlimited` sets the access period.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientChange {
+    /// New display name ("" clears it).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New email address: the record moves to it (sessions of the old address no longer open
+    /// the page).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Last day of access, `YYYY-MM-DD` (access ends when that day ends, UTC).
+    #[serde(default)]
+    pub until: Option<String>,
+    /// Days of access from now.
+    #[serde(default)]
+    pub days: Option<u32>,
+    /// `true` makes access unlimited.
+    #[serde(default)]
+    pub unlimited: bool,
+}
+
+/// Changes one client's name, email or access period, atomically. Renaming to an email the page
+/// already lists is a conflict on `email`; nothing changes then.
+pub fn edit_client(
+    config: &Config,
+    store: &dyn Store,
+    page: &str,
+    email: &str,
+    edit: &ClientChange,
+    actor: &str,
+) -> Result<ClientView, ApiError> {
+    check_page(config, page)?;
+    let email = check_email("email", email)?;
+    let new_email = edit
+        .email
+        .as_deref()
+        .map(|e| check_email("email", e))
+        .transpose()?;
+    let name = edit.name.as_deref().map(check_name).transpose()?;
+    let now = now();
+    let period = match (edit.unlimited, edit.until.is_some() || edit.days.is_some()) {
+        (true, true) => {
+            return Err(ApiError::invalid(
+                "unlimited",
+                "give one of `until`, `days` and `unlimited`",
+            ));
+        }
+        (true, false) => Some(None),
+        (false, true) => Some(access_end(edit.until.as_deref(), edit.days, now)?),
+        (false, false) => None,
+    };
+    let mut detail = Vec::new();
+    if name.is_some() {
+        detail.push("name".to_owned());
+    }
+    if let Some(new) = new_email.as_deref().filter(|n| *n != email) {
+        detail.push(format!("email {email} → {new}"));
+    }
+    if let Some(p) = period {
+        detail.push(period_text(p));
+    }
+    let event = AuditEvent {
+        at: now,
+        kind: AuditKind::ClientUpdated,
+        site: None,
+        page: Some(page.to_owned()),
+        email: Some(new_email.clone().unwrap_or_else(|| email.clone())),
+        actor: actor.to_owned(),
+        detail: detail.join("; "),
+    };
+    let update = |old: &Client| Client {
+        email: new_email.clone().unwrap_or_else(|| old.email.clone()),
+        name: name.clone().unwrap_or_else(|| old.name.clone()),
+        access_until: period.unwrap_or(old.access_until),
+        updated_at: now,
+        ..old.clone()
+    };
+    match store.edit_client(page, &email, &update, &event)? {
+        ClientEdit::Edited(client) => Ok(ClientView::new(page, &client, now)),
+        ClientEdit::Missing => Err(not_a_client(&email, page)),
+        ClientEdit::EmailTaken => Err(ApiError::Conflict {
+            field: "email",
+            message: format!(
+                "{} is already a client of {page}",
+                new_email.unwrap_or_default()
+            ),
+        }),
+    }
+}
+
+/// Ends every session of `email` on the site of `page`, at once; returns how many there were.
+/// The email need not be a client (any more): a removed client's sessions can be ended too.
+pub fn revoke_sessions(
+    config: &Config,
+    store: &dyn Store,
+    page: &str,
+    email: &str,
+    actor: &str,
+) -> Result<usize, ApiError> {
+    let (site, _) = find_page(config, page)?;
+    let email = check_email("email", email)?;
+    let event = AuditEvent {
+        at: now(),
+        kind: AuditKind::SessionsRevoked,
+        site: Some(site.name.clone()),
+        page: Some(page.to_owned()),
+        email: Some(email.clone()),
+        actor: actor.to_owned(),
+        detail: String::new(),
+    };
+    Ok(store.revoke_sessions(Some(&site.name), &email, &event)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +514,8 @@ mod tests {
             .expect("date")
             .expect("limited");
         assert_eq!(rfc3339(end), "2027-02-01T00:00:00Z");
+        assert_eq!(last_day(end), "2027-01-31");
+        assert_eq!(last_day(end + 1), "2027-02-01");
         for (until, days, field) in [
             (Some("2020-01-01"), None, "until"),
             (Some("31.01.2027"), None, "until"),

@@ -662,15 +662,19 @@ fn random_token(bytes: usize) -> String {
 /// Whether the browser's origin headers (when it sends them) say the request comes from the
 /// site itself.
 fn same_origin(headers: &http::HeaderMap) -> bool {
-    if headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
-    {
+    let fetch_site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
+    if fetch_site.is_some_and(|v| v.eq_ignore_ascii_case(b"cross-site")) {
         return false;
     }
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
+    // pagegate's pages send `Referrer-Policy: no-referrer`, under which browsers send
+    // `Origin: null` with a form POST even to the same origin; the fetch metadata, which a page
+    // cannot forge, then decides.
+    if origin == "null" && fetch_site.is_some_and(|v| v.eq_ignore_ascii_case(b"same-origin")) {
+        return true;
+    }
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let origin_authority = origin
         .split_once("://")
@@ -758,6 +762,12 @@ mod tests {
         assert!(!same_origin(&headers(&[
             ("host", "a.example"),
             ("origin", "null")
+        ])));
+        // A form on a `Referrer-Policy: no-referrer` page, as Chromium and Firefox send it.
+        assert!(same_origin(&headers(&[
+            ("host", "a.example"),
+            ("origin", "null"),
+            ("sec-fetch-site", "same-origin")
         ])));
         assert!(!same_origin(&headers(&[
             ("host", "a.example"),

@@ -5,6 +5,7 @@
 //! [`limits`] (rate limits), [`flow`] (the endpoints). State lives in the [`Store`]; this module
 //! holds only what can be rebuilt (limiters, a note of failed mail sends).
 
+pub mod admin;
 pub mod cookies;
 mod flow;
 pub mod input;

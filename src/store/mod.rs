@@ -289,6 +289,57 @@ pub fn merge_grant(existing: Option<Client>, grant: &Grant<'_>) -> Client {
     }
 }
 
+/// A client to set by [`Store::set_clients`]: an admin's or an import's record, which replaces
+/// the name (when given) and the access period, unlike a grant, which only extends.
+#[derive(Debug, Clone)]
+pub struct ClientSet<'a> {
+    /// Normalised email.
+    pub email: &'a str,
+    /// Name to set; `None` keeps an existing client's name (a new client gets "").
+    pub name: Option<&'a str>,
+    /// End of access to set (`Some(None)` is unlimited); `None` keeps an existing client's
+    /// period (a new client gets unlimited).
+    pub access_until: Option<Option<Timestamp>>,
+    /// Who added the client, if new.
+    pub source: Source,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// The client record after a set: a new client, or an existing one with the given fields
+/// replaced. `created_at`, `source` and `last_login` of an existing client are kept.
+pub fn merge_set(existing: Option<Client>, set: &ClientSet<'_>) -> Client {
+    let name = set.name.map(|n| n.trim().to_owned());
+    match existing {
+        None => Client {
+            email: set.email.to_owned(),
+            name: name.unwrap_or_default(),
+            created_at: set.now,
+            updated_at: set.now,
+            access_until: set.access_until.flatten(),
+            source: set.source,
+            last_login: None,
+        },
+        Some(old) => Client {
+            name: name.unwrap_or(old.name.clone()),
+            access_until: set.access_until.unwrap_or(old.access_until),
+            updated_at: set.now,
+            ..old
+        },
+    }
+}
+
+/// What [`Store::edit_client`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEdit {
+    /// The record now stored (under its new email if the edit changed it).
+    Edited(Client),
+    /// The page has no client with that email.
+    Missing,
+    /// The edit changes the email to one the page already lists: nothing changed.
+    EmailTaken,
+}
+
 /// What pruning removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -384,6 +435,26 @@ pub trait Store: Send + Sync + 'static {
         email: &str,
         audit: &AuditEvent,
     ) -> Result<usize, StoreError>;
+
+    /// Changes one client atomically: `update` gets the stored record and returns the new one.
+    /// When the new email differs, the record moves to it, unless the page already lists that
+    /// email. Records `audit` when the client was edited.
+    fn edit_client(
+        &self,
+        page: &str,
+        email: &str,
+        update: &dyn Fn(&Client) -> Client,
+        audit: &AuditEvent,
+    ) -> Result<ClientEdit, StoreError>;
+    /// Sets several clients of a page in one transaction (see [`merge_set`]), appending the audit
+    /// entry `audit` makes of each stored record and whether it is new. Returns the same, in
+    /// order; a later row for the same email sees the earlier one.
+    fn set_clients(
+        &self,
+        page: &str,
+        rows: &[ClientSet<'_>],
+        audit: &dyn Fn(&Client, bool) -> AuditEvent,
+    ) -> Result<Vec<(Client, bool)>, StoreError>;
 
     /// Applies a grant atomically with its idempotency record and audit entry: an order seen
     /// before changes nothing and answers as the first time.

@@ -14,9 +14,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AttemptPolicy, AuditEvent, Client, CodeCheck, CodeRecord, Grant, GrantResult, Pruned,
-    SecretHash, SessionAccess, SessionRecord, Store, StoreError, Timestamp, TokenRecord,
-    merge_grant,
+    AttemptPolicy, AuditEvent, Client, ClientEdit, ClientSet, CodeCheck, CodeRecord, Grant,
+    GrantResult, Pruned, SecretHash, SessionAccess, SessionRecord, Store, StoreError, Timestamp,
+    TokenRecord, merge_grant, merge_set,
 };
 
 /// The schema this build reads and writes.
@@ -526,6 +526,59 @@ impl Store for RedbStore {
         })
     }
 
+    fn edit_client(
+        &self,
+        page: &str,
+        email: &str,
+        update: &dyn Fn(&Client) -> Client,
+        audit: &AuditEvent,
+    ) -> Result<ClientEdit, StoreError> {
+        self.write(|txn| {
+            let mut clients = txn.open_table(CLIENTS)?;
+            let old_key = key(page, email);
+            let old: Client = match clients.get(old_key.as_str())? {
+                Some(v) => decode("clients", v.value())?,
+                None => return Ok(ClientEdit::Missing),
+            };
+            let new = update(&old);
+            let new_key = key(page, &new.email);
+            if new_key != old_key {
+                if clients.get(new_key.as_str())?.is_some() {
+                    return Ok(ClientEdit::EmailTaken);
+                }
+                clients.remove(old_key.as_str())?;
+            }
+            clients.insert(new_key.as_str(), encode(&new)?.as_slice())?;
+            append_audit(txn, audit)?;
+            Ok(ClientEdit::Edited(new))
+        })
+    }
+
+    fn set_clients(
+        &self,
+        page: &str,
+        rows: &[ClientSet<'_>],
+        audit: &dyn Fn(&Client, bool) -> AuditEvent,
+    ) -> Result<Vec<(Client, bool)>, StoreError> {
+        self.write(|txn| {
+            let mut clients = txn.open_table(CLIENTS)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let k = key(page, row.email);
+                let existing = match clients.get(k.as_str())? {
+                    Some(v) => Some(decode::<Client>("clients", v.value())?),
+                    None => None,
+                };
+                let created = existing.is_none();
+                let client = merge_set(existing, row);
+                clients.insert(k.as_str(), encode(&client)?.as_slice())?;
+                append_audit(txn, &audit(&client, created))?;
+                out.push((client, created));
+            }
+            Ok(out)
+        })
+    }
+
     fn audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         self.write(|txn| append_audit(txn, event).map(|_| ()))
     }
@@ -996,6 +1049,99 @@ mod tests {
             .expect("g");
         assert_eq!(conflict, GrantResult::Conflict);
         assert_eq!(store.clients("course").expect("list").len(), 1);
+    }
+
+    #[test]
+    fn edits_are_atomic_and_renames_never_overwrite() {
+        let (_dir, store) = store();
+        let ev = event(AuditKind::ClientUpdated);
+        for email in ["a@x.org", "b@x.org"] {
+            store
+                .put_client("course", &client(email, Some(100)), &ev)
+                .expect("put");
+        }
+        let before = store.audit_log(None, 100).expect("log").len();
+        let rename = |to: &'static str| {
+            move |c: &Client| Client {
+                email: to.to_owned(),
+                name: "Renamed".into(),
+                ..c.clone()
+            }
+        };
+        assert_eq!(
+            store
+                .edit_client("course", "a@x.org", &rename("b@x.org"), &ev)
+                .expect("edit"),
+            ClientEdit::EmailTaken
+        );
+        assert_eq!(
+            store
+                .edit_client("course", "z@x.org", &rename("y@x.org"), &ev)
+                .expect("edit"),
+            ClientEdit::Missing
+        );
+        assert_eq!(store.audit_log(None, 100).expect("log").len(), before);
+        let moved = store
+            .edit_client("course", "a@x.org", &rename("c@x.org"), &ev)
+            .expect("edit");
+        assert!(matches!(moved, ClientEdit::Edited(ref c) if c.email == "c@x.org"));
+        let emails: Vec<String> = store
+            .clients("course")
+            .expect("list")
+            .into_iter()
+            .map(|c| c.email)
+            .collect();
+        assert_eq!(emails, ["b@x.org", "c@x.org"]);
+        assert_eq!(store.audit_log(None, 100).expect("log").len(), before + 1);
+    }
+
+    #[test]
+    fn set_clients_replaces_fields_and_keeps_history() {
+        let (_dir, store) = store();
+        let mut old = client("a@x.org", Some(100));
+        old.last_login = Some(7);
+        store
+            .put_client("course", &old, &event(AuditKind::ClientAdded))
+            .expect("put");
+        let row = |email, name, until| ClientSet {
+            email,
+            name,
+            access_until: until,
+            source: Source::Import,
+            now: 50,
+        };
+        let out = store
+            .set_clients(
+                "course",
+                &[
+                    row("a@x.org", None, Some(Some(60))),
+                    row("b@x.org", Some(" Bea "), None),
+                    row("b@x.org", None, Some(Some(90))),
+                ],
+                &|c, created| AuditEvent {
+                    email: Some(c.email.clone()),
+                    ..event(if created {
+                        AuditKind::ClientAdded
+                    } else {
+                        AuditKind::ClientUpdated
+                    })
+                },
+            )
+            .expect("set");
+        let created: Vec<bool> = out.iter().map(|(_, c)| *c).collect();
+        assert_eq!(created, [false, true, false]);
+        let a = store.client("course", "a@x.org").expect("read").expect("a");
+        assert_eq!(
+            (a.access_until, a.last_login, a.updated_at, a.name.as_str()),
+            (Some(60), Some(7), 50, old.name.as_str()),
+            "a set may shorten access; history is kept"
+        );
+        let b = store.client("course", "b@x.org").expect("read").expect("b");
+        assert_eq!(
+            (b.name.as_str(), b.access_until, b.source),
+            ("Bea", Some(90), Source::Import)
+        );
+        assert_eq!(store.audit_log(None, 100).expect("log").len(), 4);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! Pages are self-contained: inline CSS, no scripts, no images, no external fonts, so they work
 //! under the strict policy [`html_response`] sends (`default-src 'none'`).
 
+mod admin;
 mod i18n;
 mod templates;
 
@@ -19,8 +20,12 @@ use std::sync::LazyLock;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
+pub use admin::{
+    AddForm, AdminFrame, AdminMail, AdminPage, ClientRow, ClientsView, Notice, PageSummary,
+    SiteSummary,
+};
 pub use i18n::{MESSAGE_KEYS, negotiate_language};
-pub use templates::{Frame, LoginMail, Page, RenderedMail, Templates};
+pub use templates::{Frame, LoginMail, Page, RenderedMail, Templates, WelcomeMail};
 
 use crate::body::{self, Body};
 use crate::config::Language;

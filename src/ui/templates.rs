@@ -8,6 +8,7 @@ use http::StatusCode;
 use minijinja::value::{Kwargs, Value};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
 
+use super::admin::{AdminFrame, AdminMail, AdminPage, Samples};
 use super::i18n;
 use crate::config::Language;
 
@@ -34,6 +35,38 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
     ("login_mail.txt", include_str!("templates/login_mail.txt")),
     ("login_mail.html", include_str!("templates/login_mail.html")),
+    (
+        "welcome_mail_subject.txt",
+        include_str!("templates/welcome_mail_subject.txt"),
+    ),
+    (
+        "welcome_mail.txt",
+        include_str!("templates/welcome_mail.txt"),
+    ),
+    (
+        "welcome_mail.html",
+        include_str!("templates/welcome_mail.html"),
+    ),
+    ("admin_base.html", include_str!("templates/admin_base.html")),
+    (
+        "admin_login.html",
+        include_str!("templates/admin_login.html"),
+    ),
+    ("admin_code.html", include_str!("templates/admin_code.html")),
+    (
+        "admin_overview.html",
+        include_str!("templates/admin_overview.html"),
+    ),
+    (
+        "admin_clients.html",
+        include_str!("templates/admin_clients.html"),
+    ),
+    (
+        "admin_mail_subject.txt",
+        include_str!("templates/admin_mail_subject.txt"),
+    ),
+    ("admin_mail.txt", include_str!("templates/admin_mail.txt")),
+    ("admin_mail.html", include_str!("templates/admin_mail.html")),
 ];
 
 /// File endings taken from the override folder. Other files there are left alone, so the folder
@@ -161,6 +194,21 @@ pub struct LoginMail<'a> {
     pub link: &'a str,
     /// How long the code and link are valid.
     pub valid_minutes: u64,
+}
+
+/// The fields of a welcome mail: a shop granted access and asked pagegate to tell the buyer.
+#[derive(Debug, Clone, Copy)]
+pub struct WelcomeMail<'a> {
+    /// The site's title.
+    pub site_title: &'a str,
+    /// The page's title.
+    pub page_title: &'a str,
+    /// The recipient's name ("" for a greeting without a name).
+    pub name: &'a str,
+    /// The page's address (absolute URL).
+    pub link: &'a str,
+    /// The last day of access, as written in the mail (e.g. `2027-01-31`); `None` is unlimited.
+    pub until: Option<&'a str>,
 }
 
 /// A rendered login mail.
@@ -338,6 +386,55 @@ impl Templates {
         })
     }
 
+    /// Renders a welcome mail: subject, text part and HTML part.
+    pub fn welcome_mail(
+        &self,
+        mail: &WelcomeMail<'_>,
+        lang: Language,
+    ) -> Result<RenderedMail, String> {
+        let mut ctx = self.common(lang);
+        ctx.push(("site_title", Value::from(mail.site_title)));
+        ctx.push(("page_title", Value::from(mail.page_title)));
+        ctx.push(("name", Value::from(mail.name.trim())));
+        ctx.push(("link", Value::from(mail.link)));
+        ctx.push(("until", Value::from(mail.until)));
+        let subject = self.render("welcome_mail_subject.txt", ctx.clone())?;
+        let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+        ctx.push(("subject", Value::from(subject.as_str())));
+        let text = self.render("welcome_mail.txt", ctx.clone())?;
+        let html = self.render("welcome_mail.html", ctx)?;
+        Ok(RenderedMail {
+            subject,
+            text,
+            html,
+        })
+    }
+
+    /// Renders an admin page to HTML.
+    pub fn admin_page(&self, page: &AdminPage<'_>, lang: Language) -> Result<String, String> {
+        let mut ctx = self.common(lang);
+        ctx.extend(page.context(lang));
+        self.render(page.template_name(), ctx)
+    }
+
+    /// Renders an admin's sign-in mail: subject, text part and HTML part (the code only, no link).
+    pub fn admin_mail(&self, mail: &AdminMail<'_>, lang: Language) -> Result<RenderedMail, String> {
+        let mut ctx = self.common(lang);
+        ctx.push(("site_title", Value::from(mail.site_title)));
+        ctx.push(("code", Value::from(mail.code)));
+        ctx.push(("valid_minutes", Value::from(mail.valid_minutes.max(1))));
+        let subject = self.render("admin_mail_subject.txt", ctx.clone())?;
+        let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+        ctx.push(("subject", Value::from(subject.as_str())));
+        let text = self.render("admin_mail.txt", ctx.clone())?;
+        let html = self.render("admin_mail.html", ctx)?;
+        Ok(RenderedMail {
+            subject,
+            text,
+            html,
+        })
+    }
+
     /// Renders the page for an error status. `message` is shown as it is (escaped); the error
     /// texts in [`crate::error`] are English, hence the language parameter is usually `En`.
     pub fn error_html(
@@ -427,7 +524,36 @@ impl Templates {
                     )?;
                 }
             }
+            for (name, until) in [("Name", Some("2027-01-31")), ("", None)] {
+                self.welcome_mail(
+                    &WelcomeMail {
+                        site_title: "Site",
+                        page_title: "Page",
+                        name,
+                        link: "https://example.com/page/",
+                        until,
+                    },
+                    lang,
+                )?;
+            }
             self.error_html(StatusCode::NOT_FOUND, "Not here.", lang)?;
+            let samples = Samples::new();
+            for page in samples.pages(AdminFrame {
+                site_title: "Site",
+                prefix: "/_pagegate",
+                csrf: "csrf",
+                admin: Some("admin@example.com"),
+            }) {
+                self.admin_page(&page, lang)?;
+            }
+            self.admin_mail(
+                &AdminMail {
+                    site_title: "Site",
+                    code: "123456",
+                    valid_minutes: 10,
+                },
+                lang,
+            )?;
         }
         Ok(())
     }

@@ -758,3 +758,52 @@ fn dump_samples() {
         .expect("error page");
     std::fs::write(dir.join("error_en.html"), html).expect("write");
 }
+
+#[test]
+fn welcome_mail_in_both_languages_uses_known_words_and_escapes() {
+    let templates = builtin();
+    for source in [
+        include_str!("templates/welcome_mail_subject.txt"),
+        include_str!("templates/welcome_mail.txt"),
+        include_str!("templates/welcome_mail.html"),
+    ] {
+        for (at, _) in source.match_indices("t.") {
+            let key: String = source[at + 2..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if source[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            for lang in Language::ALL {
+                assert!(i18n::lookup(lang, &key).is_some(), "{lang:?} lacks `{key}`");
+            }
+        }
+    }
+    let mail = |name, until| crate::ui::WelcomeMail {
+        site_title: "Demo <School>",
+        page_title: "Rust course",
+        name,
+        link: "https://school.example/course/",
+        until,
+    };
+    let en = templates
+        .welcome_mail(&mail("Ada", Some("2027-01-31")), Language::En)
+        .expect("en");
+    assert_eq!(en.subject, "Your access to Rust course — Demo <School>");
+    assert!(en.text.contains("Hello Ada,"), "{}", en.text);
+    assert!(en.text.contains("through 2027-01-31"), "{}", en.text);
+    assert!(en.text.contains("https://school.example/course/"));
+    assert!(en.html.contains("href=\"https://school.example/course/\""));
+    assert!(en.html.contains("Demo &lt;School&gt;"), "escaped in HTML");
+    let ru = templates
+        .welcome_mail(&mail("", None), Language::Ru)
+        .expect("ru");
+    assert!(
+        ru.subject.starts_with("Доступ к «Rust course»"),
+        "{}",
+        ru.subject
+    );
+    assert!(ru.text.contains("Здравствуйте!"), "{}", ru.text);
+    assert!(ru.text.contains("бессрочный"), "{}", ru.text);
+}

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod browser;
 pub mod certs;
+pub mod chrome;
 pub mod client;
 pub mod nginx;
 pub mod process;

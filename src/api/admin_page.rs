@@ -1,0 +1,1424 @@
+//! The admin page for people, under `{prefix}/admin/`: every site's pages and, for each page,
+//! its clients, with search, paging, add, edit, extend, remove and CSV import and export.
+//!
+//! | method | path                                   | what                                     |
+//! |--------|----------------------------------------|------------------------------------------|
+//! | GET    | `/admin/`                              | sites and their pages, with client counts |
+//! | GET    | `/admin/pages/{page}?q=&offset=`       | the client table, search and paging       |
+//! | GET    | `/admin/pages/{page}/clients.csv`      | the client list as CSV                    |
+//! | POST   | `/admin/pages/{page}/add`              | add a client                              |
+//! | POST   | `/admin/pages/{page}/edit`             | change a client's name and access period  |
+//! | POST   | `/admin/pages/{page}/extend`           | extend a client's access by 30 days       |
+//! | POST   | `/admin/pages/{page}/remove`           | remove a client (confirmed in the page)   |
+//! | POST   | `/admin/pages/{page}/import`           | add or update clients from CSV (multipart: a file or pasted text) |
+//!
+//! Sign-in (`/admin/login`, `/admin/verify`, `/admin/logout`) is [`crate::auth::admin`]. Every
+//! other path needs a signed-in admin whose email is still in `[admin] emails`; every POST needs
+//! the admin CSRF token and must come from this origin. Pages are plain HTML forms, so they work
+//! without JavaScript (the page's Content-Security-Policy allows none). A change answers
+//! `303` to the client table with a one-time message (post/redirect/get); a form with a problem is
+//! shown again with what was typed and the problem. Every change is written with its audit entry,
+//! whose actor is the admin's email.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::ApiError;
+use super::clients::{self, ClientInput, rfc3339};
+use super::web::Api;
+use crate::auth::admin::AdminRequest;
+use crate::auth::{Auth, Visitor, input};
+use crate::body::{self, Body};
+use crate::config::{Config, HostPattern, PageConfig, SiteConfig};
+use crate::error::HttpError;
+use crate::routing::SiteId;
+use crate::store::{AuditEvent, AuditKind, Client, Source, Store, Timestamp, now};
+use crate::ui::{AddForm, AdminPage, ClientRow, ClientsView, Notice, PageSummary, SiteSummary};
+
+/// Clients per screen.
+const PAGE_SIZE: usize = 50;
+/// Days "extend" adds.
+const EXTEND_DAYS: u32 = 30;
+/// Most days an access period may be given in.
+const MAX_DAYS: u32 = 36_500;
+/// Largest form accepted (the import's file included).
+const MAX_BODY: usize = 2 * 1024 * 1024;
+/// Most clients one import may hold.
+const MAX_IMPORT_ROWS: usize = 10_000;
+/// Most problems listed for one import.
+const MAX_IMPORT_PROBLEMS: usize = 20;
+
+/// Answers `{prefix}/admin{sub_path}`.
+pub async fn handle(
+    api: &Arc<Api>,
+    site_id: SiteId,
+    sub_path: &str,
+    req: Request<Incoming>,
+    visitor: Visitor,
+) -> Result<Response<Body>, HttpError> {
+    let config = api.config().clone();
+    // No admins configured: there is no admin page.
+    if config.admin_emails.is_empty() {
+        return Err(HttpError::NotFound);
+    }
+    let auth = api.auth().clone();
+    let ar = auth.admin_request(site_id, &req, visitor, &config.admin_emails)?;
+    let response = route(&auth, &config, &ar, sub_path, req).await?;
+    Ok(ar.finish(response))
+}
+
+async fn route(
+    auth: &Arc<Auth>,
+    config: &Arc<Config>,
+    ar: &AdminRequest,
+    sub_path: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, HttpError> {
+    let prefix = auth.prefix();
+    match sub_path {
+        "" => return Ok(redirect(StatusCode::FOUND, &format!("{prefix}/admin/"))),
+        "/login" | "/verify" | "/logout" => {
+            return auth
+                .admin_sign_in(ar, sub_path, req, &config.admin_emails)
+                .await;
+        }
+        _ => {}
+    }
+    let Some(admin) = ar.admin.as_deref() else {
+        return Ok(sign_in_first(prefix, &req));
+    };
+    let ctx = Admin {
+        auth,
+        config,
+        ar,
+        admin,
+    };
+    let method = req.method().clone();
+    let get = method == Method::GET || method == Method::HEAD;
+    if sub_path == "/" {
+        return if get {
+            ctx.overview(&req)
+        } else {
+            Ok(method_not_allowed("GET, HEAD"))
+        };
+    }
+    let rest = sub_path
+        .strip_prefix("/pages/")
+        .ok_or(HttpError::NotFound)?;
+    let (page_id, action) = rest.split_once('/').unwrap_or((rest, ""));
+    let (site, page) = find_page(config, page_id).ok_or(HttpError::NotFound)?;
+    let target = Target { site, page };
+    match action {
+        "" if get => ctx.clients_page(&req, target),
+        "clients.csv" if get => ctx.export(target),
+        "" | "clients.csv" => Ok(method_not_allowed("GET, HEAD")),
+        "add" | "edit" | "extend" | "remove" | "import" if method == Method::POST => {
+            ctx.change(action, req, target).await
+        }
+        "add" | "edit" | "extend" | "remove" | "import" => Ok(method_not_allowed("POST")),
+        _ => Err(HttpError::NotFound),
+    }
+}
+
+/// A page of the config and the site it belongs to.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    site: &'a SiteConfig,
+    page: &'a PageConfig,
+}
+
+fn find_page<'a>(config: &'a Config, id: &str) -> Option<(&'a SiteConfig, &'a PageConfig)> {
+    config
+        .sites
+        .iter()
+        .find_map(|site| site.page(id).map(|page| (site, page)))
+}
+
+/// The signed-in admin and the request's state.
+struct Admin<'a> {
+    auth: &'a Arc<Auth>,
+    config: &'a Arc<Config>,
+    ar: &'a AdminRequest,
+    admin: &'a str,
+}
+
+/// Where to return after a change: the table as it was (search and screen).
+#[derive(Debug, Clone, Default)]
+struct Back {
+    q: String,
+    offset: usize,
+}
+
+impl Back {
+    fn from_map(map: &HashMap<String, String>) -> Back {
+        Back {
+            q: map
+                .get("q")
+                .map(|q| q.trim().chars().take(200).collect())
+                .unwrap_or_default(),
+            offset: map
+                .get("offset")
+                .and_then(|o| o.trim().parse().ok())
+                .unwrap_or(0),
+        }
+    }
+
+    fn url(&self, base: &str) -> String {
+        let mut url = base.to_owned();
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        if !self.q.is_empty() {
+            query.append_pair("q", &self.q);
+        }
+        if self.offset > 0 {
+            query.append_pair("offset", &self.offset.to_string());
+        }
+        let query = query.finish();
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&query);
+        }
+        url
+    }
+}
+
+/// A form with a problem, shown again.
+#[derive(Debug, Default)]
+struct Redisplay {
+    status: Option<StatusCode>,
+    notice: Option<Notice>,
+    add: Option<AddForm>,
+    add_error: Option<Notice>,
+    import_errors: Vec<Notice>,
+    import_text: String,
+}
+
+impl Redisplay {
+    fn notice(status: StatusCode, notice: Notice) -> Redisplay {
+        Redisplay {
+            status: Some(status),
+            notice: Some(notice),
+            ..Redisplay::default()
+        }
+    }
+}
+
+/// What a change did: a message for the table, or a form to show again.
+type Outcome = Result<Option<Notice>, Redisplay>;
+
+impl Admin<'_> {
+    fn store(&self) -> Arc<dyn Store> {
+        self.auth.store().clone()
+    }
+
+    fn base(&self, page: &PageConfig) -> String {
+        format!("{}/admin/pages/{}", self.auth.prefix(), page.id)
+    }
+
+    fn overview(&self, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
+        let store = self.auth.store();
+        let now = now();
+        let mut sites = Vec::with_capacity(self.config.sites.len());
+        for site in &self.config.sites {
+            let mut pages = Vec::with_capacity(site.pages.len());
+            for page in &site.pages {
+                let clients = store.clients(&page.id).map_err(store_error)?;
+                pages.push(summary(page, &clients, now));
+            }
+            sites.push(SiteSummary {
+                name: site.name.clone(),
+                title: site.title.clone(),
+                hosts: site.hosts.iter().map(host_text).collect(),
+                pages,
+            });
+        }
+        let (notice, clear) = self.take_flash(req);
+        let mut response = self.auth.admin_render(
+            StatusCode::OK,
+            &AdminPage::Overview {
+                frame: self.auth.admin_frame(self.ar),
+                sites: &sites,
+                notice: notice.as_ref(),
+            },
+            self.ar.lang,
+        )?;
+        if let Some(clear) = clear {
+            response.headers_mut().append(header::SET_COOKIE, clear);
+        }
+        Ok(response)
+    }
+
+    fn clients_page(
+        &self,
+        req: &Request<Incoming>,
+        target: Target<'_>,
+    ) -> Result<Response<Body>, HttpError> {
+        let query: HashMap<String, String> =
+            form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let back = Back::from_map(&query);
+        let (notice, clear) = self.take_flash(req);
+        let mut response = self.render_clients(
+            target,
+            &back,
+            Redisplay {
+                notice,
+                ..Redisplay::default()
+            },
+        )?;
+        if let Some(clear) = clear {
+            response.headers_mut().append(header::SET_COOKIE, clear);
+        }
+        Ok(response)
+    }
+
+    fn render_clients(
+        &self,
+        target: Target<'_>,
+        back: &Back,
+        shown: Redisplay,
+    ) -> Result<Response<Body>, HttpError> {
+        let clients = self
+            .auth
+            .store()
+            .clients(&target.page.id)
+            .map_err(store_error)?;
+        let now = now();
+        let needle = back.q.to_lowercase();
+        let matching: Vec<&Client> = clients
+            .iter()
+            .filter(|c| {
+                needle.is_empty()
+                    || c.email.contains(&needle)
+                    || c.name.to_lowercase().contains(&needle)
+            })
+            .collect();
+        let offset = if back.offset < matching.len() {
+            back.offset - back.offset % PAGE_SIZE
+        } else {
+            matching.len().saturating_sub(1) / PAGE_SIZE * PAGE_SIZE
+        };
+        let rows: Vec<ClientRow> = matching
+            .iter()
+            .skip(offset)
+            .take(PAGE_SIZE)
+            .map(|c| ClientRow {
+                email: c.email.clone(),
+                name: c.name.clone(),
+                until: c.access_until.map(end_text),
+                active: c.has_access(now),
+                source: source_name(c.source).to_owned(),
+                last_login: c.last_login.map(time_text),
+                can_extend: c.access_until.is_some(),
+            })
+            .collect();
+        let view = ClientsView {
+            page: summary(target.page, &clients, now),
+            site_title: target.site.title.clone(),
+            from: if rows.is_empty() { 0 } else { offset + 1 },
+            to: offset + rows.len(),
+            prev_offset: (offset > 0).then(|| offset.saturating_sub(PAGE_SIZE)),
+            next_offset: (offset + PAGE_SIZE < matching.len()).then_some(offset + PAGE_SIZE),
+            matching: matching.len(),
+            rows,
+            q: back.q.clone(),
+            offset,
+            add: shown.add.unwrap_or_else(|| AddForm {
+                access: "unlimited".into(),
+                ..AddForm::default()
+            }),
+            import_text: shown.import_text,
+            today: last_day(now + 1),
+            extend_days: EXTEND_DAYS,
+        };
+        self.auth.admin_render(
+            shown.status.unwrap_or(StatusCode::OK),
+            &AdminPage::Clients {
+                frame: self.auth.admin_frame(self.ar),
+                view: &view,
+                notice: shown.notice.as_ref(),
+                add_error: shown.add_error.as_ref(),
+                import_errors: &shown.import_errors,
+            },
+            self.ar.lang,
+        )
+    }
+
+    fn export(&self, target: Target<'_>) -> Result<Response<Body>, HttpError> {
+        let clients = self
+            .auth
+            .store()
+            .clients(&target.page.id)
+            .map_err(store_error)?;
+        let mut response = Response::new(body::full(export_csv(&clients, now())));
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/csv; charset=utf-8"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "attachment; filename=\"{}-clients.csv\"",
+            target.page.id
+        )) {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        Ok(response)
+    }
+
+    /// A POST that changes the list: checks the token, does the change, answers.
+    async fn change(
+        &self,
+        action: &str,
+        req: Request<Incoming>,
+        target: Target<'_>,
+    ) -> Result<Response<Body>, HttpError> {
+        let (headers, form) = read_body(req).await?;
+        let back = Back::from_map(&form);
+        let token = form.get("csrf").map(String::as_str).unwrap_or("");
+        if !self.auth.admin_csrf_ok(self.ar, &headers, token) {
+            return self.render_clients(
+                target,
+                &back,
+                Redisplay::notice(StatusCode::FORBIDDEN, Notice::error("csrf")),
+            );
+        }
+        let field = |name: &str| form.get(name).cloned().unwrap_or_default();
+        let outcome = match action {
+            "add" => self.add(target, &form).await?,
+            "edit" => self.edit(target, &form).await?,
+            "extend" => self.extend(target, &field("email")).await?,
+            "remove" => self.remove(target, &field("email")).await?,
+            _ => self.import(target, &form).await?,
+        };
+        match outcome {
+            Ok(notice) => {
+                let mut response =
+                    redirect(StatusCode::SEE_OTHER, &back.url(&self.base(target.page)));
+                if let Some(cookie) =
+                    notice.and_then(|n| self.auth.admin_flash(self.ar, &flash_text(&n)))
+                {
+                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                }
+                Ok(response)
+            }
+            Err(shown) => self.render_clients(target, &back, shown),
+        }
+    }
+
+    async fn add(
+        &self,
+        target: Target<'_>,
+        form: &HashMap<String, String>,
+    ) -> Result<Outcome, HttpError> {
+        let field = |name: &str| form.get(name).cloned().unwrap_or_default();
+        let add = AddForm {
+            email: field("email"),
+            name: field("name"),
+            access: field("access"),
+            until: field("until"),
+            days: field("days"),
+        };
+        let problem = |add: &AddForm, notice: Notice| {
+            Ok(Err(Redisplay {
+                status: Some(StatusCode::BAD_REQUEST),
+                add: Some(add.clone()),
+                add_error: Some(notice),
+                ..Redisplay::default()
+            }))
+        };
+        let Some(email) = input::normalize_email(&add.email) else {
+            return problem(&add, Notice::error("invalid_email"));
+        };
+        if self
+            .auth
+            .store()
+            .client(&target.page.id, &email)
+            .map_err(store_error)?
+            .is_some()
+        {
+            return problem(
+                &add,
+                Notice::error("admin_err_exists").with("email", &email),
+            );
+        }
+        let (until, days) = match parse_access(&add.access, &add.until, &add.days, false) {
+            Ok(Access::Until(date)) => (Some(date), None),
+            Ok(Access::Days(n)) => (None, Some(n)),
+            Ok(Access::Unlimited | Access::Keep) => (None, None),
+            Err(key) => return problem(&add, Notice::error(key)),
+        };
+        let name = add.name.trim();
+        let input = ClientInput {
+            page: target.page.id.clone(),
+            email: email.clone(),
+            name: (!name.is_empty()).then(|| name.to_owned()),
+            until,
+            days,
+        };
+        let (config, store, actor) = (self.config.clone(), self.store(), self.admin.to_owned());
+        let added =
+            blocking(move || clients::add_client(&config, &*store, &input, Source::Admin, &actor))
+                .await?;
+        match added {
+            Ok(_) => Ok(Ok(Some(Notice::ok("admin_added").with("email", email)))),
+            Err(ApiError::Invalid { field, .. }) => {
+                let key = match field {
+                    "name" => "admin_err_name",
+                    "until" => "admin_err_until",
+                    "days" => "admin_err_days",
+                    _ => "invalid_email",
+                };
+                problem(&add, Notice::error(key))
+            }
+            Err(e) => Err(api_error(e)),
+        }
+    }
+
+    async fn edit(
+        &self,
+        target: Target<'_>,
+        form: &HashMap<String, String>,
+    ) -> Result<Outcome, HttpError> {
+        let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
+        let bad = |key| {
+            Ok(Err(Redisplay::notice(
+                StatusCode::BAD_REQUEST,
+                Notice::error(key),
+            )))
+        };
+        let Some(email) = input::normalize_email(field("email")) else {
+            return bad("invalid_email");
+        };
+        let Some(name) = valid_name(field("name")) else {
+            return bad("admin_err_name");
+        };
+        let access = match parse_access(field("access"), field("until"), field("days"), true) {
+            Ok(access) => access,
+            Err(key) => return bad(key),
+        };
+        let now = now();
+        let new_end = match access {
+            Access::Keep => None,
+            Access::Unlimited => Some(None),
+            Access::Days(n) => Some(Some(now.saturating_add(i64::from(n) * 86_400))),
+            Access::Until(date) => match clients::access_end(Some(&date), None, now) {
+                Ok(end) => Some(end),
+                Err(_) => return bad("admin_err_until"),
+            },
+        };
+        let (store, page, actor) = (self.store(), target.page.id.clone(), self.admin.to_owned());
+        let email2 = email.clone();
+        let changed = blocking(move || {
+            let Some(old) = store.client(&page, &email2)? else {
+                return Ok(false);
+            };
+            let client = Client {
+                name,
+                access_until: new_end.unwrap_or(old.access_until),
+                updated_at: now,
+                ..old
+            };
+            let event = change_event(
+                AuditKind::ClientUpdated,
+                &page,
+                &client,
+                &actor,
+                "edited on the admin page",
+            );
+            store.put_client(&page, &client, &event)?;
+            Ok::<_, crate::store::StoreError>(true)
+        })
+        .await?
+        .map_err(store_error)?;
+        if !changed {
+            return Ok(Err(missing(&email)));
+        }
+        Ok(Ok(Some(Notice::ok("admin_updated").with("email", email))))
+    }
+
+    async fn extend(&self, target: Target<'_>, raw_email: &str) -> Result<Outcome, HttpError> {
+        let Some(email) = input::normalize_email(raw_email) else {
+            return Ok(Err(missing(raw_email)));
+        };
+        let (store, page, actor) = (self.store(), target.page.id.clone(), self.admin.to_owned());
+        let email2 = email.clone();
+        let result = blocking(move || {
+            let Some(old) = store.client(&page, &email2)? else {
+                return Ok(None);
+            };
+            let Some(end) = old.access_until else {
+                // Unlimited access has nothing to extend.
+                return Ok(Some(false));
+            };
+            let now = now();
+            let client = Client {
+                access_until: Some(end.max(now).saturating_add(i64::from(EXTEND_DAYS) * 86_400)),
+                updated_at: now,
+                ..old
+            };
+            let event = change_event(
+                AuditKind::ClientUpdated,
+                &page,
+                &client,
+                &actor,
+                &format!("extended by {EXTEND_DAYS} days on the admin page"),
+            );
+            store.put_client(&page, &client, &event)?;
+            Ok::<_, crate::store::StoreError>(Some(true))
+        })
+        .await?
+        .map_err(store_error)?;
+        match result {
+            None => Ok(Err(missing(&email))),
+            Some(false) => Ok(Ok(None)),
+            Some(true) => Ok(Ok(Some(
+                Notice::ok("admin_extended")
+                    .with("email", email)
+                    .with("n", EXTEND_DAYS.to_string()),
+            ))),
+        }
+    }
+
+    async fn remove(&self, target: Target<'_>, raw_email: &str) -> Result<Outcome, HttpError> {
+        let Some(email) = input::normalize_email(raw_email) else {
+            return Ok(Err(missing(raw_email)));
+        };
+        let (config, store, actor) = (self.config.clone(), self.store(), self.admin.to_owned());
+        let (page, email2) = (target.page.id.clone(), email.clone());
+        let removed =
+            blocking(move || clients::remove_client(&config, &*store, &page, &email2, &actor))
+                .await?;
+        match removed {
+            Ok(()) => Ok(Ok(Some(Notice::ok("admin_removed").with("email", email)))),
+            Err(ApiError::NotFound(_)) => Ok(Err(missing(&email))),
+            Err(e) => Err(api_error(e)),
+        }
+    }
+
+    async fn import(
+        &self,
+        target: Target<'_>,
+        form: &HashMap<String, String>,
+    ) -> Result<Outcome, HttpError> {
+        let pasted = form.get("csv").cloned().unwrap_or_default();
+        let file = form.get("file").cloned().unwrap_or_default();
+        let text = if file.trim().is_empty() {
+            &pasted
+        } else {
+            &file
+        };
+        let problem = |errors: Vec<Notice>, notice: Option<Notice>| {
+            Ok(Err(Redisplay {
+                status: Some(StatusCode::BAD_REQUEST),
+                notice,
+                import_errors: errors,
+                import_text: if pasted.len() <= 64 * 1024 {
+                    pasted.clone()
+                } else {
+                    String::new()
+                },
+                ..Redisplay::default()
+            }))
+        };
+        if text.trim().is_empty() {
+            return problem(Vec::new(), Some(Notice::error("admin_err_import_empty")));
+        }
+        let rows = match parse_import(text) {
+            Ok(rows) => rows,
+            Err(ImportError::TooMany) => {
+                return problem(
+                    Vec::new(),
+                    Some(
+                        Notice::error("admin_err_import_size")
+                            .with("n", MAX_IMPORT_ROWS.to_string()),
+                    ),
+                );
+            }
+            Err(ImportError::Lines(lines)) => return problem(lines, None),
+        };
+        let (store, page, actor) = (self.store(), target.page.id.clone(), self.admin.to_owned());
+        let (added, updated) = blocking(move || {
+            let now = now();
+            let (mut added, mut updated) = (0usize, 0usize);
+            for row in rows {
+                let (client, kind) = match store.client(&page, &row.email)? {
+                    Some(old) => {
+                        updated += 1;
+                        let client = Client {
+                            name: row.name.unwrap_or(old.name.clone()),
+                            access_until: row.until.unwrap_or(old.access_until),
+                            updated_at: now,
+                            ..old
+                        };
+                        (client, AuditKind::ClientUpdated)
+                    }
+                    None => {
+                        added += 1;
+                        let client = Client {
+                            email: row.email,
+                            name: row.name.unwrap_or_default(),
+                            created_at: now,
+                            updated_at: now,
+                            access_until: row.until.flatten(),
+                            source: Source::Import,
+                            last_login: None,
+                        };
+                        (client, AuditKind::ClientAdded)
+                    }
+                };
+                let event = change_event(kind, &page, &client, &actor, "CSV import");
+                store.put_client(&page, &client, &event)?;
+            }
+            Ok::<_, crate::store::StoreError>((added, updated))
+        })
+        .await?
+        .map_err(store_error)?;
+        Ok(Ok(Some(
+            Notice::ok("admin_imported")
+                .with("added", added.to_string())
+                .with("updated", updated.to_string()),
+        )))
+    }
+
+    /// The message a change left (signed cookie), and the cookie that clears it.
+    fn take_flash(&self, req: &Request<Incoming>) -> (Option<Notice>, Option<HeaderValue>) {
+        match self.auth.admin_take_flash(self.ar, req) {
+            Some((text, clear)) => (parse_flash(&text), Some(clear)),
+            None => (None, None),
+        }
+    }
+}
+
+/// Not signed in (or no longer an admin): a page view goes to the sign-in form and comes back;
+/// anything else is sent to the form without doing anything.
+fn sign_in_first(prefix: &str, req: &Request<Incoming>) -> Response<Body> {
+    let login = format!("{prefix}/admin/login");
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let next: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
+        return redirect(StatusCode::FOUND, &format!("{login}?next={next}"));
+    }
+    redirect(StatusCode::SEE_OTHER, &login)
+}
+
+fn missing(email: &str) -> Redisplay {
+    Redisplay::notice(
+        StatusCode::NOT_FOUND,
+        Notice::error("admin_err_missing").with("email", email),
+    )
+}
+
+fn summary(page: &PageConfig, clients: &[Client], now: Timestamp) -> PageSummary {
+    PageSummary {
+        id: page.id.clone(),
+        title: page.title.clone(),
+        paths: page.paths.clone(),
+        clients: clients.len(),
+        active: clients.iter().filter(|c| c.has_access(now)).count(),
+    }
+}
+
+fn host_text(host: &HostPattern) -> String {
+    match host {
+        HostPattern::Exact(name) => name.clone(),
+        HostPattern::Suffix(suffix) => format!("*{suffix}"),
+        HostPattern::Any => "*".into(),
+    }
+}
+
+fn source_name(source: Source) -> &'static str {
+    match source {
+        Source::Admin => "admin",
+        Source::Cli => "cli",
+        Source::Grant => "grant",
+        Source::Import => "import",
+        Source::Demo => "demo",
+    }
+}
+
+/// `2027-01-31 14:05 UTC`.
+fn time_text(ts: Timestamp) -> String {
+    jiff::Timestamp::from_second(ts).map_or_else(
+        |_| ts.to_string(),
+        |t| t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+    )
+}
+
+/// An access end as an admin reads it: an end at midnight UTC (access through a whole day, as
+/// given by a date) is that last day, `2027-01-31`; any other end is the moment it comes.
+fn end_text(end: Timestamp) -> String {
+    if end.rem_euclid(86_400) == 0 {
+        last_day(end)
+    } else {
+        time_text(end)
+    }
+}
+
+/// The last day of access, `YYYY-MM-DD` (UTC), of access ending at `end` (exclusive).
+fn last_day(end: Timestamp) -> String {
+    jiff::Timestamp::from_second(end.saturating_sub(1)).map_or_else(
+        |_| end.to_string(),
+        |t| t.to_zoned(jiff::tz::TimeZone::UTC).date().to_string(),
+    )
+}
+
+/// The end of access through the day `YYYY-MM-DD`: the next midnight, UTC.
+fn day_end(date: &str) -> Option<Timestamp> {
+    let date: jiff::civil::Date = date.trim().parse().ok()?;
+    Some(
+        date.tomorrow()
+            .ok()?
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()?
+            .timestamp()
+            .as_second(),
+    )
+}
+
+/// A name as typed, trimmed, if acceptable.
+fn valid_name(raw: &str) -> Option<String> {
+    let name = raw.trim();
+    (name.chars().count() <= 200 && !name.chars().any(char::is_control)).then(|| name.to_owned())
+}
+
+/// The access period chosen in a form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Access {
+    Keep,
+    Unlimited,
+    /// Through this day (`YYYY-MM-DD`).
+    Until(String),
+    Days(u32),
+}
+
+/// Reads the access radio buttons and their fields; the error is a message key. A date or a
+/// number typed next to a choice that does not use it is a mistake worth pointing out.
+fn parse_access(
+    choice: &str,
+    until: &str,
+    days: &str,
+    allow_keep: bool,
+) -> Result<Access, &'static str> {
+    let (until, days) = (until.trim(), days.trim());
+    match choice {
+        "until" => {
+            if until.is_empty() || clients::access_end(Some(until), None, now()).is_err() {
+                return Err("admin_err_until");
+            }
+            Ok(Access::Until(until.to_owned()))
+        }
+        "days" => days
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_DAYS).contains(n))
+            .map(Access::Days)
+            .ok_or("admin_err_days"),
+        "unlimited" | "keep" | "" if !until.is_empty() || !days.is_empty() => {
+            Err("admin_err_access_choice")
+        }
+        "keep" if allow_keep => Ok(Access::Keep),
+        "unlimited" | "" => Ok(Access::Unlimited),
+        _ => Err("admin_err_access_choice"),
+    }
+}
+
+fn change_event(
+    kind: AuditKind,
+    page: &str,
+    client: &Client,
+    actor: &str,
+    what: &str,
+) -> AuditEvent {
+    let period = client.access_until.map_or_else(
+        || "unlimited".to_owned(),
+        |t| format!("until {}", rfc3339(t)),
+    );
+    AuditEvent {
+        at: now(),
+        kind,
+        site: None,
+        page: Some(page.to_owned()),
+        email: Some(client.email.clone()),
+        actor: actor.to_owned(),
+        detail: format!("{what}: {period}"),
+    }
+}
+
+/// Message keys and placeholder names a flash may carry; anything else is ignored.
+const FLASH_KEYS: &[&str] = &[
+    "admin_added",
+    "admin_updated",
+    "admin_extended",
+    "admin_removed",
+    "admin_imported",
+];
+const FLASH_ARGS: &[&str] = &["email", "n", "added", "updated"];
+
+/// A notice as cookie text: the key, then `name=value` lines.
+fn flash_text(notice: &Notice) -> String {
+    let mut text = notice.key.to_owned();
+    for (name, value) in &notice.args {
+        text.push('\n');
+        text.push_str(name);
+        text.push('=');
+        text.push_str(value);
+    }
+    text
+}
+
+fn parse_flash(text: &str) -> Option<Notice> {
+    let mut lines = text.split('\n');
+    let key = lines.next()?;
+    let key = *FLASH_KEYS.iter().find(|k| **k == key)?;
+    let mut notice = Notice::ok(key);
+    for line in lines {
+        let (name, value) = line.split_once('=')?;
+        let name = *FLASH_ARGS.iter().find(|n| **n == name)?;
+        notice = notice.with(name, value);
+    }
+    Some(notice)
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV, in the format of the admin API's export: columns
+// `name,email,until,active,source,created_at,last_login`, `until` the last day of access
+// (YYYY-MM-DD, UTC) or empty for unlimited; cells a spreadsheet would run as a formula get a
+// leading `'`, which the import removes.
+
+const EXPORT_COLUMNS: [&str; 7] = [
+    "name",
+    "email",
+    "until",
+    "active",
+    "source",
+    "created_at",
+    "last_login",
+];
+const READ_ONLY_COLUMNS: [&str; 5] = ["active", "source", "created_at", "updated_at", "last_login"];
+
+fn export_csv(clients: &[Client], now: Timestamp) -> String {
+    let mut out = String::new();
+    out.push_str(&EXPORT_COLUMNS.join(","));
+    out.push('\n');
+    for c in clients {
+        let cells = [
+            escape_formula(&c.name),
+            escape_formula(&c.email),
+            c.access_until.map(last_day).unwrap_or_default(),
+            c.has_access(now).to_string(),
+            source_name(c.source).to_owned(),
+            rfc3339(c.created_at),
+            c.last_login.map(rfc3339).unwrap_or_default(),
+        ];
+        let cells: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn csv_cell(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r', ';']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+fn starts_like_formula(text: &str) -> bool {
+    text.starts_with(['=', '+', '-', '@', '\t', '\r'])
+}
+
+fn escape_formula(text: &str) -> String {
+    if starts_like_formula(text) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    }
+}
+
+fn unescape_formula(text: &str) -> &str {
+    match text.strip_prefix('\'') {
+        Some(rest) if starts_like_formula(rest) => rest,
+        _ => text,
+    }
+}
+
+/// One client to import. `None` leaves that field of an existing client as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ImportRow {
+    email: String,
+    name: Option<String>,
+    /// `Some(None)` is unlimited.
+    until: Option<Option<Timestamp>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ImportError {
+    TooMany,
+    Lines(Vec<Notice>),
+}
+
+/// Reads an import: a header row naming the columns (`email`, `name`, `until`; the export's
+/// other columns are skipped), or, without one, `email,name,until` in this order, each optional
+/// but the email. `;` separates cells when the first line has semicolons and no commas. Every
+/// problem is reported by line; one problem refuses the whole import.
+fn parse_import(text: &str) -> Result<Vec<ImportRow>, ImportError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let first_line = text.lines().next().unwrap_or("");
+    let delimiter = if first_line.contains(';') && !first_line.contains(',') {
+        ';'
+    } else {
+        ','
+    };
+    let records = csv_records(text, delimiter).map_err(|line| {
+        ImportError::Lines(vec![
+            Notice::error("admin_line_quote").with("line", line.to_string()),
+        ])
+    })?;
+    let mut records = records
+        .into_iter()
+        .filter(|(_, cells)| cells.iter().any(|c| !c.trim().is_empty()))
+        .peekable();
+    let mut problems = Vec::new();
+    let is_header = records
+        .peek()
+        .is_some_and(|(_, cells)| cells.iter().any(|c| c.trim().eq_ignore_ascii_case("email")));
+    // Column positions of email, name, until; `None` when absent.
+    let mut columns = [Some(0), Some(1), Some(2)];
+    let mut width = 3;
+    if is_header {
+        if let Some((line, cells)) = records.next() {
+            columns = [None, None, None];
+            width = cells.len();
+            for (i, cell) in cells.iter().enumerate() {
+                let title = cell.trim().to_ascii_lowercase();
+                let slot = match title.as_str() {
+                    "email" => 0,
+                    "name" => 1,
+                    "until" => 2,
+                    "" => continue,
+                    other if READ_ONLY_COLUMNS.contains(&other) => continue,
+                    _ => {
+                        problems.push(
+                            Notice::error("admin_line_column")
+                                .with("line", line.to_string())
+                                .with("column", cell.trim()),
+                        );
+                        continue;
+                    }
+                };
+                columns[slot] = Some(i);
+            }
+            if !problems.is_empty() {
+                return Err(ImportError::Lines(problems));
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (line, cells) in records {
+        if rows.len() + problems.len() >= MAX_IMPORT_ROWS {
+            return Err(ImportError::TooMany);
+        }
+        let cell = |slot: usize| -> Option<&str> {
+            let i = columns[slot]?;
+            cells.get(i).map(|c| unescape_formula(c.trim()))
+        };
+        let problem = |key: &'static str| Notice::error(key).with("line", line.to_string());
+        if cells.iter().skip(width).any(|c| !c.trim().is_empty()) {
+            problems.push(problem("admin_line_cells"));
+            continue;
+        }
+        let Some(email) = cell(0).and_then(input::normalize_email) else {
+            problems.push(problem("admin_line_email"));
+            continue;
+        };
+        let name = match cell(1) {
+            Some(raw) => match valid_name(raw) {
+                Some(name) => Some(name),
+                None => {
+                    problems.push(problem("admin_line_name"));
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let until = match cell(2) {
+            None => None,
+            Some(raw) if raw.is_empty() || raw.eq_ignore_ascii_case("unlimited") => Some(None),
+            Some(raw) => match day_end(raw) {
+                Some(end) => Some(Some(end)),
+                None => {
+                    problems.push(problem("admin_line_until"));
+                    continue;
+                }
+            },
+        };
+        if seen.insert(email.clone(), line).is_some() {
+            problems.push(problem("admin_line_twice"));
+            continue;
+        }
+        rows.push(ImportRow { email, name, until });
+    }
+    if !problems.is_empty() {
+        problems.truncate(MAX_IMPORT_PROBLEMS);
+        return Err(ImportError::Lines(problems));
+    }
+    Ok(rows)
+}
+
+/// Splits CSV text (RFC 4180: quoted cells may hold the separator, `""` and line breaks) into
+/// records, each with the line it starts on. `Err` holds the line of a quote never closed.
+fn csv_records(text: &str, delimiter: char) -> Result<Vec<(usize, Vec<String>)>, usize> {
+    let mut records = Vec::new();
+    let mut cells = Vec::new();
+    let mut cell = String::new();
+    let (mut line, mut start_line) = (1, 1);
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if quoted {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    cell.push('"');
+                }
+                '"' => quoted = false,
+                '\n' => {
+                    line += 1;
+                    cell.push('\n');
+                }
+                c => cell.push(c),
+            }
+            continue;
+        }
+        match c {
+            '"' if cell.trim().is_empty() => {
+                cell.clear();
+                quoted = true;
+            }
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\n' => {
+                cells.push(std::mem::take(&mut cell));
+                records.push((start_line, std::mem::take(&mut cells)));
+                line += 1;
+                start_line = line;
+            }
+            c if c == delimiter => cells.push(std::mem::take(&mut cell)),
+            c => cell.push(c),
+        }
+    }
+    if quoted {
+        return Err(start_line);
+    }
+    if !cell.is_empty() || !cells.is_empty() {
+        cells.push(cell);
+        records.push((start_line, cells));
+    }
+    Ok(records)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Reads a POSTed form: `application/x-www-form-urlencoded`, or `multipart/form-data` (the
+/// import, whose file arrives as the field `file`).
+async fn read_body(
+    req: Request<Incoming>,
+) -> Result<(http::HeaderMap, HashMap<String, String>), HttpError> {
+    let (parts, body) = req.into_parts();
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = http_body_util::Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| HttpError::BadRequest("The form is too large or was cut off."))?
+        .to_bytes();
+    let lower = content_type.trim_start().to_ascii_lowercase();
+    let form = if lower.starts_with("application/x-www-form-urlencoded") {
+        form_urlencoded::parse(&bytes).into_owned().collect()
+    } else if lower.starts_with("multipart/form-data") {
+        let boundary = boundary(&content_type)
+            .ok_or(HttpError::BadRequest("The form has no multipart boundary."))?;
+        parse_multipart(&bytes, &boundary)
+            .ok_or(HttpError::BadRequest("The form could not be read."))?
+    } else {
+        return Err(HttpError::BadRequest(
+            "Expected a form (application/x-www-form-urlencoded or multipart/form-data).",
+        ));
+    };
+    Ok((parts.headers, form))
+}
+
+fn boundary(content_type: &str) -> Option<String> {
+    content_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| value.trim().trim_matches('"').to_owned())
+            .filter(|b| !b.is_empty() && b.len() <= 200)
+    })
+}
+
+/// The fields of a `multipart/form-data` body, as text (a file's bytes read as UTF-8, lossy).
+fn parse_multipart(body: &[u8], boundary: &str) -> Option<HashMap<String, String>> {
+    let first = format!("--{boundary}");
+    let between = format!("\r\n--{boundary}");
+    let mut fields = HashMap::new();
+    let start = find(body, first.as_bytes())?;
+    let mut rest = &body[start + first.len()..];
+    loop {
+        if rest.starts_with(b"--") {
+            return Some(fields);
+        }
+        rest = rest.strip_prefix(b"\r\n")?;
+        let head_end = find(rest, b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&rest[..head_end]).ok()?;
+        let content = &rest[head_end + 4..];
+        let end = find(content, between.as_bytes())?;
+        if let Some(name) = disposition_name(head) {
+            let value = String::from_utf8_lossy(&content[..end]).into_owned();
+            fields.entry(name).or_insert(value);
+        }
+        rest = &content[end + between.len()..];
+    }
+}
+
+/// The `name` of a part's `Content-Disposition: form-data; name="…"`.
+fn disposition_name(head: &str) -> Option<String> {
+    let line = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))?;
+    line.split(';').skip(1).find_map(|param| {
+        let (k, v) = param.split_once('=')?;
+        (k.trim() == "name").then(|| v.trim().trim_matches('"').to_owned())
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, HttpError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| HttpError::Internal(format!("admin task: {e}")))
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = Response::new(body::empty());
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn store_error(e: crate::store::StoreError) -> HttpError {
+    HttpError::Internal(format!("store: {e}"))
+}
+
+fn api_error(e: ApiError) -> HttpError {
+    HttpError::Internal(format!("admin page: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(err: ImportError) -> Vec<String> {
+        match err {
+            ImportError::Lines(lines) => lines
+                .iter()
+                .map(|n| n.text(crate::config::Language::En))
+                .collect(),
+            ImportError::TooMany => vec!["too many".into()],
+        }
+    }
+
+    fn client(email: &str, name: &str, until: Option<Timestamp>) -> Client {
+        Client {
+            email: email.into(),
+            name: name.into(),
+            created_at: 1_700_000_000,
+            updated_at: 1_700_000_000,
+            access_until: until,
+            source: Source::Grant,
+            last_login: None,
+        }
+    }
+
+    #[test]
+    fn export_then_import_round_trips() {
+        let end = day_end("2027-01-31").expect("date");
+        let list = [
+            client("ann@example.com", "Ann, \"the\" Lee", Some(end)),
+            client("bob@example.com", "=HYPERLINK(\"x\")", None),
+        ];
+        let text = export_csv(&list, 1_700_000_000);
+        assert!(
+            text.starts_with("name,email,until,active,source,created_at,last_login\n"),
+            "{text}"
+        );
+        assert!(text.contains("\"'=HYPERLINK(\"\"x\"\")\""), "{text}");
+        assert!(
+            text.contains(",2027-01-31,true,grant,2023-11-14T22:13:20Z,"),
+            "{text}"
+        );
+        let rows = parse_import(&text).expect("import");
+        assert_eq!(
+            rows,
+            [
+                ImportRow {
+                    email: "ann@example.com".into(),
+                    name: Some("Ann, \"the\" Lee".into()),
+                    until: Some(Some(end)),
+                },
+                ImportRow {
+                    email: "bob@example.com".into(),
+                    name: Some("=HYPERLINK(\"x\")".into()),
+                    until: Some(None),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn lines_without_a_header_are_email_name_until() {
+        let rows = parse_import("\u{feff}Ann@Example.com\r\n\r\ncy@example.com,Cy,2027-01-31\r\n")
+            .expect("import");
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0].email, "ann@example.com");
+        assert_eq!(rows[1].until, Some(day_end("2027-01-31")));
+        let err = parse_import("ann@example.com\nbob@example.com;Bob\n").expect_err("one cell");
+        assert_eq!(lines(err), ["Line 2: not a valid email address."]);
+        let rows = parse_import("ann@example.com\nbob@example.com,Bob\ncy@example.com,Cy,\n")
+            .expect("import");
+        assert_eq!(rows[0].name, None);
+        assert_eq!(rows[0].until, None, "no until column: keep");
+        assert_eq!(rows[1].name.as_deref(), Some("Bob"));
+        assert_eq!(rows[2].until, Some(None), "an empty until is unlimited");
+        let rows = parse_import("email;name\nann@example.com;Ann\n").expect("semicolons");
+        assert_eq!(rows[0].name.as_deref(), Some("Ann"));
+    }
+
+    #[test]
+    fn every_bad_line_is_reported_and_nothing_is_taken() {
+        let err = parse_import(
+            "email,name,until\nann@example.com,Ann,\nnot-an-email,X,\nbob@example.com,Bob,31.01.2027\n\
+             ANN@example.com,Again,\ncy@example.com,Cy,,extra\n",
+        )
+        .expect_err("problems");
+        assert_eq!(
+            lines(err),
+            [
+                "Line 3: not a valid email address.",
+                "Line 4: the access end is not a date (YYYY-MM-DD).",
+                "Line 5: this email is listed twice.",
+                "Line 6: expected at most 3 cells: email, name, until.",
+            ]
+        );
+        let err = parse_import("email,plan\nann@example.com,gold\n").expect_err("column");
+        assert_eq!(
+            lines(err),
+            ["Line 1: unknown column “plan”; the columns are email, name and until."]
+        );
+        let err = parse_import("ann@example.com,\"Ann\n").expect_err("quote");
+        assert_eq!(lines(err), ["Line 1: a quote is not closed."]);
+    }
+
+    #[test]
+    fn access_choices() {
+        assert_eq!(
+            parse_access("unlimited", "", "", false),
+            Ok(Access::Unlimited)
+        );
+        assert_eq!(parse_access("", "", "", false), Ok(Access::Unlimited));
+        assert_eq!(parse_access("keep", "", "", true), Ok(Access::Keep));
+        assert_eq!(
+            parse_access("keep", "", "", false),
+            Err("admin_err_access_choice")
+        );
+        assert_eq!(
+            parse_access("days", "", " 30 ", false),
+            Ok(Access::Days(30))
+        );
+        assert_eq!(parse_access("days", "", "0", false), Err("admin_err_days"));
+        assert_eq!(parse_access("days", "", "x", false), Err("admin_err_days"));
+        assert_eq!(
+            parse_access("until", "2999-12-31", "", false),
+            Ok(Access::Until("2999-12-31".into()))
+        );
+        assert_eq!(
+            parse_access("until", "2000-01-01", "", false),
+            Err("admin_err_until")
+        );
+        assert_eq!(
+            parse_access("unlimited", "2999-12-31", "", false),
+            Err("admin_err_access_choice")
+        );
+        assert_eq!(
+            parse_access("keep", "", "5", true),
+            Err("admin_err_access_choice")
+        );
+    }
+
+    #[test]
+    fn flash_round_trips_and_refuses_strangers() {
+        let n = Notice::ok("admin_extended")
+            .with("email", "ann@example.com")
+            .with("n", "30");
+        assert_eq!(parse_flash(&flash_text(&n)), Some(n));
+        assert_eq!(parse_flash("admin_err_exists\nemail=x"), None);
+        assert_eq!(parse_flash("admin_added\nevil=x"), None);
+    }
+
+    #[test]
+    fn multipart_fields() {
+        let body = "--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\ntok\r\n\
+                    --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\
+                    Content-Type: text/csv\r\n\r\nemail\r\nann@example.com\r\n\r\n--XyZ--\r\n";
+        let fields = parse_multipart(body.as_bytes(), "XyZ").expect("parsed");
+        assert_eq!(fields["csrf"], "tok");
+        assert_eq!(fields["file"], "email\r\nann@example.com\r\n");
+        assert_eq!(
+            boundary("multipart/form-data; boundary=\"XyZ\"").as_deref(),
+            Some("XyZ")
+        );
+        assert!(parse_multipart(b"garbage", "XyZ").is_none());
+    }
+
+    #[test]
+    fn ends_read_as_days_or_moments() {
+        let end = day_end("2027-01-31").expect("date");
+        assert_eq!(end_text(end), "2027-01-31");
+        assert_eq!(end_text(end + 3600 + 300), "2027-02-01 01:05 UTC");
+    }
+}

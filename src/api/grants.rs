@@ -1,0 +1,401 @@
+//! `POST {prefix}/api/v1/grants`: a shop adds a buyer to a page's client list, or extends the
+//! access of one already there.
+//!
+//! The body is `{"page", "email", "name"?, "days"? | "until"?, "order_id"?, "notify"?}`. A grant
+//! never shortens access: a later end wins and unlimited stays unlimited
+//! ([`crate::store::merge_grant`]). With an `order_id`, the grant is idempotent per API key: the
+//! store applies it and records the order in one write transaction, so retries (even concurrent
+//! ones) grant once and get the first answer again, marked `Idempotent-Replayed: true`. The
+//! same order id for another page or email is a conflict (409). Every check runs before the one
+//! write, so a refused request changes nothing.
+//!
+//! `"notify": true` mails the buyer a welcome message with the page's link after the answer is
+//! sent; retries do not mail again.
+
+use std::sync::Arc;
+
+use http::header::HeaderValue;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+
+use super::ApiError;
+use super::clients::{
+    ClientView, access_end, check_email, check_name, find_page, last_day, rfc3339,
+};
+use super::json::{self, Object};
+use super::keys::{Credentials, credentials, require_cover, require_scope};
+use super::web::{Api, JSON_LIMIT, blocking, read_body};
+use crate::body::Body;
+use crate::config::{ApiKeyConfig, Config, Scope};
+use crate::mail::Outgoing;
+use crate::store::{AuditEvent, AuditKind, Client, Grant, GrantResult, Source, Timestamp, now};
+use crate::ui::WelcomeMail;
+
+/// Most days one grant may give.
+pub const MAX_DAYS: u32 = 36_500;
+/// Most characters in an order id.
+pub const MAX_ORDER_ID_CHARS: usize = 200;
+/// The header marking an answer repeated for a retried order.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+const FIELDS: &[&str] = &[
+    "page", "email", "name", "days", "until", "order_id", "notify",
+];
+
+/// A grant request that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRequest {
+    /// Site name of the page.
+    pub site: String,
+    /// Page id.
+    pub page: String,
+    /// Normalised email.
+    pub email: String,
+    /// Name, trimmed; `None` keeps an existing client's name.
+    pub name: Option<String>,
+    /// End of access asked for; `None` is unlimited.
+    pub access_until: Option<Timestamp>,
+    /// The shop's order id, for idempotency.
+    pub order_id: Option<String>,
+    /// Whether to mail the buyer.
+    pub notify: bool,
+}
+
+/// The answer: the client record and whether the grant created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantAnswer {
+    /// The client as stored after the grant.
+    #[serde(flatten)]
+    pub client: ClientView,
+    /// Whether the client is new on the page (for a retried order: whether the first grant
+    /// created it).
+    pub created: bool,
+}
+
+/// Checks a grant body for `key` at `now`. Field errors (400) come first, then the page (404),
+/// then the key's site and page limits (403).
+pub fn parse(
+    config: &Config,
+    key: &ApiKeyConfig,
+    body: &[u8],
+    now: Timestamp,
+) -> Result<GrantRequest, ApiError> {
+    let mut o = Object::parse(body, FIELDS)?;
+    let page = o.required_string("page")?;
+    let email = o.required_string("email")?;
+    let name = o.string("name")?;
+    let days_expected = format!("a whole number of days from 1 to {MAX_DAYS}");
+    let days = o.take::<u32>("days", &days_expected)?;
+    let until = o.string("until")?;
+    let order_id = o.string("order_id")?;
+    let notify = o.bool("notify")?.unwrap_or(false);
+
+    let email = check_email("email", &email)?;
+    let name = name.as_deref().map(check_name).transpose()?;
+    if days.is_some_and(|d| d == 0 || d > MAX_DAYS) {
+        return Err(ApiError::invalid(
+            "days",
+            format!("expected {days_expected}"),
+        ));
+    }
+    let access_until = access_end(until.as_deref(), days, now)?;
+    let order_id = order_id.as_deref().map(check_order_id).transpose()?;
+    let (site, _) = find_page(config, &page)?;
+    require_cover(key, &site.name, &page)?;
+    Ok(GrantRequest {
+        site: site.name.clone(),
+        page,
+        email,
+        name,
+        access_until,
+        order_id,
+        notify,
+    })
+}
+
+fn check_order_id(raw: &str) -> Result<String, ApiError> {
+    let id = raw.trim();
+    let chars = id.chars().count();
+    if chars == 0 || chars > MAX_ORDER_ID_CHARS || id.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "order_id",
+            format!("expected 1 to {MAX_ORDER_ID_CHARS} printable characters"),
+        ));
+    }
+    Ok(id.to_owned())
+}
+
+/// Answers `POST /grants`. A Bearer key is checked before the body is read; a signature needs
+/// the body, so it is checked after.
+pub(crate) async fn handle(
+    api: &Arc<Api>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let (key, bytes) = match credentials(&parts.headers)? {
+        Credentials::Bearer(token) => {
+            let key = api.keys().bearer(token)?;
+            require_scope(key, Scope::Grant)?;
+            (key, read_body(body, &parts.headers, JSON_LIMIT).await?)
+        }
+        Credentials::Signature(header) => {
+            let bytes = read_body(body, &parts.headers, JSON_LIMIT).await?;
+            (api.keys().signature(header, &bytes, now())?, bytes)
+        }
+    };
+    require_scope(key, Scope::Grant)?;
+    let grant = parse(api.config(), key, &bytes, now())?;
+    let (result, at) = {
+        let store = api.store().clone();
+        let (grant, actor) = (grant.clone(), key.name.clone());
+        blocking(move || {
+            let now = now();
+            let audit = AuditEvent {
+                at: now,
+                kind: AuditKind::Grant,
+                site: Some(grant.site.clone()),
+                page: Some(grant.page.clone()),
+                email: Some(grant.email.clone()),
+                actor: actor.clone(),
+                detail: audit_detail(&grant),
+            };
+            let applied = store.grant(
+                &Grant {
+                    page: &grant.page,
+                    email: &grant.email,
+                    name: grant.name.as_deref(),
+                    access_until: grant.access_until,
+                    order: grant.order_id.as_deref().map(|o| (actor.as_str(), o)),
+                    source: Source::Grant,
+                    now,
+                },
+                &audit,
+            )?;
+            Ok((applied, now))
+        })
+        .await?
+    };
+    let (client, created, replayed) = match result {
+        GrantResult::Applied { client, created } => (client, created, false),
+        GrantResult::Replayed { client, created } => (client, created, true),
+        GrantResult::Conflict => {
+            return Err(ApiError::Conflict {
+                field: "order_id",
+                message: format!(
+                    "the order id {:?} was already used for another page or email",
+                    grant.order_id.unwrap_or_default()
+                ),
+            });
+        }
+    };
+    tracing::info!(key = %key.name, page = %grant.page, created, replayed, "grant");
+    if grant.notify && !replayed {
+        send_welcome(api, &grant, &client);
+    }
+    let mut answer = json::respond(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        &GrantAnswer {
+            client: ClientView::new(&grant.page, &client, at),
+            created,
+        },
+    );
+    if replayed {
+        answer
+            .headers_mut()
+            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(answer)
+}
+
+fn audit_detail(grant: &GrantRequest) -> String {
+    let period = grant.access_until.map_or_else(
+        || "unlimited".to_owned(),
+        |t| format!("until {}", rfc3339(t)),
+    );
+    match &grant.order_id {
+        Some(order) => format!("order {order}; {period}"),
+        None => period,
+    }
+}
+
+/// Mails the welcome message in the background: the answer does not wait for the mail server,
+/// and a failure is logged (without the address) by the mailer.
+fn send_welcome(api: &Api, grant: &GrantRequest, client: &Client) {
+    let Some(welcome) = api.welcome() else {
+        tracing::warn!(page = %grant.page, "welcome mail not sent: mail is not set up");
+        return;
+    };
+    let Some((site, page)) = api
+        .config()
+        .sites
+        .iter()
+        .find(|s| s.name == grant.site)
+        .and_then(|s| s.page(&grant.page).map(|p| (s, p)))
+    else {
+        return;
+    };
+    let Some(public_url) = site.public_url.as_deref() else {
+        return;
+    };
+    let link = format!(
+        "{}{}",
+        public_url.trim_end_matches('/'),
+        page.paths.first().map_or("/", String::as_str)
+    );
+    let until = client.access_until.map(last_day);
+    let rendered = welcome.templates.welcome_mail(
+        &WelcomeMail {
+            site_title: &site.title,
+            page_title: &page.title,
+            name: &client.name,
+            link: &link,
+            until: until.as_deref(),
+        },
+        site.language,
+    );
+    let rendered = match rendered {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "welcome mail not sent: the template does not render");
+            return;
+        }
+    };
+    let message = Outgoing {
+        to: client.email.clone(),
+        to_name: Some(client.name.clone()).filter(|n| !n.is_empty()),
+        subject: rendered.subject,
+        text: rendered.text,
+        html: rendered.html,
+    };
+    let mailer = welcome.mailer.clone();
+    tokio::spawn(async move {
+        // The mailer logs the outcome.
+        let _ = mailer.send(message).await;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Timestamp = 1_700_000_000;
+
+    fn config() -> Config {
+        let text = "data_dir = \"d\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
+            [[site]]\nname = \"school\"\nhosts = [\"a\"]\nupstream = \"http://127.0.0.1:1\"\n\
+            public_url = \"https://school.example\"\n\
+            [[site.page]]\nid = \"course\"\npaths = [\"/course/\"]\n\
+            [[api_key]]\nname = \"shop\"\nsecret = \"0123456789abcdef01234567\"\nscopes = [\"grant\"]\n\
+            [[api_key]]\nname = \"other\"\nsecret = \"abcdef0123456789abcdef01\"\nscopes = [\"grant\"]\npages = [\"course\"]\n";
+        crate::config::parse_str(
+            text,
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("."),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn field(body: &str) -> String {
+        let config = config();
+        match parse(&config, &config.api_keys[0], body.as_bytes(), NOW) {
+            Err(e) => format!("{} {}", e.status().as_u16(), e.field().unwrap_or("-")),
+            Ok(g) => format!("ok {g:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_grant() {
+        let config = config();
+        let g = parse(
+            &config,
+            &config.api_keys[0],
+            br#"{"page":"course","email":" Ann@Example.com ","name":" Ann ","days":30,"order_id":" A-1 "}"#,
+            NOW,
+        )
+        .expect("valid");
+        assert_eq!(
+            g,
+            GrantRequest {
+                site: "school".into(),
+                page: "course".into(),
+                email: "ann@example.com".into(),
+                name: Some("Ann".into()),
+                access_until: Some(NOW + 30 * 86_400),
+                order_id: Some("A-1".into()),
+                notify: false,
+            }
+        );
+    }
+
+    #[test]
+    fn each_mistake_names_its_field() {
+        for (body, want) in [
+            (r#"{"email":"a@x.org"}"#, "400 page"),
+            (r#"{"page":"course"}"#, "400 email"),
+            (r#"{"page":"course","email":"nope"}"#, "400 email"),
+            (
+                r#"{"page":"course","email":"a@x.org","days":0}"#,
+                "400 days",
+            ),
+            (
+                r#"{"page":"course","email":"a@x.org","days":36501}"#,
+                "400 days",
+            ),
+            (
+                r#"{"page":"course","email":"a@x.org","days":-1}"#,
+                "400 days",
+            ),
+            (
+                r#"{"page":"course","email":"a@x.org","days":"30"}"#,
+                "400 days",
+            ),
+            (
+                r#"{"page":"course","email":"a@x.org","until":"2020-01-01"}"#,
+                "400 until",
+            ),
+            (
+                r#"{"page":"course","email":"a@x.org","until":"31.01.2030"}"#,
+                "400 until",
+            ),
+            (
+                r#"{"page":"course","email":"a@x.org","until":"2030-01-01","days":3}"#,
+                "400 until",
+            ),
+            (
+                r#"{"page":"course","email":"a@x.org","order_id":""}"#,
+                "400 order_id",
+            ),
+            (
+                r#"{"page":"course","email":"a@x.org","order_id":"a\nb"}"#,
+                "400 order_id",
+            ),
+            (
+                r#"{"page":"course","email":"a@x.org","notify":"yes"}"#,
+                "400 notify",
+            ),
+            (
+                r#"{"page":"course","email":"a@x.org","name":"a\u0000"}"#,
+                "400 name",
+            ),
+            (
+                r#"{"page":"course","email":"a@x.org","extra":1}"#,
+                "400 extra",
+            ),
+            (r#"{"page":"nope","email":"a@x.org"}"#, "404 -"),
+            ("[]", "400 body"),
+            ("{", "400 body"),
+        ] {
+            assert_eq!(field(body), want, "{body}");
+        }
+        let long = format!(
+            r#"{{"page":"course","email":"a@x.org","order_id":"{}"}}"#,
+            "x".repeat(201)
+        );
+        assert_eq!(field(&long), "400 order_id");
+    }
+}

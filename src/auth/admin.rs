@@ -1,0 +1,776 @@
+//! Admin sign-in for the admin page, under `{prefix}/admin/`:
+//!
+//! | method | path             | what                                                        |
+//! |--------|------------------|-------------------------------------------------------------|
+//! | GET    | `/admin/login`   | the admin's email form (`?next=` an admin path)              |
+//! | POST   | `/admin/login`   | request a code: same answer whether or not the email is an admin |
+//! | POST   | `/admin/verify`  | check the code, start an admin session, 303 to `next`        |
+//! | POST   | `/admin/logout`  | end the admin session                                        |
+//!
+//! It mirrors the visitors' flow (same code length and lifetime, same rate limits, mail sent in
+//! the background after the answer) but never mixes with it: admin codes and sessions live in the
+//! store under the namespace `admin\0{site}` ([`namespace`]) instead of the site's name, are
+//! hashed for other purposes (`admin-code`, `admin-session`), and the session has its own cookie,
+//! `SameSite=Strict`, for [`SESSION_LIFETIME`]. A visitor's session is never an admin's and the
+//! other way round. The mail holds the code only, no link.
+//!
+//! Membership in `[admin] emails` is checked on every request ([`Auth::admin_request`]): an
+//! address taken off the list is locked out at once, whatever session it holds.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cookie::SameSite;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use rand::{Rng, RngCore};
+use subtle::ConstantTimeEq;
+
+use super::{Auth, SiteAuth, Visitor, cookies, input, redirect, store_error};
+use crate::body::Body;
+use crate::config::Language;
+use crate::error::HttpError;
+use crate::mail::Outgoing;
+use crate::routing::SiteId;
+use crate::store::{
+    AuditEvent, AuditKind, CodeCheck, CodeRecord, SecretHash, SessionRecord, TokenRecord, now,
+};
+use crate::ui::{AdminFrame, AdminMail, AdminPage, Frame, Page, html_response};
+use cookies::CookieNames;
+
+/// How long an admin session lasts.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// Largest sign-in form accepted.
+const MAX_FORM: usize = 16 * 1024;
+
+/// The store namespace ("site") of a site's admin codes and sessions. Site names cannot hold
+/// `\0`, so this never equals a site's own name.
+pub fn namespace(site_name: &str) -> String {
+    format!("admin\u{0}{site_name}")
+}
+
+/// What the admin page knows about one request: language, the anti-forgery token for its forms,
+/// and the signed-in admin, if any.
+#[derive(Debug)]
+pub struct AdminRequest {
+    /// The site the request came to.
+    pub site_id: SiteId,
+    /// The language to answer in.
+    pub lang: Language,
+    /// The client's address.
+    pub ip: IpAddr,
+    /// Whether the request came over HTTPS.
+    pub secure: bool,
+    /// The CSRF token for forms in this answer.
+    pub csrf: String,
+    /// The signed-in admin's email: a live admin session whose email is still on the list.
+    pub admin: Option<String>,
+    csrf_cookie: Option<HeaderValue>,
+    session_hash: Option<SecretHash>,
+    names: CookieNames,
+    flash_name: String,
+}
+
+impl AdminRequest {
+    /// Adds the CSRF cookie to the answer when this request created the token.
+    pub fn finish(&self, mut response: Response<Body>) -> Response<Body> {
+        if let Some(cookie) = &self.csrf_cookie {
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, cookie.clone());
+        }
+        response
+    }
+}
+
+impl Auth {
+    /// Reads the admin state of a request. `admins` is the configured admin list.
+    pub fn admin_request<B>(
+        &self,
+        site_id: SiteId,
+        req: &Request<B>,
+        visitor: Visitor,
+        admins: &[String],
+    ) -> Result<AdminRequest, HttpError> {
+        let site = &self.sites[site_id];
+        let names = CookieNames::for_site(&format!("admin:{}", site.name));
+        let key = self.keys.cookie_key();
+        let (csrf, csrf_cookie) =
+            match cookies::read_signed(req.headers(), names.csrf(visitor.secure), key) {
+                Some(token) => (token, None),
+                None => {
+                    let token = random_token(18);
+                    let cookie = cookies::set_signed(
+                        names.csrf(visitor.secure),
+                        &token,
+                        visitor.secure,
+                        SameSite::Strict,
+                        None,
+                        key,
+                    );
+                    (token, cookie)
+                }
+            };
+        let mut admin = None;
+        let mut session_hash = None;
+        if let Some(id) = cookies::read_signed(req.headers(), names.session(visitor.secure), key) {
+            let hash = self.keys.hash("admin-session", &[id.as_bytes()]);
+            let access = self.store.session_access(&hash, &[]).map_err(store_error)?;
+            if let Some(access) = access {
+                let s = access.session;
+                if s.site == namespace(&site.name)
+                    && s.expires_at > now()
+                    && admins.contains(&s.email)
+                {
+                    admin = Some(s.email);
+                }
+                session_hash = Some(hash);
+            }
+        }
+        let flash_name = format!("{}-flash", names.session(visitor.secure));
+        Ok(AdminRequest {
+            site_id,
+            lang: self.language(site, req),
+            ip: visitor.ip,
+            secure: visitor.secure,
+            csrf,
+            admin,
+            csrf_cookie,
+            session_hash,
+            names,
+            flash_name,
+        })
+    }
+
+    /// Answers `/login`, `/verify` and `/logout` under `{prefix}/admin`.
+    pub async fn admin_sign_in(
+        self: &Arc<Self>,
+        ar: &AdminRequest,
+        sub_path: &str,
+        req: Request<Incoming>,
+        admins: &[String],
+    ) -> Result<Response<Body>, HttpError> {
+        let ctx = SignIn {
+            auth: self,
+            site: &self.sites[ar.site_id],
+            ar,
+            admins,
+        };
+        let method = req.method().clone();
+        match (&method, sub_path) {
+            (&Method::GET | &Method::HEAD, "/login") => ctx.email_form(&req),
+            (&Method::POST, "/login") => ctx.request_code(req).await,
+            (&Method::POST, "/verify") => ctx.verify(req).await,
+            (&Method::POST, "/logout") => ctx.logout(req).await,
+            (_, "/login") => Ok(method_not_allowed("GET, HEAD, POST")),
+            (_, "/verify" | "/logout") => Ok(method_not_allowed("POST")),
+            _ => Err(HttpError::NotFound),
+        }
+    }
+
+    /// Whether a form posted to the admin page carries the right token and comes from this
+    /// origin (the browser's fetch metadata, when sent, must say `same-origin`).
+    pub fn admin_csrf_ok(&self, ar: &AdminRequest, headers: &http::HeaderMap, token: &str) -> bool {
+        let cookie =
+            cookies::read_signed(headers, ar.names.csrf(ar.secure), self.keys.cookie_key());
+        let token_ok = cookie.is_some_and(|c| c.as_bytes().ct_eq(token.as_bytes()).into());
+        token_ok && same_origin(headers)
+    }
+
+    /// Path prefix of pagegate's endpoints.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Renders an admin page.
+    pub(crate) fn admin_render(
+        &self,
+        status: StatusCode,
+        page: &AdminPage<'_>,
+        lang: Language,
+    ) -> Result<Response<Body>, HttpError> {
+        let html = self
+            .templates
+            .admin_page(page, lang)
+            .map_err(|e| HttpError::Internal(format!("template: {e}")))?;
+        Ok(html_response(status, html))
+    }
+
+    /// The frame of admin pages for this request.
+    pub(crate) fn admin_frame<'a>(&'a self, ar: &'a AdminRequest) -> AdminFrame<'a> {
+        AdminFrame {
+            site_title: &self.sites[ar.site_id].title,
+            prefix: &self.prefix,
+            csrf: &ar.csrf,
+            admin: ar.admin.as_deref(),
+        }
+    }
+
+    /// A `Set-Cookie` carrying a short message to the page a change redirects to.
+    pub(crate) fn admin_flash(&self, ar: &AdminRequest, text: &str) -> Option<HeaderValue> {
+        cookies::set_signed(
+            &ar.flash_name,
+            text,
+            ar.secure,
+            SameSite::Strict,
+            Some(Duration::from_secs(120)),
+            self.keys.cookie_key(),
+        )
+    }
+
+    /// The message a change left for this page, and the `Set-Cookie` that clears it.
+    pub(crate) fn admin_take_flash<B>(
+        &self,
+        ar: &AdminRequest,
+        req: &Request<B>,
+    ) -> Option<(String, HeaderValue)> {
+        let text = cookies::read_signed(req.headers(), &ar.flash_name, self.keys.cookie_key())?;
+        Some((text, cookies::clear(&ar.flash_name, ar.secure)?))
+    }
+}
+
+/// Per-request facts of the sign-in handlers.
+struct SignIn<'a> {
+    auth: &'a Arc<Auth>,
+    site: &'a SiteAuth,
+    ar: &'a AdminRequest,
+    admins: &'a [String],
+}
+
+impl SignIn<'_> {
+    fn namespace(&self) -> String {
+        namespace(&self.site.name)
+    }
+
+    fn bare_frame(&self) -> AdminFrame<'_> {
+        AdminFrame {
+            admin: None,
+            ..self.auth.admin_frame(self.ar)
+        }
+    }
+
+    fn render(
+        &self,
+        status: StatusCode,
+        page: &AdminPage<'_>,
+    ) -> Result<Response<Body>, HttpError> {
+        self.auth.admin_render(status, page, self.ar.lang)
+    }
+
+    /// `next` if it is a path on the admin page, else the admin page's start.
+    fn next_or_default(&self, raw: Option<&str>) -> String {
+        let start = format!("{}/admin/", self.auth.prefix);
+        raw.and_then(input::safe_next)
+            .filter(|n| n.starts_with(&start))
+            .map_or(start.clone(), str::to_owned)
+    }
+
+    fn login_form(
+        &self,
+        status: StatusCode,
+        email: &str,
+        next: &str,
+        error: Option<&str>,
+    ) -> Result<Response<Body>, HttpError> {
+        self.render(
+            status,
+            &AdminPage::Login {
+                frame: self.bare_frame(),
+                email,
+                next,
+                error,
+            },
+        )
+    }
+
+    fn code_form(
+        &self,
+        status: StatusCode,
+        email: &str,
+        next: &str,
+        error: Option<&str>,
+    ) -> Result<Response<Body>, HttpError> {
+        self.render(
+            status,
+            &AdminPage::Code {
+                frame: self.bare_frame(),
+                email,
+                next,
+                code_length: self.auth.config.code_length,
+                error,
+            },
+        )
+    }
+
+    fn email_form(&self, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
+        let query: HashMap<String, String> =
+            form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let next = self.next_or_default(query.get("next").map(String::as_str));
+        if self.ar.admin.is_some() {
+            return Ok(redirect(StatusCode::SEE_OTHER, &next));
+        }
+        self.login_form(StatusCode::OK, "", &next, None)
+    }
+
+    fn rate_limited(&self, wait: Duration) -> Result<Response<Body>, HttpError> {
+        let html = self
+            .auth
+            .templates
+            .page(
+                &Page::RateLimited {
+                    frame: Frame {
+                        site_title: &self.site.title,
+                        page_title: None,
+                        prefix: &self.auth.prefix,
+                    },
+                    retry_after_minutes: wait.as_secs().div_ceil(60).max(1),
+                },
+                self.ar.lang,
+            )
+            .map_err(|e| HttpError::Internal(format!("template: {e}")))?;
+        let mut response = html_response(StatusCode::TOO_MANY_REQUESTS, html);
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(wait.as_secs().max(1)),
+        );
+        Ok(response)
+    }
+
+    async fn request_code(&self, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+        let (headers, form) = read_form(req).await?;
+        let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
+        let next = self.next_or_default(form.get("next").map(String::as_str));
+        let raw_email = field("email");
+        if !self.auth.admin_csrf_ok(self.ar, &headers, field("csrf")) {
+            return self.login_form(StatusCode::FORBIDDEN, raw_email, &next, Some("csrf"));
+        }
+        let Some(email) = input::normalize_email(raw_email) else {
+            return self.login_form(
+                StatusCode::BAD_REQUEST,
+                raw_email,
+                &next,
+                Some("invalid_email"),
+            );
+        };
+        let ns = self.namespace();
+        if let Err(wait) = self.auth.limits.code_request(self.ar.ip, &ns, &email) {
+            tracing::info!(site = %self.site.name, "admin code request rate-limited");
+            return self.rate_limited(wait);
+        }
+        // The same read for every address, admin or not; the mail goes out after the answer.
+        let locked = self
+            .auth
+            .store
+            .is_locked(&ns, &email, now(), self.auth.policy())
+            .map_err(store_error)?;
+        let listed = self.admins.contains(&email);
+        if listed && !locked {
+            let auth = self.auth.clone();
+            let (site_id, lang, email) = (self.ar.site_id, self.ar.lang, email.clone());
+            tokio::spawn(async move { auth.admin_issue_and_mail(site_id, &email, lang).await });
+        }
+        self.code_form(StatusCode::OK, &email, &next, None)
+    }
+
+    async fn verify(&self, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+        let (headers, form) = read_form(req).await?;
+        let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
+        let next = self.next_or_default(form.get("next").map(String::as_str));
+        let raw_email = field("email");
+        if !self.auth.admin_csrf_ok(self.ar, &headers, field("csrf")) {
+            return self.code_form(StatusCode::FORBIDDEN, raw_email, &next, Some("csrf"));
+        }
+        if let Err(wait) = self.auth.limits.verify_attempt(self.ar.ip) {
+            return self.rate_limited(wait);
+        }
+        let Some(email) = input::normalize_email(raw_email) else {
+            return self.code_form(
+                StatusCode::BAD_REQUEST,
+                raw_email,
+                &next,
+                Some("wrong_code"),
+            );
+        };
+        let ns = self.namespace();
+        let send_failed = self
+            .auth
+            .failed_sends
+            .lock()
+            .map(|mut f| f.remove(&send_key(&ns, &email)).is_some())
+            .unwrap_or(false);
+        if send_failed {
+            return self.code_form(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &email,
+                &next,
+                Some("send_failed"),
+            );
+        }
+        let code: String = field("code")
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .collect();
+        let expected = self.auth.keys.hash(
+            "admin-code",
+            &[ns.as_bytes(), email.as_bytes(), code.as_bytes()],
+        );
+        let auth = self.auth.clone();
+        let (ns2, email2, policy) = (ns.clone(), email.clone(), self.auth.policy());
+        let checked = tokio::task::spawn_blocking(move || {
+            auth.store
+                .check_code(&ns2, &email2, now(), policy, &|record| {
+                    record.code_hash.ct_eq(&expected).into()
+                })
+        })
+        .await
+        .map_err(|e| HttpError::Internal(format!("code check task: {e}")))?
+        .map_err(store_error)?;
+        let listed = self.admins.contains(&email);
+        match checked {
+            CodeCheck::Accepted(_) if listed => self.sign_in(&email, &next).await,
+            CodeCheck::Accepted(_) | CodeCheck::Rejected { .. } => {
+                self.audit(AuditKind::LoginFailed, &email, "admin, wrong code")
+                    .await;
+                self.code_form(StatusCode::BAD_REQUEST, &email, &next, Some("wrong_code"))
+            }
+            CodeCheck::Locked => {
+                self.audit(AuditKind::Locked, &email, "admin, too many wrong codes")
+                    .await;
+                self.code_form(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &email,
+                    &next,
+                    Some("too_many_attempts"),
+                )
+            }
+        }
+    }
+
+    async fn sign_in(&self, email: &str, next: &str) -> Result<Response<Body>, HttpError> {
+        let now = now();
+        let session_id = random_token(32);
+        let hash = self
+            .auth
+            .keys
+            .hash("admin-session", &[session_id.as_bytes()]);
+        let record = SessionRecord {
+            site: self.namespace(),
+            email: email.to_owned(),
+            created_at: now,
+            expires_at: now.saturating_add(SESSION_LIFETIME.as_secs() as i64),
+        };
+        let event = self.event(AuditKind::Login, email, "admin sign-in");
+        let auth = self.auth.clone();
+        tokio::task::spawn_blocking(move || auth.store.create_session(&hash, &record, &[], &event))
+            .await
+            .map_err(|e| HttpError::Internal(format!("session task: {e}")))?
+            .map_err(store_error)?;
+        tracing::info!(site = %self.site.name, "admin signed in");
+        let mut response = redirect(StatusCode::SEE_OTHER, next);
+        let cookie = cookies::set_signed(
+            self.ar.names.session(self.ar.secure),
+            &session_id,
+            self.ar.secure,
+            SameSite::Strict,
+            Some(SESSION_LIFETIME),
+            self.auth.keys.cookie_key(),
+        )
+        .ok_or_else(|| HttpError::Internal("admin session cookie could not be built".into()))?;
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+        Ok(response)
+    }
+
+    async fn logout(&self, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+        let (headers, form) = read_form(req).await?;
+        let token = form.get("csrf").map(String::as_str).unwrap_or("");
+        if !self.auth.admin_csrf_ok(self.ar, &headers, token) {
+            return Err(HttpError::BadRequest(
+                "The form expired: reload the page and sign out again.",
+            ));
+        }
+        if let Some(hash) = self.ar.session_hash {
+            let email = self.ar.admin.clone().unwrap_or_default();
+            let event = self.event(AuditKind::Logout, &email, "admin sign-out");
+            let auth = self.auth.clone();
+            tokio::task::spawn_blocking(move || auth.store.delete_session(&hash, Some(&event)))
+                .await
+                .map_err(|e| HttpError::Internal(format!("logout task: {e}")))?
+                .map_err(store_error)?;
+        }
+        let mut response = redirect(
+            StatusCode::SEE_OTHER,
+            &format!("{}/admin/login", self.auth.prefix),
+        );
+        if let Some(clear) = cookies::clear(self.ar.names.session(self.ar.secure), self.ar.secure) {
+            response.headers_mut().append(header::SET_COOKIE, clear);
+        }
+        Ok(response)
+    }
+
+    fn event(&self, kind: AuditKind, email: &str, detail: &str) -> AuditEvent {
+        AuditEvent {
+            at: now(),
+            kind,
+            site: Some(self.site.name.clone()),
+            page: None,
+            email: Some(email.to_owned()),
+            actor: if email.is_empty() {
+                "admin".into()
+            } else {
+                email.to_owned()
+            },
+            detail: format!("{detail}, from {}", self.ar.ip),
+        }
+    }
+
+    async fn audit(&self, kind: AuditKind, email: &str, detail: &str) {
+        let event = self.event(kind, email, detail);
+        let auth = self.auth.clone();
+        match tokio::task::spawn_blocking(move || auth.store.audit(&event)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "audit write failed"),
+            Err(e) => tracing::warn!(error = %e, "audit task failed"),
+        }
+    }
+}
+
+impl Auth {
+    /// Issues an admin code and mails it. Runs after the answer, so its timing says nothing
+    /// about the admin list. A failure is noted for the code form.
+    async fn admin_issue_and_mail(self: Arc<Self>, site_id: SiteId, email: &str, lang: Language) {
+        let site = &self.sites[site_id];
+        let ns = namespace(&site.name);
+        let code: String = {
+            let mut rng = rand::rng();
+            (0..self.config.code_length)
+                .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+                .collect()
+        };
+        let now = now();
+        let expires_at = now.saturating_add(self.config.code_ttl.as_secs() as i64);
+        let next = format!("{}/admin/", self.prefix);
+        // The store keeps a link token with every code; admins get no link, so nobody ever
+        // learns this one.
+        let token_hash = self
+            .keys
+            .hash("admin-token", &[random_token(32).as_bytes()]);
+        let record = CodeRecord {
+            code_hash: self.keys.hash(
+                "admin-code",
+                &[ns.as_bytes(), email.as_bytes(), code.as_bytes()],
+            ),
+            token_hash,
+            page: String::new(),
+            next: next.clone(),
+            issued_at: now,
+            expires_at,
+        };
+        let token = TokenRecord {
+            site: ns.clone(),
+            email: email.to_owned(),
+            page: String::new(),
+            next,
+            expires_at,
+        };
+        let store = self.store.clone();
+        let (ns2, email2) = (ns.clone(), email.to_owned());
+        let stored =
+            tokio::task::spawn_blocking(move || store.issue_code(&ns2, &email2, &record, &token))
+                .await;
+        if !matches!(stored, Ok(Ok(()))) {
+            tracing::error!(site = %site.name, "could not store a new admin code");
+            self.note_admin_send_failure(&ns, email);
+            return;
+        }
+        let mail = AdminMail {
+            site_title: &site.title,
+            code: &code,
+            valid_minutes: self.config.code_ttl.as_secs().div_ceil(60),
+        };
+        let rendered = match self.templates.admin_mail(&mail, lang) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "admin mail template failed");
+                self.note_admin_send_failure(&ns, email);
+                return;
+            }
+        };
+        let outgoing = Outgoing {
+            to: email.to_owned(),
+            to_name: None,
+            subject: rendered.subject,
+            text: rendered.text,
+            html: rendered.html,
+        };
+        match self.mailer.send(outgoing).await {
+            Ok(()) => {
+                let event = AuditEvent {
+                    at: now,
+                    kind: AuditKind::CodeSent,
+                    site: Some(site.name.clone()),
+                    page: None,
+                    email: Some(email.to_owned()),
+                    actor: email.to_owned(),
+                    detail: "admin sign-in code".into(),
+                };
+                let store = self.store.clone();
+                let _ = tokio::task::spawn_blocking(move || store.audit(&event)).await;
+            }
+            Err(e) => {
+                tracing::warn!(site = %site.name, error = %e, "admin sign-in mail not sent");
+                self.note_admin_send_failure(&ns, email);
+            }
+        }
+    }
+
+    fn note_admin_send_failure(&self, ns: &str, email: &str) {
+        if let Ok(mut failed) = self.failed_sends.lock() {
+            failed.insert(send_key(ns, email), std::time::Instant::now());
+        }
+    }
+}
+
+fn send_key(ns: &str, email: &str) -> String {
+    format!("{ns}\0{email}")
+}
+
+/// URL-safe random text from `bytes` random bytes.
+fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// Whether the browser's origin headers (when it sends them) say the request comes from this
+/// very origin. Stricter than the visitors' check: a sibling subdomain (`same-site`) is refused.
+///
+/// pagegate's pages send `Referrer-Policy: no-referrer`, under which browsers send `Origin: null`
+/// with a form POST even to the same origin; the fetch metadata (`Sec-Fetch-Site`), which a page
+/// cannot forge, then decides.
+pub(crate) fn same_origin(headers: &http::HeaderMap) -> bool {
+    let fetch_site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
+    if let Some(site) = fetch_site {
+        if !(site.eq_ignore_ascii_case(b"same-origin") || site.eq_ignore_ascii_case(b"none")) {
+            return false;
+        }
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    if origin == "null" && fetch_site.is_some_and(|s| s.eq_ignore_ascii_case(b"same-origin")) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_authority = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    match (origin_authority, host) {
+        (Some(o), Some(h)) => o.eq_ignore_ascii_case(h),
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+async fn read_form(
+    req: Request<Incoming>,
+) -> Result<(http::HeaderMap, HashMap<String, String>), HttpError> {
+    let (parts, body) = req.into_parts();
+    let is_form = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(HttpError::BadRequest(
+            "Expected a form (application/x-www-form-urlencoded).",
+        ));
+    }
+    let bytes = http_body_util::Limited::new(body, MAX_FORM)
+        .collect()
+        .await
+        .map_err(|_| HttpError::BadRequest("The form is too large or was cut off."))?
+        .to_bytes();
+    let form = form_urlencoded::parse(&bytes).into_owned().collect();
+    Ok((parts.headers, form))
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = Response::new(crate::body::empty());
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn admin_forms_must_come_from_this_origin() {
+        assert!(same_origin(&headers(&[("host", "a.example")])));
+        assert!(same_origin(&headers(&[
+            ("host", "a.example"),
+            ("origin", "https://a.example"),
+            ("sec-fetch-site", "same-origin"),
+        ])));
+        // What a browser sends for a form on a `Referrer-Policy: no-referrer` page.
+        assert!(same_origin(&headers(&[
+            ("host", "a.example"),
+            ("origin", "null"),
+            ("sec-fetch-site", "same-origin"),
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "a.example"),
+            ("origin", "null")
+        ])));
+        for bad in [
+            [
+                ("origin", "https://evil.example"),
+                ("sec-fetch-site", "none"),
+            ],
+            [
+                ("origin", "https://a.example"),
+                ("sec-fetch-site", "same-site"),
+            ],
+            [
+                ("origin", "https://a.example"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+        ] {
+            let mut h = headers(&bad);
+            h.insert(header::HOST, HeaderValue::from_static("a.example"));
+            assert!(!same_origin(&h), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_admin_namespace_is_not_a_site_name() {
+        assert_eq!(namespace("school"), "admin\u{0}school");
+        assert_ne!(namespace("school"), "school");
+    }
+}
