@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Session-check benchmark: what the gate costs. The same nginx upstream serves a 1 KiB file at
+# /1k (unprotected) and at /course/1k (a protected page); pagegate is measured on both, the
+# protected one with a real session cookie obtained through the real sign-in flow (the code is
+# read from the mail the file transport writes). Everything runs on 127.0.0.1 in a temporary
+# directory removed on exit with every process started here. See docs/performance.md.
+#
+#   bash .ci/bench-auth.sh
+#
+# Settings (environment): BENCH_DURATION=10s BENCH_WARMUP=3s BENCH_CONNECTIONS=64 BENCH_THREADS=1
+#                         PAGEGATE_BIN=... (use this binary instead of building one)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/.ci/bench
+BENCH_DURATION=${BENCH_DURATION:-10s}
+BENCH_WARMUP=${BENCH_WARMUP:-3s}
+BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-64}
+BENCH_THREADS=${BENCH_THREADS:-1}
+
+die() { printf 'bench-auth: error: %s\n' "$*" >&2; exit 1; }
+WORK=$(mktemp -d /tmp/pagegate-bench-auth.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    sleep 0.3
+    for pid in "${PIDS[@]}"; do
+        for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill -KILL "$child" 2>/dev/null || true; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+missing=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})); then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+PAGEGATE=${PAGEGATE_BIN:-}
+if [ -z "$PAGEGATE" ]; then
+    (cd "$ROOT" && cargo build --release --quiet --bin pagegate)
+    PAGEGATE=$ROOT/target/release/pagegate
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+render() {
+    local template=$1 out=$2; shift 2
+    local text; text=$(cat "$template")
+    for pair in "$@"; do text=${text//@${pair%%=*}@/${pair#*=}}; done
+    printf '%s\n' "$text" >"$out"
+}
+wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; die "nothing listens on port $1"; }
+
+UPSTREAM_PORT=$(free_port); PG_PORT=$(free_port)
+USER_LINE=; [ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
+mkdir -p "$WORK/www/course" "$WORK/upstream-temp" "$WORK/mail"
+head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/www/1k"
+cp "$WORK/www/1k" "$WORK/www/course/1k"
+render "$BENCH/upstream.nginx.conf" "$WORK/upstream.conf" DIR="$WORK" PORT="$UPSTREAM_PORT" \
+    WORKERS=1 NOFILE=65536 USER_LINE="$USER_LINE"
+render "$BENCH/auth.pagegate.toml" "$WORK/pagegate.toml" DIR="$WORK" PORT="$PG_PORT" UPSTREAM_PORT="$UPSTREAM_PORT"
+
+"$NGINX" -c "$WORK/upstream.conf" -e "$WORK/upstream.err" &
+PIDS+=($!)
+"$PAGEGATE" clients --config "$WORK/pagegate.toml" add --page course --email bench@example.com --name Bench >/dev/null
+PAGEGATE_LOG=warn "$PAGEGATE" serve --config "$WORK/pagegate.toml" 2>"$WORK/pagegate.log" &
+PIDS+=($!)
+wait_port "$UPSTREAM_PORT"; wait_port "$PG_PORT"
+
+# Sign in the way a browser does: form, code from the mail, verify.
+JAR=$WORK/cookies
+BASE=http://127.0.0.1:$PG_PORT
+csrf=$(curl -s -c "$JAR" -b "$JAR" "$BASE/_pagegate/login?next=/course/1k" | grep -o 'name="csrf" value="[^"]*"' | head -1 | sed 's/.*value="//;s/"$//')
+[ -n "$csrf" ] || die "no CSRF token on the email form"
+curl -s -o /dev/null -c "$JAR" -b "$JAR" --data-urlencode email=bench@example.com --data-urlencode next=/course/1k \
+    --data-urlencode "csrf=$csrf" "$BASE/_pagegate/login"
+for _ in $(seq 100); do ls "$WORK/mail"/*.eml >/dev/null 2>&1 && break; sleep 0.1; done
+code=$(grep -hoE '\b[0-9]{6}\b' "$WORK/mail"/*.eml | head -1)
+[ -n "$code" ] || die "no code in the mail"
+status=$(curl -s -o /dev/null -w '%{http_code}' -c "$JAR" -b "$JAR" --data-urlencode email=bench@example.com \
+    --data-urlencode "code=$code" --data-urlencode next=/course/1k --data-urlencode "csrf=$csrf" "$BASE/_pagegate/verify")
+[ "$status" = 303 ] || die "sign-in failed with status $status"
+cookie=$(awk '$6 ~ /^pagegate-[0-9a-f]+$/ {print $6"="$7}' "$JAR" | head -1)
+[ -n "$cookie" ] || die "no session cookie after sign-in"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $cookie" "$BASE/course/1k")" = 200 ] || die "the session does not open the page"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/course/1k")" = 302 ] || die "the page is not protected"
+
+run() { # NAME URL [wrk args...]: prints "NAME|req/s|p50|p99"
+    local name=$1 url=$2; shift 2
+    wrk -t"$BENCH_THREADS" -c"$BENCH_CONNECTIONS" -d"$BENCH_WARMUP" "$@" "$url" >/dev/null
+    local out; out=$(wrk -t"$BENCH_THREADS" -c"$BENCH_CONNECTIONS" -d"$BENCH_DURATION" --latency "$@" "$url")
+    grep -qE 'Non-2xx|Socket errors' <<<"$out" && { printf '%s\n' "$out" >&2; die "$name: errors during the run"; }
+    local rps p50 p99
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    printf '%s|%s|%s|%s\n' "$name" "$rps" "$p50" "$p99"
+}
+unprotected=$(run "pagegate, unprotected /1k" "$BASE/1k")
+protected=$(run "pagegate, protected /course/1k with a session" "$BASE/course/1k" -H "Cookie: $cookie")
+
+printf '\n| target | req/s | p50 | p99 |\n|---|---:|---:|---:|\n'
+for row in "$unprotected" "$protected"; do IFS='|' read -r n r a b <<<"$row"; printf '| %s | %s | %s | %s |\n' "$n" "$r" "$a" "$b"; done
+u=$(cut -d'|' -f2 <<<"$unprotected"); p=$(cut -d'|' -f2 <<<"$protected")
+python3 -c "u=$u; p=$p; print(f'\nsession check cost: {100*(1-p/u):.1f}% of throughput (protected/unprotected = {p/u:.3f})')"
