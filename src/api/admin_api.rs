@@ -243,7 +243,7 @@ fn client_input(page: String, bytes: &[u8]) -> Result<ClientInput, ApiError> {
         email: o.required_string("email")?,
         name: o.string("name")?,
         until: o.string("until")?,
-        days: o.take("days", "a whole number of days from 1")?,
+        days: o.take("days", "a whole number of days from 1 to 36500")?,
     })
 }
 
@@ -255,7 +255,7 @@ fn client_change(bytes: &[u8]) -> Result<ClientChange, ApiError> {
         name: o.string("name")?,
         email: o.string("email")?,
         until: o.string("until")?,
-        days: o.take("days", "a whole number of days from 1")?,
+        days: o.take("days", "a whole number of days from 1 to 36500")?,
         unlimited: o.bool("unlimited")?.unwrap_or(false),
     })
 }

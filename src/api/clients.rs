@@ -11,6 +11,8 @@ use crate::store::{
     AuditEvent, AuditKind, Client, ClientEdit, ClientSet, Source, Store, Timestamp, now,
 };
 
+/// Most days of access one request may give (about a hundred years).
+pub const MAX_DAYS: u32 = 36_500;
 /// Most characters in a client's name.
 pub const MAX_NAME_CHARS: usize = 200;
 /// Clients per page of a listing when the caller does not say.
@@ -99,6 +101,10 @@ pub fn access_end(
             Ok(Some(end))
         }
         (None, Some(0)) => Err(ApiError::invalid("days", "expected at least 1 day")),
+        (None, Some(days)) if days > MAX_DAYS => Err(ApiError::invalid(
+            "days",
+            format!("expected at most {MAX_DAYS} days"),
+        )),
         (None, Some(days)) => Ok(Some(now.saturating_add(i64::from(days) * 86_400))),
         (None, None) => Ok(None),
     }
@@ -521,6 +527,7 @@ mod tests {
             (Some("31.01.2027"), None, "until"),
             (Some("2027-01-31"), Some(3), "until"),
             (None, Some(0), "days"),
+            (None, Some(36_501), "days"),
         ] {
             match access_end(until, days, now) {
                 Err(ApiError::Invalid { field: f, .. }) => assert_eq!(f, field),

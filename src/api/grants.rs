@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 use super::clients::{
-    ClientView, access_end, check_email, check_name, find_page, last_day, rfc3339,
+    ClientView, MAX_DAYS, access_end, check_email, check_name, find_page, last_day, rfc3339,
 };
 use super::json::{self, Object};
 use super::keys::{Credentials, credentials, require_cover, require_scope};
@@ -32,8 +32,6 @@ use crate::mail::Outgoing;
 use crate::store::{AuditEvent, AuditKind, Client, Grant, GrantResult, Source, Timestamp, now};
 use crate::ui::WelcomeMail;
 
-/// Most days one grant may give.
-pub const MAX_DAYS: u32 = 36_500;
 /// Most characters in an order id.
 pub const MAX_ORDER_ID_CHARS: usize = 200;
 /// The header marking an answer repeated for a retried order.

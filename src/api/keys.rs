@@ -166,10 +166,11 @@ impl KeyRing {
         stale_at: Timestamp,
         now: Timestamp,
     ) -> Result<(), ApiError> {
+        // The map stays consistent whatever panicked while holding the lock: keep using it.
         let mut seen = self
             .seen
             .lock()
-            .map_err(|_| ApiError::Unauthorized("signature check unavailable".into()))?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if now >= seen.next_sweep {
             seen.entries.retain(|_, until| *until >= now);
             seen.next_sweep = now + 30;

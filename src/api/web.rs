@@ -287,8 +287,9 @@ impl Api {
             Err(e) => Err(e),
         };
         Ok(result.unwrap_or_else(|e| {
+            // Paths may hold a client's email: the log names the method and the reason only.
             if matches!(e, ApiError::Unauthorized(_) | ApiError::Forbidden(_)) {
-                tracing::info!(ip = %visitor.ip, %method, path = sub_path, error = %e, "API request refused");
+                tracing::info!(ip = %visitor.ip, %method, error = %e, "API request refused");
             }
             json::error(&e)
         }))
