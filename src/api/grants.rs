@@ -224,10 +224,6 @@ fn audit_detail(grant: &GrantRequest) -> String {
 /// Mails the welcome message in the background: the answer does not wait for the mail server,
 /// and a failure is logged (without the address) by the mailer.
 fn send_welcome(api: &Api, grant: &GrantRequest, client: &Client) {
-    let Some(welcome) = api.welcome() else {
-        tracing::warn!(page = %grant.page, "welcome mail not sent: mail is not set up");
-        return;
-    };
     let Some((site, page)) = api
         .config()
         .sites
@@ -246,7 +242,7 @@ fn send_welcome(api: &Api, grant: &GrantRequest, client: &Client) {
         page.paths.first().map_or("/", String::as_str)
     );
     let until = client.access_until.map(last_day);
-    let rendered = welcome.templates.welcome_mail(
+    let rendered = api.auth().templates().welcome_mail(
         &WelcomeMail {
             site_title: &site.title,
             page_title: &page.title,
@@ -270,7 +266,7 @@ fn send_welcome(api: &Api, grant: &GrantRequest, client: &Client) {
         text: rendered.text,
         html: rendered.html,
     };
-    let mailer = welcome.mailer.clone();
+    let mailer = api.auth().mailer().clone();
     tokio::spawn(async move {
         // The mailer logs the outcome.
         let _ = mailer.send(message).await;

@@ -21,10 +21,8 @@ use crate::auth::{Auth, Visitor};
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::error::HttpError;
-use crate::mail::Mailer;
 use crate::routing::SiteId;
 use crate::store::Store;
-use crate::ui::Templates;
 
 /// Largest JSON body the API reads.
 pub const JSON_LIMIT: usize = 64 * 1024;
@@ -192,20 +190,11 @@ pub async fn blocking<T: Send + 'static>(
     })
 }
 
-/// Mail for the welcome message a grant may ask for.
-pub struct Welcome {
-    /// The transport.
-    pub mailer: Mailer,
-    /// The templates, with the configured overrides.
-    pub templates: Templates,
-}
-
 /// Shared state of the admin interfaces.
 pub struct Api {
     config: Arc<Config>,
     auth: Arc<Auth>,
     keys: KeyRing,
-    welcome: Option<Welcome>,
     openapi: String,
 }
 
@@ -218,28 +207,11 @@ impl std::fmt::Debug for Api {
 impl Api {
     /// Builds the admin interfaces on the gateway's config and sign-in state.
     pub fn new(config: Arc<Config>, auth: Arc<Auth>) -> Api {
-        // The start-up built the same mailer and templates for the sign-in flow and stopped on
-        // any error, so these work; should they not, grants still do, without welcome mail.
-        let welcome = match (
-            Mailer::new(&config.mail),
-            Templates::new(config.auth.templates.as_deref()),
-        ) {
-            (Ok(mailer), Ok(templates)) => Some(Welcome { mailer, templates }),
-            (Err(e), _) => {
-                tracing::error!(error = %e, "welcome mail unavailable");
-                None
-            }
-            (_, Err(e)) => {
-                tracing::error!(error = %e, "welcome mail unavailable");
-                None
-            }
-        };
         let openapi = openapi_for(&config.server.prefix);
         Api {
             keys: KeyRing::new(&config),
             config,
             auth,
-            welcome,
             openapi,
         }
     }
@@ -262,11 +234,6 @@ impl Api {
     /// The API keys and the signatures already used.
     pub fn keys(&self) -> &KeyRing {
         &self.keys
-    }
-
-    /// Mailer and templates for welcome mail, if they could be set up.
-    pub fn welcome(&self) -> Option<&Welcome> {
-        self.welcome.as_ref()
     }
 
     /// Answers `{prefix}/api/v1{sub_path}`. The API answers every request itself, errors

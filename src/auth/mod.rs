@@ -163,6 +163,16 @@ impl Auth {
         })
     }
 
+    /// The mail transport, shared with the welcome mail of grants.
+    pub fn mailer(&self) -> &Mailer {
+        &self.mailer
+    }
+
+    /// The page and mail templates, with the configured overrides.
+    pub fn templates(&self) -> &Templates {
+        &self.templates
+    }
+
     /// The store, for admin tools sharing this process.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
