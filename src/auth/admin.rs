@@ -22,16 +22,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cookie::SameSite;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use rand::{Rng, RngCore};
+use rand::Rng;
 use subtle::ConstantTimeEq;
 
+use super::flow::{method_not_allowed, random_token, read_form, same_origin, send_key};
 use super::{Auth, SiteAuth, Visitor, cookies, input, redirect, store_error};
 use crate::body::Body;
 use crate::config::Language;
@@ -46,9 +44,6 @@ use cookies::CookieNames;
 
 /// How long an admin session lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
-
-/// Largest sign-in form accepted.
-const MAX_FORM: usize = 16 * 1024;
 
 /// The store namespace ("site") of a site's admin codes and sessions. Site names cannot hold
 /// `\0`, so this never equals a site's own name.
@@ -637,82 +632,6 @@ impl Auth {
             failed.insert(send_key(ns, email), std::time::Instant::now());
         }
     }
-}
-
-fn send_key(ns: &str, email: &str) -> String {
-    format!("{ns}\0{email}")
-}
-
-/// URL-safe random text from `bytes` random bytes.
-fn random_token(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    URL_SAFE_NO_PAD.encode(buf)
-}
-
-/// Whether the browser's origin headers (when it sends them) say the request comes from this
-/// very origin. Stricter than the visitors' check: a sibling subdomain (`same-site`) is refused.
-///
-/// pagegate's pages send `Referrer-Policy: no-referrer`, under which browsers send `Origin: null`
-/// with a form POST even to the same origin; the fetch metadata (`Sec-Fetch-Site`), which a page
-/// cannot forge, then decides.
-pub(crate) fn same_origin(headers: &http::HeaderMap) -> bool {
-    let fetch_site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
-    if let Some(site) = fetch_site {
-        if !(site.eq_ignore_ascii_case(b"same-origin") || site.eq_ignore_ascii_case(b"none")) {
-            return false;
-        }
-    }
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    if origin == "null" && fetch_site.is_some_and(|s| s.eq_ignore_ascii_case(b"same-origin")) {
-        return true;
-    }
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin_authority = origin
-        .split_once("://")
-        .map(|(_, rest)| rest.trim_end_matches('/'));
-    match (origin_authority, host) {
-        (Some(o), Some(h)) => o.eq_ignore_ascii_case(h),
-        (Some(_), None) => true,
-        (None, _) => false,
-    }
-}
-
-async fn read_form(
-    req: Request<Incoming>,
-) -> Result<(http::HeaderMap, HashMap<String, String>), HttpError> {
-    let (parts, body) = req.into_parts();
-    let is_form = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
-    if !is_form {
-        return Err(HttpError::BadRequest(
-            "Expected a form (application/x-www-form-urlencoded).",
-        ));
-    }
-    let bytes = http_body_util::Limited::new(body, MAX_FORM)
-        .collect()
-        .await
-        .map_err(|_| HttpError::BadRequest("The form is too large or was cut off."))?
-        .to_bytes();
-    let form = form_urlencoded::parse(&bytes).into_owned().collect();
-    Ok((parts.headers, form))
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut r = Response::new(crate::body::empty());
-    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
 }
 
 #[cfg(test)]

@@ -76,7 +76,9 @@ impl Auth {
             (&Method::GET | &Method::HEAD, "/link") => ctx.link_confirm(&req)?,
             (&Method::POST, "/link") => ctx.link_sign_in(req).await?,
             (&Method::POST, "/logout") => ctx.logout(req).await?,
-            (_, "/login" | "/verify" | "/link" | "/logout") => return Ok(method_not_allowed()),
+            (_, "/login" | "/verify" | "/link" | "/logout") => {
+                return Ok(method_not_allowed("GET, HEAD, POST"));
+            }
             _ => return Err(HttpError::NotFound),
         };
         if let Some(cookie) = ctx.csrf_cookie {
@@ -643,7 +645,7 @@ impl Auth {
     }
 }
 
-fn send_key(site: &str, email: &str) -> String {
+pub(super) fn send_key(site: &str, email: &str) -> String {
     format!("{site}\0{email}")
 }
 
@@ -653,26 +655,29 @@ fn email_domain(email: &str) -> &str {
 }
 
 /// URL-safe random text from `bytes` random bytes.
-fn random_token(bytes: usize) -> String {
+pub(super) fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
     URL_SAFE_NO_PAD.encode(buf)
 }
 
-/// Whether the browser's origin headers (when it sends them) say the request comes from the
-/// site itself.
-fn same_origin(headers: &http::HeaderMap) -> bool {
+/// Whether the browser's origin headers (when it sends them) say the request comes from this
+/// very origin. Stricter than the visitors' check: a sibling subdomain (`same-site`) is refused.
+///
+/// pagegate's pages send `Referrer-Policy: no-referrer`, under which browsers send `Origin: null`
+/// with a form POST even to the same origin; the fetch metadata (`Sec-Fetch-Site`), which a page
+/// cannot forge, then decides.
+pub(super) fn same_origin(headers: &http::HeaderMap) -> bool {
     let fetch_site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
-    if fetch_site.is_some_and(|v| v.eq_ignore_ascii_case(b"cross-site")) {
-        return false;
+    if let Some(site) = fetch_site {
+        if !(site.eq_ignore_ascii_case(b"same-origin") || site.eq_ignore_ascii_case(b"none")) {
+            return false;
+        }
     }
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    // pagegate's pages send `Referrer-Policy: no-referrer`, under which browsers send
-    // `Origin: null` with a form POST even to the same origin; the fetch metadata, which a page
-    // cannot forge, then decides.
-    if origin == "null" && fetch_site.is_some_and(|v| v.eq_ignore_ascii_case(b"same-origin")) {
+    if origin == "null" && fetch_site.is_some_and(|s| s.eq_ignore_ascii_case(b"same-origin")) {
         return true;
     }
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
@@ -681,14 +686,12 @@ fn same_origin(headers: &http::HeaderMap) -> bool {
         .map(|(_, rest)| rest.trim_end_matches('/'));
     match (origin_authority, host) {
         (Some(o), Some(h)) => o.eq_ignore_ascii_case(h),
-        // HTTP/2 requests carry the authority in the URI, not a Host header; a missing Host with
-        // an Origin is judged by the fetch metadata above alone.
         (Some(_), None) => true,
         (None, _) => false,
     }
 }
 
-async fn read_form(
+pub(super) async fn read_form(
     req: Request<Incoming>,
 ) -> Result<(http::HeaderMap, HashMap<String, String>), HttpError> {
     let (parts, body) = req.into_parts();
@@ -715,17 +718,17 @@ async fn read_form(
     Ok((parts.headers, form))
 }
 
-fn query_map<B>(req: &Request<B>) -> HashMap<String, String> {
+pub(super) fn query_map<B>(req: &Request<B>) -> HashMap<String, String> {
     form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .into_owned()
         .collect()
 }
 
-fn method_not_allowed() -> Response<Body> {
+pub(super) fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut r = Response::new(crate::body::empty());
     *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }
 
