@@ -4,7 +4,10 @@
 //! schema version in `meta` guards against files this build does not understand. Every write
 //! transaction commits with redb's default (immediate, fsynced) durability before returning.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{
     Database, MultimapTableDefinition, ReadableMultimapTable, ReadableTable, ReadableTableMetadata,
@@ -72,7 +75,23 @@ impl Attempts {
 pub struct RedbStore {
     db: Database,
     path: PathBuf,
+    /// Bumped after every committed write. This process is the only writer (redb locks the
+    /// file), so a cached read tagged with the current generation is exactly what the database
+    /// would answer now.
+    generation: AtomicU64,
+    /// Recent answers of [`Store::session_access`], the per-request check, valid for one
+    /// generation. Time limits are not cached: callers compare the records' timestamps.
+    access_cache: Mutex<AccessCache>,
 }
+
+#[derive(Default)]
+struct AccessCache {
+    generation: u64,
+    entries: HashMap<SecretHash, (Vec<String>, Option<SessionAccess>)>,
+}
+
+/// Most cached session checks kept before the cache starts over.
+const ACCESS_CACHE_LIMIT: usize = 50_000;
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,7 +148,12 @@ impl RedbStore {
             other => StoreError::Backend(format!("{}: {other}", path.display())),
         })?;
         restrict_file(&path)?;
-        let store = RedbStore { db, path };
+        let store = RedbStore {
+            db,
+            path,
+            generation: AtomicU64::new(0),
+            access_cache: Mutex::new(AccessCache::default()),
+        };
         store.check_schema()?;
         Ok(store)
     }
@@ -183,7 +207,49 @@ impl RedbStore {
         let txn = self.db.begin_write()?;
         let out = f(&txn)?;
         txn.commit()?;
+        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(out)
+    }
+
+    fn cached_access(
+        &self,
+        generation: u64,
+        hash: &SecretHash,
+        pages: &[&str],
+    ) -> Option<Option<SessionAccess>> {
+        let cache = self.access_cache.lock().ok()?;
+        if cache.generation != generation {
+            return None;
+        }
+        let (cached_pages, access) = cache.entries.get(hash)?;
+        (cached_pages.len() == pages.len() && cached_pages.iter().zip(pages).all(|(a, b)| a == b))
+            .then(|| access.clone())
+    }
+
+    fn remember_access(
+        &self,
+        generation: u64,
+        hash: &SecretHash,
+        pages: &[&str],
+        access: &Option<SessionAccess>,
+    ) {
+        let Ok(mut cache) = self.access_cache.lock() else {
+            return;
+        };
+        if generation < cache.generation {
+            return;
+        }
+        if generation > cache.generation || cache.entries.len() >= ACCESS_CACHE_LIMIT {
+            cache.entries.clear();
+            cache.generation = generation;
+        }
+        cache.entries.insert(
+            *hash,
+            (
+                pages.iter().map(|p| (*p).to_owned()).collect(),
+                access.clone(),
+            ),
+        );
     }
 }
 
@@ -423,19 +489,13 @@ impl Store for RedbStore {
         session_hash: &SecretHash,
         pages: &[&str],
     ) -> Result<Option<SessionAccess>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let sessions = txn.open_table(SESSIONS)?;
-        let Some(v) = sessions.get(session_hash.as_slice())? else {
-            return Ok(None);
-        };
-        let session: SessionRecord = decode("sessions", v.value())?;
-        let table = txn.open_table(CLIENTS)?;
-        let mut clients = Vec::with_capacity(pages.len());
-        for page in pages {
-            let found = table.get(key(page, &session.email).as_str())?;
-            clients.push(found.map(|v| decode("clients", v.value())).transpose()?);
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(cached) = self.cached_access(generation, session_hash, pages) {
+            return Ok(cached);
         }
-        Ok(Some(SessionAccess { session, clients }))
+        let access = self.read_access(session_hash, pages)?;
+        self.remember_access(generation, session_hash, pages, &access);
+        Ok(access)
     }
 
     fn delete_session(
@@ -661,6 +721,26 @@ impl Store for RedbStore {
 }
 
 impl RedbStore {
+    fn read_access(
+        &self,
+        session_hash: &SecretHash,
+        pages: &[&str],
+    ) -> Result<Option<SessionAccess>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let sessions = txn.open_table(SESSIONS)?;
+        let Some(v) = sessions.get(session_hash.as_slice())? else {
+            return Ok(None);
+        };
+        let session: SessionRecord = decode("sessions", v.value())?;
+        let table = txn.open_table(CLIENTS)?;
+        let mut clients = Vec::with_capacity(pages.len());
+        for page in pages {
+            let found = table.get(key(page, &session.email).as_str())?;
+            clients.push(found.map(|v| decode("clients", v.value())).transpose()?);
+        }
+        Ok(Some(SessionAccess { session, clients }))
+    }
+
     /// Number of live sessions (for metrics and tests).
     pub fn session_count(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
@@ -1142,6 +1222,61 @@ mod tests {
             ("Bea", Some(90), Source::Import)
         );
         assert_eq!(store.audit_log(None, 100).expect("log").len(), 4);
+    }
+
+    #[test]
+    fn the_cached_session_check_follows_every_write() {
+        let (_dir, store) = store();
+        store
+            .put_client(
+                "course",
+                &client("a@x.org", None),
+                &event(AuditKind::ClientAdded),
+            )
+            .expect("put");
+        let session = SessionRecord {
+            site: "s".into(),
+            email: "a@x.org".into(),
+            created_at: 10,
+            expires_at: 99,
+        };
+        store
+            .create_session(&[1; 32], &session, &[], &event(AuditKind::Login))
+            .expect("session");
+        let read = |pages: &[&str]| store.session_access(&[1; 32], pages).expect("read");
+        let first = read(&["course"]).expect("session");
+        assert_eq!(
+            first.clients[0].as_ref().map(|c| c.access_until),
+            Some(None)
+        );
+        assert_eq!(read(&["course"]).expect("cached").clients.len(), 1);
+        assert_eq!(
+            read(&["course", "other"])
+                .expect("other pages")
+                .clients
+                .len(),
+            2
+        );
+
+        store
+            .put_client(
+                "course",
+                &client("a@x.org", Some(50)),
+                &event(AuditKind::ClientUpdated),
+            )
+            .expect("put");
+        assert_eq!(
+            read(&["course"]).expect("session").clients[0]
+                .as_ref()
+                .and_then(|c| c.access_until),
+            Some(50)
+        );
+        store
+            .remove_client("course", "a@x.org", &event(AuditKind::ClientRemoved))
+            .expect("remove");
+        assert!(read(&["course"]).expect("session").clients[0].is_none());
+        store.delete_session(&[1; 32], None).expect("logout");
+        assert!(read(&["course"]).is_none());
     }
 
     #[test]
