@@ -103,6 +103,7 @@ CAP_SYS_RESOURCE), or set IDLE_CONNECTIONS lower."
     NOFILE=$(ulimit -n)
     [ "$NOFILE" = unlimited ] && NOFILE=$BENCH_NOFILE
     [ "$NOFILE" -ge "$need" ] || die "open-files limit is $NOFILE, $need needed"
+    say "open-files limit: $NOFILE"
 }
 
 build_pagegate() {
@@ -116,8 +117,14 @@ build_pagegate() {
     [ -x "$PG_BIN" ] || die "no pagegate binary at $PG_BIN"
 }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# free_ports N: N distinct free TCP ports on 127.0.0.1, space-separated.
+free_ports() {
+    python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
 }
 
 # render TEMPLATE OUTPUT KEY=VALUE...: copies TEMPLATE with every @KEY@ replaced.
@@ -205,11 +212,24 @@ wait_quiet() {
     echo "$busy"
 }
 
+# machine_ticks: user + nice + system CPU time of the whole machine (clock ticks, all CPUs).
+machine_ticks() {
+    awk '/^cpu / { print $2 + $3 + $4; exit }' /proc/stat
+}
+
+# children_ticks: CPU time of this shell's finished children (wrk, through timeout).
+children_ticks() {
+    local f
+    f=$(sed 's/.*) //' "/proc/$$/stat")
+    set -- $f
+    echo $((${14} + ${15}))
+}
+
 # --- wrk ----------------------------------------------------------------------------------------
 
 ROWS=()
 BUSY_WARNINGS=()
-declare -A RPS P50 P99 ERRORS MEM_AFTER MEM_PEAK
+declare -A RPS P50 P99 ERRORS CPU_US MEM_AFTER MEM_PEAK
 
 # parse_wrk FILE: prints "req/s p50_us p99_us errors" from wrk --latency output.
 parse_wrk() {
@@ -233,10 +253,25 @@ parse_wrk() {
         }' "$1"
 }
 
-# run_wrk NAME URL [EXTRA WRK ARGS...]: warm-up, then the measured run; adds a row NAME.
-# Extra arguments go to both runs, e.g. -H "Cookie: session=..." for an authenticated scenario.
+# cpu_ticks PID...: user + system CPU time (clock ticks, all threads) of the processes.
+cpu_ticks() {
+    local pid total=0 f
+    for pid in "$@"; do
+        f=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+        set -- $f
+        total=$((total + ${12} + ${13}))
+    done
+    echo "$total"
+}
+
+# [PROXY_PIDS="PID..."] run_wrk NAME URL [EXTRA WRK ARGS...]: warm-up, then the measured run;
+# adds a row NAME. Extra arguments go to both runs, e.g. -H "Cookie: session=..." for an
+# authenticated scenario. With PROXY_PIDS, the row also gets those processes' CPU time per
+# request during the measured run and their memory after it.
 run_wrk() {
-    local name=$1 url=$2 limit out parsed rps p50 p99 errors busy
+    local name=$1 url=$2 limit out parsed rps p50 p99 errors busy cpu_before cpu_after
+    local ours mine_before mine_after all_before all_after other
+    local pids=${PROXY_PIDS:-}
     shift 2
     limit=$(($(duration_secs "$BENCH_DURATION") + $(duration_secs "$BENCH_WARMUP") + 30))
     out="$WORK/wrk-$(echo "$name" | tr -c 'A-Za-z0-9\n' '-').txt"
@@ -247,21 +282,35 @@ run_wrk() {
     say "$name: warm-up $BENCH_WARMUP, then $BENCH_DURATION with $BENCH_CONNECTIONS connections, $BENCH_THREADS thread(s) ($url; CPUs ${busy}% busy before)"
     timeout "$limit" wrk -t "$BENCH_THREADS" -c "$BENCH_CONNECTIONS" -d "$BENCH_WARMUP" "$@" "$url" >/dev/null ||
         die "$name: warm-up wrk run failed"
+    # Everything this benchmark runs, to tell other work on the machine apart during the run.
+    ours=$(pids_of_nginx "$UPSTREAM_PID")
+    ours="$ours $(pids_of_nginx "$PROXY_PID") $PG_PID"
+    cpu_before=$(cpu_ticks $pids) mine_before=$(($(cpu_ticks $ours) + $(children_ticks)))
+    all_before=$(machine_ticks)
     timeout "$limit" wrk -t "$BENCH_THREADS" -c "$BENCH_CONNECTIONS" -d "$BENCH_DURATION" --latency "$@" "$url" >"$out" ||
         die "$name: wrk run failed"
+    cpu_after=$(cpu_ticks $pids) mine_after=$(($(cpu_ticks $ours) + $(children_ticks)))
+    all_after=$(machine_ticks)
+    # Share of the machine's CPU time used by processes other than ours during the run.
+    other=$(awk -v all=$((all_after - all_before)) -v mine=$((mine_after - mine_before)) \
+        -v hz="$(getconf CLK_TCK)" -v n="$(nproc)" -v d="$(duration_secs "$BENCH_DURATION")" \
+        'BEGIN { o = (all - mine) / (hz * n * d) * 100; printf "%.0f", o < 0 ? 0 : o }')
+    say "$name: other processes used ${other}% of the CPUs during the run"
+    if [ "$other" -gt 10 ]; then
+        BUSY_WARNINGS+=("during \"$name\", other processes used ${other}% of the CPUs")
+    fi
     sed 's/^/    /' "$out" >&2
     parsed=$(parse_wrk "$out") || die "$name: cannot read wrk's output (see above)"
     read -r rps p50 p99 errors <<<"$parsed"
     RPS[$name]=$rps P50[$name]=$p50 P99[$name]=$p99 ERRORS[$name]=$errors
+    if [ -n "$pids" ]; then
+        # CPU microseconds per request: ticks * 1e6 / CLK_TCK / (req/s * seconds of the run).
+        CPU_US[$name]=$(awk -v t=$((cpu_after - cpu_before)) -v hz="$(getconf CLK_TCK)" -v r="$rps" \
+            -v d="$(duration_secs "$BENCH_DURATION")" 'BEGIN { printf "%.1f", t * 1000000 / hz / (r * d) }')
+        MEM_AFTER[$name]=$(status_kib VmRSS $pids)
+        MEM_PEAK[$name]=$(status_kib VmHWM $pids)
+    fi
     ROWS+=("$name")
-}
-
-# note_memory NAME PID...: RSS now (summed) and peak RSS (VmHWM, summed) of the row's proxy.
-note_memory() {
-    local name=$1
-    shift
-    MEM_AFTER[$name]=$(status_kib VmRSS "$@")
-    MEM_PEAK[$name]=$(status_kib VmHWM "$@")
 }
 
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
@@ -269,11 +318,12 @@ ms() { awk -v u="$1" 'BEGIN { printf "%.2f ms", u / 1000 }'; }
 
 print_wrk_table() {
     local name
-    echo "| target | req/s | p50 | p99 | errors | proxy RSS after run | proxy peak RSS |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
+    echo "| target | req/s | p50 | p99 | errors | proxy CPU per request | proxy RSS after run | proxy peak RSS |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     for name in "${ROWS[@]}"; do
-        printf '| %s | %.0f | %s | %s | %s | %s | %s |\n' "$name" "${RPS[$name]}" \
+        printf '| %s | %.0f | %s | %s | %s | %s | %s | %s |\n' "$name" "${RPS[$name]}" \
             "$(ms "${P50[$name]}")" "$(ms "${P99[$name]}")" "${ERRORS[$name]}" \
+            "$([ -n "${CPU_US[$name]:-}" ] && echo "${CPU_US[$name]} µs" || echo -)" \
             "$([ -n "${MEM_AFTER[$name]:-}" ] && mib "${MEM_AFTER[$name]}" || echo -)" \
             "$([ -n "${MEM_PEAK[$name]:-}" ] && mib "${MEM_PEAK[$name]}" || echo -)"
     done
@@ -283,7 +333,11 @@ print_wrk_table() {
         [ -n "${RPS[nginx proxy]:-}" ] || continue
         awk -v n="$name" -v r="${RPS[$name]}" -v rn="${RPS[nginx proxy]}" \
             -v p="${P99[$name]}" -v pn="${P99[nginx proxy]}" \
-            'BEGIN { printf "%s / nginx proxy: req/s x%.2f, p99 x%.2f\n", n, r / rn, p / pn }'
+            -v c="${CPU_US[$name]:-0}" -v cn="${CPU_US[nginx proxy]:-0}" 'BEGIN {
+                printf "%s / nginx proxy: req/s x%.2f, p99 x%.2f", n, r / rn, p / pn
+                if (c > 0 && cn > 0) printf ", CPU per request x%.2f", c / cn
+                printf "\n"
+            }'
     done
 }
 
@@ -337,9 +391,7 @@ USER_LINE=
 WORKER_CONNECTIONS=$((IDLE_CONNECTIONS + 2048))
 [ "$WORKER_CONNECTIONS" -gt "$NOFILE" ] && WORKER_CONNECTIONS=$NOFILE
 
-UPSTREAM_PORT=$(free_port)
-PROXY_PORT=$(free_port)
-PG_PORT=$(free_port)
+read -r UPSTREAM_PORT PROXY_PORT PG_PORT <<<"$(free_ports 3)"
 common=(DIR="$WORK" NOFILE="$NOFILE" USER_LINE="$USER_LINE" UPSTREAM_PORT="$UPSTREAM_PORT")
 
 render "$BENCH/upstream.nginx.conf" "$WORK/upstream.conf" "${common[@]}" PORT="$UPSTREAM_PORT" \
@@ -378,10 +430,8 @@ fi
 } >"$WORK/results.md"
 
 run_wrk "upstream (direct)" "http://127.0.0.1:$UPSTREAM_PORT/1k"
-run_wrk "nginx proxy" "http://127.0.0.1:$PROXY_PORT/1k"
-note_memory "nginx proxy" $(pids_of_nginx "$PROXY_PID")
-run_wrk "pagegate" "http://127.0.0.1:$PG_PORT/1k"
-note_memory "pagegate" "$PG_PID"
+PROXY_PIDS=$(pids_of_nginx "$PROXY_PID") run_wrk "nginx proxy" "http://127.0.0.1:$PROXY_PORT/1k"
+PROXY_PIDS=$PG_PID run_wrk "pagegate" "http://127.0.0.1:$PG_PORT/1k"
 print_wrk_table >>"$WORK/results.md"
 if [ ${#BUSY_WARNINGS[@]} -gt 0 ]; then
     {
