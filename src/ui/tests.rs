@@ -646,15 +646,15 @@ fn escapes_markup() {
     );
 }
 
-/// Writes every page and the mail, in every language, as files for a look in a browser:
-/// `PAGEGATE_UI_DUMP=/tmp/pagegate-ui cargo test --lib ui::tests::dump_samples -- --ignored`.
+/// Renders every page and the mail, in every language, to files: into a temporary folder, or
+/// into `PAGEGATE_UI_DUMP` for a look in a browser
+/// (`PAGEGATE_UI_DUMP=/tmp/pagegate-ui cargo test --lib ui::tests::dump_samples`).
 #[test]
-#[ignore = "writes sample pages for a visual check"]
 fn dump_samples() {
-    let Some(dir) = std::env::var_os("PAGEGATE_UI_DUMP") else {
-        return;
-    };
-    let dir = Path::new(&dir);
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = std::env::var_os("PAGEGATE_UI_DUMP")
+        .map_or_else(|| temp.path().to_path_buf(), std::path::PathBuf::from);
+    let dir = dir.as_path();
     std::fs::create_dir_all(dir).expect("dump folder");
     let templates = builtin();
     let email = "ada.lovelace@example.com";
@@ -757,6 +757,23 @@ fn dump_samples() {
         )
         .expect("error page");
     std::fs::write(dir.join("error_en.html"), html).expect("write");
+    let written: Vec<_> = std::fs::read_dir(dir)
+        .expect("read dump")
+        .filter_map(Result::ok)
+        .collect();
+    assert!(
+        written.len() >= 2 * 6,
+        "expected every page in both languages, got {}",
+        written.len()
+    );
+    for file in written {
+        let text = std::fs::read_to_string(file.path()).expect("read sample");
+        assert!(
+            !text.trim().is_empty() && !text.contains("{{"),
+            "{}",
+            file.path().display()
+        );
+    }
 }
 
 #[test]
