@@ -638,55 +638,6 @@ impl Auth {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
-        let mut h = http::HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(
-                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
-                HeaderValue::from_str(v).expect("value"),
-            );
-        }
-        h
-    }
-
-    #[test]
-    fn admin_forms_must_come_from_this_origin() {
-        assert!(same_origin(&headers(&[("host", "a.example")])));
-        assert!(same_origin(&headers(&[
-            ("host", "a.example"),
-            ("origin", "https://a.example"),
-            ("sec-fetch-site", "same-origin"),
-        ])));
-        // What a browser sends for a form on a `Referrer-Policy: no-referrer` page.
-        assert!(same_origin(&headers(&[
-            ("host", "a.example"),
-            ("origin", "null"),
-            ("sec-fetch-site", "same-origin"),
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("host", "a.example"),
-            ("origin", "null")
-        ])));
-        for bad in [
-            [
-                ("origin", "https://evil.example"),
-                ("sec-fetch-site", "none"),
-            ],
-            [
-                ("origin", "https://a.example"),
-                ("sec-fetch-site", "same-site"),
-            ],
-            [
-                ("origin", "https://a.example"),
-                ("sec-fetch-site", "cross-site"),
-            ],
-        ] {
-            let mut h = headers(&bad);
-            h.insert(header::HOST, HeaderValue::from_static("a.example"));
-            assert!(!same_origin(&h), "{bad:?}");
-        }
-    }
-
     #[test]
     fn the_admin_namespace_is_not_a_site_name() {
         assert_eq!(namespace("school"), "admin\u{0}school");

@@ -776,6 +776,25 @@ mod tests {
             ("host", "a.example"),
             ("sec-fetch-site", "cross-site")
         ])));
+        // The admin forms' cases: only the site's own origin, whatever the fetch metadata says.
+        for bad in [
+            [
+                ("origin", "https://evil.example"),
+                ("sec-fetch-site", "none"),
+            ],
+            [
+                ("origin", "https://a.example"),
+                ("sec-fetch-site", "same-site"),
+            ],
+            [
+                ("origin", "https://a.example"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+        ] {
+            let mut h = headers(&bad);
+            h.insert(header::HOST, HeaderValue::from_static("a.example"));
+            assert!(!same_origin(&h), "{bad:?}");
+        }
     }
 
     #[test]
