@@ -46,11 +46,10 @@ ENV PAGEGATE_CONFIG=/etc/pagegate/gateway.toml
 # Ports above 1024: the non-root user cannot bind 80/443; map them with -p 80:8080 -p 443:8443.
 EXPOSE 8080 8443
 USER 65532:65532
-# Health: there is no HTTP client in this image, so no HEALTHCHECK here. Probe the gateway from
-# outside instead: GET http://<container>:8080/_pagegate/healthz answers 200 "ok" (any Host),
-# e.g. a Kubernetes httpGet probe or the load balancer's health check.
-# Once pagegate has a `pagegate healthcheck` subcommand, this becomes:
-#   HEALTHCHECK --interval=30s --timeout=3s CMD ["/usr/local/bin/pagegate", "healthcheck"]
+# The image has no shell and no HTTP client, so the binary checks itself: `pagegate healthcheck`
+# reads the same configuration and asks `{prefix}/healthz` on its plain listener over loopback.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/pagegate", "healthcheck", "--timeout", "3s"]
 # SIGTERM (docker stop) starts a graceful shutdown bounded by server.shutdown_grace (default
 # 30s); give `docker stop --time` a little more than that.
 STOPSIGNAL SIGTERM

@@ -389,3 +389,37 @@ fn clients_are_managed_from_the_command_line_with_or_without_a_running_gateway()
     assert!(stderr.contains("is not a client of course"), "{stderr}");
     drop(gateway);
 }
+
+#[test]
+fn the_healthcheck_command_tells_a_serving_gateway_from_a_stopped_one() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nprefix = \"/_gate\"\n\n[[site]]\nhosts = [\"a.example\"]\nupstream = \"http://127.0.0.1:9\"\n"
+        ),
+    );
+    let config = path.display().to_string();
+
+    let mut gateway = GatewayProcess::serve(&path);
+    let (status, stdout, stderr) = run(&["healthcheck", "--config", &config]);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stdout.contains(&format!("http://127.0.0.1:{port}/_gate/healthz: ok")),
+        "{stdout}"
+    );
+    let wrong = format!("http://127.0.0.1:{port}/_gate/nothing-here");
+    let (status, _, stderr) = run(&["healthcheck", "--url", &wrong]);
+    assert!(!status.success());
+    assert!(stderr.contains("answered 404"), "{stderr}");
+
+    gateway.signal("TERM");
+    gateway.wait_exit(Duration::from_secs(10));
+    let (status, _, stderr) = run(&["healthcheck", "--config", &config]);
+    assert!(!status.success(), "a stopped gateway is reported healthy");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+}
