@@ -108,11 +108,12 @@ impl Gateway {
 
     /// Answers one request; never fails, errors become pages.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnectionInfo) -> Response<Body> {
+        // Kept for the error log line; both are shared, not copied.
         let method = req.method().clone();
-        let path_for_log = req.uri().path().to_owned();
+        let uri = req.uri().clone();
         match self.route(req, conn).await {
             Ok(response) => response,
-            Err(err) => error_response(&err, &method, &path_for_log, conn),
+            Err(err) => error_response(&err, &method, uri.path(), conn),
         }
     }
 
@@ -141,7 +142,10 @@ impl Gateway {
             return Ok(healthz(req.method()));
         }
         let raw_host = request_host(&req)?;
-        let host = normalize_host(&raw_host)
+        let host = raw_host
+            .to_str()
+            .ok()
+            .and_then(normalize_host)
             .ok_or(HttpError::BadRequest("The Host header is not valid."))?;
         let site_id = self
             .router
@@ -318,7 +322,8 @@ fn check_framing<B>(req: &Request<B>) -> Result<(), HttpError> {
 
 /// The host the request names. In absolute form (HTTP/1.1) or HTTP/2, the URI authority and the
 /// Host header must agree, so neither can be used to reach a site the other does not name.
-fn request_host<B>(req: &Request<B>) -> Result<String, HttpError> {
+/// The value is the client's own (shared, not copied): it is forwarded as it came.
+fn request_host<B>(req: &Request<B>) -> Result<HeaderValue, HttpError> {
     let mut host_headers = req.headers().get_all(header::HOST).iter();
     let header_host = host_headers.next();
     if host_headers.next().is_some() {
@@ -329,12 +334,13 @@ fn request_host<B>(req: &Request<B>) -> Result<String, HttpError> {
     let header_host = header_host
         .map(|v| {
             v.to_str()
+                .map(|text| (v, text))
                 .map_err(|_| HttpError::BadRequest("The Host header is not valid."))
         })
         .transpose()?;
     let authority = req.uri().authority().map(|a| a.as_str());
     match (authority, header_host) {
-        (Some(a), Some(h)) => {
+        (Some(a), Some((value, h))) => {
             let same = normalize_host(a).is_some()
                 && normalize_host(a) == normalize_host(h)
                 && port_of(a) == port_of(h);
@@ -343,10 +349,11 @@ fn request_host<B>(req: &Request<B>) -> Result<String, HttpError> {
                     "The request target and the Host header disagree.",
                 ));
             }
-            Ok(h.to_owned())
+            Ok(value.clone())
         }
-        (Some(a), None) => Ok(a.to_owned()),
-        (None, Some(h)) => Ok(h.to_owned()),
+        (Some(a), None) => HeaderValue::from_str(a)
+            .map_err(|_| HttpError::BadRequest("The request target is not valid.")),
+        (None, Some((value, _))) => Ok(value.clone()),
         (None, None) => Err(HttpError::BadRequest("The request has no Host header.")),
     }
 }
@@ -436,20 +443,16 @@ mod tests {
     #[test]
     fn host_and_authority_must_agree() {
         assert_eq!(
-            request_host(&req("/", &[("host", "a.example")]))
-                .ok()
-                .as_deref(),
-            Some("a.example")
+            request_host(&req("/", &[("host", "a.example")])).ok(),
+            Some(HeaderValue::from_static("a.example"))
         );
         assert_eq!(
-            request_host(&req("http://a.example/", &[])).ok().as_deref(),
-            Some("a.example")
+            request_host(&req("http://a.example/", &[])).ok(),
+            Some(HeaderValue::from_static("a.example"))
         );
         assert_eq!(
-            request_host(&req("http://A.example/", &[("host", "a.example")]))
-                .ok()
-                .as_deref(),
-            Some("a.example")
+            request_host(&req("http://A.example/", &[("host", "a.example")])).ok(),
+            Some(HeaderValue::from_static("a.example"))
         );
         assert!(request_host(&req("http://b.example/", &[("host", "a.example")])).is_err());
         assert!(request_host(&req("http://a.example:81/", &[("host", "a.example")])).is_err());

@@ -8,15 +8,18 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
 /// Headers that describe one connection and never cross a proxy.
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-];
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == PROXY_CONNECTION
+        || name == KEEP_ALIVE
+}
 
 /// Headers a `Connection` token may not remove, because the request's target and framing
 /// depend on them.
@@ -26,6 +29,10 @@ const PROTECTED_FROM_CONNECTION: [HeaderName; 2] = [header::HOST, header::CONTEN
 /// `PROTECTED_FROM_CONNECTION`. Returns whether the client asked for `TE: trailers`, which
 /// gRPC-style upstreams need to see again.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    // Most messages carry none of them: one pass over the names, no lookups, no allocation.
+    if !headers.keys().any(is_hop_by_hop) {
+        return false;
+    }
     let wants_trailers = headers
         .get_all(header::TE)
         .iter()
@@ -40,7 +47,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in [
+        &header::CONNECTION,
+        &header::TE,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &PROXY_CONNECTION,
+        &KEEP_ALIVE,
+    ] {
         headers.remove(name);
     }
     wants_trailers
@@ -79,11 +93,14 @@ pub fn remove_identity_headers(headers: &mut HeaderMap, also: &[HeaderName]) {
 /// Headers some frameworks (IIS URL Rewrite, Symfony, Laravel behind some proxies) use to
 /// replace the request path. pagegate decides protection on the path it sees, so a client must
 /// not be able to hand the upstream a different one.
-const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+static PATH_OVERRIDES: [HeaderName; 2] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
 
 /// Removes path-override headers from a client's request.
 pub fn remove_path_overrides(headers: &mut HeaderMap) {
-    for name in PATH_OVERRIDES {
+    for name in &PATH_OVERRIDES {
         headers.remove(name);
     }
 }
@@ -132,7 +149,7 @@ pub struct Forwarding<'a> {
     /// `http` or `https`, as the client reached pagegate.
     pub proto: &'static str,
     /// The Host the client asked for, as sent.
-    pub host: &'a str,
+    pub host: &'a HeaderValue,
     /// Configured identity header names to remove from the client's request.
     pub strip: &'a [HeaderName],
     /// Identity headers to add for a signed-in visitor (empty otherwise).
@@ -146,41 +163,97 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Sets `X-Forwarded-For/-Proto/-Host`, `X-Real-IP` and `Forwarded`. From a trusted front proxy
 /// the chain is extended and its proto/host kept; from anyone else every such header is replaced.
+///
+/// This runs on every proxied request, so values are shared rather than re-validated: the
+/// address is formatted once and the client's own Host value is reused as it came.
 pub fn set_forwarding(headers: &mut HeaderMap, fwd: &Forwarding<'_>) {
     let ip = fwd.peer.ip().to_canonical();
-    let ip_text = ip.to_string();
-    let forwarded_element = forwarded_element(ip, fwd.proto, fwd.host);
+    let ip_text = ip_text(ip);
+    let host = fwd.host.to_str().unwrap_or("");
+    let forwarded_element = forwarded_element(ip, &ip_text, fwd.proto, host);
 
     if fwd.peer_trusted {
         append_list(headers, &X_FORWARDED_FOR, &ip_text);
         append_list(headers, &header::FORWARDED, &forwarded_element);
         set_if_absent(headers, &X_FORWARDED_PROTO, fwd.proto);
-        set_if_absent(headers, &X_FORWARDED_HOST, fwd.host);
+        set_if_absent(headers, &X_FORWARDED_HOST, host);
         set_if_absent(headers, &X_REAL_IP, &ip_text);
     } else {
-        replace(headers, &X_FORWARDED_FOR, &ip_text);
-        replace(headers, &header::FORWARDED, &forwarded_element);
-        replace(headers, &X_FORWARDED_PROTO, fwd.proto);
-        replace(headers, &X_FORWARDED_HOST, fwd.host);
-        replace(headers, &X_REAL_IP, &ip_text);
+        match HeaderValue::try_from(ip_text) {
+            Ok(ip) => {
+                headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
+                headers.insert(X_REAL_IP.clone(), ip);
+            }
+            Err(_) => {
+                headers.remove(&X_FORWARDED_FOR);
+                headers.remove(&X_REAL_IP);
+            }
+        }
+        match HeaderValue::try_from(forwarded_element) {
+            Ok(v) => headers.insert(header::FORWARDED, v),
+            Err(_) => headers.remove(header::FORWARDED),
+        };
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(fwd.proto),
+        );
+        headers.insert(X_FORWARDED_HOST.clone(), fwd.host.clone());
+    }
+}
+
+/// The address as text; IPv4 without the formatting machinery, which showed in profiles.
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut text = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                if octet >= 100 {
+                    text.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    text.push(char::from(b'0' + octet / 10 % 10));
+                }
+                text.push(char::from(b'0' + octet % 10));
+            }
+            text
+        }
+        IpAddr::V6(v6) => v6.to_string(),
     }
 }
 
 /// One RFC 7239 element: `for=…;host=…;proto=…`, quoting where the grammar needs it.
-fn forwarded_element(ip: IpAddr, proto: &str, host: &str) -> String {
-    let for_part = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
+fn forwarded_element(ip: IpAddr, ip_text: &str, proto: &str, host: &str) -> String {
+    let mut element = String::with_capacity(32 + ip_text.len() + host.len());
+    element.push_str("for=");
+    if ip.is_ipv6() {
+        element.push_str("\"[");
+        element.push_str(ip_text);
+        element.push_str("]\"");
+    } else {
+        element.push_str(ip_text);
+    }
+    element.push_str(";host=");
     let host_is_token = host
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'*+^`|".contains(&b));
     if host_is_token {
-        format!("for={for_part};host={host};proto={proto}")
+        element.push_str(host);
     } else {
-        let quoted = host.replace('\\', "\\\\").replace('"', "\\\"");
-        format!("for={for_part};host=\"{quoted}\";proto={proto}")
+        element.push('"');
+        for c in host.chars() {
+            if c == '\\' || c == '"' {
+                element.push('\\');
+            }
+            element.push(c);
+        }
+        element.push('"');
     }
+    element.push_str(";proto=");
+    element.push_str(proto);
+    element
 }
 
 fn replace(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
@@ -286,12 +359,14 @@ mod tests {
         assert_eq!(left, ["accept", "x-pagegatex", "x-remote-userx"]);
     }
 
+    static A_EXAMPLE: HeaderValue = HeaderValue::from_static("a.example");
+
     fn fwd(trusted: bool) -> Forwarding<'static> {
         Forwarding {
             peer: "192.0.2.9:5000".parse().expect("addr"),
             peer_trusted: trusted,
             proto: "https",
-            host: "a.example",
+            host: &A_EXAMPLE,
             strip: &[],
             identity: &[],
         }
@@ -336,7 +411,15 @@ mod tests {
 
     #[test]
     fn forwarded_quotes_ipv6_and_ports() {
-        let e = forwarded_element("::1".parse().expect("ip"), "http", "[::1]:8080");
+        let ip = "::1".parse().expect("ip");
+        let e = forwarded_element(ip, &ip_text(ip), "http", "[::1]:8080");
         assert_eq!(e, "for=\"[::1]\";host=\"[::1]:8080\";proto=http");
+        for octets in [[0, 9, 10, 99], [100, 199, 200, 255], [127, 0, 0, 1]] {
+            let ip = IpAddr::from(octets);
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+        let ip = "10.0.200.7".parse().expect("ip");
+        let e = forwarded_element(ip, &ip_text(ip), "https", "a\"b");
+        assert_eq!(e, "for=10.0.200.7;host=\"a\\\"b\";proto=https");
     }
 }

@@ -56,8 +56,6 @@ impl Upstream {
         };
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
-        let host_value = HeaderValue::from_str(fwd.host)
-            .map_err(|_| HttpError::BadRequest("The Host header is not valid."))?;
         let headers = req.headers_mut();
         let wants_trailers = headers::remove_hop_by_hop(headers);
         headers::remove_identity_headers(headers, fwd.strip);
@@ -70,7 +68,7 @@ impl Upstream {
             headers.insert(header::UPGRADE, protocol.clone());
         }
         if self.preserve_host {
-            headers.insert(header::HOST, host_value);
+            headers.insert(header::HOST, fwd.host.clone());
         } else {
             headers.remove(header::HOST);
         }
