@@ -2,7 +2,8 @@
 //! response body has been sent to the end, or dropped (the client went away, the stream broke).
 //!
 //! Fields: `site` and `page` (`""` when none), `method`, `path` (never the query string, which
-//! can carry a sign-in link's token or whatever secret a site puts there), `status`, `bytes` (of
+//! can carry a sign-in link's token or whatever secret a site puts there; under pagegate's own
+//! prefix, segments holding an email, as admin API paths do, are written `*`), `status`, `bytes` (of
 //! the response body, counted as it streams), `duration_ms` (from the request's arrival to the
 //! body's end), `client` (the visitor's address, through trusted proxies), `complete` (whether
 //! the whole body was sent) and, only with `[server] access_log_email = true`, `email`: the
@@ -50,6 +51,18 @@ pub struct Entry {
     pub client: IpAddr,
     /// The signed-in visitor's email, only when configured.
     pub email: Option<String>,
+}
+
+/// `path` with every segment that holds an email (an `@`, plain or percent-encoded) written
+/// `*`: for pagegate's own paths, where the admin API names clients by email.
+pub fn mask_emails(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            let email = segment.contains('@') || segment.to_ascii_lowercase().contains("%40");
+            if email { "*" } else { segment }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Logs `entry` when `response`'s body ends or is dropped.
@@ -135,5 +148,24 @@ impl Drop for LoggedBody {
         // An empty body is never polled; one dropped unfinished was cut short.
         let complete = self.inner.is_end_stream();
         self.finish(complete);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_emails;
+
+    #[test]
+    fn emails_in_paths_are_masked() {
+        assert_eq!(
+            mask_emails("/_pagegate/api/v1/pages/course/clients/ann@example.com/revoke"),
+            "/_pagegate/api/v1/pages/course/clients/*/revoke"
+        );
+        assert_eq!(
+            mask_emails("/_pagegate/api/v1/pages/course/clients/ann%40example.com"),
+            "/_pagegate/api/v1/pages/course/clients/*"
+        );
+        assert_eq!(mask_emails("/_pagegate/login"), "/_pagegate/login");
+        assert_eq!(mask_emails("/"), "/");
     }
 }

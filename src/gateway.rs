@@ -145,7 +145,7 @@ impl Gateway {
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnectionInfo) -> Response<Body> {
         let started = self.access_log_started();
         let method = req.method().clone();
-        let path_for_log = req.uri().path().to_owned();
+        let path_for_log = self.path_for_log(req.uri().path());
         let mut note = RequestNote::default();
         let response = match self.route(req, conn, &mut note).await {
             Ok(response) => response,
@@ -162,8 +162,9 @@ impl Gateway {
         conn: ConnectionInfo,
     ) -> Response<Body> {
         let started = self.access_log_started();
-        let response = error_response(&err, req.method(), req.uri().path(), conn);
-        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        let path = self.path_for_log(req.uri().path());
+        let response = error_response(&err, req.method(), &path, conn);
+        let method = req.method().clone();
         self.finish(
             response,
             RequestNote::default(),
@@ -172,6 +173,16 @@ impl Gateway {
             method,
             path,
         )
+    }
+
+    /// The path as logs show it: pagegate's own paths with any email in them masked, since the
+    /// admin API names clients by email.
+    fn path_for_log(&self, path: &str) -> String {
+        if under_prefix(path, &self.prefix).is_some() {
+            access_log::mask_emails(path)
+        } else {
+            path.to_owned()
+        }
     }
 
     /// When the access log is on (in the config and in the log filter), the request's start.

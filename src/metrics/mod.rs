@@ -214,6 +214,13 @@ impl Metrics {
             login.clone(),
         );
         let mail_failures = Family::<MailLabels, Counter>::default();
+        // The kinds are fixed: show them at zero, so an alert on an increase has a series to
+        // watch from the start.
+        for kind in [MailKind::Login, MailKind::Admin, MailKind::Welcome] {
+            let _ = mail_failures.get_or_create(&MailLabels {
+                kind: kind.as_str(),
+            });
+        }
         registry.register(
             "mail_send_failures",
             "Messages the mail transport refused or could not deliver, by kind",
@@ -437,6 +444,10 @@ mod tests {
         );
         assert!(has(&out, &version), "{out}");
         assert!(has(&out, "pagegate_mail_waiting 0"), "{out}");
+        assert!(
+            has(&out, "pagegate_mail_send_failures_total{kind=\"login\"} 0"),
+            "{out}"
+        );
         assert!(has(&out, "pagegate_open_connections 0"), "{out}");
         assert!(
             out.lines()
