@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -16,10 +17,11 @@ use crate::auth::{Auth, Gate, Identity, Visitor, cookies};
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::error::HttpError;
+use crate::metrics::{Exporter, RequestSeries, SiteMetrics};
 use crate::proxy::{Forwarding, Upstream};
 use crate::routing::path::PageMatcher;
 use crate::routing::{Router, SiteId, normalize_host};
-use crate::ui;
+use crate::{access_log, metrics, ui};
 
 /// What the server knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +48,14 @@ pub struct Gateway {
     /// The grant endpoint, admin API and admin page.
     api: Option<Arc<Api>>,
     identity: IdentityHeaders,
+    /// `{prefix}/metrics` on every site, when `[metrics] on_sites` is set.
+    metrics: Option<Arc<Exporter>>,
+    /// Requests that reached no site, counted under `site=""`.
+    unrouted: Arc<RequestSeries>,
+    /// `[server] access_log`.
+    access_log: bool,
+    /// `[server] access_log_email`.
+    access_log_email: bool,
 }
 
 struct SiteRuntime {
@@ -54,6 +64,19 @@ struct SiteRuntime {
     has_tls: bool,
     redirect_http: bool,
     pages: PageMatcher,
+    metrics: SiteMetrics,
+}
+
+/// What [`Gateway::route`] learnt about a request, for the metrics and the access log.
+#[derive(Default)]
+struct RequestNote {
+    site: Option<SiteId>,
+    /// The first protected page the path falls under (an index into the site's pages).
+    page: Option<usize>,
+    /// The visitor's address, through trusted proxies.
+    client: Option<IpAddr>,
+    /// The signed-in visitor, kept only when the access log names them.
+    email: Option<String>,
 }
 
 impl Gateway {
@@ -68,14 +91,22 @@ impl Gateway {
         for site in &config.sites {
             let upstream =
                 Upstream::new(&site.upstream).map_err(|e| format!("site {}: {e}", site.name))?;
+            let page_ids: Vec<&str> = site.pages.iter().map(|p| p.id.as_str()).collect();
             sites.push(SiteRuntime {
                 name: site.name.clone(),
                 upstream,
                 has_tls: site.tls.is_some(),
                 redirect_http: site.redirect_http,
                 pages: PageMatcher::new(&site.pages),
+                metrics: metrics::global().site(&site.name, &page_ids),
             });
         }
+        let exporter = config.metrics.on_sites.then(|| {
+            Arc::new(Exporter::new(
+                config.metrics.token.as_ref(),
+                auth.as_ref().map(|a| a.store().clone()),
+            ))
+        });
         Ok(Gateway {
             router: Arc::new(Router::new(config)),
             sites,
@@ -93,6 +124,10 @@ impl Gateway {
                     config.auth.page_header.clone(),
                 ],
             },
+            metrics: exporter,
+            unrouted: metrics::global().unrouted(),
+            access_log: config.server.access_log,
+            access_log_email: config.server.access_log_email,
         })
     }
 
@@ -108,13 +143,16 @@ impl Gateway {
 
     /// Answers one request; never fails, errors become pages.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnectionInfo) -> Response<Body> {
-        // Kept for the error log line; both are shared, not copied.
+        let started = self.access_log_started();
+        // Kept for the log lines; both are shared, not copied.
         let method = req.method().clone();
         let uri = req.uri().clone();
-        match self.route(req, conn).await {
+        let mut note = RequestNote::default();
+        let response = match self.route(req, conn, &mut note).await {
             Ok(response) => response,
-            Err(err) => error_response(&err, &method, uri.path(), conn),
-        }
+            Err(err) => error_response(&err, &method, &self.path_for_log(uri.path()), conn),
+        };
+        self.finish(response, note, started, conn, method, &uri)
     }
 
     /// Answers a request the connection layer already found unacceptable.
@@ -124,13 +162,70 @@ impl Gateway {
         req: &Request<B>,
         conn: ConnectionInfo,
     ) -> Response<Body> {
-        error_response(&err, req.method(), req.uri().path(), conn)
+        let started = self.access_log_started();
+        let path = self.path_for_log(req.uri().path());
+        let response = error_response(&err, req.method(), &path, conn);
+        let method = req.method().clone();
+        self.finish(
+            response,
+            RequestNote::default(),
+            started,
+            conn,
+            method,
+            req.uri(),
+        )
+    }
+
+    /// The path as logs show it: pagegate's own paths with any email in them masked, since the
+    /// admin API names clients by email.
+    fn path_for_log(&self, path: &str) -> String {
+        if under_prefix(path, &self.prefix).is_some() {
+            access_log::mask_emails(path)
+        } else {
+            path.to_owned()
+        }
+    }
+
+    /// When the access log is on (in the config and in the log filter), the request's start.
+    fn access_log_started(&self) -> Option<Instant> {
+        (self.access_log && access_log::enabled()).then(Instant::now)
+    }
+
+    /// Counts the answer and, when the access log is on, arranges its line for the body's end.
+    fn finish(
+        &self,
+        response: Response<Body>,
+        note: RequestNote,
+        started: Option<Instant>,
+        conn: ConnectionInfo,
+        method: Method,
+        uri: &http::Uri,
+    ) -> Response<Body> {
+        let series = match note.site.and_then(|id| self.sites.get(id)) {
+            Some(site) => site.metrics.series(note.page),
+            None => &self.unrouted,
+        };
+        series.count(response.status());
+        let Some(started) = started else {
+            return response;
+        };
+        let entry = access_log::Entry {
+            started,
+            series: series.clone(),
+            method,
+            path: self.path_for_log(uri.path()),
+            status: response.status(),
+            client: note.client.unwrap_or_else(|| conn.peer.ip().to_canonical()),
+            email: note.email,
+        };
+        access_log::wrap(response, entry)
     }
 
     async fn route(
         &self,
         req: Request<Incoming>,
         conn: ConnectionInfo,
+        note: &mut RequestNote,
     ) -> Result<Response<Body>, HttpError> {
         check_framing(&req)?;
         if req.method() == Method::CONNECT {
@@ -152,6 +247,7 @@ impl Gateway {
             .site_for_host(&host)
             .ok_or(HttpError::UnknownHost)?;
         let site = &self.sites[site_id];
+        note.site = Some(site_id);
         // Over TLS, only the site the handshake was for, and only sites that have a certificate:
         // a client that sent no server name cannot reach a plain-HTTP-only site this way.
         if conn.tls && (!site.has_tls || conn.sni_site.is_some_and(|sni| sni != site_id)) {
@@ -170,8 +266,12 @@ impl Gateway {
             ip: client_ip(&req, conn, peer_trusted),
             secure: conn.tls || (peer_trusted && forwarded_proto_is_https(&req)),
         };
+        note.client = Some(visitor.ip);
         if let Some(sub_path) = under_prefix(req.uri().path(), &self.prefix) {
             let sub_path = sub_path.to_owned();
+            if let (Some(exporter), "/metrics") = (&self.metrics, sub_path.as_str()) {
+                return Ok(exporter.answer(&req).await);
+            }
             if let (Some(api), Some(rest)) = (&self.api, section(&sub_path, "/api/v1")) {
                 return api.handle_api(site_id, rest, req, visitor).await;
             }
@@ -190,11 +290,17 @@ impl Gateway {
                 .pages_for(req.uri().path())
                 .map_err(|e| HttpError::BadRequest(e.0))?;
             if !protected.is_empty() {
+                note.page = protected.first().copied();
                 let Some(auth) = &self.auth else {
                     return Err(HttpError::Unauthorized);
                 };
                 match auth.gate(site_id, &protected, &req, visitor)? {
-                    Gate::Allow(who) => identity = Some(who),
+                    Gate::Allow(who) => {
+                        if self.access_log_email {
+                            note.email = Some(who.email.clone());
+                        }
+                        identity = Some(who);
+                    }
                     Gate::Deny(response) => return Ok(response),
                 }
             }
@@ -213,11 +319,16 @@ impl Gateway {
             strip: &self.identity.names,
             identity: &identity_headers,
         };
-        site.upstream.forward(req, &fwd).await.inspect_err(|e| {
-            if e.is_server_side() {
-                tracing::debug!(site = %site.name, "upstream error");
-            }
-        })
+        let forwarded_at = Instant::now();
+        site.upstream
+            .forward(req, &fwd)
+            .await
+            .inspect(|_| site.metrics.observe_upstream(forwarded_at.elapsed()))
+            .inspect_err(|e| {
+                if e.is_server_side() {
+                    tracing::debug!(site = %site.name, "upstream error");
+                }
+            })
     }
 }
 

@@ -29,6 +29,7 @@ use super::web::{Api, JSON_LIMIT, blocking, read_body};
 use crate::body::Body;
 use crate::config::{ApiKeyConfig, Config, Scope};
 use crate::mail::Outgoing;
+use crate::metrics::{self, GrantOutcome, MailKind};
 use crate::store::{AuditEvent, AuditKind, Client, Grant, GrantResult, Source, Timestamp, now};
 use crate::ui::WelcomeMail;
 
@@ -124,22 +125,44 @@ fn check_order_id(raw: &str) -> Result<String, ApiError> {
     Ok(id.to_owned())
 }
 
-/// Answers `POST /grants`. A Bearer key is checked before the body is read; a signature needs
-/// the body, so it is checked after.
+/// Answers `POST /grants` and counts how it ended in `pagegate_grants_total`, under the key's
+/// name once the key is known.
 pub(crate) async fn handle(
     api: &Arc<Api>,
     req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let mut key_name = None;
+    let answer = apply(api, req, &mut key_name).await;
+    if let Err(e) = &answer {
+        let outcome = match e {
+            ApiError::Conflict { .. } => GrantOutcome::Conflict,
+            _ => GrantOutcome::Refused,
+        };
+        metrics::global().grant(key_name.as_deref().unwrap_or(""), outcome);
+    }
+    answer
+}
+
+/// A Bearer key is checked before the body is read; a signature needs the body, so it is
+/// checked after. `key_name` is set as soon as the key is known.
+async fn apply(
+    api: &Arc<Api>,
+    req: Request<Incoming>,
+    key_name: &mut Option<String>,
 ) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
     let (key, bytes) = match credentials(&parts.headers)? {
         Credentials::Bearer(token) => {
             let key = api.keys().bearer(token)?;
+            *key_name = Some(key.name.clone());
             require_scope(key, Scope::Grant)?;
             (key, read_body(body, &parts.headers, JSON_LIMIT).await?)
         }
         Credentials::Signature(header) => {
             let bytes = read_body(body, &parts.headers, JSON_LIMIT).await?;
-            (api.keys().signature(header, &bytes, now())?, bytes)
+            let key = api.keys().signature(header, &bytes, now())?;
+            *key_name = Some(key.name.clone());
+            (key, bytes)
         }
     };
     require_scope(key, Scope::Grant)?;
@@ -188,6 +211,12 @@ pub(crate) async fn handle(
         }
     };
     tracing::info!(key = %key.name, page = %grant.page, created, replayed, "grant");
+    let outcome = match (replayed, created) {
+        (true, _) => GrantOutcome::Replayed,
+        (false, true) => GrantOutcome::Created,
+        (false, false) => GrantOutcome::Extended,
+    };
+    metrics::global().grant(&key.name, outcome);
     if grant.notify && !replayed {
         send_welcome(api, &grant, &client);
     }
@@ -269,7 +298,9 @@ fn send_welcome(api: &Api, grant: &GrantRequest, client: &Client) {
     let mailer = api.auth().mailer().clone();
     tokio::spawn(async move {
         // The mailer logs the outcome.
-        let _ = mailer.send(message).await;
+        if mailer.send(message).await.is_err() {
+            metrics::global().mail_failed(MailKind::Welcome);
+        }
     });
 }
 

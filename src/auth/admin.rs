@@ -35,6 +35,7 @@ use crate::body::Body;
 use crate::config::Language;
 use crate::error::HttpError;
 use crate::mail::Outgoing;
+use crate::metrics::{self, Flow, LoginEvent, MailKind};
 use crate::routing::SiteId;
 use crate::store::{
     AuditEvent, AuditKind, CodeCheck, CodeRecord, SecretHash, SessionRecord, TokenRecord, now,
@@ -49,6 +50,12 @@ pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// `\0`, so this never equals a site's own name.
 pub fn namespace(site_name: &str) -> String {
     format!("admin\u{0}{site_name}")
+}
+
+/// The site of an admin namespace made by [`namespace`]; `None` for anything else (a site's own
+/// name).
+pub fn site_of_namespace(namespace: &str) -> Option<&str> {
+    namespace.strip_prefix("admin\u{0}")
 }
 
 /// What the admin page knows about one request: language, the anti-forgery token for its forms,
@@ -359,8 +366,10 @@ impl SignIn<'_> {
         let ns = self.namespace();
         if let Err(wait) = self.auth.limits.code_request(self.ar.ip, &ns, &email) {
             tracing::info!(site = %self.site.name, "admin code request rate-limited");
+            self.count(LoginEvent::RateLimited);
             return self.rate_limited(wait);
         }
+        self.count(LoginEvent::CodeRequested);
         // The same read for every address, admin or not; the mail goes out after the answer.
         let locked = self
             .auth
@@ -385,6 +394,7 @@ impl SignIn<'_> {
             return self.code_form(StatusCode::FORBIDDEN, raw_email, &next, Some("csrf"));
         }
         if let Err(wait) = self.auth.limits.verify_attempt(self.ar.ip) {
+            self.count(LoginEvent::RateLimited);
             return self.rate_limited(wait);
         }
         let Some(email) = input::normalize_email(raw_email) else {
@@ -431,13 +441,18 @@ impl SignIn<'_> {
         .map_err(store_error)?;
         let listed = self.admins.contains(&email);
         match checked {
-            CodeCheck::Accepted(_) if listed => self.sign_in(&email, &next).await,
+            CodeCheck::Accepted(_) if listed => {
+                self.count(LoginEvent::CodeVerified);
+                self.sign_in(&email, &next).await
+            }
             CodeCheck::Accepted(_) | CodeCheck::Rejected { .. } => {
+                self.count(LoginEvent::CodeFailed);
                 self.audit(AuditKind::LoginFailed, &email, "admin, wrong code")
                     .await;
                 self.code_form(StatusCode::BAD_REQUEST, &email, &next, Some("wrong_code"))
             }
             CodeCheck::Locked => {
+                self.count(LoginEvent::Locked);
                 self.audit(AuditKind::Locked, &email, "admin, too many wrong codes")
                     .await;
                 self.code_form(
@@ -527,6 +542,10 @@ impl SignIn<'_> {
         }
     }
 
+    fn count(&self, event: LoginEvent) {
+        metrics::global().login(&self.site.name, Flow::Admin, event);
+    }
+
     async fn audit(&self, kind: AuditKind, email: &str, detail: &str) {
         let event = self.event(kind, email, detail);
         let auth = self.auth.clone();
@@ -608,6 +627,7 @@ impl Auth {
         };
         match self.mailer.send(outgoing).await {
             Ok(()) => {
+                metrics::global().login(&site.name, Flow::Admin, LoginEvent::CodeSent);
                 let event = AuditEvent {
                     at: now,
                     kind: AuditKind::CodeSent,
@@ -622,6 +642,7 @@ impl Auth {
             }
             Err(e) => {
                 tracing::warn!(site = %site.name, error = %e, "admin sign-in mail not sent");
+                metrics::global().mail_failed(MailKind::Admin);
                 self.note_admin_send_failure(&ns, email);
             }
         }

@@ -28,6 +28,7 @@ use crate::body::Body;
 use crate::config::Language;
 use crate::error::HttpError;
 use crate::mail::Outgoing;
+use crate::metrics::{self, Flow, LoginEvent, MailKind};
 use crate::routing::SiteId;
 use crate::store::{AuditEvent, AuditKind, CodeCheck, CodeRecord, SessionRecord, TokenRecord, now};
 use crate::ui::{Frame, LoginMail, Page, html_response};
@@ -264,8 +265,10 @@ impl Ctx<'_> {
             .code_request(self.visitor.ip, &self.site.name, &email)
         {
             tracing::info!(site = %self.site.name, domain = email_domain(&email), "code request rate-limited");
+            self.count(LoginEvent::RateLimited);
             return self.rate_limited(wait);
         }
+        self.count(LoginEvent::CodeRequested);
         // The answer is the same whether or not the email is listed, and so is the work done
         // before answering: the same two reads. Issuing and mailing happen after, in the background.
         if let Some(page) = self.page_for(&next) {
@@ -303,6 +306,7 @@ impl Ctx<'_> {
             return self.code_form(StatusCode::FORBIDDEN, raw_email, &next, Some("csrf"));
         }
         if let Err(wait) = self.auth.limits.verify_attempt(self.visitor.ip) {
+            self.count(LoginEvent::RateLimited);
             return self.rate_limited(wait);
         }
         let Some(email) = input::normalize_email(raw_email) else {
@@ -351,13 +355,18 @@ impl Ctx<'_> {
         .map_err(|e| HttpError::Internal(format!("code check task: {e}")))?
         .map_err(store_error)?;
         match checked {
-            CodeCheck::Accepted(_) => self.sign_in(&email, &next).await,
+            CodeCheck::Accepted(_) => {
+                self.count(LoginEvent::CodeVerified);
+                self.sign_in(&email, &next).await
+            }
             CodeCheck::Rejected { .. } => {
+                self.count(LoginEvent::CodeFailed);
                 self.audit(AuditKind::LoginFailed, Some(&email), "wrong code")
                     .await;
                 self.code_form(StatusCode::BAD_REQUEST, &email, &next, Some("wrong_code"))
             }
             CodeCheck::Locked => {
+                self.count(LoginEvent::Locked);
                 self.audit(AuditKind::Locked, Some(&email), "too many wrong codes")
                     .await;
                 self.code_form(
@@ -420,17 +429,21 @@ impl Ctx<'_> {
             .map_err(store_error)?;
         match taken.filter(|r| r.site == self.site.name) {
             Some(record) => {
+                self.count(LoginEvent::LinkVerified);
                 let next = self.next_or_default(Some(&record.next));
                 self.sign_in(&record.email, &next).await
             }
-            None => self.render(
-                StatusCode::GONE,
-                &Page::Message {
-                    frame: self.frame(),
-                    title_key: "link_invalid_title",
-                    message_key: "link_used",
-                },
-            ),
+            None => {
+                self.count(LoginEvent::LinkFailed);
+                self.render(
+                    StatusCode::GONE,
+                    &Page::Message {
+                        frame: self.frame(),
+                        title_key: "link_invalid_title",
+                        message_key: "link_used",
+                    },
+                )
+            }
         }
     }
 
@@ -514,6 +527,10 @@ impl Ctx<'_> {
                 format!("{detail}, from {}", self.visitor.ip)
             },
         }
+    }
+
+    fn count(&self, event: LoginEvent) {
+        metrics::global().login(&self.site.name, Flow::Visitor, event);
     }
 
     async fn audit(&self, kind: AuditKind, email: Option<&str>, detail: &str) {
@@ -619,6 +636,7 @@ impl Auth {
         };
         match self.mailer.send(outgoing).await {
             Ok(()) => {
+                metrics::global().login(&site.name, Flow::Visitor, LoginEvent::CodeSent);
                 let event = AuditEvent {
                     at: now,
                     kind: AuditKind::CodeSent,
@@ -633,6 +651,7 @@ impl Auth {
             }
             Err(e) => {
                 tracing::warn!(site = %site.name, domain = email_domain(email), error = %e, "sign-in mail not sent");
+                metrics::global().mail_failed(MailKind::Login);
                 self.note_send_failure(&site.name, email);
             }
         }

@@ -26,6 +26,24 @@ pub(crate) struct FileConfig {
     /// Keys for the grant endpoint and the admin API.
     #[serde(default)]
     pub(crate) api_key: Vec<Spanned<FileApiKey>>,
+    /// Where the Prometheus metrics are served.
+    pub(crate) metrics: Option<Spanned<FileMetrics>>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileMetrics {
+    /// A separate plain-HTTP listener serving `/metrics`, `host:port`.
+    pub(crate) listen: Option<Spanned<String>>,
+    /// Also serve `{prefix}/metrics` on every site (needs a token).
+    pub(crate) on_sites: Option<Spanned<bool>>,
+    /// Bearer token a scraper must send, inline (prefer `token_file` or `token_env`).
+    pub(crate) token: Option<Spanned<String>>,
+    /// File holding the token.
+    pub(crate) token_file: Option<Spanned<String>>,
+    /// Environment variable holding the token.
+    pub(crate) token_env: Option<Spanned<String>>,
 }
 
 /// `[admin]`.
@@ -155,6 +173,10 @@ pub(crate) struct FileServer {
     pub(crate) tls_handshake_timeout: Option<Spanned<String>>,
     /// Most client connections open at once; further ones wait in the listen backlog.
     pub(crate) max_connections: Option<Spanned<i64>>,
+    /// One log line per request, target `pagegate::access`.
+    pub(crate) access_log: Option<bool>,
+    /// Put the signed-in visitor's email in access log lines.
+    pub(crate) access_log_email: Option<bool>,
 }
 
 /// `[[site]]`.

@@ -36,6 +36,19 @@ pub struct Config {
     pub admin_emails: Vec<String>,
     /// Keys for the grant endpoint and the admin API.
     pub api_keys: Vec<ApiKeyConfig>,
+    /// Where the Prometheus metrics are served.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`, validated. Metrics are always collected; this says only where they are served.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// A separate plain-HTTP listener answering `GET /metrics`; `None` is no listener.
+    pub listen: Option<SocketAddr>,
+    /// Whether `GET {prefix}/metrics` answers on every site (always with `token`).
+    pub on_sites: bool,
+    /// Bearer token every `/metrics` request must carry, on the listener and on the sites.
+    pub token: Option<Secret>,
 }
 
 /// One `[[api_key]]`, validated.
@@ -216,6 +229,10 @@ pub struct ServerConfig {
     pub tls_handshake_timeout: Duration,
     /// Most client connections served at once.
     pub max_connections: usize,
+    /// Whether each request is logged at `info` with target `pagegate::access`.
+    pub access_log: bool,
+    /// Whether access log lines name the signed-in visitor's email.
+    pub access_log_email: bool,
 }
 
 /// One `[[site]]`, validated.

@@ -9,11 +9,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::file::{FileAuth, FileConfig, FileMail, FilePage, FileServer, FileSite};
+use super::file::{FileAuth, FileConfig, FileMail, FileMetrics, FilePage, FileServer, FileSite};
 use super::{
     ApiKeyConfig, AuthConfig, Config, ConfigError, DEFAULT_PREFIX, HostPattern, Language,
-    MailConfig, MailTransport, PageConfig, Scope, Secret, ServerConfig, SiteConfig, SmtpConfig,
-    SmtpSecurity, TlsFiles, UpstreamConfig,
+    MailConfig, MailTransport, MetricsConfig, PageConfig, Scope, Secret, ServerConfig, SiteConfig,
+    SmtpConfig, SmtpSecurity, TlsFiles, UpstreamConfig,
 };
 
 /// Parses and validates configuration text. `origin` names the file in errors; `base` is the
@@ -127,6 +127,10 @@ impl Ctx<'_> {
         let mut server_config = self.server(server)?;
         let auth = self.auth(file.auth.as_ref())?;
         let mail = self.mail(file.mail.as_ref())?;
+        let metrics = match &file.metrics {
+            Some(m) => self.metrics(m, &server_config)?,
+            None => MetricsConfig::default(),
+        };
         let admin_emails = match &file.admin {
             None => Vec::new(),
             Some(admin) => {
@@ -173,6 +177,7 @@ impl Ctx<'_> {
             auth,
             admin_emails,
             api_keys: Vec::new(),
+            metrics,
         }
         .with_api_keys(self, &file)
     }
@@ -255,6 +260,68 @@ impl Ctx<'_> {
                         )
                     })?,
             },
+            access_log: s.access_log.unwrap_or(true),
+            access_log_email: s.access_log_email.unwrap_or(false),
+        })
+    }
+
+    /// `[metrics]`: the listener must not collide with the site listeners, and serving metrics on
+    /// the public sites needs a token, since they tell sign-in counts, site names and API key
+    /// names to whoever asks.
+    fn metrics(&self, raw: &Spanned<FileMetrics>, server: &ServerConfig) -> Result<MetricsConfig> {
+        let m = raw.get_ref();
+        let listen = m
+            .listen
+            .as_ref()
+            .map(|v| self.socket_addr("metrics.listen", v))
+            .transpose()?;
+        if let (Some(addr), Some(value)) = (listen, &m.listen) {
+            let taken = [server.listen, server.tls_listen]
+                .into_iter()
+                .flatten()
+                .any(|other| other == addr && addr.port() != 0);
+            if taken {
+                return Err(self.invalid(
+                    "metrics.listen",
+                    Some(value.span()),
+                    "must differ from `server.listen` and `server.tls_listen`: metrics get a \
+                     listener of their own, e.g. \"127.0.0.1:9100\"",
+                ));
+            }
+        }
+        let token = self.secret(
+            "metrics.token",
+            m.token.as_ref(),
+            m.token_file.as_ref(),
+            m.token_env.as_ref(),
+        )?;
+        if let Some(t) = &token {
+            if t.0.chars().count() < 24 {
+                let span = m
+                    .token
+                    .as_ref()
+                    .or(m.token_file.as_ref())
+                    .or(m.token_env.as_ref());
+                return Err(self.invalid(
+                    "metrics.token",
+                    span.map(|s| s.span()),
+                    "expected at least 24 characters of random text",
+                ));
+            }
+        }
+        let on_sites = m.on_sites.as_ref().is_some_and(|v| *v.get_ref());
+        if on_sites && token.is_none() {
+            return Err(self.invalid(
+                "metrics.on_sites",
+                m.on_sites.as_ref().map(|v| v.span()),
+                "serving metrics on the public sites needs `token` (or `token_file`, \
+                 `token_env`): they show sign-in counts and key names to anyone who asks",
+            ));
+        }
+        Ok(MetricsConfig {
+            listen,
+            on_sites,
+            token,
         })
     }
 
@@ -1364,6 +1431,81 @@ upstream = "http://127.0.0.1:8000"
             page("course", "/a/")
         );
         assert_eq!(invalid_key(&twice), "site[0].page[1].id");
+    }
+
+    #[test]
+    fn access_log_defaults_and_switches() {
+        let c = parse(MINIMAL).expect("valid");
+        assert!(c.server.access_log, "on by default");
+        assert!(!c.server.access_log_email, "no emails by default");
+        let text = MINIMAL.replace(
+            "[server]",
+            "[server]\naccess_log = false\naccess_log_email = true",
+        );
+        let c = parse(&text).expect("valid");
+        assert!(!c.server.access_log && c.server.access_log_email);
+        let err = parse(&MINIMAL.replace("[server]", "[server]\naccess_log = \"yes\""))
+            .expect_err("not a boolean");
+        assert!(err.to_string().contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn metrics_are_off_the_sites_by_default() {
+        let c = parse(MINIMAL).expect("valid");
+        assert!(c.metrics.listen.is_none() && !c.metrics.on_sites && c.metrics.token.is_none());
+        let token = "t".repeat(24);
+        let c = parse(&format!(
+            "{MINIMAL}\n[metrics]\nlisten = \"127.0.0.1:9100\"\non_sites = true\ntoken = \"{token}\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(
+            c.metrics.listen,
+            Some("127.0.0.1:9100".parse().expect("addr"))
+        );
+        assert!(c.metrics.on_sites);
+        assert_eq!(c.metrics.token, Some(Secret(token)));
+    }
+
+    #[test]
+    fn metrics_errors_name_the_key_and_line() {
+        let metrics = |body: &str| format!("{MINIMAL}\n[metrics]\n{body}\n");
+        // MINIMAL has 7 lines; `[metrics]` is line 9, its first key line 10.
+        let err = parse(&metrics("listen = \"localhost:9100\"")).expect_err("host name");
+        assert!(
+            err.to_string()
+                .starts_with("gateway.toml:10: `metrics.listen`"),
+            "{err}"
+        );
+        assert_eq!(
+            invalid_key(&metrics("listen = \"127.0.0.1:8080\"")),
+            "metrics.listen",
+            "the site listener's address"
+        );
+        let err = parse(&metrics("on_sites = true")).expect_err("no token");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("gateway.toml:10: `metrics.on_sites`") && msg.contains("token"),
+            "{msg}"
+        );
+        assert_eq!(
+            invalid_key(&metrics("on_sites = true\ntoken = \"short\"")),
+            "metrics.token"
+        );
+        assert_eq!(
+            invalid_key(&metrics(&format!(
+                "token = \"{}\"\ntoken_env = \"X\"",
+                "t".repeat(24)
+            ))),
+            "metrics.token"
+        );
+        assert_eq!(
+            invalid_key(&metrics(
+                "token_env = \"PAGEGATE_TEST_UNSET_METRICS_TOKEN\""
+            )),
+            "metrics.token_env"
+        );
+        let err = parse(&metrics("tokn = \"x\"")).expect_err("unknown key");
+        assert!(err.to_string().contains("tokn"), "{err}");
     }
 
     #[test]

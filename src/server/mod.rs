@@ -52,6 +52,8 @@ pub struct RunningGateway {
     pub http_addr: Option<SocketAddr>,
     /// Where HTTPS is served, if configured.
     pub https_addr: Option<SocketAddr>,
+    /// Where `/metrics` is served, if `[metrics] listen` is configured.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -87,8 +89,13 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
     let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let auth = Arc::new(build_auth(&config)?);
     let api = Arc::new(crate::api::web::Api::new(
         Arc::new(config.clone()),
@@ -126,6 +133,18 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         None => None,
     };
 
+    if let Some(listener) = metrics_listener {
+        let exporter = crate::metrics::Exporter::new(
+            config.metrics.token.as_ref(),
+            Some(auth.store().clone()),
+        );
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            Arc::new(exporter),
+            shutdown.clone(),
+        ));
+    }
+
     let settings = Arc::new(ConnectionSettings::new(&config));
     let task = tokio::spawn(serve(gateway, http, https, settings, shutdown.clone()));
     if let Some(addr) = http_addr {
@@ -134,9 +153,13 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     if let Some(addr) = https_addr {
         tracing::info!("listening on https://{addr}");
     }
+    if let Some(addr) = metrics_addr {
+        tracing::info!("metrics on http://{addr}/metrics");
+    }
     Ok(RunningGateway {
         http_addr,
         https_addr,
+        metrics_addr,
         shutdown,
         task,
     })
@@ -290,6 +313,7 @@ async fn accept_loop(
             watcher: graceful.watcher(),
             peer,
             _slot: slot,
+            _open: crate::metrics::global().connection_opened(),
         };
         match &tls {
             None => {
@@ -309,6 +333,8 @@ struct Connection {
     peer: SocketAddr,
     /// Released when the connection ends.
     _slot: tokio::sync::OwnedSemaphorePermit,
+    /// Counted in `pagegate_open_connections` until the connection ends.
+    _open: crate::metrics::OpenConnection,
 }
 
 impl Connection {

@@ -435,6 +435,10 @@ pub trait Store: Send + Sync + 'static {
         email: &str,
         audit: &AuditEvent,
     ) -> Result<usize, StoreError>;
+    /// How many sessions are live at `now`, per the `site` their records carry (a site's name
+    /// for visitors, an admin namespace for admins), ordered by it. Reads only; for the metrics,
+    /// which call it at scrape time off the async workers.
+    fn count_active_sessions(&self, now: Timestamp) -> Result<Vec<(String, u64)>, StoreError>;
 
     /// Changes one client atomically: `update` gets the stored record and returns the new one.
     /// When the new email differs, the record moves to it, unless the page already lists that

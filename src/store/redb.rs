@@ -547,6 +547,20 @@ impl Store for RedbStore {
         })
     }
 
+    fn count_active_sessions(&self, now: Timestamp) -> Result<Vec<(String, u64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let sessions = txn.open_table(SESSIONS)?;
+        let mut counts = std::collections::BTreeMap::<String, u64>::new();
+        for entry in sessions.iter()? {
+            let (_, v) = entry?;
+            let session: SessionRecord = decode("sessions", v.value())?;
+            if session.expires_at > now {
+                *counts.entry(session.site).or_default() += 1;
+            }
+        }
+        Ok(counts.into_iter().collect())
+    }
+
     fn grant(&self, grant: &Grant<'_>, audit: &AuditEvent) -> Result<GrantResult, StoreError> {
         self.write(|txn| {
             let mut grants = txn.open_table(GRANTS)?;
@@ -1052,6 +1066,32 @@ mod tests {
                 .is_none()
         );
         assert_eq!(store.session_count().expect("count"), 0);
+    }
+
+    #[test]
+    fn live_sessions_are_counted_per_site() {
+        let (_dir, store) = store();
+        for (hash, site, expires_at) in [(1, "a", 100), (2, "a", 200), (3, "b", 200), (4, "a", 50)]
+        {
+            let session = SessionRecord {
+                site: site.into(),
+                email: format!("{hash}@x.org"),
+                created_at: 10,
+                expires_at,
+            };
+            store
+                .create_session(&[hash; 32], &session, &[], &event(AuditKind::Login))
+                .expect("session");
+        }
+        assert_eq!(
+            store.count_active_sessions(60).expect("count"),
+            vec![("a".to_string(), 2), ("b".to_string(), 1)]
+        );
+        assert_eq!(
+            store.count_active_sessions(100).expect("count"),
+            vec![("a".to_string(), 1), ("b".to_string(), 1)]
+        );
+        assert!(store.count_active_sessions(200).expect("count").is_empty());
     }
 
     fn grant<'a>(

@@ -8,6 +8,7 @@ pub mod certs;
 pub mod chrome;
 pub mod client;
 pub mod nginx;
+pub mod observe;
 pub mod process;
 pub mod smtp;
 pub mod upstream;
@@ -25,6 +26,8 @@ pub struct TestGateway {
     running: Option<RunningGateway>,
     pub addr: SocketAddr,
     pub tls_addr: Option<SocketAddr>,
+    /// The `[metrics] listen` address, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     pub dir: TempDir,
 }
 
@@ -48,6 +51,7 @@ impl TestGateway {
         TestGateway {
             addr,
             tls_addr: running.https_addr,
+            metrics_addr: running.metrics_addr,
             running: Some(running),
             dir,
         }

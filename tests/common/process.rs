@@ -40,9 +40,18 @@ impl GatewayProcess {
 
     /// Starts `pagegate ARGS` and waits for its "listening on http://ADDR" line.
     pub fn spawn(args: &[&str]) -> GatewayProcess {
-        let mut child = Command::new(binary())
-            .args(args)
-            .env("PAGEGATE_LOG", "info")
+        Self::spawn_with_env(args, &[])
+    }
+
+    /// Same, with extra environment variables (`PAGEGATE_LOG` is `info` unless given). The
+    /// address is found in text and JSON log lines alike.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> GatewayProcess {
+        let mut command = Command::new(binary());
+        command.args(args).env("PAGEGATE_LOG", "info");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -53,8 +62,8 @@ impl GatewayProcess {
         let log2 = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
+                if let Some(addr) = addr_after(&line, "listening on http://") {
+                    let _ = tx.send(addr);
                 }
                 log2.lock().expect("log lock").push(line);
             }
@@ -108,6 +117,25 @@ impl GatewayProcess {
         self.log.lock().expect("log lock").join("\n")
     }
 
+    /// Every log line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// The address logged after `marker` (e.g. "metrics on http://"), waiting for the line.
+    pub fn logged_addr(&self, marker: &str) -> SocketAddr {
+        let start = Instant::now();
+        loop {
+            if let Some(addr) = self.lines().iter().find_map(|l| addr_after(l, marker)) {
+                return addr.parse().expect("logged address");
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                panic!("no {marker:?} in the log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A field of /proc/PID/status in KiB, e.g. "VmHWM" (peak resident memory).
     pub fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
@@ -118,6 +146,16 @@ impl GatewayProcess {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or_else(|| panic!("no {field} in /proc status"))
     }
+}
+
+/// The `IP:port` right after `marker` in a log line, whatever follows it (end of line, a quote
+/// in JSON, `/metrics`).
+fn addr_after(line: &str, marker: &str) -> Option<String> {
+    let rest = line.split(marker).nth(1)?;
+    let end = rest
+        .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')))
+        .unwrap_or(rest.len());
+    Some(rest[..end].to_string())
 }
 
 impl Drop for GatewayProcess {
