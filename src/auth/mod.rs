@@ -292,7 +292,7 @@ impl Auth {
         if let Ok(mut failed) = self.failed_sends.lock() {
             failed.retain(|_, at| at.elapsed() < Duration::from_secs(3600));
         }
-        if let Err(e) = self.store.prune(now(), self.policy()) {
+        if let Err(e) = self.store.prune(now(), self.policy(), Default::default()) {
             tracing::warn!(error = %e, "pruning expired codes and sessions failed");
         }
     }
