@@ -26,6 +26,18 @@ pub(crate) struct FileConfig {
     /// Keys for the grant endpoint and the admin API.
     #[serde(default)]
     pub(crate) api_key: Vec<Spanned<FileApiKey>>,
+    /// How long the database keeps records that only matter for a while.
+    pub(crate) store: Option<Spanned<FileStore>>,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileStore {
+    /// How long audit entries are kept, e.g. "365d", or "forever".
+    pub(crate) audit_retention: Option<Spanned<String>>,
+    /// How long a grant's order id is remembered for idempotency, e.g. "90d", or "forever".
+    pub(crate) grant_retention: Option<Spanned<String>>,
 }
 
 /// `[admin]`.
@@ -69,6 +81,8 @@ pub(crate) struct FileMail {
     pub(crate) dir: Option<Spanned<String>>,
     /// SMTP server settings, for the `smtp` transport.
     pub(crate) smtp: Option<Spanned<FileSmtp>>,
+    /// How long a message refused for a temporary reason keeps being retried; "0s" for never.
+    pub(crate) retry_for: Option<Spanned<String>>,
 }
 
 /// `[mail.smtp]`.
