@@ -915,7 +915,24 @@ impl RedbStore {
     /// version and every table, and every record decodes) and counts what it holds. Opening
     /// may let redb repair a file that was not closed cleanly, so restore calls this on its own
     /// copy, never on the operator's backup.
+    ///
+    /// redb asserts, rather than reports, some kinds of damage (a truncated file panics while
+    /// opening), so a panic while inspecting is caught and reported as damage too.
     pub fn inspect(path: &Path) -> Result<StoreCounts, RestoreError> {
+        std::panic::catch_unwind(|| RedbStore::inspect_unguarded(path)).unwrap_or_else(|panic| {
+            let cause = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            Err(RestoreError::NotABackup {
+                path: path.to_path_buf(),
+                detail: format!("the file is damaged (the database engine gave up: {cause})"),
+            })
+        })
+    }
+
+    fn inspect_unguarded(path: &Path) -> Result<StoreCounts, RestoreError> {
         let bad = |detail: String| RestoreError::NotABackup {
             path: path.to_path_buf(),
             detail,
@@ -1039,7 +1056,13 @@ impl RedbStore {
         };
         let kept_aside = if current.exists() {
             let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ");
-            let aside = data_dir.join(format!("{DB_FILE}.before-restore-{stamp}"));
+            let mut aside = data_dir.join(format!("{DB_FILE}.before-restore-{stamp}"));
+            for n in 1.. {
+                if aside.symlink_metadata().is_err() {
+                    break;
+                }
+                aside = data_dir.join(format!("{DB_FILE}.before-restore-{stamp}-{n}"));
+            }
             let linked =
                 std::fs::hard_link(&current, &aside).or_else(|_| copy_durably(&current, &aside));
             if let Err(e) = linked {
@@ -2005,6 +2028,12 @@ mod tests {
         assert!(now.clients("other").expect("list").is_empty());
         assert_eq!(now.session_count().expect("sessions"), 1);
         drop(now);
+        let again = RedbStore::restore(data.path(), &backup).expect("restore again");
+        assert_ne!(
+            again.kept_aside.as_ref(),
+            Some(&aside),
+            "each restore keeps its own"
+        );
         let old_dir = tempfile::tempdir().expect("dir");
         std::fs::copy(&aside, old_dir.path().join(DB_FILE)).expect("copy aside");
         let old = RedbStore::open(old_dir.path()).expect("open aside");
