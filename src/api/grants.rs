@@ -28,7 +28,7 @@ use super::keys::{Credentials, credentials, require_cover, require_scope};
 use super::web::{Api, JSON_LIMIT, blocking, read_body};
 use crate::body::Body;
 use crate::config::{ApiKeyConfig, Config, Scope};
-use crate::mail::Outgoing;
+use crate::mail::{Delivery, Outgoing};
 use crate::store::{AuditEvent, AuditKind, Client, Grant, GrantResult, Source, Timestamp, now};
 use crate::ui::WelcomeMail;
 
@@ -268,8 +268,8 @@ fn send_welcome(api: &Api, grant: &GrantRequest, client: &Client) {
     };
     let mailer = api.auth().mailer().clone();
     tokio::spawn(async move {
-        // The mailer logs the outcome.
-        let _ = mailer.send(message).await;
+        // Retried for up to `mail.retry_for`; the mailer logs the outcome.
+        let _ = mailer.deliver(message, Delivery::default()).await;
     });
 }
 
