@@ -1,7 +1,8 @@
-//! The `pagegate` command line: serve, check a config, or run the built-in demo.
+//! The `pagegate` command line: serve, check a config, manage clients, back up and restore the
+//! database, or run the built-in demo.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -69,6 +70,29 @@ enum Command {
         /// Give up after this long.
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+    },
+    /// Write a consistent copy of the database to FILE, whether or not the gateway is running.
+    ///
+    /// The copy holds client lists with their emails and the audit log: keep it private.
+    Backup {
+        /// The configuration file.
+        #[arg(long, short, env = "PAGEGATE_CONFIG", default_value = "gateway.toml")]
+        config: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Where to write the backup.
+        file: PathBuf,
+    },
+    /// Replace the database with a backup; the gateway must be stopped.
+    ///
+    /// The current database is kept aside as pagegate.redb.before-restore-TIME in data_dir.
+    Restore {
+        /// The configuration file.
+        #[arg(long, short, env = "PAGEGATE_CONFIG", default_value = "gateway.toml")]
+        config: PathBuf,
+        /// The backup to restore.
+        file: PathBuf,
     },
     /// Run a complete local demo: a sample site behind pagegate, nothing else needed.
     Demo {
@@ -183,6 +207,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .map_err(|_| anyhow::anyhow!("{url}: no answer within {timeout:?}"))??;
             println!("{url}: ok");
             Ok(())
+        }
+        Command::Backup {
+            config,
+            force,
+            file,
+        } => {
+            let parsed = pagegate::config::load(&config)?;
+            backup(&parsed, &file, force).await
+        }
+        Command::Restore { config, file } => {
+            let parsed = pagegate::config::load(&config)?;
+            restore(&parsed, &file).await
         }
         Command::Demo { listen, data_dir } => {
             let site_shutdown = CancellationToken::new();
@@ -355,6 +391,96 @@ async fn clients(config: &pagegate::config::Config, action: ClientsAction) -> an
     Ok(())
 }
 
+/// Writes a backup: directly from the database when the gateway is stopped, or by the running
+/// gateway (which holds the database) through its control socket.
+async fn backup(config: &pagegate::config::Config, file: &Path, force: bool) -> anyhow::Result<()> {
+    use pagegate::api::control::BackupRequest;
+    use pagegate::store::redb::{DB_FILE, RedbStore};
+    use pagegate::store::{BackupError, Store, StoreCounts, StoreError};
+
+    // The running gateway resolves the path from its own working directory, not ours.
+    let dest = std::path::absolute(file)
+        .with_context(|| format!("cannot resolve the path {}", file.display()))?;
+    let db = config.data_dir.join(DB_FILE);
+    if !db.exists() {
+        anyhow::bail!(
+            "there is no database at {}: nothing to back up (check data_dir in the configuration)",
+            db.display()
+        );
+    }
+    let exists = || {
+        anyhow::anyhow!(
+            "{} already exists; pass --force to replace it",
+            dest.display()
+        )
+    };
+    let counts: StoreCounts = match RedbStore::open(&config.data_dir) {
+        Ok(store) => match store.backup_to(&dest, force) {
+            Ok(counts) => counts,
+            Err(BackupError::Exists(_)) => return Err(exists()),
+            Err(e) => return Err(anyhow::Error::new(e).context("backup failed")),
+        },
+        Err(StoreError::Locked(_)) => {
+            let request = BackupRequest {
+                path: dest.clone(),
+                force,
+            };
+            let (status, body) = control_call(
+                config,
+                http::Method::POST,
+                "/v1/backup",
+                Some(serde_json::to_vec(&request)?),
+            )
+            .await?;
+            match status {
+                http::StatusCode::OK => serde_json::from_slice(&body)
+                    .context("the gateway's answer to the backup is not understood")?,
+                http::StatusCode::CONFLICT => return Err(exists()),
+                _ => anyhow::bail!("{}", answer_error(&body)),
+            }
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("cannot open the database")),
+    };
+    println!("backup written to {}", dest.display());
+    println!("{counts}");
+    Ok(())
+}
+
+/// Puts a backup in place of the database, which no gateway may be using.
+async fn restore(config: &pagegate::config::Config, file: &Path) -> anyhow::Result<()> {
+    use pagegate::store::redb::RedbStore;
+
+    // The database lock is the real test (restore checks it too); a live control socket also
+    // means a gateway is running, one that might be about to open the database.
+    let socket = pagegate::api::control::socket_path(&config.data_dir);
+    if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+        anyhow::bail!(
+            "the gateway is running (it answers on {}): stop the gateway first",
+            socket.display()
+        );
+    }
+    let data_dir = config.data_dir.clone();
+    let backup = file.to_path_buf();
+    // The check of the backup catches the database engine's panics on damaged files and reports
+    // them as such; the default hook would first print them as if pagegate had crashed.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let restored =
+        tokio::task::spawn_blocking(move || RedbStore::restore(&data_dir, &backup)).await;
+    std::panic::set_hook(hook);
+    let restored = restored.context("the restore did not finish")??;
+    println!(
+        "restored {} into {}",
+        file.display(),
+        restored.path.display()
+    );
+    println!("{}", restored.counts);
+    if let Some(aside) = &restored.kept_aside {
+        println!("the previous database is kept as {}", aside.display());
+    }
+    Ok(())
+}
+
 /// One call to the control socket; a non-2xx answer becomes the error it carries.
 async fn control(
     config: &pagegate::config::Config,
@@ -362,24 +488,38 @@ async fn control(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
-    let (status, bytes) = pagegate::api::control::call(&config.data_dir, method, path, body)
-        .await
-        .with_context(|| format!("the database is in use, and the running gateway's control socket in {} does not answer", config.data_dir.display()))?;
+    let (status, bytes) = control_call(config, method, path, body).await?;
     if !status.is_success() {
-        #[derive(serde::Deserialize)]
-        struct ErrorBody {
-            error: String,
-            field: Option<String>,
-        }
-        let message = serde_json::from_slice::<ErrorBody>(&bytes)
-            .map(|e| match e.field {
-                Some(f) => format!("{f}: {}", e.error),
-                None => e.error,
-            })
-            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-        anyhow::bail!("{message}");
+        anyhow::bail!("{}", answer_error(&bytes));
     }
     Ok((status, bytes))
+}
+
+/// One call to the control socket, whatever the answer's status.
+async fn control_call(
+    config: &pagegate::config::Config,
+    method: http::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
+    pagegate::api::control::call(&config.data_dir, method, path, body)
+        .await
+        .with_context(|| format!("the database is in use, and the running gateway's control socket in {} does not answer", config.data_dir.display()))
+}
+
+/// The message of a control socket's error answer: `field: error`, or the body as it is.
+fn answer_error(bytes: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        error: String,
+        field: Option<String>,
+    }
+    serde_json::from_slice::<ErrorBody>(bytes)
+        .map(|e| match e.field {
+            Some(f) => format!("{f}: {}", e.error),
+            None => e.error,
+        })
+        .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned())
 }
 
 fn print_clients(list: &[pagegate::api::clients::ClientView]) {
@@ -499,7 +639,7 @@ fn log_filter(spec: Option<&str>) -> tracing_subscriber::EnvFilter {
 
 #[cfg(test)]
 mod tests {
-    use super::log_filter;
+    use super::*;
 
     #[test]
     fn verbose_filters_keep_library_ceilings_unless_the_library_is_named() {
@@ -525,11 +665,6 @@ mod tests {
             log_filter(Some("info")).to_string()
         );
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn the_health_check_asks_loopback_when_the_gateway_listens_everywhere() {

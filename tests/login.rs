@@ -1,12 +1,13 @@
-//! The sign-in flow end to end: a real upstream, a real SMTP server receiving the mail, the code
-//! read from the received message, and the session cookie used for the protected page.
+//! The sign-in flow end to end: a real upstream, a real SMTP server receiving the mail (or
+//! deferring and refusing it), the code read from the received message, and the session cookie
+//! used for the protected page.
 
 mod common;
 
 use std::time::Duration;
 
 use common::browser::{Browser, hidden};
-use common::smtp::TestSmtp;
+use common::smtp::{Refusal, TestSmtp};
 use common::{TestGateway, TestUpstream};
 use pagegate::api::clients::ClientInput;
 
@@ -89,6 +90,13 @@ impl School {
     /// Asks for a code for `email` and returns the mail it produced.
     async fn request_code(&self, browser: &mut Browser, email: &str) -> common::smtp::Received {
         let before = self.smtp.messages().len();
+        self.ask_for_code(browser, email).await;
+        let messages = self.smtp.wait_for(before + 1, MAIL_WAIT).await;
+        messages[before].clone()
+    }
+
+    /// Submits the email form for `email`, without waiting for the mail.
+    async fn ask_for_code(&self, browser: &mut Browser, email: &str) {
         let csrf = browser.open_login("/course/lesson-1").await;
         let answer = browser
             .post_form(
@@ -101,8 +109,6 @@ impl School {
             )
             .await;
         assert_eq!(answer.status, 200, "{}", answer.body);
-        let messages = self.smtp.wait_for(before + 1, MAIL_WAIT).await;
-        messages[before].clone()
     }
 
     /// Signs `email` in with the mailed code; returns the verify answer.
@@ -714,4 +720,107 @@ async fn over_https_the_session_cookie_is_secure_and_host_prefixed() {
             .as_deref(),
         Some("https")
     );
+}
+
+/// What the code form says once the mail finally could not be sent.
+const SEND_FAILED: &str = "We could not send the mail, please try again.";
+
+/// Waits until the test SMTP server has seen `tries` recipients, at most [`MAIL_WAIT`].
+async fn until_tries(smtp: &TestSmtp, tries: usize) {
+    let start = std::time::Instant::now();
+    while smtp.rcpt_attempts() < tries {
+        assert!(
+            start.elapsed() < MAIL_WAIT,
+            "{tries} tries at the SMTP server"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_code_mail_the_server_defers_still_arrives_once_and_signs_in() {
+    let school = School::open("").await;
+    school
+        .add_client("course", "ann@example.com", "Ann Lee", None)
+        .await;
+    // Greylisting: the first two tries are told to come back later.
+    school.smtp.set_refusal(Refusal::RcptFirst(451, 2));
+    let mut browser = school.browser();
+
+    let signed_in = school.sign_in(&mut browser, "ann@example.com").await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    assert_eq!(
+        school.smtp.rcpt_attempts(),
+        3,
+        "two deferrals, then accepted"
+    );
+    let page = browser.get("/course/lesson-1").await;
+    assert_eq!(page.status, 200);
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(school.smtp.messages().len(), 1, "exactly one message");
+}
+
+#[tokio::test]
+async fn a_refused_code_mail_is_not_retried_and_the_code_form_says_so() {
+    let school = School::open("").await;
+    school
+        .add_client("course", "ann@example.com", "Ann Lee", None)
+        .await;
+    school.smtp.set_refusal(Refusal::Rcpt(550));
+    let mut browser = school.browser();
+
+    school.ask_for_code(&mut browser, "ann@example.com").await;
+    until_tries(&school.smtp, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = school
+        .verify(&mut browser, "ann@example.com", "000000")
+        .await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(answer.body.contains(SEND_FAILED), "{}", answer.body);
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(school.smtp.rcpt_attempts(), 1, "a 5xx refusal is final");
+    assert!(school.smtp.messages().is_empty());
+}
+
+#[tokio::test]
+async fn retries_of_a_code_mail_end_when_the_code_expires_and_only_then_the_form_says_so() {
+    let school = School::open("code_ttl = \"5s\"").await;
+    school
+        .add_client("course", "ann@example.com", "Ann Lee", None)
+        .await;
+    school.smtp.set_refusal(Refusal::Rcpt(451));
+    let mut browser = school.browser();
+
+    school.ask_for_code(&mut browser, "ann@example.com").await;
+    let asked = std::time::Instant::now();
+    until_tries(&school.smtp, 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Deferred, not failed: while it is retried, the form does not claim the mail failed.
+    let meanwhile = school
+        .verify(&mut browser, "ann@example.com", "000000")
+        .await;
+    assert_eq!(meanwhile.status, 400, "{}", meanwhile.body);
+    assert!(!meanwhile.body.contains(SEND_FAILED), "{}", meanwhile.body);
+
+    // mail.retry_for is 10 minutes by default, but a code mail is useless once the code expired.
+    tokio::time::sleep(
+        Duration::from_secs(5).saturating_sub(asked.elapsed()) + Duration::from_millis(500),
+    )
+    .await;
+    let tries = school.smtp.rcpt_attempts();
+    assert!(tries >= 2, "retried: {tries} tries");
+    let answer = school
+        .verify(&mut browser, "ann@example.com", "000000")
+        .await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(answer.body.contains(SEND_FAILED), "{}", answer.body);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        school.smtp.rcpt_attempts(),
+        tries,
+        "no tries after the code expired"
+    );
+    assert!(school.smtp.messages().is_empty());
 }

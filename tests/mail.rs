@@ -1,6 +1,7 @@
-//! Mail: what reaches a real SMTP server, what lands in the mail folder, and how failures are
-//! reported (transient or permanent, always within the configured timeout). Every `[mail]` setting
-//! goes through the configuration parser, as in production.
+//! Mail: what reaches a real SMTP server, what lands in the mail folder, how failures are
+//! reported (transient or permanent, always within the configured timeout), and how deferred
+//! mail is retried within its bounds. Every `[mail]` setting goes through the configuration
+//! parser, as in production.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::smtp::{Refusal, TestSmtp};
 use pagegate::config::MailConfig;
-use pagegate::mail::{MailError, Mailer, Outgoing};
+use pagegate::mail::{Delivery, MailError, Mailer, Outgoing};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -487,4 +488,177 @@ async fn a_send_cut_off_mid_conversation_does_not_poison_the_pool() {
         .map(|(n, _)| *n)
         .collect();
     assert_eq!(mail_from, [0, 1], "{log:?}");
+}
+
+/// A mailer for `server` that retries for `retry_for`.
+fn retrying_mailer(server: &TestSmtp, retry_for: Duration) -> Mailer {
+    let mut config = mail_config(&server.mail_toml("no-reply@school.example"), Path::new("."));
+    config.retry_for = retry_for;
+    Mailer::new(&config).expect("mailer")
+}
+
+/// Waits until `condition` holds, checking every 10 ms; panics after `limit` with `what`.
+async fn until(limit: Duration, what: &str, condition: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < limit, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn deferred_mail_is_retried_until_the_server_takes_it_once() {
+    let server = TestSmtp::start_refusing(Refusal::RcptFirst(451, 2));
+    let mailer = retrying_mailer(&server, Duration::from_secs(600));
+    assert_eq!(mailer.waiting(), 0);
+
+    let sending = tokio::spawn({
+        let mailer = mailer.clone();
+        async move {
+            mailer
+                .deliver(code_mail("anna@example.org", "246810"), Delivery::default())
+                .await
+        }
+    });
+    until(WAIT, "a first refusal", || server.rcpt_attempts() >= 1).await;
+    assert_eq!(mailer.waiting(), 1, "the deferred message waits");
+    sending.await.expect("task").expect("delivered in the end");
+
+    assert_eq!(server.rcpt_attempts(), 3, "two refusals, then accepted");
+    let got = server.messages();
+    assert_eq!(got.len(), 1, "exactly one message");
+    assert_eq!(got[0].code(6).as_deref(), Some("246810"));
+    assert_eq!(mailer.waiting(), 0);
+}
+
+#[tokio::test]
+async fn a_permanent_refusal_is_not_retried() {
+    let server = TestSmtp::start_refusing(Refusal::Rcpt(550));
+    let mailer = retrying_mailer(&server, Duration::from_secs(600));
+    let started = Instant::now();
+    let err = mailer
+        .deliver(code_mail("anna@example.org", "123456"), Delivery::default())
+        .await
+        .expect_err("refused");
+    assert!(!err.is_transient(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(server.rcpt_attempts(), 1, "tried once");
+    assert_eq!(mailer.waiting(), 0);
+}
+
+#[tokio::test]
+async fn retries_stop_at_retry_for_and_at_the_end_of_the_message_s_use() {
+    let server = TestSmtp::start_refusing(Refusal::Rcpt(451));
+    // Bounded by mail.retry_for …
+    let mailer = retrying_mailer(&server, Duration::from_secs(3));
+    let started = Instant::now();
+    let err = mailer
+        .deliver(code_mail("anna@example.org", "123456"), Delivery::default())
+        .await
+        .expect_err("never accepted");
+    let took = started.elapsed();
+    assert!(err.is_transient(), "the last failure: {err}");
+    assert!(
+        took < Duration::from_secs(4),
+        "gave up within the bound: {took:?}"
+    );
+    let tries = server.rcpt_attempts();
+    assert!(tries >= 2, "retried: {tries} tries");
+    assert_eq!(mailer.waiting(), 0);
+
+    // … and by the message's own use, when that is shorter (a code about to expire).
+    let mailer = retrying_mailer(&server, Duration::from_secs(600));
+    let started = Instant::now();
+    let delivery = Delivery {
+        useful_for: Some(Duration::from_secs(2)),
+        key: None,
+    };
+    mailer
+        .deliver(code_mail("anna@example.org", "123456"), delivery)
+        .await
+        .expect_err("never accepted");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(server.rcpt_attempts() > tries, "retried again");
+    assert_eq!(mailer.waiting(), 0);
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let settled = server.rcpt_attempts();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(server.rcpt_attempts(), settled, "no tries after giving up");
+
+    // With retry_for = 0s, a message is tried once.
+    let once = TestSmtp::start_refusing(Refusal::Rcpt(451));
+    let mailer = retrying_mailer(&once, Duration::ZERO);
+    mailer
+        .deliver(code_mail("anna@example.org", "123456"), Delivery::default())
+        .await
+        .expect_err("deferred");
+    assert_eq!(once.rcpt_attempts(), 1);
+}
+
+#[tokio::test]
+async fn a_newer_code_replaces_the_one_waiting_so_only_the_newest_arrives() {
+    let server = TestSmtp::start_refusing(Refusal::Rcpt(451));
+    let mailer = retrying_mailer(&server, Duration::from_secs(600));
+    let key = || Delivery {
+        useful_for: Some(Duration::from_secs(600)),
+        key: Some("school\0anna@example.org".into()),
+    };
+    let old = tokio::spawn({
+        let mailer = mailer.clone();
+        async move {
+            mailer
+                .deliver(code_mail("anna@example.org", "111111"), key())
+                .await
+        }
+    });
+    until(WAIT, "the old code deferred", || {
+        server.rcpt_attempts() >= 1
+    })
+    .await;
+    server.set_refusal(Refusal::None);
+    mailer
+        .deliver(code_mail("anna@example.org", "222222"), key())
+        .await
+        .expect("the new code is sent");
+    let old = old.await.expect("task").expect_err("replaced");
+    assert!(matches!(old, MailError::Replaced), "{old}");
+    let codes: Vec<_> = server.messages().iter().filter_map(|m| m.code(6)).collect();
+    assert_eq!(codes, ["222222"]);
+    assert_eq!(mailer.waiting(), 0);
+}
+
+#[tokio::test]
+async fn closing_drops_waiting_mail_at_once() {
+    let server = TestSmtp::start_refusing(Refusal::Rcpt(451));
+    let mailer = retrying_mailer(&server, Duration::from_secs(600));
+    let waiting = tokio::spawn({
+        let mailer = mailer.clone();
+        async move {
+            mailer
+                .deliver(code_mail("anna@example.org", "123456"), Delivery::default())
+                .await
+        }
+    });
+    until(WAIT, "a first refusal", || server.rcpt_attempts() >= 1).await;
+    let started = Instant::now();
+    mailer.close();
+    let err = waiting.await.expect("task").expect_err("dropped");
+    assert!(matches!(err, MailError::Stopped), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(mailer.waiting(), 0);
+    let late = mailer
+        .deliver(code_mail("anna@example.org", "123456"), Delivery::default())
+        .await
+        .expect_err("closed");
+    assert!(matches!(late, MailError::Stopped), "{late}");
 }

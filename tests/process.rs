@@ -69,6 +69,22 @@ fn each_config_error_names_the_file_the_key_the_line_and_what_is_expected() {
             vec!["gateway.toml", "line 2", "unclosed table"],
         ),
         (
+            format!("{VALID}\n[store]\naudit_retention = \"12h\"\n"),
+            vec![
+                "gateway.toml:10:",
+                "`store.audit_retention`",
+                "at least 1 day",
+            ],
+        ),
+        (
+            format!("{VALID}\n[store]\ngrant_retention = \"sometimes\"\n"),
+            vec!["gateway.toml:10:", "`store.grant_retention`", "\"forever\""],
+        ),
+        (
+            format!("{VALID}\n[mail]\nretry_for = \"2d\"\n"),
+            vec!["gateway.toml:10:", "`mail.retry_for`", "at most 24h"],
+        ),
+        (
             format!("{VALID}tls = {{ cert = \"a.pem\", key = \"b.key\" }}\n").replace(
                 "listen = \"127.0.0.1:8080\"",
                 "tls_listen = \"127.0.0.1:8443\"",

@@ -1,13 +1,16 @@
 //! The control socket: `data_dir/control.sock`, owner-only, speaking a small HTTP+JSON API.
 //!
-//! redb lets one process open the database, so while a gateway runs, `pagegate clients …`
-//! cannot open it; it sends its request here instead. File permissions are the access control:
-//! only the account running pagegate (and root) can connect.
+//! redb lets one process open the database, so while a gateway runs, `pagegate clients …` and
+//! `pagegate backup` cannot open it; they send their request here instead. File permissions are
+//! the access control: only the account running pagegate (and root) can connect, which is also
+//! why a failed backup's cause (a full disk, a folder it may not write) is answered in full.
 //!
 //! Routes:
 //! - `GET /v1/clients?page=ID` → 200, JSON list of clients
 //! - `POST /v1/clients` with a JSON `ClientInput` → 201 (added) or 200 (updated), JSON client
 //! - `DELETE /v1/clients?page=ID&email=E` → 204
+//! - `POST /v1/backup` with a JSON [`BackupRequest`] → 200, JSON [`StoreCounts`] of the copy;
+//!   409 when the file exists and `force` is not set
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -21,14 +24,25 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::ApiError;
 use super::clients::{self, ClientInput};
 use crate::body::{self, Body};
 use crate::config::Config;
-use crate::store::{Source, Store};
+use crate::store::{BackupError, Source, Store, StoreCounts};
+
+/// `POST /v1/backup`: where the running gateway writes a backup of its database.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequest {
+    /// Destination file, absolute: the gateway's working directory is not the caller's.
+    pub path: PathBuf,
+    /// Replace the file if it exists.
+    #[serde(default)]
+    pub force: bool,
+}
 
 /// The socket's file name inside `data_dir`.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -131,9 +145,60 @@ async fn handle(
             })
             .await
         }
+        (&Method::POST, "/v1/backup") => match read_json::<BackupRequest>(req).await {
+            Ok(input) => backup(store, input).await,
+            Err(e) => Err(e),
+        },
         _ => Err(ApiError::NotFound("no such control endpoint".into())),
     };
     result.unwrap_or_else(|e| error_json(&e))
+}
+
+/// Writes a backup on the blocking pool; the gateway keeps serving (the copy reads one
+/// snapshot while writes go on).
+async fn backup(store: Arc<dyn Store>, input: BackupRequest) -> Result<Response<Body>, ApiError> {
+    if !input.path.is_absolute() {
+        return Err(ApiError::invalid("path", "expected an absolute path"));
+    }
+    let path = input.path.clone();
+    let written =
+        tokio::task::spawn_blocking(move || store.backup_to(&input.path, input.force)).await;
+    let counts: StoreCounts = match written {
+        Ok(Ok(counts)) => counts,
+        Ok(Err(BackupError::Exists(path))) => {
+            return Err(ApiError::Conflict {
+                field: "path",
+                message: format!("{} already exists", path.display()),
+            });
+        }
+        Ok(Err(e)) => {
+            tracing::error!(path = %path.display(), error = %e, "backup failed");
+            #[derive(Serialize)]
+            struct Failed {
+                error: String,
+            }
+            return Ok(json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &Failed {
+                    error: format!("backup failed: {e}"),
+                },
+            ));
+        }
+        Err(e) => {
+            return Err(ApiError::Store(crate::store::StoreError::Backend(format!(
+                "backup task failed: {e}"
+            ))));
+        }
+    };
+    tracing::info!(
+        path = %path.display(),
+        clients = counts.clients,
+        sessions = counts.sessions,
+        audit_entries = counts.audit,
+        grants = counts.grants,
+        "backup written"
+    );
+    Ok(json(StatusCode::OK, &counts))
 }
 
 async fn blocking(

@@ -28,7 +28,7 @@ use super::keys::{Credentials, credentials, require_cover, require_scope};
 use super::web::{Api, JSON_LIMIT, blocking, read_body};
 use crate::body::Body;
 use crate::config::{ApiKeyConfig, Config, Scope};
-use crate::mail::Outgoing;
+use crate::mail::{Delivery, MailError, Outgoing};
 use crate::metrics::{self, GrantOutcome, MailKind};
 use crate::store::{AuditEvent, AuditKind, Client, Grant, GrantResult, Source, Timestamp, now};
 use crate::ui::WelcomeMail;
@@ -297,9 +297,11 @@ fn send_welcome(api: &Api, grant: &GrantRequest, client: &Client) {
     };
     let mailer = api.auth().mailer().clone();
     tokio::spawn(async move {
-        // The mailer logs the outcome.
-        if mailer.send(message).await.is_err() {
-            metrics::global().mail_failed(MailKind::Welcome);
+        // Retried for up to `mail.retry_for`; the mailer logs the outcome. Only a final
+        // failure counts: a message that got through on a retry was delivered.
+        match mailer.deliver(message, Delivery::default()).await {
+            Ok(()) | Err(MailError::Replaced | MailError::Stopped) => {}
+            Err(_) => metrics::global().mail_failed(MailKind::Welcome),
         }
     });
 }

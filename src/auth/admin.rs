@@ -34,7 +34,7 @@ use super::{Auth, SiteAuth, Visitor, cookies, input, redirect, store_error};
 use crate::body::Body;
 use crate::config::Language;
 use crate::error::HttpError;
-use crate::mail::Outgoing;
+use crate::mail::{Delivery, MailError, Outgoing};
 use crate::metrics::{self, Flow, LoginEvent, MailKind};
 use crate::routing::SiteId;
 use crate::store::{
@@ -625,11 +625,16 @@ impl Auth {
             text: rendered.text,
             html: rendered.html,
         };
-        match self.mailer.send(outgoing).await {
+        let delivery = Delivery {
+            useful_for: Some(self.config.code_ttl),
+            key: Some(send_key(&ns, email)),
+        };
+        match self.mailer.deliver(outgoing, delivery).await {
             Ok(()) => {
                 metrics::global().login(&site.name, Flow::Admin, LoginEvent::CodeSent);
+                self.clear_send_failure(&ns, email);
                 let event = AuditEvent {
-                    at: now,
+                    at: crate::store::now(),
                     kind: AuditKind::CodeSent,
                     site: Some(site.name.clone()),
                     page: None,
@@ -640,6 +645,7 @@ impl Auth {
                 let store = self.store.clone();
                 let _ = tokio::task::spawn_blocking(move || store.audit(&event)).await;
             }
+            Err(MailError::Replaced | MailError::Stopped) => {}
             Err(e) => {
                 tracing::warn!(site = %site.name, error = %e, "admin sign-in mail not sent");
                 metrics::global().mail_failed(MailKind::Admin);

@@ -27,7 +27,7 @@ use super::{Auth, SiteAuth, Visitor, cookies, input, redirect, store_error};
 use crate::body::Body;
 use crate::config::Language;
 use crate::error::HttpError;
-use crate::mail::Outgoing;
+use crate::mail::{Delivery, MailError, Outgoing};
 use crate::metrics::{self, Flow, LoginEvent, MailKind};
 use crate::routing::SiteId;
 use crate::store::{AuditEvent, AuditKind, CodeCheck, CodeRecord, SessionRecord, TokenRecord, now};
@@ -634,11 +634,17 @@ impl Auth {
             text: rendered.text,
             html: rendered.html,
         };
-        match self.mailer.send(outgoing).await {
+        // Retried while the code is valid; a newer code for the same visitor replaces it.
+        let delivery = Delivery {
+            useful_for: Some(self.config.code_ttl),
+            key: Some(send_key(&site.name, email)),
+        };
+        match self.mailer.deliver(outgoing, delivery).await {
             Ok(()) => {
                 metrics::global().login(&site.name, Flow::Visitor, LoginEvent::CodeSent);
+                self.clear_send_failure(&site.name, email);
                 let event = AuditEvent {
-                    at: now,
+                    at: crate::store::now(),
                     kind: AuditKind::CodeSent,
                     site: Some(site.name.clone()),
                     page: Some(page.id.clone()),
@@ -649,6 +655,7 @@ impl Auth {
                 let store = self.store.clone();
                 let _ = tokio::task::spawn_blocking(move || store.audit(&event)).await;
             }
+            Err(MailError::Replaced | MailError::Stopped) => {}
             Err(e) => {
                 tracing::warn!(site = %site.name, domain = email_domain(email), error = %e, "sign-in mail not sent");
                 metrics::global().mail_failed(MailKind::Login);
@@ -657,9 +664,18 @@ impl Auth {
         }
     }
 
+    /// Notes that the mail for (site, email) finally failed (refused for good, or retries used
+    /// up), so the code form says so.
     fn note_send_failure(&self, site: &str, email: &str) {
         if let Ok(mut failed) = self.failed_sends.lock() {
             failed.insert(send_key(site, email), Instant::now());
+        }
+    }
+
+    /// Forgets an earlier failure once a later mail for (site, email) got through.
+    pub(super) fn clear_send_failure(&self, site: &str, email: &str) {
+        if let Ok(mut failed) = self.failed_sends.lock() {
+            failed.remove(&send_key(site, email));
         }
     }
 }

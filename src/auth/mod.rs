@@ -26,7 +26,7 @@ use crate::error::HttpError;
 use crate::mail::Mailer;
 use crate::routing::SiteId;
 use crate::routing::path::PageMatcher;
-use crate::store::{AttemptPolicy, Store, StoreError, now};
+use crate::store::{AttemptPolicy, Retention, Store, StoreError, now};
 use crate::ui::Templates;
 use cookies::CookieNames;
 use keys::Keys;
@@ -100,7 +100,15 @@ pub struct Auth {
     sites: Vec<SiteAuth>,
     /// (site, email) whose last code could not be mailed, so the code form can say so.
     failed_sends: Mutex<HashMap<String, Instant>>,
+    /// How long audit entries and grant orders are kept.
+    retention: Retention,
+    /// When housekeeping next applies `retention`: hourly, as those limits are days long, and
+    /// on every tick while a backlog is being worked through.
+    retention_due: Mutex<Instant>,
 }
+
+/// How often audit entries and grant orders past their retention are looked for.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -160,6 +168,8 @@ impl Auth {
             prefix: config.server.prefix.clone(),
             sites,
             failed_sends: Mutex::new(HashMap::new()),
+            retention: config.store.retention(),
+            retention_due: Mutex::new(Instant::now()),
         })
     }
 
@@ -286,14 +296,43 @@ impl Auth {
         response
     }
 
-    /// Forgets idle rate-limit keys and stale notes; called periodically.
+    /// Forgets idle rate-limit keys and stale notes, prunes expired codes and sessions and,
+    /// when due, audit entries and grant orders past their retention; called periodically.
     pub fn housekeeping(&self) {
         self.limits.forget_idle();
         if let Ok(mut failed) = self.failed_sends.lock() {
             failed.retain(|_, at| at.elapsed() < Duration::from_secs(3600));
         }
-        if let Err(e) = self.store.prune(now(), self.policy()) {
-            tracing::warn!(error = %e, "pruning expired codes and sessions failed");
+        let due = self
+            .retention_due
+            .lock()
+            .map(|next| Instant::now() >= *next)
+            .unwrap_or(true);
+        let retention = if due {
+            self.retention
+        } else {
+            Retention::default()
+        };
+        match self.store.prune(now(), self.policy(), retention) {
+            Ok(pruned) => {
+                if pruned.audit > 0 || pruned.grants > 0 {
+                    tracing::info!(
+                        audit_entries = pruned.audit,
+                        grant_orders = pruned.grants,
+                        "removed records past their retention"
+                    );
+                }
+                if due {
+                    if let Ok(mut next) = self.retention_due.lock() {
+                        *next = if pruned.hit_limit() {
+                            Instant::now()
+                        } else {
+                            Instant::now() + RETENTION_EVERY
+                        };
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "pruning expired codes and sessions failed"),
         }
     }
 

@@ -28,6 +28,8 @@ pub(crate) struct FileConfig {
     pub(crate) api_key: Vec<Spanned<FileApiKey>>,
     /// Where the Prometheus metrics are served.
     pub(crate) metrics: Option<Spanned<FileMetrics>>,
+    /// How long the database keeps records that only matter for a while.
+    pub(crate) store: Option<Spanned<FileStore>>,
 }
 
 /// `[metrics]`.
@@ -44,6 +46,16 @@ pub(crate) struct FileMetrics {
     pub(crate) token_file: Option<Spanned<String>>,
     /// Environment variable holding the token.
     pub(crate) token_env: Option<Spanned<String>>,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileStore {
+    /// How long audit entries are kept, e.g. "365d", or "forever".
+    pub(crate) audit_retention: Option<Spanned<String>>,
+    /// How long a grant's order id is remembered for idempotency, e.g. "90d", or "forever".
+    pub(crate) grant_retention: Option<Spanned<String>>,
 }
 
 /// `[admin]`.
@@ -87,6 +99,8 @@ pub(crate) struct FileMail {
     pub(crate) dir: Option<Spanned<String>>,
     /// SMTP server settings, for the `smtp` transport.
     pub(crate) smtp: Option<Spanned<FileSmtp>>,
+    /// How long a message refused for a temporary reason keeps being retried; "0s" for never.
+    pub(crate) retry_for: Option<Spanned<String>>,
 }
 
 /// `[mail.smtp]`.

@@ -38,6 +38,8 @@ pub struct Config {
     pub api_keys: Vec<ApiKeyConfig>,
     /// Where the Prometheus metrics are served.
     pub metrics: MetricsConfig,
+    /// Retention of the records that only matter for a while.
+    pub store: StoreConfig,
 }
 
 /// `[metrics]`, validated. Metrics are always collected; this says only where they are served.
@@ -49,6 +51,28 @@ pub struct MetricsConfig {
     pub on_sites: bool,
     /// Bearer token every `/metrics` request must carry, on the listener and on the sites.
     pub token: Option<Secret>,
+}
+
+/// `[store]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// How long audit entries are kept; `None` keeps them forever.
+    pub audit_retention: Option<Duration>,
+    /// How long a grant's order id is remembered, so that a repeat is answered like the first
+    /// and changes nothing; `None` remembers it forever.
+    pub grant_retention: Option<Duration>,
+}
+
+impl StoreConfig {
+    /// The retention the store's pruning applies, in seconds.
+    pub fn retention(&self) -> crate::store::Retention {
+        let seconds =
+            |d: Option<Duration>| d.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        crate::store::Retention {
+            audit: seconds(self.audit_retention),
+            grants: seconds(self.grant_retention),
+        }
+    }
 }
 
 /// One `[[api_key]]`, validated.
@@ -95,6 +119,9 @@ pub struct MailConfig {
     pub transport: MailTransport,
     /// The sender mailbox, e.g. `Demo School <no-reply@example.com>`.
     pub from: String,
+    /// How long a message refused for a temporary reason keeps being retried (never beyond the
+    /// code it carries); zero sends each message once.
+    pub retry_for: Duration,
 }
 
 /// Where messages go.

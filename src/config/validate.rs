@@ -9,12 +9,29 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::file::{FileAuth, FileConfig, FileMail, FileMetrics, FilePage, FileServer, FileSite};
+use super::file::{
+    FileAuth, FileConfig, FileMail, FileMetrics, FilePage, FileServer, FileSite, FileStore,
+};
 use super::{
     ApiKeyConfig, AuthConfig, Config, ConfigError, DEFAULT_PREFIX, HostPattern, Language,
     MailConfig, MailTransport, MetricsConfig, PageConfig, Scope, Secret, ServerConfig, SiteConfig,
-    SmtpConfig, SmtpSecurity, TlsFiles, UpstreamConfig,
+    SmtpConfig, SmtpSecurity, StoreConfig, TlsFiles, UpstreamConfig,
 };
+
+/// Default `mail.retry_for`: long enough to ride out a mail server's restart or greylisting,
+/// and no longer than the default `auth.code_ttl`, past which a code mail is useless anyway.
+const DEFAULT_MAIL_RETRY: Duration = Duration::from_secs(10 * 60);
+/// Upper bound of `mail.retry_for`: the retry queue is in memory, on purpose (see `mail`).
+/// Mail that must survive longer outages belongs to a local mail relay with a disk queue.
+const MAX_MAIL_RETRY: Duration = Duration::from_secs(24 * 3600);
+/// Default `store.audit_retention`: a year of history.
+const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Default `store.grant_retention`: shops retry an order within minutes or days; 90 days
+/// covers late retries and manual re-sends with a wide margin.
+const DEFAULT_GRANT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Shortest retention accepted: anything shorter would forget an order while a shop may
+/// still retry it, or the audit entries an admin is about to read.
+const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// Parses and validates configuration text. `origin` names the file in errors; `base` is the
 /// directory relative paths are taken from.
@@ -109,6 +126,75 @@ impl Ctx<'_> {
         }
     }
 
+    /// A retention: a duration of at least [`MIN_RETENTION`], or `"forever"` (`None`).
+    fn retention(
+        &self,
+        key: &str,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+    ) -> Result<Option<Duration>> {
+        let Some(value) = value else {
+            return Ok(Some(default));
+        };
+        let text = value.get_ref().trim();
+        if text == "forever" {
+            return Ok(None);
+        }
+        match humantime::parse_duration(text) {
+            Ok(d) if d >= MIN_RETENTION => Ok(Some(d)),
+            Ok(_) => Err(self.invalid(
+                key,
+                Some(value.span()),
+                format!("expected at least 1 day (e.g. \"90d\"), or \"forever\"; got {text:?}"),
+            )),
+            Err(_) => Err(self.invalid(
+                key,
+                Some(value.span()),
+                format!("expected a duration such as \"90d\", or \"forever\"; got {text:?}"),
+            )),
+        }
+    }
+
+    fn store(&self, store: Option<&Spanned<FileStore>>) -> Result<StoreConfig> {
+        let empty = FileStore::default();
+        let s = store.map_or(&empty, |s| s.get_ref());
+        Ok(StoreConfig {
+            audit_retention: self.retention(
+                "store.audit_retention",
+                s.audit_retention.as_ref(),
+                DEFAULT_AUDIT_RETENTION,
+            )?,
+            grant_retention: self.retention(
+                "store.grant_retention",
+                s.grant_retention.as_ref(),
+                DEFAULT_GRANT_RETENTION,
+            )?,
+        })
+    }
+
+    /// `mail.retry_for`: zero (no retries) up to [`MAX_MAIL_RETRY`].
+    fn mail_retry(&self, value: Option<&Spanned<String>>) -> Result<Duration> {
+        let Some(value) = value else {
+            return Ok(DEFAULT_MAIL_RETRY);
+        };
+        let text = value.get_ref().trim();
+        match humantime::parse_duration(text) {
+            Ok(d) if d <= MAX_MAIL_RETRY => Ok(d),
+            Ok(_) => Err(self.invalid(
+                "mail.retry_for",
+                Some(value.span()),
+                format!(
+                    "at most 24h: the retry queue is kept in memory; for longer outages relay through a local mail server with a disk queue (got {text:?})"
+                ),
+            )),
+            Err(_) => Err(self.invalid(
+                "mail.retry_for",
+                Some(value.span()),
+                format!("expected a duration such as \"10m\", or \"0s\" for no retries; got {text:?}"),
+            )),
+        }
+    }
+
     fn config(&self, file: FileConfig) -> Result<Config> {
         let data_dir = match &file.data_dir {
             Some(d) if d.get_ref().trim().is_empty() => {
@@ -131,6 +217,7 @@ impl Ctx<'_> {
             Some(m) => self.metrics(m, &server_config)?,
             None => MetricsConfig::default(),
         };
+        let store = self.store(file.store.as_ref())?;
         let admin_emails = match &file.admin {
             None => Vec::new(),
             Some(admin) => {
@@ -178,6 +265,7 @@ impl Ctx<'_> {
             admin_emails,
             api_keys: Vec::new(),
             metrics,
+            store,
         }
         .with_api_keys(self, &file)
     }
@@ -871,6 +959,7 @@ impl Ctx<'_> {
             return Ok(MailConfig {
                 transport: MailTransport::Console,
                 from: "pagegate <pagegate@localhost>".into(),
+                retry_for: DEFAULT_MAIL_RETRY,
             });
         };
         let m = mail.get_ref();
@@ -1004,7 +1093,11 @@ impl Ctx<'_> {
                 format!("[mail.smtp] is set but transport is {transport_name:?}; set transport = \"smtp\""),
             ));
         }
-        Ok(MailConfig { transport, from })
+        Ok(MailConfig {
+            transport,
+            from,
+            retry_for: self.mail_retry(m.retry_for.as_ref())?,
+        })
     }
 
     fn check_unique_hosts(&self, raw: &[Spanned<FileSite>], sites: &[SiteConfig]) -> Result<()> {
@@ -1522,5 +1615,75 @@ upstream = "http://127.0.0.1:8000"
             "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]",
         );
         assert_eq!(parse(&text).expect("valid").server.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn retention_and_mail_retry_defaults() {
+        let c = parse(MINIMAL).expect("valid");
+        let day = 24 * 3600;
+        assert_eq!(
+            c.store,
+            StoreConfig {
+                audit_retention: Some(Duration::from_secs(365 * day)),
+                grant_retention: Some(Duration::from_secs(90 * day)),
+            }
+        );
+        assert_eq!(c.mail.retry_for, Duration::from_secs(600));
+        let text = format!(
+            "{MINIMAL}\n[store]\naudit_retention = \"forever\"\ngrant_retention = \"30d\"\n\n[mail]\nretry_for = \"0s\"\n"
+        );
+        let c = parse(&text).expect("valid");
+        assert_eq!(c.store.audit_retention, None);
+        assert_eq!(c.store.retention().grants, Some(30 * day as i64));
+        assert_eq!(c.mail.retry_for, Duration::ZERO, "0s turns retries off");
+    }
+
+    #[test]
+    fn retention_and_mail_retry_errors_name_the_key_and_line() {
+        let cases = [
+            (
+                "[store]\naudit_retention = \"12h\"",
+                "store.audit_retention",
+                "at least 1 day",
+            ),
+            (
+                "[store]\ngrant_retention = \"often\"",
+                "store.grant_retention",
+                "\"forever\"",
+            ),
+            (
+                "[store]\ngrant_retention = \"0s\"",
+                "store.grant_retention",
+                "at least 1 day",
+            ),
+            (
+                "[mail]\nretry_for = \"2d\"",
+                "mail.retry_for",
+                "at most 24h",
+            ),
+            (
+                "[mail]\nretry_for = \"later\"",
+                "mail.retry_for",
+                "\"0s\" for no retries",
+            ),
+        ];
+        for (table, key, fragment) in cases {
+            let text = format!("{MINIMAL}\n{table}\n");
+            let line = text.lines().count();
+            let err = parse(&text).expect_err(table);
+            assert_eq!(err.key(), Some(key), "{err}");
+            let shown = err.to_string();
+            assert!(
+                shown.starts_with(&format!("gateway.toml:{line}: `{key}`")),
+                "{shown}"
+            );
+            assert!(shown.contains(fragment), "{shown}");
+        }
+        let unknown = parse(&format!("{MINIMAL}\n[store]\nsession_retention = \"1d\"\n"))
+            .expect_err("unknown key");
+        assert!(
+            unknown.to_string().contains("session_retention"),
+            "{unknown}"
+        );
     }
 }

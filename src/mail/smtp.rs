@@ -80,9 +80,16 @@ impl SmtpSink {
         self.description.clone()
     }
 
-    pub(super) async fn send(&self, email: Message) -> Result<(), MailError> {
+    /// Sends one message within twice the timeout, or within `within` if that is shorter (a
+    /// retry must not outlive the code it carries).
+    pub(super) async fn send(
+        &self,
+        email: Message,
+        within: Option<Duration>,
+    ) -> Result<(), MailError> {
         let client = self.client();
-        let deadline = self.timeout.saturating_mul(2);
+        let own = self.timeout.saturating_mul(2);
+        let deadline = within.map_or(own, |w| w.min(own));
         match tokio::time::timeout(deadline, client.send(email)).await {
             Ok(Ok(_reply)) => Ok(()),
             Ok(Err(e)) => Err(send_error(&self.server, &e)),

@@ -17,7 +17,7 @@
 //! | `pagegate_upstream_duration_seconds` | histogram | `site` | from forwarding to the upstream's response headers, for requests that got an answer from it |
 //! | `pagegate_login_events_total` | counter | `site`, `flow`, `event` | sign-in steps; `flow` is `visitor` or `admin`, `event` one of [`LoginEvent`] |
 //! | `pagegate_mail_send_failures_total` | counter | `kind` | mail the transport refused or could not deliver: `login`, `admin`, `welcome` |
-//! | `pagegate_mail_waiting` | gauge | | messages waiting for a retry |
+//! | `pagegate_mail_waiting` | gauge | | messages being sent or waiting for a retry |
 //! | `pagegate_grants_total` | counter | `key`, `outcome` | grant requests by API key name (`""` when no key was recognised) and [`GrantOutcome`] |
 //! | `pagegate_active_sessions` | gauge | `site`, `kind` | live sessions in the store, `kind` `visitor` or `admin` |
 //! | `pagegate_open_connections` | gauge | | client connections open on the site listeners |
@@ -229,7 +229,7 @@ impl Metrics {
         let mail_waiting = Gauge::default();
         registry.register(
             "mail_waiting",
-            "Messages waiting to be retried",
+            "Messages not yet delivered: being sent or waiting for a retry",
             mail_waiting.clone(),
         );
         let grants = Family::<GrantLabels, Counter>::default();
@@ -319,10 +319,15 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets how many messages wait for a retry; the mail queue calls this when it changes.
-    pub fn set_mail_waiting(&self, waiting: usize) {
-        self.mail_waiting
-            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    /// One more message waits for delivery or a retry. Counted up and down rather than set,
+    /// because after a reload the old mail sender still finishes its messages beside the new one.
+    pub fn mail_waiting_entered(&self) {
+        self.mail_waiting.inc();
+    }
+
+    /// A message counted by [`Metrics::mail_waiting_entered`] was delivered or given up.
+    pub fn mail_waiting_left(&self) {
+        self.mail_waiting.dec();
     }
 
     /// Counts a grant request. `key` is the API key's configured name, never its secret.
@@ -471,7 +476,10 @@ mod tests {
         m.mail_failed(MailKind::Welcome);
         m.grant("shop", GrantOutcome::Created);
         m.grant("shop", GrantOutcome::Created);
-        m.set_mail_waiting(3);
+        for _ in 0..4 {
+            m.mail_waiting_entered();
+        }
+        m.mail_waiting_left();
         let connection = m.connection_opened();
         let out = text(
             &m,

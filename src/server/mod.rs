@@ -263,6 +263,10 @@ async fn serve(
         });
     }
     shutdown.cancelled().await;
+    if let Some(auth) = gateway.auth() {
+        // Mail waiting for a retry is dropped rather than waited for.
+        auth.mailer().close();
+    }
     loops.join_all().await;
     tracing::info!("shutting down: no new connections, finishing requests in flight");
     let Some(graceful) = Arc::into_inner(graceful) else {

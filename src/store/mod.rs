@@ -6,8 +6,14 @@
 //!
 //! Writes that answer "done" are committed durably before they return. The per-request session
 //! check ([`Store::session_access`]) only reads.
+//!
+//! A backup ([`Store::backup_to`]) is a copy of one consistent snapshot, so it can be taken while
+//! the gateway serves. It holds the same hashes as the database, never a code or session in
+//! clear, but it does list every client's email: keep it as private as the database.
 
 pub mod redb;
+
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -349,6 +355,76 @@ pub struct Pruned {
     pub sessions: usize,
     /// Stale failure counters.
     pub attempts: usize,
+    /// Audit entries older than the audit retention.
+    pub audit: usize,
+    /// Grant order records older than the grant retention.
+    pub grants: usize,
+}
+
+impl Pruned {
+    /// Whether a retention limit stopped the pass with more old records left: the caller should
+    /// run the next pass soon rather than at its usual, slower pace.
+    pub fn hit_limit(&self) -> bool {
+        self.audit >= PRUNE_BATCH || self.grants >= PRUNE_BATCH
+    }
+}
+
+/// Most audit entries, and most grant order records, one pruning pass removes. A first pass
+/// after a retention was shortened may find millions; removing them in slices keeps each write
+/// transaction short, so sign-ins and grants never wait long behind it.
+pub const PRUNE_BATCH: usize = 10_000;
+
+/// How long records that only matter for a while are kept. `None` keeps them forever.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Audit entries older than this many seconds are removed.
+    pub audit: Option<i64>,
+    /// Grant order records (the idempotency of `order_id`) older than this many seconds are
+    /// removed; a repeat of such an order is then applied as a new grant.
+    pub grants: Option<i64>,
+}
+
+/// What a database holds, by kind: what a backup wrote or a restore put in place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreCounts {
+    /// Client records, over all pages.
+    pub clients: u64,
+    /// Sessions (expired ones not yet pruned included).
+    pub sessions: u64,
+    /// Audit entries.
+    pub audit: u64,
+    /// Grant order records kept for idempotency.
+    pub grants: u64,
+}
+
+impl std::fmt::Display for StoreCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "clients: {}, sessions: {}, audit entries: {}, grants: {}",
+            self.clients, self.sessions, self.audit, self.grants
+        )
+    }
+}
+
+/// Why a backup was not written. The destination is never left half-written: the copy goes to
+/// a temporary file next to it, which is removed on failure.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The destination exists and replacing it was not asked for.
+    #[error("{} already exists", .0.display())]
+    Exists(PathBuf),
+    /// The destination could not be written (missing folder, permissions, full disk).
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Reading the database or writing the copy failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The narrow interface every backend provides. Methods are synchronous; callers run writes off
@@ -473,8 +549,19 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(u64, AuditEvent)>, StoreError>;
 
-    /// Removes expired codes, tokens, sessions and stale counters.
-    fn prune(&self, now: Timestamp, policy: AttemptPolicy) -> Result<Pruned, StoreError>;
+    /// Removes expired codes, tokens, sessions and stale counters, and audit entries and grant
+    /// order records past their `retention` (at most [`PRUNE_BATCH`] of each per call).
+    fn prune(
+        &self,
+        now: Timestamp,
+        policy: AttemptPolicy,
+        retention: Retention,
+    ) -> Result<Pruned, StoreError>;
+
+    /// Writes a copy of one consistent snapshot of everything to `dest`, durably, while other
+    /// calls go on. `dest` is replaced only when `overwrite` is set; either way it appears
+    /// complete or not at all. Returns what the copy holds.
+    fn backup_to(&self, dest: &Path, overwrite: bool) -> Result<StoreCounts, BackupError>;
 }
 
 /// Seconds since the epoch, now.

@@ -10,20 +10,58 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{
-    Database, MultimapTableDefinition, ReadableMultimapTable, ReadableTable, ReadableTableMetadata,
-    TableDefinition, WriteTransaction,
+    Database, MultimapTableDefinition, ReadTransaction, ReadableMultimapTable, ReadableTable,
+    ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    AttemptPolicy, AuditEvent, Client, ClientEdit, ClientSet, CodeCheck, CodeRecord, Grant,
-    GrantResult, Pruned, SecretHash, SessionAccess, SessionRecord, Store, StoreError, Timestamp,
-    TokenRecord, merge_grant, merge_set,
+    AttemptPolicy, AuditEvent, BackupError, Client, ClientEdit, ClientSet, CodeCheck, CodeRecord,
+    Grant, GrantResult, PRUNE_BATCH, Pruned, Retention, SecretHash, SessionAccess, SessionRecord,
+    Store, StoreCounts, StoreError, Timestamp, TokenRecord, merge_grant, merge_set,
 };
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
+
+/// The database's file name inside `data_dir`.
+pub const DB_FILE: &str = "pagegate.redb";
+
+/// Why a restore did not happen. In every case the current database is left as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// A running gateway has the database open.
+    #[error("the gateway is running ({} is in use): stop the gateway first", .0.display())]
+    InUse(PathBuf),
+    /// The file is missing, damaged, not pagegate's, or of another schema version.
+    #[error("{} is not a usable pagegate backup: {detail}", path.display())]
+    NotABackup {
+        /// The backup file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Copying or renaming in `data_dir` failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The database now in place.
+    pub path: PathBuf,
+    /// Where the database it replaced is kept, if there was one.
+    pub kept_aside: Option<PathBuf>,
+    /// What the restored database holds.
+    pub counts: StoreCounts,
+}
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// `page \0 email` → Client.
@@ -140,7 +178,7 @@ impl RedbStore {
     /// Opens (or creates) `data_dir/pagegate.redb`, creating `data_dir` with owner-only access.
     pub fn open(data_dir: &Path) -> Result<RedbStore, StoreError> {
         create_private_dir(data_dir)?;
-        let path = data_dir.join("pagegate.redb");
+        let path = data_dir.join(DB_FILE);
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 StoreError::Locked(path.display().to_string())
@@ -672,66 +710,148 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    fn prune(&self, now: Timestamp, policy: AttemptPolicy) -> Result<Pruned, StoreError> {
+    fn prune(
+        &self,
+        now: Timestamp,
+        policy: AttemptPolicy,
+        retention: Retention,
+    ) -> Result<Pruned, StoreError> {
         self.write(|txn| {
-            let mut pruned = Pruned::default();
-            let mut codes = txn.open_table(CODES)?;
-            let expired: Vec<String> = codes
-                .iter()?
-                .filter_map(Result::ok)
-                .filter(|(_, v)| {
-                    decode::<CodeRecord>("codes", v.value()).map_or(true, |c| c.expires_at <= now)
-                })
-                .map(|(k, _)| k.value().to_string())
-                .collect();
-            for k in &expired {
-                codes.remove(k.as_str())?;
+            let all = usize::MAX;
+            let codes = prune_table::<_, CodeRecord>(txn, CODES, "codes", .., all, |c| {
+                c.expires_at <= now
+            })?;
+            prune_table::<_, TokenRecord>(txn, TOKENS, "tokens", .., all, |t| t.expires_at <= now)?;
+            let sessions =
+                prune_table::<_, SessionRecord>(txn, SESSIONS, "sessions", .., all, |s| {
+                    s.expires_at <= now
+                })?;
+            let mut index = txn.open_multimap_table(SESSIONS_BY_EMAIL)?;
+            for (hash, session) in &sessions {
+                if let Some(session) = session {
+                    index.remove(key(&session.site, &session.email).as_str(), hash.as_slice())?;
+                }
             }
-            pruned.codes = expired.len();
-            let mut tokens = txn.open_table(TOKENS)?;
-            let expired: Vec<Vec<u8>> = tokens
-                .iter()?
-                .filter_map(Result::ok)
-                .filter(|(_, v)| {
-                    decode::<TokenRecord>("tokens", v.value()).map_or(true, |t| t.expires_at <= now)
-                })
-                .map(|(k, _)| k.value().to_vec())
-                .collect();
-            for k in &expired {
-                tokens.remove(k.as_slice())?;
-            }
-            let sessions = txn.open_table(SESSIONS)?;
-            let expired: Vec<Vec<u8>> = sessions
-                .iter()?
-                .filter_map(Result::ok)
-                .filter(|(_, v)| {
-                    decode::<SessionRecord>("sessions", v.value())
-                        .map_or(true, |s| s.expires_at <= now)
-                })
-                .map(|(k, _)| k.value().to_vec())
-                .collect();
-            drop(sessions);
-            for k in &expired {
-                remove_session(txn, k)?;
-            }
-            pruned.sessions = expired.len();
-            let mut attempts = txn.open_table(ATTEMPTS)?;
-            let stale: Vec<String> = attempts
-                .iter()?
-                .filter_map(Result::ok)
-                .filter(|(_, v)| {
-                    decode::<Attempts>("attempts", v.value())
-                        .map_or(true, |a| now - a.window_start >= policy.window)
-                })
-                .map(|(k, _)| k.value().to_string())
-                .collect();
-            for k in &stale {
-                attempts.remove(k.as_str())?;
-            }
-            pruned.attempts = stale.len();
-            Ok(pruned)
+            drop(index);
+            let attempts = prune_table::<_, Attempts>(txn, ATTEMPTS, "attempts", .., all, |a| {
+                now - a.window_start >= policy.window
+            })?;
+            let audit = match retention.audit {
+                None => 0,
+                Some(keep) => {
+                    let cutoff = now.saturating_sub(keep);
+                    // Entries are appended in about time order (one may be a little older than
+                    // the one before it, such as a mail's entry written after its retries), so
+                    // only the oldest end is scanned; a straggler goes on a later pass.
+                    let end = first_audit_at_or_after(txn, cutoff, PRUNE_BATCH)?;
+                    prune_table::<_, AuditEvent>(txn, AUDIT, "audit", ..end, PRUNE_BATCH, |e| {
+                        e.at < cutoff
+                    })?
+                    .len()
+                }
+            };
+            let grants = match retention.grants {
+                None => 0,
+                Some(keep) => {
+                    let cutoff = now.saturating_sub(keep);
+                    // A grant record's client was last updated by that very grant.
+                    prune_table::<_, GrantRecord>(txn, GRANTS, "grants", .., PRUNE_BATCH, |g| {
+                        g.client.updated_at < cutoff
+                    })?
+                    .len()
+                }
+            };
+            Ok(Pruned {
+                codes: codes.len(),
+                sessions: sessions.len(),
+                attempts: attempts.len(),
+                audit,
+                grants,
+            })
         })
     }
+
+    fn backup_to(&self, dest: &Path, overwrite: bool) -> Result<StoreCounts, BackupError> {
+        if !overwrite && dest.symlink_metadata().is_ok() {
+            return Err(BackupError::Exists(dest.to_path_buf()));
+        }
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = dest.file_name().ok_or_else(|| BackupError::Io {
+            path: dest.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+        })?;
+        let partial = dir.join(format!(
+            ".{}.partial-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let copied = self
+            .copy_snapshot(&partial)
+            .and_then(|counts| place_file(&partial, dest, overwrite).map(|()| counts));
+        if copied.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        copied
+    }
+}
+
+/// The key of the first audit entry at or after `cutoff`, looking at no more than `limit`
+/// entries from the oldest: the end of the range pruning may remove.
+fn first_audit_at_or_after(
+    txn: &WriteTransaction,
+    cutoff: Timestamp,
+    limit: usize,
+) -> Result<u64, StoreError> {
+    let table = txn.open_table(AUDIT)?;
+    let mut end = table
+        .last()?
+        .map_or(0, |(k, _)| k.value().saturating_add(1));
+    for entry in table.iter()?.take(limit) {
+        let (k, v) = entry?;
+        let fresh = decode::<AuditEvent>("audit", v.value()).is_ok_and(|e| e.at >= cutoff);
+        if fresh {
+            end = k.value();
+            break;
+        }
+        end = k.value().saturating_add(1);
+    }
+    Ok(end)
+}
+
+/// An entry pruning removed: its key's bytes, and its record unless it could not be decoded.
+type Removed<R> = (Vec<u8>, Option<R>);
+
+/// The one scan-and-remove behind every kind of pruning: removes from `def`, within `range`
+/// and at most `limit` of them, the entries whose record `stale` picks, and returns each
+/// removed entry's key bytes with its record. A record that cannot be decoded is removed too
+/// (as `None`): left in place it would be met, and skipped, on every pass forever.
+fn prune_table<'r, K, R>(
+    txn: &WriteTransaction,
+    def: TableDefinition<K, &'static [u8]>,
+    name: &'static str,
+    range: impl std::ops::RangeBounds<K::SelfType<'r>> + 'r,
+    limit: usize,
+    stale: impl Fn(&R) -> bool,
+) -> Result<Vec<Removed<R>>, StoreError>
+where
+    K: redb::Key + 'static,
+    K::SelfType<'r>: std::borrow::Borrow<K::SelfType<'r>>,
+    R: DeserializeOwned,
+{
+    let mut table = txn.open_table(def)?;
+    let mut removed = Vec::new();
+    let extracted = table.extract_from_if(range, |_, v| {
+        decode::<R>(name, v).map_or(true, |record| stale(&record))
+    })?;
+    for entry in extracted.take(limit) {
+        let (k, v) = entry?;
+        let key_bytes = K::as_bytes(&k.value()).as_ref().to_vec();
+        removed.push((key_bytes, decode::<R>(name, v.value()).ok()));
+    }
+    Ok(removed)
 }
 
 impl RedbStore {
@@ -755,11 +875,331 @@ impl RedbStore {
         Ok(Some(SessionAccess { session, clients }))
     }
 
+    /// Copies one read snapshot, table by table, into a new database at `path` (created `0600`,
+    /// never over an existing file), committed durably. The snapshot is a redb read
+    /// transaction: writers go on meanwhile, and the copy is exactly the database at one moment.
+    fn copy_snapshot(&self, path: &Path) -> Result<StoreCounts, BackupError> {
+        let io = |source| BackupError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(path).map_err(io)?;
+        let copy = redb::Builder::new()
+            .create_file(file)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        Ok(self.copy_into(&copy)?)
+    }
+
+    fn copy_into(&self, copy: &Database) -> Result<StoreCounts, StoreError> {
+        let snapshot = self.db.begin_read()?;
+        let txn = copy.begin_write()?;
+        copy_table(&snapshot, &txn, META)?;
+        let clients = copy_table(&snapshot, &txn, CLIENTS)?;
+        copy_table(&snapshot, &txn, CODES)?;
+        copy_table(&snapshot, &txn, ATTEMPTS)?;
+        copy_table(&snapshot, &txn, TOKENS)?;
+        let sessions = copy_table(&snapshot, &txn, SESSIONS)?;
+        {
+            let from = snapshot.open_multimap_table(SESSIONS_BY_EMAIL)?;
+            let mut to = txn.open_multimap_table(SESSIONS_BY_EMAIL)?;
+            for entry in from.iter()? {
+                let (k, values) = entry?;
+                for v in values {
+                    to.insert(k.value(), v?.value())?;
+                }
+            }
+        }
+        let grants = copy_table(&snapshot, &txn, GRANTS)?;
+        let audit = copy_table(&snapshot, &txn, AUDIT)?;
+        // The default durability: the copy is on disk when this returns.
+        txn.commit()?;
+        Ok(StoreCounts {
+            clients,
+            sessions,
+            audit,
+            grants,
+        })
+    }
+
+    /// Checks that `path` is a pagegate database this build can use (it opens, has this schema
+    /// version and every table, and every record decodes) and counts what it holds. Opening
+    /// may let redb repair a file that was not closed cleanly, so restore calls this on its own
+    /// copy, never on the operator's backup.
+    ///
+    /// redb asserts, rather than reports, some kinds of damage (a truncated file panics while
+    /// opening), so a panic while inspecting is caught and reported as damage too.
+    pub fn inspect(path: &Path) -> Result<StoreCounts, RestoreError> {
+        std::panic::catch_unwind(|| RedbStore::inspect_unguarded(path)).unwrap_or_else(|panic| {
+            let cause = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            Err(RestoreError::NotABackup {
+                path: path.to_path_buf(),
+                detail: format!("the file is damaged (the database engine gave up: {cause})"),
+            })
+        })
+    }
+
+    fn inspect_unguarded(path: &Path) -> Result<StoreCounts, RestoreError> {
+        let bad = |detail: String| RestoreError::NotABackup {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let db = Database::open(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => bad("it is open in another process".into()),
+            other => bad(format!("not a database file ({other})")),
+        })?;
+        let txn = db.begin_read().map_err(|e| bad(e.to_string()))?;
+        let meta = match txn.open_table(META) {
+            Ok(meta) => meta,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Err(bad(
+                    "a database, but not pagegate's (it has no meta table)".into()
+                ));
+            }
+            Err(e) => return Err(bad(e.to_string())),
+        };
+        let version = meta
+            .get("schema_version")
+            .map_err(|e| bad(e.to_string()))?
+            .map(|v| v.value());
+        match version {
+            Some(SCHEMA_VERSION) => {}
+            Some(v) => {
+                return Err(bad(format!(
+                    "it has schema version {v}, this pagegate understands {SCHEMA_VERSION}{}",
+                    if v > SCHEMA_VERSION {
+                        " (written by a newer pagegate: restore it with that version)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            None => {
+                return Err(bad(
+                    "a database, but not pagegate's (no schema version)".into()
+                ));
+            }
+        }
+        let check = |result: Result<u64, StoreError>| result.map_err(|e| bad(e.to_string()));
+        let clients = check(check_table::<_, Client>(&txn, CLIENTS, "clients"))?;
+        check(check_table::<_, CodeRecord>(&txn, CODES, "codes"))?;
+        check(check_table::<_, Attempts>(&txn, ATTEMPTS, "attempts"))?;
+        check(check_table::<_, TokenRecord>(&txn, TOKENS, "tokens"))?;
+        let sessions = check(check_table::<_, SessionRecord>(&txn, SESSIONS, "sessions"))?;
+        let grants = check(check_table::<_, GrantRecord>(&txn, GRANTS, "grants"))?;
+        let audit = check(check_table::<_, AuditEvent>(&txn, AUDIT, "audit"))?;
+        txn.open_multimap_table(SESSIONS_BY_EMAIL)
+            .map_err(|e| bad(format!("table sessions_by_email: {e}")))?;
+        Ok(StoreCounts {
+            clients,
+            sessions,
+            audit,
+            grants,
+        })
+    }
+
+    /// Puts the backup `backup` in place of `data_dir/pagegate.redb`, which must not be in use.
+    ///
+    /// The backup is copied into `data_dir` first and the copy is checked ([`RedbStore::inspect`]),
+    /// so nothing changes unless it is usable. The current database is then kept aside as
+    /// `pagegate.redb.before-restore-<time>` (a hard link, or a copy where links are not
+    /// possible) and the copy renamed over it: at every moment `pagegate.redb` is either the old
+    /// database or the restored one. The current database stays open (locked) throughout, so
+    /// a gateway cannot start on it halfway.
+    pub fn restore(data_dir: &Path, backup: &Path) -> Result<Restored, RestoreError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RestoreError::Io { path, source }
+        };
+        if !backup.is_file() {
+            return Err(RestoreError::NotABackup {
+                path: backup.to_path_buf(),
+                detail: if backup.exists() {
+                    "not a file".into()
+                } else {
+                    "no such file".into()
+                },
+            });
+        }
+        create_private_dir(data_dir).map_err(|e| RestoreError::Io {
+            path: data_dir.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let current = data_dir.join(DB_FILE);
+        // Holding the current database shows no gateway uses it, and keeps one from starting.
+        let _held = if current.exists() {
+            match Database::open(&current) {
+                Ok(db) => Some(db),
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    return Err(RestoreError::InUse(current));
+                }
+                Err(e) => {
+                    // Restoring is how a damaged database is replaced: go on, keeping it aside.
+                    tracing::warn!(path = %current.display(), error = %e, "the current database does not open; it is kept aside");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let incoming = data_dir.join(format!("{DB_FILE}.restoring-{}", std::process::id()));
+        let staged = copy_durably(backup, &incoming)
+            .map_err(io(&incoming))
+            .and_then(|()| {
+                RedbStore::inspect(&incoming).map_err(|e| match e {
+                    RestoreError::NotABackup { detail, .. } => RestoreError::NotABackup {
+                        path: backup.to_path_buf(),
+                        detail,
+                    },
+                    other => other,
+                })
+            });
+        let counts = match staged {
+            Ok(counts) => counts,
+            Err(e) => {
+                let _ = std::fs::remove_file(&incoming);
+                return Err(e);
+            }
+        };
+        let kept_aside = if current.exists() {
+            let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ");
+            let mut aside = data_dir.join(format!("{DB_FILE}.before-restore-{stamp}"));
+            for n in 1.. {
+                if aside.symlink_metadata().is_err() {
+                    break;
+                }
+                aside = data_dir.join(format!("{DB_FILE}.before-restore-{stamp}-{n}"));
+            }
+            let linked =
+                std::fs::hard_link(&current, &aside).or_else(|_| copy_durably(&current, &aside));
+            if let Err(e) = linked {
+                let _ = std::fs::remove_file(&incoming);
+                return Err(RestoreError::Io {
+                    path: aside,
+                    source: e,
+                });
+            }
+            Some(aside)
+        } else {
+            None
+        };
+        if let Err(e) = std::fs::rename(&incoming, &current) {
+            let _ = std::fs::remove_file(&incoming);
+            return Err(RestoreError::Io {
+                path: current,
+                source: e,
+            });
+        }
+        sync_dir(data_dir).map_err(io(data_dir))?;
+        Ok(Restored {
+            path: current,
+            kept_aside,
+            counts,
+        })
+    }
+
     /// Number of live sessions (for metrics and tests).
     pub fn session_count(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(SESSIONS)?.len()?)
     }
+}
+
+/// Copies every entry of `def` from a snapshot into a write transaction; returns how many.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    from: &ReadTransaction,
+    to: &WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<u64, StoreError> {
+    let source = from.open_table(def)?;
+    let mut target = to.open_table(def)?;
+    let mut copied = 0;
+    for entry in source.iter()? {
+        let (k, v) = entry?;
+        target.insert(k.value(), v.value())?;
+        copied += 1;
+    }
+    Ok(copied)
+}
+
+/// Decodes every record of a table (a damaged one is an error); returns how many there are.
+fn check_table<K: redb::Key + 'static, R: DeserializeOwned>(
+    txn: &ReadTransaction,
+    def: TableDefinition<K, &'static [u8]>,
+    name: &'static str,
+) -> Result<u64, StoreError> {
+    let table = txn.open_table(def).map_err(|e| StoreError::Corrupt {
+        table: name,
+        detail: e.to_string(),
+    })?;
+    let mut count = 0;
+    for entry in table.iter()? {
+        let (_, v) = entry?;
+        decode::<R>(name, v.value())?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Moves the finished copy `from` to `to`: over an existing file only with `overwrite`, and
+/// otherwise by a hard link, which fails rather than replace a file that appeared meanwhile.
+/// The folder is synced after, so the new name survives a crash.
+fn place_file(from: &Path, to: &Path, overwrite: bool) -> Result<(), BackupError> {
+    let io = |source| BackupError::Io {
+        path: to.to_path_buf(),
+        source,
+    };
+    if overwrite {
+        std::fs::rename(from, to).map_err(io)?;
+    } else {
+        match std::fs::hard_link(from, to) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(from);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(BackupError::Exists(to.to_path_buf()));
+            }
+            // A file system without hard links: check, then rename.
+            Err(_) if to.symlink_metadata().is_err() => std::fs::rename(from, to).map_err(io)?,
+            Err(_) => return Err(BackupError::Exists(to.to_path_buf())),
+        }
+    }
+    let dir = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    sync_dir(dir).map_err(|source| BackupError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Copies a file to a new name (`0600`, not over an existing file) and syncs it to disk.
+fn copy_durably(from: &Path, to: &Path) -> std::io::Result<()> {
+    let mut source = std::fs::File::open(from)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut target = options.open(to)?;
+    std::io::copy(&mut source, &mut target)?;
+    target.sync_all()
+}
+
+/// Makes a rename or a new file in `dir` durable (a no-op where folders cannot be opened).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
@@ -1340,9 +1780,372 @@ mod tests {
         store
             .create_session(&[2; 32], &dead, &[], &event(AuditKind::Login))
             .expect("dead");
-        let pruned = store.prune(200, POLICY).expect("prune");
+        let pruned = store
+            .prune(200, POLICY, Retention::default())
+            .expect("prune");
         assert_eq!((pruned.codes, pruned.sessions), (1, 1));
         assert!(store.session_access(&[1; 32], &[]).expect("read").is_some());
         assert!(store.peek_token(&[8; 32], 0).expect("peek").is_none());
+    }
+
+    fn audit_at(at: Timestamp) -> AuditEvent {
+        AuditEvent {
+            at,
+            ..event(AuditKind::Login)
+        }
+    }
+
+    #[test]
+    fn retention_removes_old_audit_entries_and_grant_orders_only() {
+        let (_dir, store) = store();
+        let order = |order: &'static str, now: Timestamp| {
+            store
+                .grant(
+                    &Grant {
+                        now,
+                        ..grant(Some(("shop", order)), None, "a@x.org")
+                    },
+                    &audit_at(now),
+                )
+                .expect("grant");
+        };
+        store.audit(&audit_at(100)).expect("audit");
+        store.audit(&audit_at(200)).expect("audit");
+        order("old", 250);
+        store.audit(&audit_at(300)).expect("audit");
+        order("new", 400);
+        let keep_all = store
+            .prune(500, POLICY, Retention::default())
+            .expect("prune");
+        assert_eq!(
+            (keep_all.audit, keep_all.grants),
+            (0, 0),
+            "no retention, nothing goes"
+        );
+
+        let retention = Retention {
+            audit: Some(225),
+            grants: Some(225),
+        };
+        let pruned = store.prune(500, POLICY, retention).expect("prune");
+        assert_eq!((pruned.audit, pruned.grants), (3, 1));
+        let left: Vec<Timestamp> = store
+            .audit_log(None, 100)
+            .expect("log")
+            .into_iter()
+            .map(|(_, e)| e.at)
+            .collect();
+        assert_eq!(left, [300, 400]);
+
+        // The old order is forgotten: sent again, it is applied as a new grant.
+        let again = store
+            .grant(
+                &grant(Some(("shop", "old")), None, "a@x.org"),
+                &audit_at(500),
+            )
+            .expect("grant");
+        assert!(matches!(again, GrantResult::Applied { .. }), "{again:?}");
+        let replay = store
+            .grant(
+                &grant(Some(("shop", "new")), None, "a@x.org"),
+                &audit_at(500),
+            )
+            .expect("grant");
+        assert!(matches!(replay, GrantResult::Replayed { .. }), "{replay:?}");
+        assert_eq!(
+            store.clients("course").expect("clients").len(),
+            1,
+            "clients are never pruned"
+        );
+    }
+
+    #[test]
+    fn audit_pruning_goes_in_batches_from_the_oldest_end() {
+        let (_dir, store) = store();
+        store
+            .write(|txn| {
+                for at in 0..(PRUNE_BATCH as i64 + 5) {
+                    append_audit(txn, &audit_at(at))?;
+                }
+                append_audit(txn, &audit_at(1_000_000))?;
+                Ok(())
+            })
+            .expect("fill");
+        let retention = Retention {
+            audit: Some(10),
+            grants: None,
+        };
+        let first = store.prune(1_000_000, POLICY, retention).expect("prune");
+        assert_eq!(first.audit, PRUNE_BATCH);
+        assert!(first.hit_limit(), "more is left: come back soon");
+        let second = store.prune(1_000_000, POLICY, retention).expect("prune");
+        assert_eq!(second.audit, 5);
+        assert!(!second.hit_limit());
+        let left = store.audit_log(None, 10).expect("log");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].1.at, 1_000_000);
+        assert_eq!(left[0].0, PRUNE_BATCH as u64 + 6, "sequence numbers go on");
+        store.audit(&audit_at(1_000_001)).expect("append");
+        let last = store.audit_log(Some(left[0].0), 10).expect("log");
+        assert_eq!(last[0].0, PRUNE_BATCH as u64 + 7);
+    }
+
+    #[test]
+    fn pruning_removes_an_unreadable_record_instead_of_tripping_on_it_forever() {
+        let (_dir, store) = store();
+        store
+            .write(|txn| {
+                txn.open_table(SESSIONS)?
+                    .insert([9u8; 32].as_slice(), b"not json".as_slice())?;
+                txn.open_table(CODES)?
+                    .insert("s\0a@x.org", b"{".as_slice())?;
+                Ok(())
+            })
+            .expect("damage");
+        let pruned = store.prune(0, POLICY, Retention::default()).expect("prune");
+        assert_eq!((pruned.sessions, pruned.codes), (1, 1));
+        assert_eq!(store.session_count().expect("count"), 0);
+    }
+
+    fn filled_store() -> (tempfile::TempDir, RedbStore) {
+        let (dir, store) = store();
+        for email in ["a@x.org", "b@x.org"] {
+            store
+                .put_client(
+                    "course",
+                    &client(email, None),
+                    &event(AuditKind::ClientAdded),
+                )
+                .expect("put");
+        }
+        let session = SessionRecord {
+            site: "s".into(),
+            email: "a@x.org".into(),
+            created_at: 10,
+            expires_at: 99,
+        };
+        store
+            .create_session(&[1; 32], &session, &[], &event(AuditKind::Login))
+            .expect("session");
+        store
+            .grant(
+                &grant(Some(("shop", "o-1")), None, "c@x.org"),
+                &event(AuditKind::Grant),
+            )
+            .expect("grant");
+        (dir, store)
+    }
+
+    #[test]
+    fn a_backup_is_a_complete_private_database_and_never_overwrites_unasked() {
+        let (dir, store) = filled_store();
+        let dest = dir.path().join("copy.redb");
+        let counts = store.backup_to(&dest, false).expect("backup");
+        let expected = StoreCounts {
+            clients: 3,
+            sessions: 1,
+            audit: 4,
+            grants: 1,
+        };
+        assert_eq!(counts, expected);
+        assert_eq!(RedbStore::inspect(&dest).expect("inspect"), expected);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&dest).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+
+        let before = std::fs::read(&dest).expect("read");
+        store
+            .remove_client("course", "a@x.org", &event(AuditKind::ClientRemoved))
+            .expect("rm");
+        assert!(matches!(
+            store.backup_to(&dest, false),
+            Err(BackupError::Exists(_))
+        ));
+        assert_eq!(
+            std::fs::read(&dest).expect("read"),
+            before,
+            "left untouched"
+        );
+        let replaced = store.backup_to(&dest, true).expect("overwrite");
+        assert_eq!(replaced.clients, 2);
+
+        let nowhere = dir.path().join("missing-folder").join("copy.redb");
+        assert!(matches!(
+            store.backup_to(&nowhere, false),
+            Err(BackupError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn a_backup_taken_while_writing_goes_on_is_one_moment_of_the_database() {
+        let (dir, store) = store();
+        let store = std::sync::Arc::new(store);
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..300 {
+                    let email = format!("{i:04}@x.org");
+                    store
+                        .put_client(
+                            "course",
+                            &client(&email, None),
+                            &event(AuditKind::ClientAdded),
+                        )
+                        .expect("put");
+                }
+            })
+        };
+        let dest = dir.path().join("live.redb");
+        while store.clients("course").expect("list").len() < 20 {
+            std::thread::yield_now();
+        }
+        let counts = store.backup_to(&dest, false).expect("backup");
+        writer.join().expect("writer");
+        assert!(counts.clients >= 20);
+        // Each write adds a client and its audit entry in one transaction: a snapshot taken
+        // between transactions has as many of one as of the other, and a prefix of the writes.
+        assert_eq!(counts.clients, counts.audit);
+        let restored_dir = tempfile::tempdir().expect("dir");
+        RedbStore::restore(restored_dir.path(), &dest).expect("restore");
+        let restored = RedbStore::open(restored_dir.path()).expect("open");
+        let emails: Vec<String> = restored
+            .clients("course")
+            .expect("list")
+            .into_iter()
+            .map(|c| c.email)
+            .collect();
+        let prefix: Vec<String> = (0..counts.clients)
+            .map(|i| format!("{i:04}@x.org"))
+            .collect();
+        assert_eq!(emails, prefix);
+    }
+
+    #[test]
+    fn restore_puts_a_backup_in_place_and_keeps_the_old_database_aside() {
+        let (dir, store) = filled_store();
+        let backup = dir.path().join("backup.redb");
+        store.backup_to(&backup, false).expect("backup");
+        let data = tempfile::tempdir().expect("data");
+        {
+            let other = RedbStore::open(data.path()).expect("open");
+            other
+                .put_client(
+                    "other",
+                    &client("z@x.org", None),
+                    &event(AuditKind::ClientAdded),
+                )
+                .expect("put");
+            assert!(
+                matches!(
+                    RedbStore::restore(data.path(), &backup),
+                    Err(RestoreError::InUse(_))
+                ),
+                "refused while the database is open"
+            );
+        }
+        let restored = RedbStore::restore(data.path(), &backup).expect("restore");
+        assert_eq!(restored.counts.clients, 3);
+        let aside = restored.kept_aside.expect("kept aside");
+        assert!(
+            aside.file_name().is_some_and(|n| n
+                .to_string_lossy()
+                .starts_with("pagegate.redb.before-restore-")),
+            "{}",
+            aside.display()
+        );
+        let now = RedbStore::open(data.path()).expect("open restored");
+        assert_eq!(now.clients("course").expect("list").len(), 3);
+        assert!(now.clients("other").expect("list").is_empty());
+        assert_eq!(now.session_count().expect("sessions"), 1);
+        drop(now);
+        let again = RedbStore::restore(data.path(), &backup).expect("restore again");
+        assert_ne!(
+            again.kept_aside.as_ref(),
+            Some(&aside),
+            "each restore keeps its own"
+        );
+        let old_dir = tempfile::tempdir().expect("dir");
+        std::fs::copy(&aside, old_dir.path().join(DB_FILE)).expect("copy aside");
+        let old = RedbStore::open(old_dir.path()).expect("open aside");
+        assert_eq!(old.clients("other").expect("list").len(), 1);
+    }
+
+    #[test]
+    fn restore_refuses_what_is_not_a_backup_and_changes_nothing() {
+        let data = tempfile::tempdir().expect("data");
+        {
+            let current = RedbStore::open(data.path()).expect("open");
+            current
+                .put_client(
+                    "course",
+                    &client("a@x.org", None),
+                    &event(AuditKind::ClientAdded),
+                )
+                .expect("put");
+        }
+        let files = tempfile::tempdir().expect("files");
+        let garbage = files.path().join("garbage.redb");
+        std::fs::write(&garbage, vec![0x5a; 64 * 1024]).expect("write");
+        let empty = files.path().join("empty.redb");
+        std::fs::write(&empty, b"").expect("write");
+        let foreign = files.path().join("foreign.redb");
+        {
+            let db = Database::create(&foreign).expect("create");
+            let txn = db.begin_write().expect("txn");
+            txn.open_table(TableDefinition::<&str, &str>::new("things"))
+                .expect("table")
+                .insert("a", "b")
+                .expect("insert");
+            txn.commit().expect("commit");
+        }
+        let newer = files.path().join("newer");
+        {
+            let store = RedbStore::open(&newer).expect("open");
+            store
+                .write(|txn| {
+                    txn.open_table(META)?
+                        .insert("schema_version", SCHEMA_VERSION + 1)?;
+                    Ok(())
+                })
+                .expect("bump");
+        }
+        let cases = [
+            (files.path().join("missing.redb"), "no such file"),
+            (garbage, "not a database file"),
+            (empty, "not a database file"),
+            (foreign, "not pagegate's"),
+            (newer.join(DB_FILE), "schema version 2"),
+        ];
+        let before = std::fs::read(data.path().join(DB_FILE)).expect("read");
+        for (file, expected) in cases {
+            let err = RedbStore::restore(data.path(), &file).expect_err("refused");
+            let shown = err.to_string();
+            assert!(
+                matches!(err, RestoreError::NotABackup { .. }) && shown.contains(expected),
+                "{}: {shown}",
+                file.display()
+            );
+            assert!(shown.contains(&file.display().to_string()), "{shown}");
+        }
+        assert_eq!(
+            std::fs::read(data.path().join(DB_FILE)).expect("read"),
+            before
+        );
+        let names: Vec<String> = std::fs::read_dir(data.path())
+            .expect("dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [DB_FILE], "no copies left behind");
     }
 }

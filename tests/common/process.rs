@@ -26,6 +26,20 @@ pub fn run(args: &[&str]) -> (ExitStatus, String, String) {
     )
 }
 
+/// Runs `pagegate ARGS` to completion in the working directory `dir`.
+pub fn run_in(dir: &Path, args: &[&str]) -> (ExitStatus, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run pagegate");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub struct GatewayProcess {
     child: Child,
     pub addr: SocketAddr,
@@ -111,6 +125,17 @@ impl GatewayProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGTERM, then waits (at most 30 s) for a clean exit; panics with the log otherwise.
+    pub fn stop(&mut self) {
+        self.signal("TERM");
+        let status = self.wait_exit(Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "pagegate exited with {status:?}; log:\n{}",
+            self.log()
+        );
     }
 
     pub fn log(&self) -> String {

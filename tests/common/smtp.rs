@@ -64,6 +64,9 @@ pub enum Refusal {
     None,
     /// Answer every `RCPT TO` with this code (4xx transient, 5xx permanent).
     Rcpt(u16),
+    /// Answer the next `RCPT TO`s with this code, as many as the count, then accept everything:
+    /// a server deferring mail for a while (greylisting, a queue that is full).
+    RcptFirst(u16, usize),
     /// Accept the message data, then answer the final `.` with this code and close the
     /// connection.
     Data(u16),
@@ -72,11 +75,33 @@ pub enum Refusal {
 struct Shared {
     messages: Mutex<Vec<Received>>,
     refusal: Mutex<Refusal>,
+    /// `RCPT TO` commands received, accepted or not: how many times a client tried.
+    rcpt_attempts: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
     fn refusal(&self) -> Refusal {
         *self.refusal.lock().expect("refusal lock")
+    }
+
+    /// The answer to one `RCPT TO`: a refusal code, or `None` to accept. Counts down
+    /// [`Refusal::RcptFirst`].
+    fn rcpt_refusal(&self) -> Option<u16> {
+        self.rcpt_attempts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut refusal = self.refusal.lock().expect("refusal lock");
+        match *refusal {
+            Refusal::Rcpt(code) => Some(code),
+            Refusal::RcptFirst(code, left) if left > 0 => {
+                *refusal = if left == 1 {
+                    Refusal::None
+                } else {
+                    Refusal::RcptFirst(code, left - 1)
+                };
+                Some(code)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -91,10 +116,10 @@ struct Recorder {
 
 impl Handler for Recorder {
     fn rcpt(&mut self, to: &str) -> Response {
-        match self.shared.refusal() {
+        match self.shared.rcpt_refusal() {
             // The address is echoed, as real servers do, so tests can check it is masked.
-            Refusal::Rcpt(code) => Response::custom(code, format!("<{to}> refused by TestSmtp")),
-            _ => response::OK,
+            Some(code) => Response::custom(code, format!("<{to}> refused by TestSmtp")),
+            None => response::OK,
         }
     }
 
@@ -152,6 +177,7 @@ impl TestSmtp {
         let shared = Arc::new(Shared {
             messages: Mutex::new(Vec::new()),
             refusal: Mutex::new(refusal),
+            rcpt_attempts: std::sync::atomic::AtomicUsize::new(0),
         });
         let mut server = Server::new(Recorder {
             shared: Arc::clone(&shared),
@@ -182,6 +208,14 @@ impl TestSmtp {
     /// From now on, answer as `refusal` says.
     pub fn set_refusal(&self, refusal: Refusal) {
         *self.shared.refusal.lock().expect("refusal lock") = refusal;
+    }
+
+    /// How many `RCPT TO` commands arrived so far, refused ones included: one per try of a
+    /// one-recipient message.
+    pub fn rcpt_attempts(&self) -> usize {
+        self.shared
+            .rcpt_attempts
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The messages accepted so far, oldest first.
