@@ -22,6 +22,9 @@ pub const DEFAULT_PREFIX: &str = "/_pagegate";
 /// A configuration that passed every check.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The file it was read from (absolute), which a reload reads again; `None` for a
+    /// configuration that has no file (the demo's, or one parsed from text).
+    pub source: Option<PathBuf>,
     /// Where the database and generated secrets live (absolute, or relative to the working dir).
     pub data_dir: PathBuf,
     /// Listeners and gateway-wide settings.
@@ -148,6 +151,10 @@ pub struct AuthConfig {
     pub session_lifetime: Duration,
     /// Cookie signing secret from the config; `None` means generate one into `data_dir`.
     pub secret: Option<Secret>,
+    /// Earlier configured secrets, still accepted (never used to sign or hash anything new).
+    pub previous_secrets: Vec<Secret>,
+    /// How long a generated secret replaced by a rotation stays accepted.
+    pub key_grace: Duration,
     /// Whether identity headers are sent upstream.
     pub identity_headers: bool,
     /// Header names for the signed-in email, name and page.
@@ -347,7 +354,34 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| Path::new("."));
-    parse_str(&text, path, base)
+    let mut config = parse_str(&text, path, base)?;
+    // Absolute, so a reload finds the same file whatever the working directory is by then.
+    config.source = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+    Ok(config)
+}
+
+/// The data directory a configuration file names, without validating anything else, so that
+/// `pagegate reload` can reach the running gateway (and show its verdict) even when the file now
+/// has mistakes. Fails only when the file cannot be read or is not TOML at all.
+pub fn data_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let dir = table
+        .get("data_dir")
+        .and_then(|v| v.as_str())
+        .filter(|d| !d.trim().is_empty())
+        .unwrap_or("data");
+    Ok(base.join(dir))
 }
 
 impl SiteConfig {
