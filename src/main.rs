@@ -1,4 +1,5 @@
-//! The `pagegate` command line: serve, check a config, or run the built-in demo.
+//! The `pagegate` command line: serve, check a config, manage clients, reload a running gateway,
+//! rotate its session key, or run the built-in demo.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +49,22 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         action: ClientsAction,
+    },
+    /// Make a running gateway read its configuration file again (as SIGHUP does) and report
+    /// the outcome: exit 0 when the new configuration is in force, 1 with the error when it was
+    /// refused (the running configuration then stays).
+    Reload {
+        /// The configuration file; only its `data_dir` is read here, to find the running
+        /// gateway. The gateway reads the file it was started with.
+        #[arg(long, short, env = "PAGEGATE_CONFIG", default_value = "gateway.toml")]
+        config: PathBuf,
+    },
+    /// Replace the generated session secret; sessions, codes and links made with the old one
+    /// stay valid for `auth.key_grace`. Works whether or not the gateway is running.
+    RotateKey {
+        /// The configuration file.
+        #[arg(long, short, env = "PAGEGATE_CONFIG", default_value = "gateway.toml")]
+        config: PathBuf,
     },
     /// Run a complete local demo: a sample site behind pagegate, nothing else needed.
     Demo {
@@ -140,9 +157,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let running = pagegate::start(parsed)
                 .await
                 .context("cannot start the gateway")?;
-            until_signal(running.shutdown_token()).await;
+            until_signal(running.shutdown_token(), running.live()).await;
             running.wait().await;
             Ok(())
+        }
+        Command::Reload { config } => reload(&config).await,
+        Command::RotateKey { config } => {
+            let parsed = pagegate::config::load(&config)?;
+            rotate_key(&parsed).await
         }
         Command::Clients { config, action } => {
             let parsed = pagegate::config::load(&config)?;
@@ -168,7 +190,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     pagegate::demo::DEMO_EMAIL
                 );
             }
-            until_signal(running.shutdown_token()).await;
+            until_signal(running.shutdown_token(), running.live()).await;
             running.wait().await;
             site_shutdown.cancel();
             Ok(())
@@ -267,6 +289,72 @@ async fn clients(config: &pagegate::config::Config, action: ClientsAction) -> an
     Ok(())
 }
 
+/// Asks the running gateway to reload its configuration and prints what it says.
+async fn reload(config: &std::path::Path) -> anyhow::Result<()> {
+    use pagegate::server::reload::ReloadReport;
+    // Only the data directory is needed to reach the gateway: the file may well have the very
+    // mistake the gateway is about to report.
+    let data_dir = pagegate::config::data_dir_of(config)?;
+    let (_, body) = control_at(&data_dir, http::Method::POST, "/v1/reload", None)
+        .await
+        .context("configuration reload refused; the running configuration stays in force")?;
+    let report: ReloadReport =
+        serde_json::from_slice(&body).context("unexpected answer from the gateway")?;
+    println!(
+        "reloaded {} (sites: {}, pages: {})",
+        report.file.display(),
+        report.sites,
+        report.pages
+    );
+    for key in &report.restart_needed {
+        println!(
+            "warning: `{key}` changed, but only takes effect after a restart; the running value stays"
+        );
+    }
+    Ok(())
+}
+
+/// Rotates the generated session secret: through the running gateway, which applies it at once,
+/// or directly in `data_dir` while no gateway runs (the database lock keeps one from starting
+/// meanwhile).
+async fn rotate_key(config: &pagegate::config::Config) -> anyhow::Result<()> {
+    use pagegate::api::control::RotationReport;
+    use pagegate::store::{StoreError, redb::RedbStore};
+
+    let report = match RedbStore::open(&config.data_dir) {
+        Err(StoreError::Locked(_)) => {
+            let (_, body) =
+                control_at(&config.data_dir, http::Method::POST, "/v1/rotate-key", None).await?;
+            serde_json::from_slice::<RotationReport>(&body)
+                .context("unexpected answer from the gateway")?
+        }
+        Err(e) => return Err(e.into()),
+        Ok(_store) => {
+            if config.auth.secret.is_some() {
+                return Err(pagegate::auth::keys::KeyError::Configured.into());
+            }
+            let rotation = pagegate::auth::keys::rotate(
+                &config.data_dir,
+                config.auth.key_grace,
+                pagegate::store::now(),
+            )?;
+            let until = rotation.previous_until;
+            RotationReport {
+                previous_accepted_until: jiff::Timestamp::from_second(until)
+                    .map_or_else(|_| until.to_string(), |t| t.to_string()),
+                previous_accepted_until_unix: until,
+                previous_kept: rotation.previous_kept,
+            }
+        }
+    };
+    println!(
+        "rotated the session key: new sign-ins use the new key; sessions, codes and links made \
+         with the previous one are accepted until {}",
+        report.previous_accepted_until
+    );
+    Ok(())
+}
+
 /// One call to the control socket; a non-2xx answer becomes the error it carries.
 async fn control(
     config: &pagegate::config::Config,
@@ -274,9 +362,24 @@ async fn control(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
-    let (status, bytes) = pagegate::api::control::call(&config.data_dir, method, path, body)
+    control_at(&config.data_dir, method, path, body).await
+}
+
+/// [`control`] for a data directory.
+async fn control_at(
+    data_dir: &std::path::Path,
+    method: http::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
+    let (status, bytes) = pagegate::api::control::call(data_dir, method, path, body)
         .await
-        .with_context(|| format!("the database is in use, and the running gateway's control socket in {} does not answer", config.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "no running gateway answers on the control socket in {}",
+                data_dir.display()
+            )
+        })?;
     if !status.is_success() {
         #[derive(serde::Deserialize)]
         struct ErrorBody {
@@ -321,8 +424,11 @@ fn print_clients(list: &[pagegate::api::clients::ClientView]) {
     }
 }
 
-/// Cancels `token` on SIGTERM or Ctrl-C.
-async fn until_signal(token: CancellationToken) {
+/// Cancels `token` on SIGTERM or Ctrl-C; reloads the configuration on SIGHUP.
+async fn until_signal(
+    token: CancellationToken,
+    live: std::sync::Arc<pagegate::server::reload::Live>,
+) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let terminate = async {
@@ -335,9 +441,31 @@ async fn until_signal(token: CancellationToken) {
     };
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
+    #[cfg(unix)]
+    let hangups = async {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; use `pagegate reload`");
+                return std::future::pending::<()>().await;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            // In its own task, so a shutdown signal is not kept waiting; the reload logs its
+            // outcome, and reloads queue one after another.
+            let live = live.clone();
+            tokio::spawn(async move { live.reload().await });
+        }
+        std::future::pending::<()>().await
+    };
+    #[cfg(not(unix))]
+    let hangups = std::future::pending::<()>();
     tokio::select! {
         _ = ctrl_c => {}
         () = terminate => {}
+        () = hangups => {}
     }
     tracing::info!("shutdown signal received");
     token.cancel();
