@@ -154,10 +154,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Serve { config } => {
             let parsed = pagegate::config::load(&config)?;
+            let signals = Signals::install();
             let running = pagegate::start(parsed)
                 .await
                 .context("cannot start the gateway")?;
-            until_signal(running.shutdown_token(), running.live()).await;
+            signals
+                .until_shutdown(running.shutdown_token(), running.live())
+                .await;
             running.wait().await;
             Ok(())
         }
@@ -178,6 +181,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .context("cannot start the sample site")?;
             let config = pagegate::demo::config(listen, site, &data_dir)?;
             pagegate::demo::seed(&config).context("cannot prepare the demo database")?;
+            let signals = Signals::install();
             let running = pagegate::start(config)
                 .await
                 .context("cannot start the gateway")?;
@@ -190,7 +194,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     pagegate::demo::DEMO_EMAIL
                 );
             }
-            until_signal(running.shutdown_token(), running.live()).await;
+            signals
+                .until_shutdown(running.shutdown_token(), running.live())
+                .await;
             running.wait().await;
             site_shutdown.cancel();
             Ok(())
@@ -424,51 +430,85 @@ fn print_clients(list: &[pagegate::api::clients::ClientView]) {
     }
 }
 
-/// Cancels `token` on SIGTERM or Ctrl-C; reloads the configuration on SIGHUP.
-async fn until_signal(
-    token: CancellationToken,
-    live: std::sync::Arc<pagegate::server::reload::Live>,
-) {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// The process's signal handlers. Installed before the gateway starts listening, so that a
+/// signal sent as soon as it listens is neither lost nor, for SIGHUP (fatal by default), the end
+/// of the process.
+struct Signals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
+    terminate: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
-    let hangups = async {
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
         {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; use `pagegate reload`");
-                return std::future::pending::<()>().await;
+            use tokio::signal::unix::{SignalKind, signal};
+            let install = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for {name}");
+                    None
+                }
+            };
+            Signals {
+                terminate: install(SignalKind::terminate(), "SIGTERM"),
+                interrupt: install(SignalKind::interrupt(), "SIGINT"),
+                hangup: install(SignalKind::hangup(), "SIGHUP (use `pagegate reload`)"),
             }
-        };
-        while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP received: reloading the configuration");
-            // In its own task, so a shutdown signal is not kept waiting; the reload logs its
-            // outcome, and reloads queue one after another.
-            let live = live.clone();
-            tokio::spawn(async move { live.reload().await });
         }
-        std::future::pending::<()>().await
-    };
-    #[cfg(not(unix))]
-    let hangups = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        () = terminate => {}
-        () = hangups => {}
+        #[cfg(not(unix))]
+        Signals {}
     }
-    tracing::info!("shutdown signal received");
-    token.cancel();
+
+    /// Cancels `token` on SIGTERM or Ctrl-C; reloads the configuration on SIGHUP.
+    async fn until_shutdown(
+        self,
+        token: CancellationToken,
+        live: std::sync::Arc<pagegate::server::reload::Live>,
+    ) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(s) => {
+                        if s.recv().await.is_none() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            let Signals {
+                mut terminate,
+                mut interrupt,
+                mut hangup,
+            } = self;
+            loop {
+                tokio::select! {
+                    () = next(&mut terminate) => break,
+                    () = next(&mut interrupt) => break,
+                    () = next(&mut hangup) => {
+                        tracing::info!("SIGHUP received: reloading the configuration");
+                        // In its own task, so a shutdown signal is not kept waiting; the reload
+                        // logs its outcome, and reloads queue one after another.
+                        let live = live.clone();
+                        tokio::spawn(async move { live.reload().await });
+                    }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (self, live);
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown signal received");
+        token.cancel();
+    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -181,7 +181,8 @@ impl Live {
             Err(ReloadError::NoFile) => tracing::info!("{}", ReloadError::NoFile),
             Err(e) => tracing::error!(
                 key = e.key().unwrap_or(""),
-                "configuration reload refused, the running configuration stays in force: {e}"
+                "configuration reload refused, the running configuration stays in force: {}",
+                one_line(&e.to_string())
             ),
         }
         result
@@ -265,6 +266,15 @@ fn build(
         gateway: Arc::new(gateway),
         certs,
     })
+}
+
+/// A multi-line message (the TOML parser draws the offending line) on one log line.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `next` with the running values of the [`RESTART_ONLY`] settings, and the keys that differed.
