@@ -210,6 +210,19 @@ async fn a_valid_reload_changes_everything_for_new_requests_and_drops_nothing(tr
         "nothing more went to the old upstream"
     );
 
+    // The page the reload added can be managed at once through the control socket.
+    let input = serde_json::json!({ "page": "course", "email": "ann@example.com" });
+    let data_dir = scene.config.parent().expect("dir").join("data");
+    let (status, body) = pagegate::api::control::call(
+        &data_dir,
+        http::Method::POST,
+        "/v1/clients",
+        Some(input.to_string().into_bytes()),
+    )
+    .await
+    .expect("control socket");
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+
     // The tunnel opened before the reload still echoes.
     assert_eq!(client::echo(&mut ws, "after").await, "after");
 
