@@ -165,10 +165,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Reload { config } => reload(&config).await,
-        Command::RotateKey { config } => {
-            let parsed = pagegate::config::load(&config)?;
-            rotate_key(&parsed).await
-        }
+        Command::RotateKey { config } => rotate_key(&config).await,
         Command::Clients { config, action } => {
             let parsed = pagegate::config::load(&config)?;
             clients(&parsed, action).await
@@ -323,19 +320,23 @@ async fn reload(config: &std::path::Path) -> anyhow::Result<()> {
 /// Rotates the generated session secret: through the running gateway, which applies it at once,
 /// or directly in `data_dir` while no gateway runs (the database lock keeps one from starting
 /// meanwhile).
-async fn rotate_key(config: &pagegate::config::Config) -> anyhow::Result<()> {
+async fn rotate_key(path: &std::path::Path) -> anyhow::Result<()> {
     use pagegate::api::control::RotationReport;
     use pagegate::store::{StoreError, redb::RedbStore};
 
-    let report = match RedbStore::open(&config.data_dir) {
+    // A running gateway rotates with the configuration it runs: only its data directory is
+    // needed to reach it.
+    let data_dir = pagegate::config::data_dir_of(path)?;
+    let report = match RedbStore::open(&data_dir) {
         Err(StoreError::Locked(_)) => {
             let (_, body) =
-                control_at(&config.data_dir, http::Method::POST, "/v1/rotate-key", None).await?;
+                control_at(&data_dir, http::Method::POST, "/v1/rotate-key", None).await?;
             serde_json::from_slice::<RotationReport>(&body)
                 .context("unexpected answer from the gateway")?
         }
         Err(e) => return Err(e.into()),
         Ok(_store) => {
+            let config = pagegate::config::load(path)?;
             if config.auth.secret.is_some() {
                 return Err(pagegate::auth::keys::KeyError::Configured.into());
             }
@@ -353,11 +354,15 @@ async fn rotate_key(config: &pagegate::config::Config) -> anyhow::Result<()> {
             }
         }
     };
-    println!(
-        "rotated the session key: new sign-ins use the new key; sessions, codes and links made \
-         with the previous one are accepted until {}",
-        report.previous_accepted_until
-    );
+    if report.previous_kept == 0 {
+        println!("generated a session key: there was none yet to rotate");
+    } else {
+        println!(
+            "rotated the session key: new sign-ins use the new key; sessions, codes and links \
+             made with the previous one are accepted until {}",
+            report.previous_accepted_until
+        );
+    }
     Ok(())
 }
 

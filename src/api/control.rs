@@ -8,9 +8,9 @@
 //! - `GET /v1/clients?page=ID` → 200, JSON list of clients
 //! - `POST /v1/clients` with a JSON `ClientInput` → 201 (added) or 200 (updated), JSON client
 //! - `DELETE /v1/clients?page=ID&email=E` → 204
-//! - `POST /v1/reload` → 200 with a [`ReloadReport`] (what is in force, which changes need a
-//!   restart), or 422 `{"error", "field"}` with the configuration error; the old configuration
-//!   stays in force
+//! - `POST /v1/reload` → 200 with a [`ReloadReport`](crate::server::reload::ReloadReport) (what is in force, which changes need a
+//!   restart), or 422 `{"error", "key"}` with the configuration error (409 for a gateway without
+//!   a file); the old configuration stays in force
 //! - `POST /v1/rotate-key` → 200 with a [`RotationReport`], or 409 `{"error"}` when the secret
 //!   is configured rather than generated
 //!
@@ -162,9 +162,11 @@ async fn reload(live: &Live) -> Response<Body> {
         Err(e) => {
             #[derive(Serialize)]
             struct Refused<'a> {
+                /// The whole message, file, line and key included.
                 error: String,
+                /// The configuration key, when the error names one.
                 #[serde(skip_serializing_if = "Option::is_none")]
-                field: Option<&'a str>,
+                key: Option<&'a str>,
             }
             let status = match e {
                 ReloadError::NoFile => StatusCode::CONFLICT,
@@ -173,8 +175,8 @@ async fn reload(live: &Live) -> Response<Body> {
             json(
                 status,
                 &Refused {
-                    error: e.to_string(),
-                    field: e.key(),
+                    error: e.full_message(),
+                    key: e.key(),
                 },
             )
         }

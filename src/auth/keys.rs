@@ -112,7 +112,8 @@ pub enum KeyError {
 pub struct Rotation {
     /// Until when (Unix seconds) the secret just retired is accepted.
     pub previous_until: Timestamp,
-    /// Previous secrets kept, the one just retired included.
+    /// Previous secrets kept, the one just retired included; 0 when there was no secret yet to
+    /// retire and one was created.
     pub previous_kept: usize,
 }
 
@@ -215,10 +216,17 @@ impl Keys {
 /// none yet (then nothing is retired).
 pub fn rotate(data_dir: &Path, grace: Duration, at: Timestamp) -> Result<Rotation, KeyError> {
     let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let mut file = KeyFile::read(data_dir)?.unwrap_or_else(|| KeyFile {
-        current: random_secret(),
-        previous: Vec::new(),
-    });
+    let Some(mut file) = KeyFile::read(data_dir)? else {
+        KeyFile {
+            current: random_secret(),
+            previous: Vec::new(),
+        }
+        .write(data_dir)?;
+        return Ok(Rotation {
+            previous_until: at,
+            previous_kept: 0,
+        });
+    };
     file.previous.retain(|p| at < until(p.retired_at, grace));
     let retired = std::mem::replace(&mut file.current, random_secret());
     file.previous.insert(
@@ -581,6 +589,19 @@ mod tests {
             1,
             "the second key's grace is over too"
         );
+    }
+
+    #[test]
+    fn rotating_where_there_is_no_secret_yet_only_creates_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert_eq!(
+            rotate(dir.path(), DAY, 1_000)
+                .expect("rotate")
+                .previous_kept,
+            0
+        );
+        let file = KeyFile::read(dir.path()).expect("read").expect("file");
+        assert!(file.previous.is_empty());
     }
 
     #[test]

@@ -350,13 +350,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let base = path
+    // Absolute, so that a reload finds the same file and the same relative paths whatever the
+    // working directory is by then; errors still name the file as it was given.
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let base = absolute
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| Path::new("."));
     let mut config = parse_str(&text, path, base)?;
-    // Absolute, so a reload finds the same file whatever the working directory is by then.
-    config.source = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+    config.source = Some(absolute.clone());
     Ok(config)
 }
 
@@ -372,7 +374,8 @@ pub fn data_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
         path: path.to_path_buf(),
         message: e.to_string().trim_end().to_string(),
     })?;
-    let base = path
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let base = absolute
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| Path::new("."));

@@ -2,7 +2,7 @@
 //! rotation.
 //!
 //! Everything a request needs (the [`Gateway`] with its router, upstream clients, sign-in state
-//! and admin interfaces, the configuration, the TLS certificates) is one immutable [`State`].
+//! and admin interfaces, the configuration, the TLS certificates) is one immutable `State`.
 //! [`Live`] holds the current one in an `ArcSwap`. Each request takes the state in force when it
 //! arrives and keeps it until it is answered; the TLS certificate resolver takes it for each
 //! handshake. A reload builds a whole new state beside the old one and swaps it in with one
@@ -95,7 +95,7 @@ pub enum ReloadError {
     #[error("nothing to reload: this gateway was not started from a configuration file")]
     NoFile,
     /// The file does not validate.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// The file validates but cannot be put to work (templates, mail, upstream clients,
     /// certificates, keys).
@@ -110,6 +110,18 @@ impl ReloadError {
             ReloadError::Config(e) => e.key(),
             _ => None,
         }
+    }
+
+    /// The message with its causes (why a file could not be read, say).
+    pub fn full_message(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
     }
 }
 
@@ -179,11 +191,18 @@ impl Live {
                 );
             }
             Err(ReloadError::NoFile) => tracing::info!("{}", ReloadError::NoFile),
-            Err(e) => tracing::error!(
-                key = e.key().unwrap_or(""),
-                "configuration reload refused, the running configuration stays in force: {}",
-                one_line(&e.to_string())
-            ),
+            Err(e) => {
+                let message = one_line(&e.full_message());
+                match e.key() {
+                    Some(key) => tracing::error!(
+                        key,
+                        "configuration reload refused, the running configuration stays in force: {message}"
+                    ),
+                    None => tracing::error!(
+                        "configuration reload refused, the running configuration stays in force: {message}"
+                    ),
+                }
+            }
         }
         result
     }
@@ -268,6 +287,15 @@ fn build(
     })
 }
 
+/// Whether two spellings name the same directory (compared resolved where it exists).
+fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
+
 /// A multi-line message (the TOML parser draws the offending line) on one log line.
 fn one_line(text: &str) -> String {
     text.lines()
@@ -285,7 +313,7 @@ fn keep_running_values(running: &Config, mut next: Config) -> (Config, Vec<&'sta
             changed.push(key);
         }
     };
-    keep("data_dir", running.data_dir != next.data_dir);
+    keep("data_dir", !same_dir(&running.data_dir, &next.data_dir));
     keep("server.listen", running.server.listen != next.server.listen);
     keep(
         "server.tls_listen",
