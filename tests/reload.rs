@@ -339,6 +339,81 @@ async fn an_invalid_configuration_is_refused_whole_and_the_old_one_keeps_serving
     assert_eq!(scene.gateway.log_count("configuration reloaded"), 0);
 }
 
+#[tokio::test]
+async fn an_open_tls_connection_follows_its_server_name_to_the_site_that_now_has_it() {
+    let ca = TestCa::new();
+    let (a, b) = (TestUpstream::start().await, TestUpstream::start().await);
+    let dir = tempfile::tempdir().expect("temp dir");
+    ca.write_leaf(dir.path(), "a", &["a.test"]);
+    ca.write_leaf(dir.path(), "b", &["b.test"]);
+    let site = |name: &str, upstream: &TestUpstream| {
+        format!(
+            "[[site]]\nhosts = [\"{name}.test\"]\nupstream = \"http://{}\"\n\
+             tls = {{ cert = \"{name}.pem\", key = \"{name}.key\" }}\n\n",
+            upstream.addr
+        )
+    };
+    let server = "[server]\ntls_listen = \"127.0.0.1:0\"\n\n";
+    let gateway =
+        common::TestGateway::start_in(dir, &format!("{server}{}{}", site("a", &a), site("b", &b)))
+            .await;
+    let tls_addr = gateway.tls_addr.expect("tls listener");
+    let connect = |name: &'static str| {
+        let config = ca.client_config(&[b"http/1.1"]);
+        async move {
+            let stream = client::tls_connect(tls_addr, name, config)
+                .await
+                .expect("TLS handshake");
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("h1");
+            tokio::spawn(conn);
+            send
+        }
+    };
+    let mut to_a = connect("a.test").await;
+    let mut to_b = connect("b.test").await;
+    let get = |host: &'static str, path: &'static str| {
+        client::request("GET", host, path)
+            .body(Full::<bytes::Bytes>::default())
+            .expect("request")
+    };
+    let send = async |conn: &mut hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>,
+                      req| {
+        conn.ready().await.expect("open");
+        read_answer(conn.send_request(req).await.expect("send")).await
+    };
+    assert_eq!(send(&mut to_a, get("a.test", "/1")).await.status, 200);
+    assert_eq!(send(&mut to_b, get("b.test", "/1")).await.status, 200);
+
+    // The sites swap places in the file, and b.test is then removed.
+    gateway
+        .reload(&format!("{server}{}{}", site("b", &b), site("a", &a)))
+        .await
+        .expect("reordered");
+    assert_eq!(send(&mut to_a, get("a.test", "/2")).await.status, 200);
+    assert_eq!(a.last().target, "/2", "a.test still reaches a's upstream");
+    assert_eq!(send(&mut to_b, get("b.test", "/2")).await.status, 200);
+    assert_eq!(b.last().target, "/2");
+
+    gateway
+        .reload(&format!("{server}{}", site("a", &a)))
+        .await
+        .expect("b.test removed");
+    let before = a.count() + b.count();
+    // The connection made for b.test may not be used for any site now, not even a.test.
+    assert_eq!(send(&mut to_b, get("b.test", "/3")).await.status, 421);
+    assert_eq!(send(&mut to_b, get("a.test", "/3")).await.status, 421);
+    assert_eq!(a.count() + b.count(), before, "nothing was forwarded");
+    assert_eq!(send(&mut to_a, get("a.test", "/3")).await.status, 200);
+    assert!(
+        client::tls_connect(tls_addr, "b.test", ca.client_config(&[]))
+            .await
+            .is_err(),
+        "no certificate for a name no site has"
+    );
+}
+
 #[test]
 fn pagegate_reload_without_a_running_gateway_says_so() {
     let dir = tempfile::tempdir().expect("temp dir");
