@@ -136,6 +136,11 @@ impl Gateway {
         self.auth.as_ref()
     }
 
+    /// The admin interfaces, if the gateway has them.
+    pub fn api(&self) -> Option<&Arc<Api>> {
+        self.api.as_ref()
+    }
+
     /// Host routing, shared with the TLS certificate resolver.
     pub fn router(&self) -> &Arc<Router> {
         &self.router

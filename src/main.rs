@@ -1,5 +1,6 @@
 //! The `pagegate` command line: serve, check a config, manage clients, back up and restore the
-//! database, or run the built-in demo.
+//! database, reload a running gateway, rotate its session key, check its health, or run the
+//! built-in demo.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -94,6 +95,22 @@ enum Command {
         /// The backup to restore.
         file: PathBuf,
     },
+    /// Make a running gateway read its configuration file again (as SIGHUP does) and report
+    /// the outcome: exit 0 when the new configuration is in force, 1 with the error when it was
+    /// refused (the running configuration then stays).
+    Reload {
+        /// The configuration file; only its `data_dir` is read here, to find the running
+        /// gateway. The gateway reads the file it was started with.
+        #[arg(long, short, env = "PAGEGATE_CONFIG", default_value = "gateway.toml")]
+        config: PathBuf,
+    },
+    /// Replace the generated session secret; sessions, codes and links made with the old one
+    /// stay valid for `auth.key_grace`. Works whether or not the gateway is running.
+    RotateKey {
+        /// The configuration file.
+        #[arg(long, short, env = "PAGEGATE_CONFIG", default_value = "gateway.toml")]
+        config: PathBuf,
+    },
     /// Run a complete local demo: a sample site behind pagegate, nothing else needed.
     Demo {
         /// Where the demo gateway listens.
@@ -182,13 +199,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Serve { config } => {
             let parsed = pagegate::config::load(&config)?;
+            let signals = Signals::install();
             let running = pagegate::start(parsed)
                 .await
                 .context("cannot start the gateway")?;
-            until_signal(running.shutdown_token()).await;
+            signals
+                .until_shutdown(running.shutdown_token(), running.live())
+                .await;
             running.wait().await;
             Ok(())
         }
+        Command::Reload { config } => reload(&config).await,
+        Command::RotateKey { config } => rotate_key(&config).await,
         Command::Clients { config, action } => {
             let parsed = pagegate::config::load(&config)?;
             clients(&parsed, action).await
@@ -228,6 +250,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .context("cannot start the sample site")?;
             let config = pagegate::demo::config(listen, site, &data_dir)?;
             pagegate::demo::seed(&config).context("cannot prepare the demo database")?;
+            let signals = Signals::install();
             let running = pagegate::start(config)
                 .await
                 .context("cannot start the gateway")?;
@@ -240,7 +263,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     pagegate::demo::DEMO_EMAIL
                 );
             }
-            until_signal(running.shutdown_token()).await;
+            signals
+                .until_shutdown(running.shutdown_token(), running.live())
+                .await;
             running.wait().await;
             site_shutdown.cancel();
             Ok(())
@@ -481,6 +506,80 @@ async fn restore(config: &pagegate::config::Config, file: &Path) -> anyhow::Resu
     Ok(())
 }
 
+/// Asks the running gateway to reload its configuration and prints what it says.
+async fn reload(config: &std::path::Path) -> anyhow::Result<()> {
+    use pagegate::server::reload::ReloadReport;
+    // Only the data directory is needed to reach the gateway: the file may well have the very
+    // mistake the gateway is about to report.
+    let data_dir = pagegate::config::data_dir_of(config)?;
+    let (_, body) = control_at(&data_dir, http::Method::POST, "/v1/reload", None)
+        .await
+        .context("configuration reload refused; the running configuration stays in force")?;
+    let report: ReloadReport =
+        serde_json::from_slice(&body).context("unexpected answer from the gateway")?;
+    println!(
+        "reloaded {} (sites: {}, pages: {})",
+        report.file.display(),
+        report.sites,
+        report.pages
+    );
+    for key in &report.restart_needed {
+        println!(
+            "warning: `{key}` changed, but only takes effect after a restart; the running value stays"
+        );
+    }
+    Ok(())
+}
+
+/// Rotates the generated session secret: through the running gateway, which applies it at once,
+/// or directly in `data_dir` while no gateway runs (the database lock keeps one from starting
+/// meanwhile).
+async fn rotate_key(path: &std::path::Path) -> anyhow::Result<()> {
+    use pagegate::api::control::RotationReport;
+    use pagegate::store::{StoreError, redb::RedbStore};
+
+    // A running gateway rotates with the configuration it runs: only its data directory is
+    // needed to reach it.
+    let data_dir = pagegate::config::data_dir_of(path)?;
+    let report = match RedbStore::open(&data_dir) {
+        Err(StoreError::Locked(_)) => {
+            let (_, body) =
+                control_at(&data_dir, http::Method::POST, "/v1/rotate-key", None).await?;
+            serde_json::from_slice::<RotationReport>(&body)
+                .context("unexpected answer from the gateway")?
+        }
+        Err(e) => return Err(e.into()),
+        Ok(_store) => {
+            let config = pagegate::config::load(path)?;
+            if config.auth.secret.is_some() {
+                return Err(pagegate::auth::keys::KeyError::Configured.into());
+            }
+            let rotation = pagegate::auth::keys::rotate(
+                &config.data_dir,
+                config.auth.key_grace,
+                pagegate::store::now(),
+            )?;
+            let until = rotation.previous_until;
+            RotationReport {
+                previous_accepted_until: jiff::Timestamp::from_second(until)
+                    .map_or_else(|_| until.to_string(), |t| t.to_string()),
+                previous_accepted_until_unix: until,
+                previous_kept: rotation.previous_kept,
+            }
+        }
+    };
+    if report.previous_kept == 0 {
+        println!("generated a session key: there was none yet to rotate");
+    } else {
+        println!(
+            "rotated the session key: new sign-ins use the new key; sessions, codes and links \
+             made with the previous one are accepted until {}",
+            report.previous_accepted_until
+        );
+    }
+    Ok(())
+}
+
 /// One call to the control socket; a non-2xx answer becomes the error it carries.
 async fn control(
     config: &pagegate::config::Config,
@@ -488,7 +587,17 @@ async fn control(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
-    let (status, bytes) = control_call(config, method, path, body).await?;
+    control_at(&config.data_dir, method, path, body).await
+}
+
+/// [`control`] for a data directory.
+async fn control_at(
+    data_dir: &std::path::Path,
+    method: http::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
+    let (status, bytes) = control_call_at(data_dir, method, path, body).await?;
     if !status.is_success() {
         anyhow::bail!("{}", answer_error(&bytes));
     }
@@ -502,9 +611,24 @@ async fn control_call(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
-    pagegate::api::control::call(&config.data_dir, method, path, body)
+    control_call_at(&config.data_dir, method, path, body).await
+}
+
+/// [`control_call`] for a data directory.
+async fn control_call_at(
+    data_dir: &std::path::Path,
+    method: http::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
+    pagegate::api::control::call(data_dir, method, path, body)
         .await
-        .with_context(|| format!("the database is in use, and the running gateway's control socket in {} does not answer", config.data_dir.display()))
+        .with_context(|| {
+            format!(
+                "no running gateway answers on the control socket in {}",
+                data_dir.display()
+            )
+        })
 }
 
 /// The message of a control socket's error answer: `field: error`, or the body as it is.
@@ -549,26 +673,85 @@ fn print_clients(list: &[pagegate::api::clients::ClientView]) {
     }
 }
 
-/// Cancels `token` on SIGTERM or Ctrl-C.
-async fn until_signal(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// The process's signal handlers. Installed before the gateway starts listening, so that a
+/// signal sent as soon as it listens is neither lost nor, for SIGHUP (fatal by default), the end
+/// of the process.
+struct Signals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let install = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for {name}");
+                    None
+                }
+            };
+            Signals {
+                terminate: install(SignalKind::terminate(), "SIGTERM"),
+                interrupt: install(SignalKind::interrupt(), "SIGINT"),
+                hangup: install(SignalKind::hangup(), "SIGHUP (use `pagegate reload`)"),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        () = terminate => {}
+        #[cfg(not(unix))]
+        Signals {}
     }
-    tracing::info!("shutdown signal received");
-    token.cancel();
+
+    /// Cancels `token` on SIGTERM or Ctrl-C; reloads the configuration on SIGHUP.
+    async fn until_shutdown(
+        self,
+        token: CancellationToken,
+        live: std::sync::Arc<pagegate::server::reload::Live>,
+    ) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(s) => {
+                        if s.recv().await.is_none() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            let Signals {
+                mut terminate,
+                mut interrupt,
+                mut hangup,
+            } = self;
+            loop {
+                tokio::select! {
+                    () = next(&mut terminate) => break,
+                    () = next(&mut interrupt) => break,
+                    () = next(&mut hangup) => {
+                        tracing::info!("SIGHUP received: reloading the configuration");
+                        // In its own task, so a shutdown signal is not kept waiting; the reload
+                        // logs its outcome, and reloads queue one after another.
+                        let live = live.clone();
+                        tokio::spawn(async move { live.reload().await });
+                    }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (self, live);
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown signal received");
+        token.cancel();
+    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -11,6 +11,14 @@
 //! - `DELETE /v1/clients?page=ID&email=E` → 204
 //! - `POST /v1/backup` with a JSON [`BackupRequest`] → 200, JSON [`StoreCounts`] of the copy;
 //!   409 when the file exists and `force` is not set
+//! - `POST /v1/reload` → 200 with a [`ReloadReport`](crate::server::reload::ReloadReport) (what is in force, which changes need a
+//!   restart), or 422 `{"error", "key"}` with the configuration error (409 for a gateway without
+//!   a file); the old configuration stays in force
+//! - `POST /v1/rotate-key` → 200 with a [`RotationReport`], or 409 `{"error"}` when the secret
+//!   is configured rather than generated
+//!
+//! Client operations check pages against the configuration in force, so a page added by a
+//! reload can be managed at once.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -30,7 +38,6 @@ use tokio_util::sync::CancellationToken;
 use super::ApiError;
 use super::clients::{self, ClientInput};
 use crate::body::{self, Body};
-use crate::config::Config;
 use crate::store::{BackupError, Source, Store, StoreCounts};
 
 /// `POST /v1/backup`: where the running gateway writes a backup of its database.
@@ -43,6 +50,8 @@ pub struct BackupRequest {
     #[serde(default)]
     pub force: bool,
 }
+use crate::server::reload::{Live, ReloadError, RotateError};
+use crate::store::Timestamp;
 
 /// The socket's file name inside `data_dir`.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -52,14 +61,26 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join(SOCKET_NAME)
 }
 
-/// Serves the control socket until `shutdown`. A leftover socket file from a crashed run is
-/// replaced: this process holds the database lock, so no other gateway is using it.
+/// What `POST /v1/rotate-key` answers.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct RotationReport {
+    /// When the secret just retired stops being accepted (RFC 3339, UTC).
+    pub previous_accepted_until: String,
+    /// The same, in Unix seconds.
+    pub previous_accepted_until_unix: Timestamp,
+    /// Previous secrets still accepted, the one just retired included.
+    pub previous_kept: usize,
+}
+
+/// Serves the control socket of `data_dir` until `shutdown`. A leftover socket file from a
+/// crashed run is replaced: this process holds the database lock, so no other gateway is using
+/// it.
 pub async fn serve(
-    config: Arc<Config>,
-    store: Arc<dyn Store>,
+    live: Arc<Live>,
+    data_dir: &Path,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let path = socket_path(&config.data_dir);
+    let path = socket_path(data_dir);
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)?;
     #[cfg(unix)]
@@ -79,11 +100,11 @@ pub async fn serve(
                     }
                 },
             };
-            let (config, store) = (config.clone(), store.clone());
+            let live = live.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let (config, store) = (config.clone(), store.clone());
-                    async move { Ok::<_, Infallible>(handle(req, config, store).await) }
+                    let live = live.clone();
+                    async move { Ok::<_, Infallible>(handle(req, live).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -95,11 +116,8 @@ pub async fn serve(
     Ok(())
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    config: Arc<Config>,
-    store: Arc<dyn Store>,
-) -> Response<Body> {
+async fn handle(req: Request<Incoming>, live: Arc<Live>) -> Response<Body> {
+    let (config, store) = (live.config(), live.store().clone());
     let query: HashMap<String, String> =
         form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
             .into_owned()
@@ -149,6 +167,8 @@ async fn handle(
             Ok(input) => backup(store, input).await,
             Err(e) => Err(e),
         },
+        (&Method::POST, "/v1/reload") => return reload(&live).await,
+        (&Method::POST, "/v1/rotate-key") => return rotate_key(&live).await,
         _ => Err(ApiError::NotFound("no such control endpoint".into())),
     };
     result.unwrap_or_else(|e| error_json(&e))
@@ -199,6 +219,59 @@ async fn backup(store: Arc<dyn Store>, input: BackupRequest) -> Result<Response<
         "backup written"
     );
     Ok(json(StatusCode::OK, &counts))
+}
+
+/// Reloads the configuration file; the gateway logs the outcome too.
+async fn reload(live: &Live) -> Response<Body> {
+    match live.reload().await {
+        Ok(report) => json(StatusCode::OK, &report),
+        Err(e) => {
+            #[derive(Serialize)]
+            struct Refused<'a> {
+                /// The whole message, file, line and key included.
+                error: String,
+                /// The configuration key, when the error names one.
+                #[serde(skip_serializing_if = "Option::is_none")]
+                key: Option<&'a str>,
+            }
+            let status = match e {
+                ReloadError::NoFile => StatusCode::CONFLICT,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            json(
+                status,
+                &Refused {
+                    error: e.full_message(),
+                    key: e.key(),
+                },
+            )
+        }
+    }
+}
+
+/// Rotates the generated session secret; takes effect before the answer is sent.
+async fn rotate_key(live: &Live) -> Response<Body> {
+    match live.rotate_key().await {
+        Ok(rotation) => {
+            let until = rotation.previous_until;
+            json(
+                StatusCode::OK,
+                &RotationReport {
+                    previous_accepted_until: jiff::Timestamp::from_second(until)
+                        .map_or_else(|_| until.to_string(), |t| t.to_string()),
+                    previous_accepted_until_unix: until,
+                    previous_kept: rotation.previous_kept,
+                },
+            )
+        }
+        Err(e) => {
+            let status = match e {
+                RotateError::Key(crate::auth::keys::KeyError::Configured) => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            json(status, &serde_json::json!({ "error": e.to_string() }))
+        }
+    }
 }
 
 async fn blocking(

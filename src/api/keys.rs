@@ -9,7 +9,7 @@
 //! anyway, and a second use is refused. Secrets and signatures never reach the logs.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
@@ -30,7 +30,9 @@ const MAX_SIGNATURES: usize = 8;
 /// The configured keys and the signatures already used.
 pub struct KeyRing {
     keys: Vec<Key>,
-    seen: Mutex<Seen>,
+    /// Shared with the ring of a reloaded configuration ([`KeyRing::reloaded`]): a reload must
+    /// not make a spent signature usable again.
+    seen: Arc<Mutex<Seen>>,
 }
 
 struct Key {
@@ -38,10 +40,12 @@ struct Key {
     digest: [u8; 32],
 }
 
-/// Accepted signatures, (key index, MAC) → the time after which the timestamp is stale anyway.
+/// Accepted signatures, (digest of the key's secret, MAC) → the time after which the timestamp
+/// is stale anyway. Keyed by the secret rather than the key's place in the list, which a reload
+/// may change.
 #[derive(Default)]
 struct Seen {
-    entries: HashMap<(usize, [u8; 32]), Timestamp>,
+    entries: HashMap<([u8; 32], [u8; 32]), Timestamp>,
     next_sweep: Timestamp,
 }
 
@@ -111,7 +115,15 @@ impl KeyRing {
                     config: k.clone(),
                 })
                 .collect(),
-            seen: Mutex::new(Seen::default()),
+            seen: Arc::new(Mutex::new(Seen::default())),
+        }
+    }
+
+    /// The keys of a reloaded configuration, remembering the signatures this ring has seen.
+    pub fn reloaded(&self, config: &Config) -> KeyRing {
+        KeyRing {
+            seen: self.seen.clone(),
+            ..KeyRing::new(config)
         }
     }
 
@@ -175,10 +187,11 @@ impl KeyRing {
             seen.entries.retain(|_, until| *until >= now);
             seen.next_sweep = now + 30;
         }
-        if seen.entries.contains_key(&(index, mac)) {
+        let id = (self.keys[index].digest, mac);
+        if seen.entries.contains_key(&id) {
             return Err(unauthorized("replayed signature"));
         }
-        seen.entries.insert((index, mac), stale_at);
+        seen.entries.insert(id, stale_at);
         Ok(())
     }
 }
@@ -300,7 +313,7 @@ mod tests {
                     },
                 })
                 .collect(),
-            seen: Mutex::new(Seen::default()),
+            seen: Arc::new(Mutex::new(Seen::default())),
         }
     }
 
@@ -397,6 +410,24 @@ mod tests {
         keys.signature(&h, b"x", later).expect("valid");
         let seen = keys.seen.lock().expect("lock");
         assert_eq!(seen.entries.len(), 1, "stale entries were swept");
+    }
+
+    #[test]
+    fn a_reload_does_not_make_a_spent_signature_usable_again() {
+        let keys = ring(&[
+            ("other", "another-secret-of-enough-length"),
+            ("shop", SECRET),
+        ]);
+        let now = 1_700_000_000;
+        let h = signature_header(SECRET, now, b"order");
+        keys.signature(&h, b"order", now).expect("first use");
+        // The reloaded list has the key in another place.
+        let mut reloaded = ring(&[("shop", SECRET)]);
+        reloaded.seen = keys.seen.clone();
+        assert!(matches!(
+            reloaded.signature(&h, b"order", now),
+            Err(ApiError::Unauthorized(_))
+        ));
     }
 
     #[test]

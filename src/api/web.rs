@@ -216,6 +216,17 @@ impl Api {
         }
     }
 
+    /// The admin interfaces of a reloaded configuration: new keys and settings, the memory of
+    /// spent signatures kept.
+    pub fn reloaded(&self, config: Arc<Config>, auth: Arc<Auth>) -> Api {
+        Api {
+            keys: self.keys.reloaded(&config),
+            openapi: openapi_for(&config.server.prefix),
+            config,
+            auth,
+        }
+    }
+
     /// The configuration the gateway runs.
     pub fn config(&self) -> &Arc<Config> {
         &self.config

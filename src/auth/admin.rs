@@ -29,7 +29,9 @@ use hyper::body::Incoming;
 use rand::Rng;
 use subtle::ConstantTimeEq;
 
-use super::flow::{method_not_allowed, random_token, read_form, same_origin, send_key};
+use super::flow::{
+    matches_any, method_not_allowed, random_token, read_form, same_origin, send_key,
+};
 use super::{Auth, SiteAuth, Visitor, cookies, input, redirect, store_error};
 use crate::body::Body;
 use crate::config::Language;
@@ -103,27 +105,32 @@ impl Auth {
     ) -> Result<AdminRequest, HttpError> {
         let site = &self.sites[site_id];
         let names = CookieNames::for_site(&format!("admin:{}", site.name));
-        let key = self.keys.cookie_key();
-        let (csrf, csrf_cookie) =
-            match cookies::read_signed(req.headers(), names.csrf(visitor.secure), key) {
-                Some(token) => (token, None),
-                None => {
-                    let token = random_token(18);
-                    let cookie = cookies::set_signed(
-                        names.csrf(visitor.secure),
-                        &token,
-                        visitor.secure,
-                        SameSite::Strict,
-                        None,
-                        key,
-                    );
-                    (token, cookie)
-                }
-            };
+        let keys = self.keys.load();
+        let key = keys.cookie_key();
+        let (csrf, csrf_cookie) = match keys.read_cookie(req.headers(), names.csrf(visitor.secure))
+        {
+            Some((token, _)) => (token, None),
+            None => {
+                let token = random_token(18);
+                let cookie = cookies::set_signed(
+                    names.csrf(visitor.secure),
+                    &token,
+                    visitor.secure,
+                    SameSite::Strict,
+                    None,
+                    key,
+                );
+                (token, cookie)
+            }
+        };
         let mut admin = None;
         let mut session_hash = None;
-        if let Some(id) = cookies::read_signed(req.headers(), names.session(visitor.secure), key) {
-            let hash = self.keys.hash("admin-session", &[id.as_bytes()]);
+        // The session was stored under the hash key of the secret that signed its cookie.
+        let signed = keys
+            .read_cookie(req.headers(), names.session(visitor.secure))
+            .map(|(id, by)| by.hash("admin-session", &[id.as_bytes()]));
+        drop(keys);
+        if let Some(hash) = signed {
             let access = self.store.session_access(&hash, &[]).map_err(store_error)?;
             if let Some(access) = access {
                 let s = access.session;
@@ -180,8 +187,11 @@ impl Auth {
     /// Whether a form posted to the admin page carries the right token and comes from this
     /// origin (the browser's fetch metadata, when sent, must say `same-origin`).
     pub fn admin_csrf_ok(&self, ar: &AdminRequest, headers: &http::HeaderMap, token: &str) -> bool {
-        let cookie =
-            cookies::read_signed(headers, ar.names.csrf(ar.secure), self.keys.cookie_key());
+        let cookie = self
+            .keys
+            .load()
+            .read_cookie(headers, ar.names.csrf(ar.secure))
+            .map(|(token, _)| token);
         let token_ok = cookie.is_some_and(|c| c.as_bytes().ct_eq(token.as_bytes()).into());
         token_ok && same_origin(headers)
     }
@@ -223,7 +233,7 @@ impl Auth {
             ar.secure,
             SameSite::Strict,
             Some(Duration::from_secs(120)),
-            self.keys.cookie_key(),
+            self.keys.load().cookie_key(),
         )
     }
 
@@ -233,7 +243,10 @@ impl Auth {
         ar: &AdminRequest,
         req: &Request<B>,
     ) -> Option<(String, HeaderValue)> {
-        let text = cookies::read_signed(req.headers(), &ar.flash_name, self.keys.cookie_key())?;
+        let (text, _) = self
+            .keys
+            .load()
+            .read_cookie(req.headers(), &ar.flash_name)?;
         Some((text, cookies::clear(&ar.flash_name, ar.secure)?))
     }
 }
@@ -424,7 +437,7 @@ impl SignIn<'_> {
             .chars()
             .filter(|c| !c.is_whitespace() && *c != '-')
             .collect();
-        let expected = self.auth.keys.hash(
+        let expected = self.auth.keys.load().hashes(
             "admin-code",
             &[ns.as_bytes(), email.as_bytes(), code.as_bytes()],
         );
@@ -433,7 +446,7 @@ impl SignIn<'_> {
         let checked = tokio::task::spawn_blocking(move || {
             auth.store
                 .check_code(&ns2, &email2, now(), policy, &|record| {
-                    record.code_hash.ct_eq(&expected).into()
+                    matches_any(&record.code_hash, &expected)
                 })
         })
         .await
@@ -468,10 +481,9 @@ impl SignIn<'_> {
     async fn sign_in(&self, email: &str, next: &str) -> Result<Response<Body>, HttpError> {
         let now = now();
         let session_id = random_token(32);
-        let hash = self
-            .auth
-            .keys
-            .hash("admin-session", &[session_id.as_bytes()]);
+        // One set of keys for the stored hash and the cookie, even if a rotation happens now.
+        let keys = self.auth.keys.load_full();
+        let hash = keys.hash("admin-session", &[session_id.as_bytes()]);
         let record = SessionRecord {
             site: self.namespace(),
             email: email.to_owned(),
@@ -492,7 +504,7 @@ impl SignIn<'_> {
             self.ar.secure,
             SameSite::Strict,
             Some(SESSION_LIFETIME),
-            self.auth.keys.cookie_key(),
+            keys.cookie_key(),
         )
         .ok_or_else(|| HttpError::Internal("admin session cookie could not be built".into()))?;
         response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -574,11 +586,10 @@ impl Auth {
         let next = format!("{}/admin/", self.prefix);
         // The store keeps a link token with every code; admins get no link, so nobody ever
         // learns this one.
-        let token_hash = self
-            .keys
-            .hash("admin-token", &[random_token(32).as_bytes()]);
+        let keys = self.keys.load_full();
+        let token_hash = keys.hash("admin-token", &[random_token(32).as_bytes()]);
         let record = CodeRecord {
-            code_hash: self.keys.hash(
+            code_hash: keys.hash(
                 "admin-code",
                 &[ns.as_bytes(), email.as_bytes(), code.as_bytes()],
             ),

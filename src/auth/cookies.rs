@@ -58,17 +58,32 @@ impl CookieNames {
 
 /// The verified value of the signed cookie `name` in the request, if any.
 pub fn read_signed(headers: &HeaderMap, name: &str, key: &cookie::Key) -> Option<String> {
+    read_signed_any(headers, name, &[key]).map(|(value, _)| value)
+}
+
+/// The verified value of the signed cookie `name` and the index in `keys` of the key that signed
+/// it, trying the keys in order (the current key first, after a rotation the previous ones).
+pub fn read_signed_any(
+    headers: &HeaderMap,
+    name: &str,
+    keys: &[&cookie::Key],
+) -> Option<(String, usize)> {
     let jar = CookieJar::new();
-    let signed = jar.signed(key);
-    headers
+    let candidates: Vec<Cookie<'static>> = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| Cookie::parse_encoded(pair.trim().to_owned()).ok())
         .filter(|c| c.name() == name)
-        .find_map(|c| signed.verify(c))
-        .map(|c| c.value().to_owned())
+        .collect();
+    keys.iter().enumerate().find_map(|(index, key)| {
+        let signed = jar.signed(key);
+        candidates
+            .iter()
+            .find_map(|c| signed.verify(c.clone()))
+            .map(|c| (c.value().to_owned(), index))
+    })
 }
 
 /// A `Set-Cookie` value for a signed cookie. `max_age` `None` makes a browser-session cookie;

@@ -30,7 +30,9 @@ use crate::error::HttpError;
 use crate::mail::{Delivery, MailError, Outgoing};
 use crate::metrics::{self, Flow, LoginEvent, MailKind};
 use crate::routing::SiteId;
-use crate::store::{AuditEvent, AuditKind, CodeCheck, CodeRecord, SessionRecord, TokenRecord, now};
+use crate::store::{
+    AuditEvent, AuditKind, CodeCheck, CodeRecord, SecretHash, SessionRecord, TokenRecord, now,
+};
 use crate::ui::{Frame, LoginMail, Page, html_response};
 
 /// Largest form body accepted.
@@ -96,7 +98,8 @@ impl Auth {
         secure: bool,
     ) -> (String, Option<HeaderValue>) {
         let name = site.cookies.csrf(secure);
-        if let Some(token) = cookies::read_signed(req.headers(), name, self.keys.cookie_key()) {
+        let keys = self.keys.load();
+        if let Some((token, _)) = keys.read_cookie(req.headers(), name) {
             return (token, None);
         }
         let token = random_token(18);
@@ -106,7 +109,7 @@ impl Auth {
             secure,
             SameSite::Strict,
             None,
-            self.keys.cookie_key(),
+            keys.cookie_key(),
         );
         (token, cookie)
     }
@@ -221,11 +224,12 @@ impl Ctx<'_> {
     /// Forms must come from this site: the signed CSRF cookie matches the form's token, and the
     /// browser does not say the request is cross-site.
     fn csrf_ok(&self, headers: &http::HeaderMap, form: &HashMap<String, String>) -> bool {
-        let cookie = cookies::read_signed(
-            headers,
-            self.site.cookies.csrf(self.visitor.secure),
-            self.auth.keys.cookie_key(),
-        );
+        let cookie = self
+            .auth
+            .keys
+            .load()
+            .read_cookie(headers, self.site.cookies.csrf(self.visitor.secure))
+            .map(|(token, _)| token);
         let given = form.get("csrf").map(String::as_str).unwrap_or("");
         let token_ok = cookie.is_some_and(|c| c.as_bytes().ct_eq(given.as_bytes()).into());
         token_ok && same_origin(headers)
@@ -338,7 +342,8 @@ impl Ctx<'_> {
             .chars()
             .filter(|c| !c.is_whitespace() && *c != '-')
             .collect();
-        let expected = self.auth.keys.hash(
+        // A code mailed before a key rotation was hashed under the previous key.
+        let expected = self.auth.keys.load().hashes(
             "code",
             &[self.site.name.as_bytes(), email.as_bytes(), code.as_bytes()],
         );
@@ -348,7 +353,7 @@ impl Ctx<'_> {
         let checked = tokio::task::spawn_blocking(move || {
             auth.store
                 .check_code(&site_name, &email2, now(), policy, &|record| {
-                    record.code_hash.ct_eq(&expected).into()
+                    matches_any(&record.code_hash, &expected)
                 })
         })
         .await
@@ -382,11 +387,17 @@ impl Ctx<'_> {
     fn link_confirm(&self, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
         let query = query_map(req);
         let token = query.get("t").map(String::as_str).unwrap_or("");
-        let record = self
-            .auth
-            .store
-            .peek_token(&self.auth.keys.hash("token", &[token.as_bytes()]), now())
-            .map_err(store_error)?;
+        let mut record = None;
+        for hash in self.auth.keys.load().hashes("token", &[token.as_bytes()]) {
+            record = self
+                .auth
+                .store
+                .peek_token(&hash, now())
+                .map_err(store_error)?;
+            if record.is_some() {
+                break;
+            }
+        }
         match record.filter(|r| r.site == self.site.name) {
             Some(record) => self.render(
                 StatusCode::OK,
@@ -421,12 +432,19 @@ impl Ctx<'_> {
             );
         }
         let token = form.get("token").map(String::as_str).unwrap_or("");
-        let hash = self.auth.keys.hash("token", &[token.as_bytes()]);
+        let hashes = self.auth.keys.load().hashes("token", &[token.as_bytes()]);
         let auth = self.auth.clone();
-        let taken = tokio::task::spawn_blocking(move || auth.store.take_token(&hash, now()))
-            .await
-            .map_err(|e| HttpError::Internal(format!("token task: {e}")))?
-            .map_err(store_error)?;
+        let taken = tokio::task::spawn_blocking(move || {
+            for hash in &hashes {
+                if let Some(record) = auth.store.take_token(hash, now())? {
+                    return Ok(Some(record));
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .map_err(|e| HttpError::Internal(format!("token task: {e}")))?
+        .map_err(store_error)?;
         match taken.filter(|r| r.site == self.site.name) {
             Some(record) => {
                 self.count(LoginEvent::LinkVerified);
@@ -454,10 +472,13 @@ impl Ctx<'_> {
             return Err(HttpError::BadRequest("Sign-out must come from this site."));
         }
         let name = self.site.cookies.session(self.visitor.secure);
-        if let Some(session_id) =
-            cookies::read_signed(req.headers(), name, self.auth.keys.cookie_key())
-        {
-            let hash = self.auth.keys.hash("session", &[session_id.as_bytes()]);
+        let signed = self
+            .auth
+            .keys
+            .load()
+            .read_cookie(req.headers(), name)
+            .map(|(id, by)| by.hash("session", &[id.as_bytes()]));
+        if let Some(hash) = signed {
             let auth = self.auth.clone();
             let event = self.event(AuditKind::Logout, None, "");
             tokio::task::spawn_blocking(move || auth.store.delete_session(&hash, Some(&event)))
@@ -482,7 +503,9 @@ impl Ctx<'_> {
     async fn sign_in(&self, email: &str, next: &str) -> Result<Response<Body>, HttpError> {
         let now = now();
         let session_id = random_token(32);
-        let hash = self.auth.keys.hash("session", &[session_id.as_bytes()]);
+        // One set of keys for the stored hash and the cookie, even if a rotation happens now.
+        let keys = self.auth.keys.load_full();
+        let hash = keys.hash("session", &[session_id.as_bytes()]);
         let record = SessionRecord {
             site: self.site.name.clone(),
             email: email.to_owned(),
@@ -506,7 +529,7 @@ impl Ctx<'_> {
             self.visitor.secure,
             SameSite::Lax,
             Some(self.site.max_lifetime),
-            self.auth.keys.cookie_key(),
+            keys.cookie_key(),
         )
         .ok_or_else(|| HttpError::Internal("session cookie could not be built".into()))?;
         response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -573,12 +596,13 @@ impl Auth {
         let token = random_token(32);
         let now = now();
         let expires_at = now.saturating_add(self.config.code_ttl.as_secs() as i64);
+        let keys = self.keys.load_full();
         let record = CodeRecord {
-            code_hash: self.keys.hash(
+            code_hash: keys.hash(
                 "code",
                 &[site.name.as_bytes(), email.as_bytes(), code.as_bytes()],
             ),
-            token_hash: self.keys.hash("token", &[token.as_bytes()]),
+            token_hash: keys.hash("token", &[token.as_bytes()]),
             page: page.id.clone(),
             next: next.to_owned(),
             issued_at: now,
@@ -682,6 +706,15 @@ impl Auth {
 
 pub(super) fn send_key(site: &str, email: &str) -> String {
     format!("{site}\0{email}")
+}
+
+/// Whether `stored` equals any of `candidates` (the hashes under each accepted key). Every
+/// comparison is made, in constant time, so the timing says nothing about which one matched.
+pub(super) fn matches_any(stored: &SecretHash, candidates: &[SecretHash]) -> bool {
+    candidates
+        .iter()
+        .fold(subtle::Choice::from(0), |found, c| found | stored.ct_eq(c))
+        .into()
 }
 
 /// The part of an address after `@`, the most a log line says about who signed in.

@@ -14,8 +14,11 @@ pub mod limits;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -29,7 +32,7 @@ use crate::routing::path::PageMatcher;
 use crate::store::{AttemptPolicy, Retention, Store, StoreError, now};
 use crate::ui::Templates;
 use cookies::CookieNames;
-use keys::Keys;
+use keys::{KeyError, Keys, Rotation};
 use limits::Limits;
 
 /// One protected page, as the flow needs it.
@@ -89,17 +92,24 @@ pub struct Visitor {
 }
 
 /// Shared sign-in state.
+///
+/// A configuration reload builds a new `Auth` ([`Auth::reloaded`]) on the same store; what must
+/// not start over on a reload (the rate limiters while their settings stay the same, the notes of
+/// failed sends) is shared between the old and the new one.
 pub struct Auth {
     store: Arc<dyn Store>,
     mailer: Mailer,
     templates: Templates,
-    keys: Keys,
-    limits: Limits,
+    /// Swapped whole by a key rotation, so it takes effect without a reload.
+    keys: ArcSwap<Keys>,
+    limits: Arc<Limits>,
     config: AuthConfig,
+    /// Where a generated secret lives.
+    data_dir: PathBuf,
     prefix: String,
     sites: Vec<SiteAuth>,
     /// (site, email) whose last code could not be mailed, so the code form can say so.
-    failed_sends: Mutex<HashMap<String, Instant>>,
+    failed_sends: Arc<Mutex<HashMap<String, Instant>>>,
     /// How long audit entries and grant orders are kept.
     retention: Retention,
     /// When housekeeping next applies `retention`: hourly, as those limits are days long, and
@@ -126,7 +136,7 @@ impl Auth {
         mailer: Mailer,
         templates: Templates,
     ) -> Result<Auth, String> {
-        let keys = Keys::load(config.auth.secret.as_ref(), &config.data_dir)?;
+        let keys = Keys::load(&config.auth, &config.data_dir).map_err(|e| e.to_string())?;
         let sites = config
             .sites
             .iter()
@@ -162,15 +172,56 @@ impl Auth {
             store,
             mailer,
             templates,
-            keys,
-            limits: Limits::new(&config.auth),
+            keys: ArcSwap::from_pointee(keys),
+            limits: Arc::new(Limits::new(&config.auth)),
             config: config.auth.clone(),
+            data_dir: config.data_dir.clone(),
             prefix: config.server.prefix.clone(),
             sites,
-            failed_sends: Mutex::new(HashMap::new()),
+            failed_sends: Arc::new(Mutex::new(HashMap::new())),
             retention: config.store.retention(),
             retention_due: Mutex::new(Instant::now()),
         })
+    }
+
+    /// The sign-in state of a reloaded configuration, on this one's store. The rate limiters
+    /// carry over when their four settings are unchanged (a visitor cannot get a fresh allowance
+    /// by waiting for a reload); changed settings start them over. Keys are loaded afresh, so
+    /// changed `auth.secret`, `previous_secrets` or `key_grace` apply.
+    pub fn reloaded(
+        &self,
+        config: &Config,
+        mailer: Mailer,
+        templates: Templates,
+    ) -> Result<Auth, String> {
+        let mut next = Auth::new(config, self.store.clone(), mailer, templates)?;
+        let (old, new) = (&self.config, &config.auth);
+        let same_limits = old.email_codes_per_hour == new.email_codes_per_hour
+            && old.resend_after == new.resend_after
+            && old.ip_codes_per_hour == new.ip_codes_per_hour
+            && old.ip_verifies_per_hour == new.ip_verifies_per_hour;
+        if same_limits {
+            next.limits = self.limits.clone();
+        }
+        next.failed_sends = self.failed_sends.clone();
+        Ok(next)
+    }
+
+    /// Replaces a generated secret: the new one signs and hashes everything from now on, the
+    /// old one stays accepted for `auth.key_grace`. Refused for a configured secret. Blocking
+    /// (file writes).
+    pub fn rotate_keys(&self) -> Result<Rotation, KeyError> {
+        if self.config.secret.is_some() {
+            return Err(KeyError::Configured);
+        }
+        let rotation = keys::rotate(&self.data_dir, self.config.key_grace, now())?;
+        self.keys
+            .store(Arc::new(Keys::load(&self.config, &self.data_dir)?));
+        tracing::info!(
+            previous_kept = rotation.previous_kept,
+            "session key rotated; the previous key is accepted until its grace period ends"
+        );
+        Ok(rotation)
     }
 
     /// The mail transport, shared with the welcome mail of grants.
@@ -219,14 +270,15 @@ impl Auth {
         req: &Request<B>,
         visitor: Visitor,
     ) -> Result<Option<Identity>, HttpError> {
-        let Some(session_id) = cookies::read_signed(
-            req.headers(),
-            site.cookies.session(visitor.secure),
-            self.keys.cookie_key(),
-        ) else {
+        let keys = self.keys.load();
+        // The session was stored under the hash key of the secret that signed its cookie.
+        let Some((session_id, signed_by)) =
+            keys.read_cookie(req.headers(), site.cookies.session(visitor.secure))
+        else {
             return Ok(None);
         };
-        let hash = self.keys.hash("session", &[session_id.as_bytes()]);
+        let hash = signed_by.hash("session", &[session_id.as_bytes()]);
+        drop(keys);
         let ids: Vec<&str> = pages
             .iter()
             .filter_map(|&i| site.pages.get(i))
@@ -297,9 +349,20 @@ impl Auth {
     }
 
     /// Forgets idle rate-limit keys and stale notes, prunes expired codes and sessions and,
-    /// when due, audit entries and grant orders past their retention; called periodically.
+    /// when due, audit entries and grant orders past their retention, and deletes retired
+    /// secrets whose grace is over; called periodically.
     pub fn housekeeping(&self) {
         self.limits.forget_idle();
+        if self.config.secret.is_none() {
+            match keys::prune(&self.data_dir, self.config.key_grace, now()) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    dropped = n,
+                    "retired session keys reached the end of their grace period"
+                ),
+                Err(e) => tracing::warn!(error = %e, "pruning retired session keys failed"),
+            }
+        }
         if let Ok(mut failed) = self.failed_sends.lock() {
             failed.retain(|_, at| at.elapsed() < Duration::from_secs(3600));
         }

@@ -146,6 +146,13 @@ pub(crate) struct FileAuth {
     pub(crate) secret_file: Option<Spanned<String>>,
     /// Environment variable holding the secret.
     pub(crate) secret_env: Option<Spanned<String>>,
+    /// Secrets used before `secret`, still accepted for sessions, codes and links made with
+    /// them, so a configured secret can be rotated without signing everyone out.
+    pub(crate) previous_secrets: Option<Spanned<Vec<Spanned<String>>>>,
+    /// File holding previous secrets, one per line.
+    pub(crate) previous_secrets_file: Option<Spanned<String>>,
+    /// How long a generated secret replaced by `pagegate rotate-key` stays accepted.
+    pub(crate) key_grace: Option<Spanned<String>>,
     /// Tell the upstream who is signed in with identity headers.
     pub(crate) identity_headers: Option<bool>,
     /// Header carrying the signed-in email.

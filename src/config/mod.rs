@@ -22,6 +22,9 @@ pub const DEFAULT_PREFIX: &str = "/_pagegate";
 /// A configuration that passed every check.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The file it was read from (absolute), which a reload reads again; `None` for a
+    /// configuration that has no file (the demo's, or one parsed from text).
+    pub source: Option<PathBuf>,
     /// Where the database and generated secrets live (absolute, or relative to the working dir).
     pub data_dir: PathBuf,
     /// Listeners and gateway-wide settings.
@@ -113,7 +116,7 @@ impl ApiKeyConfig {
 }
 
 /// `[mail]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailConfig {
     /// Where messages go.
     pub transport: MailTransport,
@@ -125,7 +128,7 @@ pub struct MailConfig {
 }
 
 /// Where messages go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MailTransport {
     /// Printed on standard output: for the demo and development.
     Console,
@@ -136,7 +139,7 @@ pub enum MailTransport {
 }
 
 /// `[mail.smtp]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmtpConfig {
     /// Server host.
     pub host: String,
@@ -188,6 +191,10 @@ pub struct AuthConfig {
     pub session_lifetime: Duration,
     /// Cookie signing secret from the config; `None` means generate one into `data_dir`.
     pub secret: Option<Secret>,
+    /// Earlier configured secrets, still accepted (never used to sign or hash anything new).
+    pub previous_secrets: Vec<Secret>,
+    /// How long a generated secret replaced by a rotation stays accepted.
+    pub key_grace: Duration,
     /// Whether identity headers are sent upstream.
     pub identity_headers: bool,
     /// Header names for the signed-in email, name and page.
@@ -387,11 +394,41 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let base = path
+    // Absolute, so that a reload finds the same file and the same relative paths whatever the
+    // working directory is by then; errors still name the file as it was given.
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let base = absolute
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| Path::new("."));
-    parse_str(&text, path, base)
+    let mut config = parse_str(&text, path, base)?;
+    config.source = Some(absolute.clone());
+    Ok(config)
+}
+
+/// The data directory a configuration file names, without validating anything else, so that
+/// `pagegate reload` can reach the running gateway (and show its verdict) even when the file now
+/// has mistakes. Fails only when the file cannot be read or is not TOML at all.
+pub fn data_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let base = absolute
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    let dir = table
+        .get("data_dir")
+        .and_then(|v| v.as_str())
+        .filter(|d| !d.trim().is_empty())
+        .unwrap_or("data");
+    Ok(base.join(dir))
 }
 
 impl SiteConfig {

@@ -56,6 +56,9 @@ struct Ctx<'a> {
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
+/// The longest `auth.key_grace` accepted.
+const MAX_KEY_GRACE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl Ctx<'_> {
     fn invalid(
         &self,
@@ -257,6 +260,7 @@ impl Ctx<'_> {
         }
         server_config.trusted_proxies.sort();
         Config {
+            source: None,
             data_dir,
             server: server_config,
             sites,
@@ -819,6 +823,19 @@ impl Ctx<'_> {
                 ));
             }
         }
+        let previous_secrets = self.previous_secrets(a, secret.as_ref())?;
+        let key_grace = self.duration(
+            "auth.key_grace",
+            a.key_grace.as_ref(),
+            Duration::from_secs(7 * 24 * 3600),
+        )?;
+        if key_grace > MAX_KEY_GRACE {
+            return Err(self.invalid(
+                "auth.key_grace",
+                a.key_grace.as_ref().map(|g| g.span()),
+                "expected at most 365 days: a retired key accepted for longer defeats rotating it",
+            ));
+        }
         let header = |key: &str,
                       value: Option<&Spanned<String>>,
                       default: &'static str|
@@ -907,6 +924,8 @@ impl Ctx<'_> {
                 Duration::from_secs(30 * 24 * 3600),
             )?,
             secret,
+            previous_secrets,
+            key_grace,
             identity_headers: a.identity_headers.unwrap_or(true),
             email_header,
             name_header,
@@ -952,6 +971,75 @@ impl Ctx<'_> {
                 1..=100_000,
             )?,
         })
+    }
+
+    /// `auth.previous_secrets` or `auth.previous_secrets_file`: only beside a configured
+    /// `auth.secret` (a generated secret keeps its own history), each as strong as a secret and
+    /// none equal to the current one.
+    fn previous_secrets(&self, a: &FileAuth, current: Option<&Secret>) -> Result<Vec<Secret>> {
+        let (key, span, values) = match (&a.previous_secrets, &a.previous_secrets_file) {
+            (None, None) => return Ok(Vec::new()),
+            (Some(_), Some(file)) => {
+                return Err(self.invalid(
+                    "auth.previous_secrets_file",
+                    Some(file.span()),
+                    "give only one of `auth.previous_secrets` or `auth.previous_secrets_file`",
+                ));
+            }
+            (Some(list), None) => (
+                "auth.previous_secrets",
+                list.span(),
+                list.get_ref()
+                    .iter()
+                    .map(|s| (s.get_ref().clone(), s.span()))
+                    .collect::<Vec<_>>(),
+            ),
+            (None, Some(file)) => {
+                let path = self.existing_file("auth.previous_secrets_file", file)?;
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    self.invalid(
+                        "auth.previous_secrets_file",
+                        Some(file.span()),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let lines = text
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| (l.to_string(), file.span()))
+                    .collect();
+                ("auth.previous_secrets_file", file.span(), lines)
+            }
+        };
+        let Some(current) = current else {
+            return Err(self.invalid(
+                key,
+                Some(span),
+                "only meaningful with `auth.secret` (or secret_file, secret_env); a generated \
+                 secret is rotated with `pagegate rotate-key`, which keeps the previous one itself",
+            ));
+        };
+        let mut out: Vec<Secret> = Vec::with_capacity(values.len());
+        for (i, (value, span)) in values.into_iter().enumerate() {
+            let item = format!("{key}[{i}]");
+            if value.len() < 32 {
+                return Err(self.invalid(
+                    &item,
+                    Some(span),
+                    "expected at least 32 characters of random text",
+                ));
+            }
+            let secret = Secret(value);
+            if &secret == current || out.contains(&secret) {
+                return Err(self.invalid(
+                    &item,
+                    Some(span),
+                    "repeats `auth.secret` or an earlier previous secret",
+                ));
+            }
+            out.push(secret);
+        }
+        Ok(out)
     }
 
     fn mail(&self, mail: Option<&Spanned<FileMail>>) -> Result<MailConfig> {
@@ -1599,6 +1687,92 @@ upstream = "http://127.0.0.1:8000"
         );
         let err = parse(&metrics("tokn = \"x\"")).expect_err("unknown key");
         assert!(err.to_string().contains("tokn"), "{err}");
+    }
+
+    #[test]
+    fn key_rotation_settings() {
+        let secret = "s".repeat(32);
+        let old = "o".repeat(32);
+        let with = |auth: &str| format!("{MINIMAL}\n[auth]\n{auth}\n");
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.auth.key_grace, Duration::from_secs(7 * 24 * 3600));
+        assert!(c.auth.previous_secrets.is_empty());
+        let c = parse(&with(&format!(
+            "secret = {secret:?}\nprevious_secrets = [{old:?}]\nkey_grace = \"2d\""
+        )))
+        .expect("valid");
+        assert_eq!(c.auth.previous_secrets, [Secret(old.clone())]);
+        assert_eq!(c.auth.key_grace, Duration::from_secs(2 * 24 * 3600));
+
+        for (auth, key) in [
+            ("key_grace = \"soon\"".to_string(), "auth.key_grace"),
+            ("key_grace = \"0s\"".to_string(), "auth.key_grace"),
+            ("key_grace = \"400d\"".to_string(), "auth.key_grace"),
+            // A generated secret keeps its own history: previous secrets need a configured one.
+            (
+                format!("previous_secrets = [{old:?}]"),
+                "auth.previous_secrets",
+            ),
+            (
+                format!("secret = {secret:?}\nprevious_secrets = [\"short\"]"),
+                "auth.previous_secrets[0]",
+            ),
+            (
+                format!("secret = {secret:?}\nprevious_secrets = [{old:?}, {secret:?}]"),
+                "auth.previous_secrets[1]",
+            ),
+            (
+                format!("secret = {secret:?}\nprevious_secrets_file = \"missing.txt\""),
+                "auth.previous_secrets_file",
+            ),
+            (
+                format!(
+                    "secret = {secret:?}\nprevious_secrets = []\nprevious_secrets_file = \"x\""
+                ),
+                "auth.previous_secrets_file",
+            ),
+        ] {
+            assert_eq!(invalid_key(&with(&auth)), key, "{auth}");
+        }
+        let err = parse(&with("key_grace = \"400d\"")).expect_err("too long");
+        assert!(err.to_string().contains("at most 365 days"), "{err}");
+    }
+
+    #[test]
+    fn previous_secrets_can_come_from_a_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (a, b) = ("a".repeat(40), "b".repeat(40));
+        std::fs::write(dir.path().join("old-secrets"), format!("{a}\n\n{b}\r\n")).expect("write");
+        let text = format!(
+            "{MINIMAL}\n[auth]\nsecret = \"{}\"\nprevious_secrets_file = \"old-secrets\"\n",
+            "c".repeat(40)
+        );
+        let c = parse_str(&text, Path::new("gateway.toml"), dir.path()).expect("valid");
+        assert_eq!(c.auth.previous_secrets, [Secret(a), Secret(b)]);
+    }
+
+    #[test]
+    fn the_data_dir_is_found_even_in_a_file_that_does_not_validate() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, "data_dir = \"state\"\n[server]\nlisen = 1\n").expect("write");
+        assert!(super::super::load(&path).is_err());
+        assert_eq!(
+            super::super::data_dir_of(&path).expect("data_dir"),
+            dir.path().join("state")
+        );
+        std::fs::write(&path, "[server\n").expect("write");
+        assert!(super::super::data_dir_of(&path).is_err());
+    }
+
+    #[test]
+    fn a_loaded_config_knows_its_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, MINIMAL).expect("write");
+        let c = super::super::load(&path).expect("valid");
+        assert_eq!(c.source.as_deref(), Some(path.as_path()));
+        assert_eq!(parse(MINIMAL).expect("valid").source, None);
     }
 
     #[test]

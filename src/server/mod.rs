@@ -1,10 +1,13 @@
 //! Listeners, connections and shutdown.
 //!
 //! One accept loop per listener; every connection is its own task speaking HTTP/1.1 or HTTP/2
-//! (ALPN on TLS, prior knowledge on plain TCP). Shutdown stops accepting at once, asks every
-//! connection to finish its in-flight requests, and gives up after `shutdown_grace`.
+//! (ALPN on TLS, prior knowledge on plain TCP). Each request is answered by the gateway in force
+//! when it arrives ([`reload::Live`]), so a configuration reload applies to the next request of
+//! an open connection. Shutdown stops accepting at once, asks every connection to finish its
+//! in-flight requests, and gives up after `shutdown_grace`.
 
 mod framing;
+pub mod reload;
 mod tls;
 
 use std::convert::Infallible;
@@ -22,13 +25,12 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::HttpError;
-use crate::gateway::{ConnectionInfo, Gateway};
-use crate::mail::Mailer;
+use crate::gateway::ConnectionInfo;
+use crate::routing::normalize_host;
 use crate::store::redb::RedbStore;
-use crate::ui::Templates;
+use reload::Live;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,9 +58,15 @@ pub struct RunningGateway {
     pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
+    live: Arc<Live>,
 }
 
 impl RunningGateway {
+    /// The gateway in force, to reload its configuration or rotate its session key.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.clone()
+    }
+
     /// A token that, when cancelled, starts a graceful shutdown.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
@@ -96,57 +104,39 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
     let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let auth = Arc::new(build_auth(&config)?);
-    let api = Arc::new(crate::api::web::Api::new(
-        Arc::new(config.clone()),
-        auth.clone(),
-    ));
-    let shutdown = CancellationToken::new();
-    crate::api::control::serve(
-        Arc::new(config.clone()),
-        auth.store().clone(),
-        shutdown.clone(),
-    )
-    .await
-    .map_err(|e| {
-        StartError::Setup(format!(
-            "control socket in {}: {e}",
-            config.data_dir.display()
-        ))
-    })?;
+    let store = RedbStore::open(&config.data_dir).map_err(|e| StartError::Setup(e.to_string()))?;
+    tracing::info!(path = %store.path().display(), "database open");
+    let store: Arc<dyn crate::store::Store> = Arc::new(store);
+    let settings = Arc::new(ConnectionSettings::new(&config));
+    let data_dir = config.data_dir.clone();
+    // The metrics listener is bound once, so its token is the one read at start.
+    let metrics_exporter = metrics_listener
+        .is_some()
+        .then(|| crate::metrics::Exporter::new(config.metrics.token.as_ref(), Some(store.clone())));
     // Redirects to HTTPS name the port actually bound, which differs from the config's for ":0".
-    let gateway = Arc::new(
-        Gateway::new(
-            &config,
-            https_addr.map(|a| a.port()),
-            Some(auth.clone()),
-            Some(api),
-        )
-        .map_err(StartError::Setup)?,
+    let live = Arc::new(
+        Live::new(config, store, https_addr.map(|a| a.port())).map_err(StartError::Setup)?,
     );
+    let shutdown = CancellationToken::new();
+    crate::api::control::serve(live.clone(), &data_dir, shutdown.clone())
+        .await
+        .map_err(|e| StartError::Setup(format!("control socket in {}: {e}", data_dir.display())))?;
     let https = match https {
         Some(listener) => {
-            let tls =
-                tls::server_config(&config, gateway.router().clone()).map_err(StartError::Setup)?;
+            let tls = tls::server_config(live.clone()).map_err(StartError::Setup)?;
             Some((listener, TlsAcceptor::from(Arc::new(tls))))
         }
         None => None,
     };
 
-    if let Some(listener) = metrics_listener {
-        let exporter = crate::metrics::Exporter::new(
-            config.metrics.token.as_ref(),
-            Some(auth.store().clone()),
-        );
+    if let (Some(listener), Some(exporter)) = (metrics_listener, metrics_exporter) {
         tokio::spawn(crate::metrics::serve(
             listener,
             Arc::new(exporter),
             shutdown.clone(),
         ));
     }
-
-    let settings = Arc::new(ConnectionSettings::new(&config));
-    let task = tokio::spawn(serve(gateway, http, https, settings, shutdown.clone()));
+    let task = tokio::spawn(serve(live.clone(), http, https, settings, shutdown.clone()));
     if let Some(addr) = http_addr {
         tracing::info!("listening on http://{addr}");
     }
@@ -162,18 +152,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         metrics_addr,
         shutdown,
         task,
+        live,
     })
-}
-
-/// Opens the store and prepares mail, templates and keys for the sign-in flow.
-fn build_auth(config: &Config) -> Result<Auth, StartError> {
-    let store = RedbStore::open(&config.data_dir).map_err(|e| StartError::Setup(e.to_string()))?;
-    tracing::info!(path = %store.path().display(), "database open");
-    let mailer = Mailer::new(&config.mail).map_err(|e| StartError::Setup(format!("mail: {e}")))?;
-    tracing::info!(transport = %mailer.describe(), "mail ready");
-    let templates = Templates::new(config.auth.templates.as_deref())
-        .map_err(|e| StartError::Setup(format!("templates: {e}")))?;
-    Auth::new(config, Arc::new(store), mailer, templates).map_err(StartError::Setup)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -182,13 +162,12 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
-/// Per-connection protocol settings, built once.
+/// Per-connection protocol settings, built once: a reload does not change them (the TLS
+/// handshake timeout and the shutdown grace are read from the configuration in force instead).
 struct ConnectionSettings {
     builder: auto::Builder<TokioExecutor>,
     /// One permit per open client connection, shared by all listeners.
     connection_slots: Arc<tokio::sync::Semaphore>,
-    tls_handshake_timeout: Duration,
-    shutdown_grace: Duration,
 }
 
 impl ConnectionSettings {
@@ -211,14 +190,12 @@ impl ConnectionSettings {
         ConnectionSettings {
             builder,
             connection_slots: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
-            tls_handshake_timeout: config.server.tls_handshake_timeout,
-            shutdown_grace: config.server.shutdown_grace,
         }
     }
 }
 
 async fn serve(
-    gateway: Arc<Gateway>,
+    live: Arc<Live>,
     http: Option<TcpListener>,
     https: Option<(TcpListener, TlsAcceptor)>,
     settings: Arc<ConnectionSettings>,
@@ -230,7 +207,7 @@ async fn serve(
         loops.spawn(accept_loop(
             listener,
             None,
-            gateway.clone(),
+            live.clone(),
             settings.clone(),
             graceful.clone(),
             shutdown.clone(),
@@ -240,14 +217,14 @@ async fn serve(
         loops.spawn(accept_loop(
             listener,
             Some(acceptor),
-            gateway.clone(),
+            live.clone(),
             settings.clone(),
             graceful.clone(),
             shutdown.clone(),
         ));
     }
-    if let Some(auth) = gateway.auth().cloned() {
-        let stop = shutdown.clone();
+    {
+        let (stop, live) = (shutdown.clone(), live.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -255,7 +232,8 @@ async fn serve(
                 tokio::select! {
                     () = stop.cancelled() => return,
                     _ = tick.tick() => {
-                        let auth = auth.clone();
+                        // The sign-in state in force, with the limits and settings of now.
+                        let Some(auth) = live.load().gateway.auth().cloned() else { continue };
                         let _ = tokio::task::spawn_blocking(move || auth.housekeeping()).await;
                     }
                 }
@@ -263,7 +241,7 @@ async fn serve(
         });
     }
     shutdown.cancelled().await;
-    if let Some(auth) = gateway.auth() {
+    if let Some(auth) = live.load().gateway.auth() {
         // Mail waiting for a retry is dropped rather than waited for.
         auth.mailer().close();
     }
@@ -273,10 +251,11 @@ async fn serve(
         tracing::error!("connection tracker still shared after the accept loops ended");
         return;
     };
+    let grace = live.config().server.shutdown_grace;
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(settings.shutdown_grace) => {
-            tracing::warn!(grace = ?settings.shutdown_grace, "shutdown grace period over; closing remaining connections");
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(grace = ?grace, "shutdown grace period over; closing remaining connections");
         }
     }
 }
@@ -284,7 +263,7 @@ async fn serve(
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    gateway: Arc<Gateway>,
+    live: Arc<Live>,
     settings: Arc<ConnectionSettings>,
     graceful: Arc<GracefulShutdown>,
     shutdown: CancellationToken,
@@ -312,7 +291,7 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let conn = Connection {
-            gateway: gateway.clone(),
+            live: live.clone(),
             settings: settings.clone(),
             watcher: graceful.watcher(),
             peer,
@@ -331,7 +310,7 @@ async fn accept_loop(
 }
 
 struct Connection {
-    gateway: Arc<Gateway>,
+    live: Arc<Live>,
     settings: Arc<ConnectionSettings>,
     watcher: Watcher,
     peer: SocketAddr,
@@ -343,18 +322,12 @@ struct Connection {
 
 impl Connection {
     async fn serve_plain(self, stream: TcpStream) {
-        let info = ConnectionInfo {
-            peer: self.peer,
-            tls: false,
-            sni_site: None,
-        };
-        self.serve(TokioIo::new(stream), info).await;
+        self.serve(TokioIo::new(stream), false, None).await;
     }
 
     async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor) {
-        let handshake =
-            tokio::time::timeout(self.settings.tls_handshake_timeout, acceptor.accept(stream))
-                .await;
+        let timeout = self.live.config().server.tls_handshake_timeout;
+        let handshake = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
         let stream = match handshake {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -366,34 +339,55 @@ impl Connection {
                 return;
             }
         };
-        let sni_site = tls::sni_site(self.gateway.router(), stream.get_ref().1.server_name());
-        let info = ConnectionInfo {
-            peer: self.peer,
-            tls: true,
-            sni_site,
-        };
-        self.serve(TokioIo::new(stream), info).await;
+        // The name, not the site it mapped to: a reload may renumber or remove sites, so each
+        // request looks the name up in the configuration it is answered with.
+        let sni = stream
+            .get_ref()
+            .1
+            .server_name()
+            .and_then(normalize_host)
+            .map(|host| Arc::<str>::from(host.as_ref()));
+        self.serve(TokioIo::new(stream), true, sni).await;
     }
 
-    async fn serve<I>(self, io: TokioIo<I>, info: ConnectionInfo)
+    async fn serve<I>(self, io: TokioIo<I>, tls: bool, sni: Option<Arc<str>>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let gateway = self.gateway;
+        let (live, peer) = (self.live, self.peer);
         let (io, framing) = framing::FramingWatch::new(io.into_inner());
         let io = TokioIo::new(io);
         let requests_seen = Arc::new(AtomicU64::new(0));
         let service = service_fn(move |req| {
-            let gateway = gateway.clone();
+            // The state in force as the request arrives serves it to the end, even if a reload
+            // swaps another one in meanwhile.
+            let state = live.load();
             let seq = requests_seen.fetch_add(1, Ordering::Relaxed);
             let ambiguous = framing.is_ambiguous(seq);
+            let sni = sni.clone();
             async move {
+                let gateway = &state.gateway;
+                let mut info = ConnectionInfo {
+                    peer,
+                    tls,
+                    sni_site: None,
+                };
                 if ambiguous {
                     return Ok::<_, Infallible>(gateway.refuse(
                         HttpError::BadRequest("The request's length is ambiguous (Content-Length with Transfer-Encoding, or repeated)."),
                         &req,
                         info,
                     ));
+                }
+                if let Some(name) = &sni {
+                    match gateway.router().site_for_host(name) {
+                        Some(site) => info.sni_site = Some(site),
+                        // The name the handshake was for belongs to no site any more (a reload
+                        // removed it): this connection may not be used for another site.
+                        None => {
+                            return Ok(gateway.refuse(HttpError::Misdirected, &req, info));
+                        }
+                    }
                 }
                 Ok::<_, Infallible>(gateway.handle(req, info).await)
             }

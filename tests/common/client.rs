@@ -127,3 +127,51 @@ pub fn raw_status(response: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+/// A WebSocket opened through `addr` to `path` on `host`.
+pub async fn websocket(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let url = format!("ws://{host}{path}");
+    let (ws, response) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .expect("websocket handshake");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+/// Sends `text` on a WebSocket and returns what comes back.
+pub async fn echo(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>, text: &str) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::text(text))
+        .await
+        .expect("send");
+    let answer = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("an answer within 5 s")
+        .expect("an echo")
+        .expect("a message");
+    answer.into_text().expect("text").as_str().to_owned()
+}
+
+/// The DER of the leaf certificate the server presented on a TLS connection.
+pub fn peer_leaf(stream: &tokio_rustls::client::TlsStream<TcpStream>) -> Vec<u8> {
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .expect("the server presented a certificate")
+        .to_vec()
+}
+
+/// The DER of the first certificate in a PEM text.
+pub fn pem_der(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .expect("a PEM certificate")
+        .to_vec()
+}

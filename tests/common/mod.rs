@@ -66,6 +66,20 @@ impl TestGateway {
         .await
     }
 
+    /// Rewrites `gateway.toml` (as [`write_config`] does) and reloads it in the running gateway.
+    pub async fn reload(
+        &self,
+        toml: &str,
+    ) -> Result<pagegate::server::reload::ReloadReport, pagegate::server::reload::ReloadError> {
+        write_config(self.dir.path(), toml);
+        self.running
+            .as_ref()
+            .expect("the gateway is running")
+            .live()
+            .reload()
+            .await
+    }
+
     /// Stops the gateway and hands back its directory (config and data), to start again on it.
     pub async fn stop_and_keep_dir(mut self) -> TempDir {
         if let Some(running) = self.running.take() {

@@ -161,6 +161,47 @@ impl GatewayProcess {
         }
     }
 
+    /// The HTTPS listener's address, once the log names it (the gateway logs it right after the
+    /// plain one).
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.logged_addr("listening on https://")
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+
+    /// Waits until at least `count` log lines contain `needle` (at most 10 s) and returns those
+    /// lines.
+    pub async fn wait_for_log(&self, needle: &str, count: usize) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let lines: Vec<String> = self
+                .log
+                .lock()
+                .expect("log lock")
+                .iter()
+                .filter(|line| line.contains(needle))
+                .cloned()
+                .collect();
+            if lines.len() >= count {
+                return lines;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "expected {count} log line(s) with {needle:?}; the log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// A field of /proc/PID/status in KiB, e.g. "VmHWM" (peak resident memory).
     pub fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
