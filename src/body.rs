@@ -24,5 +24,14 @@ pub fn empty() -> Body {
 
 /// Wraps a hyper body (an upstream response) without buffering it.
 pub fn stream(incoming: hyper::body::Incoming) -> Body {
-    incoming.map_err(BoxError::from).boxed()
+    boxed(incoming)
+}
+
+/// Any body of bytes, as the one body type.
+pub fn boxed<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed()
 }

@@ -780,10 +780,6 @@ const LOG_CEILINGS: &[(&str, tracing_subscriber::filter::LevelFilter)] = &[
         "tokio_rustls",
         tracing_subscriber::filter::LevelFilter::DEBUG,
     ),
-    (
-        "hyper_rustls",
-        tracing_subscriber::filter::LevelFilter::DEBUG,
-    ),
     ("lettre", tracing_subscriber::filter::LevelFilter::OFF),
 ];
 

@@ -332,6 +332,52 @@ async fn keep_alive_connections_carry_many_requests() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_reused_and_replaced_once_closed() {
+    let upstream = TestUpstream::start().await;
+    let gateway = TestGateway::in_front_of(&upstream).await;
+    let get = |path: &str| {
+        let req = request("GET", "site.example", path)
+            .body(Full::default())
+            .expect("request");
+        client::send(gateway.addr, req)
+    };
+
+    // One visitor after another: one upstream connection carries them all.
+    for i in 0..10 {
+        assert_eq!(get(&format!("/n/{i}")).await.status, 200);
+    }
+    assert_eq!(upstream.connections(), 1, "the connection was not reused");
+
+    // The upstream closes it after an answer; the next request gets a new one and succeeds.
+    let closing = get("/close/now").await;
+    assert_eq!(closing.status, 200);
+    assert_eq!(closing.body, "closing");
+    for i in 0..5 {
+        let answer = get(&format!("/after/{i}")).await;
+        assert_eq!(answer.status, 200, "request {i} after the close");
+    }
+    assert_eq!(upstream.connections(), 2);
+
+    // Requests at once each need a connection of their own, then they are all pooled.
+    let together: Vec<_> = (0..6).map(|i| get(&format!("/slow/{}", 200 + i))).collect();
+    for answer in futures_util::future::join_all(together).await {
+        assert_eq!(answer.body, "slow done");
+    }
+    let after_burst = upstream.connections();
+    assert!(after_burst <= 2 + 6, "{after_burst} connections");
+    for i in 0..10 {
+        assert_eq!(get(&format!("/again/{i}")).await.status, 200);
+    }
+    assert_eq!(
+        upstream.connections(),
+        after_burst,
+        "pooled connections were not reused"
+    );
+    // Every request reached the upstream in origin form, never as an absolute URL.
+    assert!(upstream.seen().iter().all(|s| s.target.starts_with('/')));
+}
+
+#[tokio::test]
 async fn client_sent_identity_headers_never_reach_the_upstream() {
     let upstream = TestUpstream::start().await;
     let gateway = TestGateway::in_front_of(&upstream).await;

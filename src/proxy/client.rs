@@ -1,86 +1,434 @@
-//! The pooled upstream client of one site: keep-alive connections, TLS verified against the
-//! platform's roots (plus an optional CA file), HTTP/2 by ALPN or prior knowledge.
+//! The upstream client of one site: keep-alive connections on hyper's connection API, TLS
+//! verified against the platform's roots (plus an optional CA file), HTTP/2 by ALPN or prior
+//! knowledge.
+//!
+//! A pool of our own rather than hyper-util's general-purpose client, because a proxy's pattern
+//! is narrow and hot: one origin per pool, so no keyed map to hash into on every request; and an
+//! HTTP/1.1 connection goes back to the pool the moment the response body has been read, from the
+//! request's own task, instead of a task spawned per request to wait for the connection to become
+//! ready. That spawn and its wake-ups were a good part of the proxy's cost per request.
+//!
+//! HTTP/1.1 connections are handed out last-in first-out (the warmest first) and each serves one
+//! request at a time; an HTTP/2 connection is shared by every request until it closes.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls_pki_types::CertificateDer;
+use hyper::client::conn::{TrySendError, http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use crate::config::UpstreamConfig;
 
-/// The client type every site uses.
-pub(super) type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+/// An idle HTTP/1.1 connection older than this is closed rather than reused: the upstream may
+/// be about to close it (nginx's default `keepalive_timeout` is 75 s).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle HTTP/1.1 connections kept per upstream; more are closed as their requests end.
+const MAX_IDLE: usize = 1024;
+/// TCP keep-alive probes on upstream connections, so a dead peer is noticed.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Why a request could not be sent or answered.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ClientError {
+    /// No connection within `connect_timeout` (TCP and TLS together).
+    #[error("connecting to the upstream timed out")]
+    ConnectTimeout,
+    /// The upstream's name did not resolve, or refused or reset the connection.
+    #[error("cannot connect to the upstream: {0}")]
+    Connect(std::io::Error),
+    /// The TLS handshake failed (certificate not trusted, name mismatch, protocol).
+    #[error("TLS handshake with the upstream failed: {0}")]
+    Tls(std::io::Error),
+    /// The request's target could not be expressed for HTTP/2.
+    #[error("request target unusable for HTTP/2: {0}")]
+    Target(String),
+    /// The HTTP exchange failed: connection closed early, malformed answer.
+    #[error("upstream exchange failed: {0}")]
+    Http(#[from] hyper::Error),
+}
+
+/// The client every site uses; cheap to share.
+pub(super) struct UpstreamClient {
+    pool: Arc<Pool>,
+}
+
+struct Pool {
+    /// `host:port` to resolve and connect to.
+    address: String,
+    tls: Option<Tls>,
+    http2_only: bool,
+    connect_timeout: Duration,
+    idle: Mutex<VecDeque<Idle>>,
+    shared_h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+}
+
+struct Tls {
+    /// Offers `h2` and `http/1.1` (only `h2` when the site asks for HTTP/2 only).
+    negotiated: TlsConnector,
+    /// Offers `http/1.1` alone: upgrades (WebSocket) exist only there.
+    http1_only: TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+struct Idle {
+    sender: http1::SendRequest<Incoming>,
+    since: Instant,
+}
+
+/// A connection ready for one request.
+enum Conn {
+    Http1 {
+        sender: http1::SendRequest<Incoming>,
+        reused: bool,
+    },
+    Http2(http2::SendRequest<Incoming>),
+}
+
+/// Gives an HTTP/1.1 connection back to its pool once the response body has been read whole.
+pub(super) struct Checkin {
+    sender: http1::SendRequest<Incoming>,
+    pool: Arc<Pool>,
+}
+
+impl Checkin {
+    fn check_in(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.pool.idle.lock() {
+            if idle.len() < MAX_IDLE {
+                idle.push_back(Idle {
+                    sender: self.sender,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+}
 
 /// Builds a site's client. Fails only on an unreadable CA file or when no root is available for
 /// an https upstream: both are start-up errors an admin must see.
 pub(super) fn build(config: &UpstreamConfig) -> Result<UpstreamClient, String> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(config.connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-
-    let tls = Arc::new(tls_client_config(config)?);
-    let builder = HttpsConnectorBuilder::new()
-        .with_tls_config((*tls).clone())
-        .https_or_http();
-    let connector = if config.http2 {
-        builder.enable_http2().wrap_connector(http)
+    let host = config.authority.host();
+    let https = config.scheme == http::uri::Scheme::HTTPS;
+    let port = config
+        .authority
+        .port_u16()
+        .unwrap_or(if https { 443 } else { 80 });
+    let tls = if https {
+        let base = tls_client_config(config)?;
+        let with_alpn = |protocols: &[&[u8]]| {
+            let mut tls = base.clone();
+            tls.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+            TlsConnector::from(Arc::new(tls))
+        };
+        let negotiated: &[&[u8]] = if config.http2 {
+            &[b"h2"]
+        } else {
+            &[b"h2", b"http/1.1"]
+        };
+        let name = host.trim_start_matches('[').trim_end_matches(']');
+        Some(Tls {
+            negotiated: with_alpn(negotiated),
+            http1_only: with_alpn(&[b"http/1.1"]),
+            server_name: ServerName::try_from(name.to_owned())
+                .map_err(|e| format!("{}: not a valid TLS server name: {e}", config.authority))?,
+        })
     } else {
-        builder.enable_all_versions().wrap_connector(http)
+        None
     };
+    Ok(UpstreamClient {
+        pool: Arc::new(Pool {
+            address: format!("{host}:{port}"),
+            tls,
+            http2_only: config.http2,
+            connect_timeout: config.connect_timeout,
+            idle: Mutex::new(VecDeque::new()),
+            shared_h2: Mutex::new(None),
+        }),
+    })
+}
 
-    let mut client = Client::builder(TokioExecutor::new());
-    client
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(1024)
-        .http2_only(config.http2)
-        .http2_adaptive_window(true);
-    Ok(client.build(connector))
+impl UpstreamClient {
+    /// Sends the request on a pooled or new connection. For an HTTP/1.1 answer, the returned
+    /// [`Checkin`] gives the connection back once the body has been read ([`PooledBody`] does
+    /// that). A request that a reused connection could not even start sending (the upstream
+    /// closed it meanwhile) is retried once on a new connection.
+    pub(super) async fn send(
+        &self,
+        req: Request<Incoming>,
+        upgrade: bool,
+    ) -> Result<(Response<Incoming>, Option<Checkin>), ClientError> {
+        let mut req = req;
+        loop {
+            let conn = self.pool.checkout(upgrade).await?;
+            match conn {
+                Conn::Http2(mut sender) => {
+                    self.pool.to_h2_form(&mut req)?;
+                    return match sender.try_send_request(req).await {
+                        Ok(response) => Ok((response, None)),
+                        Err(e) => Err(e.into_error().into()),
+                    };
+                }
+                Conn::Http1 { mut sender, reused } => match sender.try_send_request(req).await {
+                    Ok(response) => {
+                        let checkin = (!upgrade).then(|| Checkin {
+                            sender,
+                            pool: self.pool.clone(),
+                        });
+                        return Ok((response, checkin));
+                    }
+                    Err(e) => req = retry_or_fail(e, reused)?,
+                },
+            }
+        }
+    }
+}
+
+/// The request back, when it never left and its connection was a reused one; otherwise the
+/// error.
+fn retry_or_fail(
+    mut e: TrySendError<Request<Incoming>>,
+    reused: bool,
+) -> Result<Request<Incoming>, ClientError> {
+    match e.take_message() {
+        Some(req) if reused => {
+            tracing::debug!(error = %e.error(), "reused upstream connection was closed; retrying on a new one");
+            Ok(req)
+        }
+        _ => Err(e.into_error().into()),
+    }
+}
+
+impl Pool {
+    /// HTTP/2 names the target in `:scheme` and `:authority`: the request's origin-form target
+    /// becomes absolute, with the Host it was given as the authority. The `Host` header stays,
+    /// equal to `:authority`, for upstreams that read only that.
+    fn to_h2_form(&self, req: &mut Request<Incoming>) -> Result<(), ClientError> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok().map(str::to_owned))
+            .unwrap_or_else(|| self.address.clone());
+        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        *req.uri_mut() = format!("{scheme}://{host}{path}")
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| ClientError::Target(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn checkout(&self, upgrade: bool) -> Result<Conn, ClientError> {
+        if !upgrade {
+            if let Some(sender) = self.live_h2() {
+                return Ok(Conn::Http2(sender));
+            }
+        }
+        while let Some(mut sender) = self.take_idle() {
+            // Ready at once, normally: it was checked in after its last answer was read.
+            if sender.ready().await.is_ok() {
+                tracing::trace!(upstream = %self.address, "reusing an idle upstream connection");
+                return Ok(Conn::Http1 {
+                    sender,
+                    reused: true,
+                });
+            }
+        }
+        self.connect(upgrade).await
+    }
+
+    fn live_h2(&self) -> Option<http2::SendRequest<Incoming>> {
+        let mut shared = self.shared_h2.lock().ok()?;
+        match shared.as_ref() {
+            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(_) => {
+                *shared = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The most recently used idle connection; expired and closed ones at the old end are
+    /// dropped on the way.
+    fn take_idle(&self) -> Option<http1::SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().ok()?;
+        while idle
+            .front()
+            .is_some_and(|i| i.since.elapsed() > IDLE_TIMEOUT || i.sender.is_closed())
+        {
+            idle.pop_front();
+        }
+        idle.pop_back().map(|i| i.sender)
+    }
+
+    async fn connect(&self, upgrade: bool) -> Result<Conn, ClientError> {
+        tokio::time::timeout(self.connect_timeout, self.open(upgrade))
+            .await
+            .map_err(|_| ClientError::ConnectTimeout)?
+    }
+
+    async fn open(&self, upgrade: bool) -> Result<Conn, ClientError> {
+        tracing::trace!(upstream = %self.address, upgrade, "opening an upstream connection");
+        let tcp = TcpStream::connect(self.address.as_str())
+            .await
+            .map_err(ClientError::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        let _ = socket2::SockRef::from(&tcp)
+            .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE));
+        match &self.tls {
+            None if self.http2_only => self.handshake_h2(TokioIo::new(tcp)).await,
+            None => handshake_h1(TokioIo::new(tcp)).await,
+            Some(tls) => {
+                let connector = if upgrade {
+                    &tls.http1_only
+                } else {
+                    &tls.negotiated
+                };
+                let stream = connector
+                    .connect(tls.server_name.clone(), tcp)
+                    .await
+                    .map_err(ClientError::Tls)?;
+                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    self.handshake_h2(TokioIo::new(stream)).await
+                } else {
+                    handshake_h1(TokioIo::new(stream)).await
+                }
+            }
+        }
+    }
+
+    /// A new HTTP/2 connection, kept as the shared one for the requests that follow.
+    async fn handshake_h2<I>(&self, io: TokioIo<I>) -> Result<Conn, ClientError>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .adaptive_window(true)
+            .handshake(io)
+            .await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        if let Ok(mut shared) = self.shared_h2.lock() {
+            *shared = Some(sender.clone());
+        }
+        Ok(Conn::Http2(sender))
+    }
+}
+
+async fn handshake_h1<I>(io: TokioIo<I>) -> Result<Conn, ClientError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new().handshake(io).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(Conn::Http1 {
+        sender,
+        reused: false,
+    })
+}
+
+/// An upstream response body that checks its connection back in when it has been read whole,
+/// whether the server saw the end (`None`) or knew it from the length and stopped polling.
+pub(super) struct PooledBody {
+    body: Incoming,
+    checkin: Option<Checkin>,
+}
+
+impl PooledBody {
+    pub(super) fn new(body: Incoming, checkin: Option<Checkin>) -> PooledBody {
+        PooledBody { body, checkin }
+    }
+}
+
+impl HttpBody for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            if let Some(checkin) = self.checkin.take() {
+                checkin.check_in();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Read whole: the connection is clean. Otherwise (the client went away mid-body) it is
+        // dropped, and hyper closes it rather than reading the rest.
+        if let Some(checkin) = self.checkin.take() {
+            if self.body.is_end_stream() {
+                checkin.check_in();
+            }
+        }
+    }
 }
 
 fn tls_client_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
-    if config.scheme == http::uri::Scheme::HTTPS {
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            // A malformed platform root is skipped, as browsers do; the others still verify.
-            let _ = roots.add(cert);
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A malformed platform root is skipped, as browsers do; the others still verify.
+        let _ = roots.add(cert);
+    }
+    if let Some(ca) = &config.ca_file {
+        let certs = CertificateDer::pem_file_iter(ca)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{}: not a PEM CA file: {e}", ca.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: holds no PEM certificate", ca.display()));
         }
-        if let Some(ca) = &config.ca_file {
-            let certs = CertificateDer::pem_file_iter(ca)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("{}: not a PEM CA file: {e}", ca.display()))?;
-            if certs.is_empty() {
-                return Err(format!("{}: holds no PEM certificate", ca.display()));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: unusable CA certificate: {e}", ca.display()))?;
-            }
-        }
-        if roots.is_empty() {
-            return Err(format!(
-                "no trusted root certificates for the https upstream {}: install the platform's \
-                 CA bundle (ca-certificates) or set upstream_ca",
-                config.authority
-            ));
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: unusable CA certificate: {e}", ca.display()))?;
         }
     }
+    if roots.is_empty() {
+        return Err(format!(
+            "no trusted root certificates for the https upstream {}: install the platform's \
+             CA bundle (ca-certificates) or set upstream_ca",
+            config.authority
+        ));
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS set-up failed: {e}"))?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols.clear();
-    Ok(tls)
+        .with_no_client_auth())
 }

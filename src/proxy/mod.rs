@@ -18,14 +18,14 @@ use hyper_util::rt::TokioIo;
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::error::HttpError;
-use client::UpstreamClient;
+use client::{ClientError, PooledBody, UpstreamClient};
 pub use headers::Forwarding;
 
 /// One site's upstream: where it is and the pool of connections to it.
 pub struct Upstream {
     client: UpstreamClient,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+    /// The Host the upstream is sent unless `preserve_host`.
+    authority: HeaderValue,
     preserve_host: bool,
     response_timeout: std::time::Duration,
 }
@@ -35,8 +35,8 @@ impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Result<Upstream, String> {
         Ok(Upstream {
             client: client::build(config)?,
-            scheme: config.scheme.clone(),
-            authority: config.authority.clone(),
+            authority: HeaderValue::from_str(config.authority.as_str())
+                .map_err(|e| format!("{}: {e}", config.authority))?,
             preserve_host: config.preserve_host,
             response_timeout: config.response_timeout,
         })
@@ -67,24 +67,29 @@ impl Upstream {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, protocol.clone());
         }
-        if self.preserve_host {
-            headers.insert(header::HOST, fwd.host.clone());
+        let host = if self.preserve_host {
+            fwd.host
         } else {
-            headers.remove(header::HOST);
-        }
+            &self.authority
+        };
+        headers.insert(header::HOST, host.clone());
         headers::set_forwarding(headers, fwd);
         for (name, value) in fwd.identity {
             headers.insert(name.clone(), value.clone());
         }
 
-        *req.uri_mut() = self.upstream_uri(req.uri())?;
+        *req.uri_mut() = origin_form(req.uri());
         *req.version_mut() = Version::HTTP_11;
 
-        let sent = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
-        let mut response = match sent {
+        let sent = tokio::time::timeout(
+            self.response_timeout,
+            self.client.send(req, upgrade.is_some()),
+        )
+        .await;
+        let (mut response, checkin) = match sent {
             Err(_) => return Err(HttpError::UpstreamTimeout),
-            Ok(Err(e)) => return Err(classify_client_error(&e)),
-            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(classify_client_error(e)),
+            Ok(Ok(answer)) => answer,
         };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -101,22 +106,19 @@ impl Upstream {
 
         headers::remove_hop_by_hop(response.headers_mut());
         *response.version_mut() = client_version;
-        Ok(response.map(body::stream))
+        Ok(response.map(|incoming| body::boxed(PooledBody::new(incoming, checkin))))
     }
+}
 
-    fn upstream_uri(&self, original: &Uri) -> Result<Uri, HttpError> {
-        let path_and_query = original
-            .path_and_query()
-            .filter(|pq| pq.as_str().starts_with('/'))
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| HttpError::BadRequest("The request target is not valid."))
-    }
+/// The request target as the upstream sees it: the path and query alone (origin form), whatever
+/// form the client used; the upstream's authority travels in `Host`.
+fn origin_form(original: &Uri) -> Uri {
+    let path_and_query = original
+        .path_and_query()
+        .filter(|pq| pq.as_str().starts_with('/'))
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::from(path_and_query)
 }
 
 /// Copies bytes both ways between the client and the upstream after a 101 answer, until either
@@ -138,15 +140,13 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 
 /// Connect timeouts answer 504 like response timeouts; every other failure to talk to the
 /// upstream is a 502. The detail goes to the log, never to the client.
-fn classify_client_error(e: &hyper_util::client::legacy::Error) -> HttpError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return HttpError::UpstreamTimeout;
-            }
+fn classify_client_error(e: ClientError) -> HttpError {
+    match &e {
+        ClientError::ConnectTimeout => return HttpError::UpstreamTimeout,
+        ClientError::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            return HttpError::UpstreamTimeout;
         }
-        source = s.source();
+        _ => {}
     }
     let mut detail = e.to_string();
     let mut source = e.source();

@@ -52,6 +52,7 @@ pub fn pattern_byte(index: u64) -> u8 {
 pub struct TestUpstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     shutdown: CancellationToken,
 }
 
@@ -93,13 +94,15 @@ impl TestUpstream {
         let addr = listener.local_addr().expect("upstream addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let shutdown = CancellationToken::new();
-        let (seen2, stop) = (seen.clone(), shutdown.clone());
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (seen2, stop, accepted) = (seen.clone(), shutdown.clone(), connections.clone());
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
                     () = stop.cancelled() => return,
                     r = listener.accept() => match r { Ok(pair) => pair, Err(_) => continue },
                 };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let seen = seen2.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
@@ -129,6 +132,7 @@ impl TestUpstream {
         TestUpstream {
             addr,
             seen,
+            connections,
             shutdown,
         }
     }
@@ -141,6 +145,11 @@ impl TestUpstream {
     /// The most recent request; panics if there was none.
     pub fn last(&self) -> Seen {
         self.seen().pop().expect("the upstream saw no request")
+    }
+
+    /// How many connections the upstream accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many requests reached the upstream.
@@ -176,6 +185,13 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
         ("slow", Some(ms)) => {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             text(StatusCode::OK, "slow done")
+        }
+        // Answers, then closes the connection (as an upstream at its keep-alive limit does).
+        ("close", _) => {
+            let mut r = text(StatusCode::OK, "closing");
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
         }
         ("hop", _) => {
             let mut r = text(StatusCode::OK, "hop");
