@@ -362,11 +362,40 @@ async fn an_admin_manages_a_page_and_every_change_is_audited_with_their_email() 
     assert!(table.body.contains("Import done: 1 added, 1 updated."));
     assert!(table.body.contains("bob@example.com") && table.body.contains("2999-12-31"));
 
-    // Import: pasted text with a bad line imports nothing and names the line.
+    // Import: pasted text with a bad line takes the good lines and names the bad one, with
+    // the text kept to fix it.
     let csrf = csrf_of(&mut browser, COURSE).await;
     let (content_type, body) = multipart(&[
         ("csrf", None, &csrf),
         ("csv", None, "cy@example.com,Cy\nnot-an-email,X\n"),
+    ]);
+    let partly = browser
+        .send(
+            "POST",
+            &format!("{COURSE}/import"),
+            Some((content_type.as_str(), body)),
+        )
+        .await;
+    assert_eq!(partly.status, 200, "{}", partly.body);
+    for want in [
+        "Import done: 1 added, 0 updated.",
+        "These lines were not imported.",
+        "Line 2: not a valid email address.",
+        "not-an-email,X",
+    ] {
+        assert!(
+            partly.body.contains(want),
+            "{want} missing:\n{}",
+            partly.body
+        );
+    }
+    assert!(browser.get(COURSE).await.body.contains("cy@example.com"));
+
+    // Import: when no line is good, nothing is imported and every bad line is named.
+    let csrf = csrf_of(&mut browser, COURSE).await;
+    let (content_type, body) = multipart(&[
+        ("csrf", None, &csrf),
+        ("csv", None, "dee at example.com,Dee\nnot-an-email,X\n"),
     ]);
     let refused = browser
         .send(
@@ -376,12 +405,18 @@ async fn an_admin_manages_a_page_and_every_change_is_audited_with_their_email() 
         )
         .await;
     assert_eq!(refused.status, 400);
-    assert!(
-        refused.body.contains("Line 2: not a valid email address."),
-        "{}",
-        refused.body
-    );
-    assert!(!browser.get(COURSE).await.body.contains("cy@example.com"));
+    for want in [
+        "Nothing was imported.",
+        "Line 1: not a valid email address.",
+        "Line 2: not a valid email address.",
+    ] {
+        assert!(
+            refused.body.contains(want),
+            "{want} missing:\n{}",
+            refused.body
+        );
+    }
+    assert!(!refused.body.contains("Import done"), "{}", refused.body);
 
     // Export.
     let csv = browser.get(&format!("{COURSE}/clients.csv")).await;
@@ -443,6 +478,10 @@ async fn an_admin_manages_a_page_and_every_change_is_audited_with_their_email() 
         by_admin(AuditKind::ClientAdded, "bob@example.com"),
         "import"
     );
+    assert!(
+        by_admin(AuditKind::ClientAdded, "cy@example.com"),
+        "the good line of a partly bad import"
+    );
     assert!(by_admin(AuditKind::ClientRemoved, "bob@example.com"));
     assert!(
         audit
@@ -458,7 +497,7 @@ async fn an_admin_manages_a_page_and_every_change_is_audited_with_their_email() 
         .iter()
         .filter(|e| e.page.as_deref() == Some("course"))
         .count();
-    assert_eq!(client_changes, 6, "{audit:#?}");
+    assert_eq!(client_changes, 7, "{audit:#?}");
 }
 
 #[tokio::test]

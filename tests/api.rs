@@ -76,20 +76,7 @@ impl Gate {
 
     /// Emails on a page's list, as the admin API lists them.
     async fn emails(&self, page: &str) -> Vec<String> {
-        let answer = self
-            .api
-            .get(
-                &format!("/pages/{page}/clients?limit=1000"),
-                &Cred::Bearer(ADMIN),
-            )
-            .await;
-        assert_eq!(answer.status, 200, "{}", answer.body);
-        body(&answer)["clients"]
-            .as_array()
-            .expect("clients")
-            .iter()
-            .map(|c| c["email"].as_str().expect("email").to_string())
-            .collect()
+        self.api.emails(page, ADMIN).await
     }
 
     /// The whole audit log as the unlimited admin key sees it.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::api::{ApiClient, Cred, body};
+use common::api::{ApiClient, Cred};
 use common::process::{GatewayProcess, run, run_in};
 use common::write_config;
 use serde_json::json;
@@ -63,16 +63,7 @@ fn email(writer: usize, i: usize) -> String {
 
 /// The emails on the course page, through the admin API.
 async fn listed(api: &ApiClient) -> BTreeSet<String> {
-    let answer = api
-        .get("/pages/course/clients?limit=1000", &Cred::Bearer(ADMIN))
-        .await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    body(&answer)["clients"]
-        .as_array()
-        .expect("clients")
-        .iter()
-        .map(|c| c["email"].as_str().expect("email").to_string())
-        .collect()
+    api.emails("course", ADMIN).await.into_iter().collect()
 }
 
 fn files_in(dir: &Path) -> BTreeSet<String> {

@@ -290,18 +290,9 @@ async fn memory_stays_bounded_while_gigabytes_stream_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_serves_the_sample_site_through_the_gateway() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("demo-data");
-    let gateway = GatewayProcess::spawn(&[
-        "demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &data.display().to_string(),
-    ]);
+    let gateway = GatewayProcess::demo(&dir.path().join("demo-data"));
 
-    let home = client::get(gateway.addr, "127.0.0.1", "/").await;
-    assert_eq!(home.status, 200);
-    assert!(home.body.contains("Demo School"), "{}", home.body);
+    gateway.assert_demo_home().await;
     let health = client::get(gateway.addr, "localhost", "/_pagegate/healthz").await;
     assert_eq!(health.status, 200);
     assert!(

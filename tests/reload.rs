@@ -432,17 +432,8 @@ fn pagegate_reload_without_a_running_gateway_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_has_nothing_to_reload_and_keeps_serving() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("demo-data");
-    let gateway = GatewayProcess::spawn(&[
-        "demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &data.display().to_string(),
-    ]);
+    let gateway = GatewayProcess::demo(&dir.path().join("demo-data"));
     gateway.signal("HUP");
     gateway.wait_for_log("nothing to reload", 1).await;
-    let home = client::get(gateway.addr, "127.0.0.1", "/").await;
-    assert_eq!(home.status, 200);
-    assert!(home.body.contains("Demo School"), "{}", home.body);
+    gateway.assert_demo_home().await;
 }

@@ -23,7 +23,7 @@ use super::keys::{Credentials, credentials, require_cover, require_scope};
 use super::web::{Api, CSV_LIMIT, JSON_LIMIT, Route, blocking, read_body};
 use crate::body::{self, Body};
 use crate::config::{ApiKeyConfig, Config, Scope};
-use crate::store::{AuditEvent, AuditKind, Client, ClientSet, Source, Store, now};
+use crate::store::{AuditEvent, AuditKind, Source, Store, now};
 
 /// Audit entries per answer when the caller does not say.
 pub const DEFAULT_AUDIT_LIMIT: usize = 100;
@@ -260,55 +260,20 @@ fn client_change(bytes: &[u8]) -> Result<ClientChange, ApiError> {
     })
 }
 
-/// Applies an import's accepted rows in one transaction; a failure leaves the list unchanged.
+/// Applies an import's accepted rows in one transaction (a failure leaves the list unchanged)
+/// and reports them with the rejected ones.
 fn apply_import(
     store: &dyn Store,
     page: &str,
     import: csv::Import,
     actor: &str,
 ) -> Result<ImportReport, ApiError> {
-    let now = now();
-    let rows: Vec<ClientSet<'_>> = import
-        .rows
-        .iter()
-        .map(|row| ClientSet {
-            email: &row.email,
-            name: row.name.as_deref(),
-            access_until: row.access_until,
-            source: Source::Import,
-            now,
-        })
-        .collect();
-    let audit = |client: &Client, created: bool| AuditEvent {
-        at: now,
-        kind: if created {
-            AuditKind::ClientAdded
-        } else {
-            AuditKind::ClientUpdated
-        },
-        site: None,
-        page: Some(page.to_owned()),
-        email: Some(client.email.clone()),
-        actor: actor.to_owned(),
-        detail: format!(
-            "import; {}",
-            client.access_until.map_or_else(
-                || "unlimited".to_owned(),
-                |t| format!("until {}", rfc3339(t))
-            )
-        ),
-    };
-    let stored = if rows.is_empty() {
-        Vec::new()
-    } else {
-        store.set_clients(page, &rows, &audit)?
-    };
-    let created = stored.iter().filter(|(_, created)| *created).count();
+    let applied = csv::apply_import(store, page, &import.rows, actor)?;
     Ok(ImportReport {
-        accepted: stored.len(),
-        created,
-        updated: stored.len() - created,
-        rejected: import.rejected,
+        accepted: applied.created + applied.updated,
+        created: applied.created,
+        updated: applied.updated,
+        rejected: import.problems.into_iter().map(Rejected::from).collect(),
     })
 }
 

@@ -29,7 +29,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::ApiError;
-use super::clients::{self, ClientInput, rfc3339};
+use super::clients::{self, ClientInput, MAX_DAYS, check_name, last_day, rfc3339};
+use super::csv::{self, Fault, HeaderFault, Problem, Reading, Unusable};
 use super::web::Api;
 use crate::auth::admin::AdminRequest;
 use crate::auth::{Auth, Visitor, input};
@@ -44,8 +45,6 @@ use crate::ui::{AddForm, AdminPage, ClientRow, ClientsView, Notice, PageSummary,
 const PAGE_SIZE: usize = 50;
 /// Days "extend" adds.
 const EXTEND_DAYS: u32 = 30;
-/// Most days an access period may be given in.
-const MAX_DAYS: u32 = 36_500;
 /// Largest form accepted (the import's file included).
 const MAX_BODY: usize = 2 * 1024 * 1024;
 /// Most clients one import may hold.
@@ -195,6 +194,9 @@ struct Redisplay {
     add_error: Option<Notice>,
     import_errors: Vec<Notice>,
     import_text: String,
+    /// Whether the import shown again applied its good lines (the errors are the lines left
+    /// out) rather than nothing.
+    import_applied: bool,
 }
 
 impl Redisplay {
@@ -312,7 +314,7 @@ impl Admin<'_> {
                 name: c.name.clone(),
                 until: c.access_until.map(end_text),
                 active: c.has_access(now),
-                source: source_name(c.source).to_owned(),
+                source: c.source.name().to_owned(),
                 last_login: c.last_login.map(time_text),
                 can_extend: c.access_until.is_some(),
             })
@@ -333,6 +335,7 @@ impl Admin<'_> {
                 ..AddForm::default()
             }),
             import_text: shown.import_text,
+            import_applied: shown.import_applied,
             today: last_day(now + 1),
             extend_days: EXTEND_DAYS,
         };
@@ -355,7 +358,8 @@ impl Admin<'_> {
             .store()
             .clients(&target.page.id)
             .map_err(store_error)?;
-        let mut response = Response::new(body::full(export_csv(&clients, now())));
+        let text = csv::export(&clients, now()).map_err(api_error)?;
+        let mut response = Response::new(body::full(text));
         let h = response.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -499,7 +503,7 @@ impl Admin<'_> {
         let Some(email) = input::normalize_email(field("email")) else {
             return bad("invalid_email");
         };
-        let Some(name) = valid_name(field("name")) else {
+        let Ok(name) = check_name(field("name")) else {
             return bad("admin_err_name");
         };
         let access = match parse_access(field("access"), field("until"), field("days"), true) {
@@ -605,6 +609,10 @@ impl Admin<'_> {
         }
     }
 
+    /// Adds or updates the clients of a CSV file or pasted lines. The good lines are applied
+    /// (in one transaction) and the bad ones listed with their line numbers, as the admin API
+    /// does; a header row that cannot be used, or more than [`MAX_IMPORT_ROWS`] lines, refuses
+    /// the whole import.
     async fn import(
         &self,
         target: Target<'_>,
@@ -617,9 +625,9 @@ impl Admin<'_> {
         } else {
             &file
         };
-        let problem = |errors: Vec<Notice>, notice: Option<Notice>| {
+        let shown_again = |status, notice, errors, applied| {
             Ok(Err(Redisplay {
-                status: Some(StatusCode::BAD_REQUEST),
+                status: Some(status),
                 notice,
                 import_errors: errors,
                 import_text: if pasted.len() <= 64 * 1024 {
@@ -627,67 +635,45 @@ impl Admin<'_> {
                 } else {
                     String::new()
                 },
+                import_applied: applied,
                 ..Redisplay::default()
             }))
         };
+        let refused = |errors, notice| shown_again(StatusCode::BAD_REQUEST, notice, errors, false);
         if text.trim().is_empty() {
-            return problem(Vec::new(), Some(Notice::error("admin_err_import_empty")));
+            return refused(Vec::new(), Some(Notice::error("admin_err_import_empty")));
         }
-        let rows = match parse_import(text) {
-            Ok(rows) => rows,
-            Err(ImportError::TooMany) => {
-                return problem(
-                    Vec::new(),
-                    Some(
-                        Notice::error("admin_err_import_size")
-                            .with("n", MAX_IMPORT_ROWS.to_string()),
-                    ),
-                );
-            }
-            Err(ImportError::Lines(lines)) => return problem(lines, None),
+        let import = match csv::read_import(text.as_bytes(), Reading::Typed) {
+            Ok(import) => import,
+            Err(unusable) => return refused(vec![header_notice(&unusable)], None),
         };
+        if import.rows.len() + import.problems.len() > MAX_IMPORT_ROWS {
+            return refused(
+                Vec::new(),
+                Some(Notice::error("admin_err_import_size").with("n", MAX_IMPORT_ROWS.to_string())),
+            );
+        }
+        let errors: Vec<Notice> = import
+            .problems
+            .iter()
+            .take(MAX_IMPORT_PROBLEMS)
+            .map(line_notice)
+            .collect();
         let (store, page, actor) = (self.store(), target.page.id.clone(), self.admin.to_owned());
-        let (added, updated) = blocking(move || {
-            let now = now();
-            let (mut added, mut updated) = (0usize, 0usize);
-            for row in rows {
-                let (client, kind) = match store.client(&page, &row.email)? {
-                    Some(old) => {
-                        updated += 1;
-                        let client = Client {
-                            name: row.name.unwrap_or(old.name.clone()),
-                            access_until: row.until.unwrap_or(old.access_until),
-                            updated_at: now,
-                            ..old
-                        };
-                        (client, AuditKind::ClientUpdated)
-                    }
-                    None => {
-                        added += 1;
-                        let client = Client {
-                            email: row.email,
-                            name: row.name.unwrap_or_default(),
-                            created_at: now,
-                            updated_at: now,
-                            access_until: row.until.flatten(),
-                            source: Source::Import,
-                            last_login: None,
-                        };
-                        (client, AuditKind::ClientAdded)
-                    }
-                };
-                let event = change_event(kind, &page, &client, &actor, "CSV import");
-                store.put_client(&page, &client, &event)?;
-            }
-            Ok::<_, crate::store::StoreError>((added, updated))
-        })
-        .await?
-        .map_err(store_error)?;
-        Ok(Ok(Some(
-            Notice::ok("admin_imported")
-                .with("added", added.to_string())
-                .with("updated", updated.to_string()),
-        )))
+        let rows = import.rows;
+        let applied = blocking(move || csv::apply_import(&*store, &page, &rows, &actor))
+            .await?
+            .map_err(store_error)?;
+        let done = Notice::ok("admin_imported")
+            .with("added", applied.created.to_string())
+            .with("updated", applied.updated.to_string());
+        if errors.is_empty() {
+            Ok(Ok(Some(done)))
+        } else if applied.created + applied.updated == 0 {
+            refused(errors, None)
+        } else {
+            shown_again(StatusCode::OK, Some(done), errors, true)
+        }
     }
 
     /// The message a change left (signed cookie), and the cookie that clears it.
@@ -736,16 +722,6 @@ fn host_text(host: &HostPattern) -> String {
     }
 }
 
-fn source_name(source: Source) -> &'static str {
-    match source {
-        Source::Admin => "admin",
-        Source::Cli => "cli",
-        Source::Grant => "grant",
-        Source::Import => "import",
-        Source::Demo => "demo",
-    }
-}
-
 /// `2027-01-31 14:05 UTC`.
 fn time_text(ts: Timestamp) -> String {
     jiff::Timestamp::from_second(ts).map_or_else(
@@ -762,33 +738,6 @@ fn end_text(end: Timestamp) -> String {
     } else {
         time_text(end)
     }
-}
-
-/// The last day of access, `YYYY-MM-DD` (UTC), of access ending at `end` (exclusive).
-fn last_day(end: Timestamp) -> String {
-    jiff::Timestamp::from_second(end.saturating_sub(1)).map_or_else(
-        |_| end.to_string(),
-        |t| t.to_zoned(jiff::tz::TimeZone::UTC).date().to_string(),
-    )
-}
-
-/// The end of access through the day `YYYY-MM-DD`: the next midnight, UTC.
-fn day_end(date: &str) -> Option<Timestamp> {
-    let date: jiff::civil::Date = date.trim().parse().ok()?;
-    Some(
-        date.tomorrow()
-            .ok()?
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .ok()?
-            .timestamp()
-            .as_second(),
-    )
-}
-
-/// A name as typed, trimmed, if acceptable.
-fn valid_name(raw: &str) -> Option<String> {
-    let name = raw.trim();
-    (name.chars().count() <= 200 && !name.chars().any(char::is_control)).then(|| name.to_owned())
 }
 
 /// The access period chosen in a form.
@@ -889,244 +838,36 @@ fn parse_flash(text: &str) -> Option<Notice> {
     Some(notice)
 }
 
-// ---------------------------------------------------------------------------------------------
-// CSV, in the format of the admin API's export: columns
-// `name,email,until,active,source,created_at,last_login`, `until` the last day of access
-// (YYYY-MM-DD, UTC) or empty for unlimited; cells a spreadsheet would run as a formula get a
-// leading `'`, which the import removes.
-
-const EXPORT_COLUMNS: [&str; 7] = [
-    "name",
-    "email",
-    "until",
-    "active",
-    "source",
-    "created_at",
-    "last_login",
-];
-const READ_ONLY_COLUMNS: [&str; 5] = ["active", "source", "created_at", "updated_at", "last_login"];
-
-fn export_csv(clients: &[Client], now: Timestamp) -> String {
-    let mut out = String::new();
-    out.push_str(&EXPORT_COLUMNS.join(","));
-    out.push('\n');
-    for c in clients {
-        let cells = [
-            escape_formula(&c.name),
-            escape_formula(&c.email),
-            c.access_until.map(last_day).unwrap_or_default(),
-            c.has_access(now).to_string(),
-            source_name(c.source).to_owned(),
-            rfc3339(c.created_at),
-            c.last_login.map(rfc3339).unwrap_or_default(),
-        ];
-        let cells: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
-        out.push_str(&cells.join(","));
-        out.push('\n');
-    }
-    out
-}
-
-fn csv_cell(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r', ';']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
+/// An import's refused header row, as the admin reads it.
+fn header_notice(unusable: &Unusable) -> Notice {
+    let line = unusable.line.to_string();
+    match &unusable.fault {
+        HeaderFault::Unknown(column) => Notice::error("admin_line_column")
+            .with("line", line)
+            .with("column", column.as_str()),
+        HeaderFault::Twice(column) => Notice::error("admin_line_column_twice")
+            .with("line", line)
+            .with("column", column.as_str()),
+        // Typed lines always have text, and a header only when it names `email`.
+        HeaderFault::Empty
+        | HeaderFault::Unreadable(_)
+        | HeaderFault::NotText
+        | HeaderFault::NoEmail => Notice::error("admin_line_unreadable").with("line", line),
     }
 }
 
-fn starts_like_formula(text: &str) -> bool {
-    text.starts_with(['=', '+', '-', '@', '\t', '\r'])
-}
-
-fn escape_formula(text: &str) -> String {
-    if starts_like_formula(text) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
-    }
-}
-
-fn unescape_formula(text: &str) -> &str {
-    match text.strip_prefix('\'') {
-        Some(rest) if starts_like_formula(rest) => rest,
-        _ => text,
-    }
-}
-
-/// One client to import. `None` leaves that field of an existing client as it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ImportRow {
-    email: String,
-    name: Option<String>,
-    /// `Some(None)` is unlimited.
-    until: Option<Option<Timestamp>>,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum ImportError {
-    TooMany,
-    Lines(Vec<Notice>),
-}
-
-/// Reads an import: a header row naming the columns (`email`, `name`, `until`; the export's
-/// other columns are skipped), or, without one, `email,name,until` in this order, each optional
-/// but the email. `;` separates cells when the first line has semicolons and no commas. Every
-/// problem is reported by line; one problem refuses the whole import.
-fn parse_import(text: &str) -> Result<Vec<ImportRow>, ImportError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let first_line = text.lines().next().unwrap_or("");
-    let delimiter = if first_line.contains(';') && !first_line.contains(',') {
-        ';'
-    } else {
-        ','
+/// An import's rejected line, as the admin reads it.
+fn line_notice(problem: &Problem) -> Notice {
+    let key = match problem.fault {
+        Fault::OpenQuote => "admin_line_quote",
+        Fault::ExtraCells(_) => "admin_line_cells",
+        Fault::Email(_) => "admin_line_email",
+        Fault::Name(_) => "admin_line_name",
+        Fault::Until(_) => "admin_line_until",
+        Fault::Repeated { .. } => "admin_line_twice",
+        Fault::Unreadable(_) | Fault::NotText(_) => "admin_line_unreadable",
     };
-    let records = csv_records(text, delimiter).map_err(|line| {
-        ImportError::Lines(vec![
-            Notice::error("admin_line_quote").with("line", line.to_string()),
-        ])
-    })?;
-    let mut records = records
-        .into_iter()
-        .filter(|(_, cells)| cells.iter().any(|c| !c.trim().is_empty()))
-        .peekable();
-    let mut problems = Vec::new();
-    let is_header = records
-        .peek()
-        .is_some_and(|(_, cells)| cells.iter().any(|c| c.trim().eq_ignore_ascii_case("email")));
-    // Column positions of email, name, until; `None` when absent.
-    let mut columns = [Some(0), Some(1), Some(2)];
-    let mut width = 3;
-    if is_header {
-        if let Some((line, cells)) = records.next() {
-            columns = [None, None, None];
-            width = cells.len();
-            for (i, cell) in cells.iter().enumerate() {
-                let title = cell.trim().to_ascii_lowercase();
-                let slot = match title.as_str() {
-                    "email" => 0,
-                    "name" => 1,
-                    "until" => 2,
-                    "" => continue,
-                    other if READ_ONLY_COLUMNS.contains(&other) => continue,
-                    _ => {
-                        problems.push(
-                            Notice::error("admin_line_column")
-                                .with("line", line.to_string())
-                                .with("column", cell.trim()),
-                        );
-                        continue;
-                    }
-                };
-                columns[slot] = Some(i);
-            }
-            if !problems.is_empty() {
-                return Err(ImportError::Lines(problems));
-            }
-        }
-    }
-    let mut rows = Vec::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for (line, cells) in records {
-        if rows.len() + problems.len() >= MAX_IMPORT_ROWS {
-            return Err(ImportError::TooMany);
-        }
-        let cell = |slot: usize| -> Option<&str> {
-            let i = columns[slot]?;
-            cells.get(i).map(|c| unescape_formula(c.trim()))
-        };
-        let problem = |key: &'static str| Notice::error(key).with("line", line.to_string());
-        if cells.iter().skip(width).any(|c| !c.trim().is_empty()) {
-            problems.push(problem("admin_line_cells"));
-            continue;
-        }
-        let Some(email) = cell(0).and_then(input::normalize_email) else {
-            problems.push(problem("admin_line_email"));
-            continue;
-        };
-        let name = match cell(1) {
-            Some(raw) => match valid_name(raw) {
-                Some(name) => Some(name),
-                None => {
-                    problems.push(problem("admin_line_name"));
-                    continue;
-                }
-            },
-            None => None,
-        };
-        let until = match cell(2) {
-            None => None,
-            Some(raw) if raw.is_empty() || raw.eq_ignore_ascii_case("unlimited") => Some(None),
-            Some(raw) => match day_end(raw) {
-                Some(end) => Some(Some(end)),
-                None => {
-                    problems.push(problem("admin_line_until"));
-                    continue;
-                }
-            },
-        };
-        if seen.insert(email.clone(), line).is_some() {
-            problems.push(problem("admin_line_twice"));
-            continue;
-        }
-        rows.push(ImportRow { email, name, until });
-    }
-    if !problems.is_empty() {
-        problems.truncate(MAX_IMPORT_PROBLEMS);
-        return Err(ImportError::Lines(problems));
-    }
-    Ok(rows)
-}
-
-/// Splits CSV text (RFC 4180: quoted cells may hold the separator, `""` and line breaks) into
-/// records, each with the line it starts on. `Err` holds the line of a quote never closed.
-fn csv_records(text: &str, delimiter: char) -> Result<Vec<(usize, Vec<String>)>, usize> {
-    let mut records = Vec::new();
-    let mut cells = Vec::new();
-    let mut cell = String::new();
-    let (mut line, mut start_line) = (1, 1);
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if quoted {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    cell.push('"');
-                }
-                '"' => quoted = false,
-                '\n' => {
-                    line += 1;
-                    cell.push('\n');
-                }
-                c => cell.push(c),
-            }
-            continue;
-        }
-        match c {
-            '"' if cell.trim().is_empty() => {
-                cell.clear();
-                quoted = true;
-            }
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\n' => {
-                cells.push(std::mem::take(&mut cell));
-                records.push((start_line, std::mem::take(&mut cells)));
-                line += 1;
-                start_line = line;
-            }
-            c if c == delimiter => cells.push(std::mem::take(&mut cell)),
-            c => cell.push(c),
-        }
-    }
-    if quoted {
-        return Err(start_line);
-    }
-    if !cell.is_empty() || !cells.is_empty() {
-        cells.push(cell);
-        records.push((start_line, cells));
-    }
-    Ok(records)
+    Notice::error(key).with("line", problem.line.to_string())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1253,91 +994,31 @@ fn api_error(e: ApiError) -> HttpError {
 mod tests {
     use super::*;
 
-    fn lines(err: ImportError) -> Vec<String> {
-        match err {
-            ImportError::Lines(lines) => lines
+    /// The lines an admin reads for `text` imported as typed lines, and the emails taken.
+    fn import_texts(text: &str) -> (Vec<String>, Vec<String>) {
+        let texts = |notices: Vec<Notice>| -> Vec<String> {
+            notices
                 .iter()
                 .map(|n| n.text(crate::config::Language::En))
-                .collect(),
-            ImportError::TooMany => vec!["too many".into()],
-        }
-    }
-
-    fn client(email: &str, name: &str, until: Option<Timestamp>) -> Client {
-        Client {
-            email: email.into(),
-            name: name.into(),
-            created_at: 1_700_000_000,
-            updated_at: 1_700_000_000,
-            access_until: until,
-            source: Source::Grant,
-            last_login: None,
+                .collect()
+        };
+        match csv::read_import(text.as_bytes(), Reading::Typed) {
+            Ok(import) => (
+                texts(import.problems.iter().map(line_notice).collect()),
+                import.rows.into_iter().map(|r| r.email).collect(),
+            ),
+            Err(unusable) => (texts(vec![header_notice(&unusable)]), Vec::new()),
         }
     }
 
     #[test]
-    fn export_then_import_round_trips() {
-        let end = day_end("2027-01-31").expect("date");
-        let list = [
-            client("ann@example.com", "Ann, \"the\" Lee", Some(end)),
-            client("bob@example.com", "=HYPERLINK(\"x\")", None),
-        ];
-        let text = export_csv(&list, 1_700_000_000);
-        assert!(
-            text.starts_with("name,email,until,active,source,created_at,last_login\n"),
-            "{text}"
-        );
-        assert!(text.contains("\"'=HYPERLINK(\"\"x\"\")\""), "{text}");
-        assert!(
-            text.contains(",2027-01-31,true,grant,2023-11-14T22:13:20Z,"),
-            "{text}"
-        );
-        let rows = parse_import(&text).expect("import");
-        assert_eq!(
-            rows,
-            [
-                ImportRow {
-                    email: "ann@example.com".into(),
-                    name: Some("Ann, \"the\" Lee".into()),
-                    until: Some(Some(end)),
-                },
-                ImportRow {
-                    email: "bob@example.com".into(),
-                    name: Some("=HYPERLINK(\"x\")".into()),
-                    until: Some(None),
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn lines_without_a_header_are_email_name_until() {
-        let rows = parse_import("\u{feff}Ann@Example.com\r\n\r\ncy@example.com,Cy,2027-01-31\r\n")
-            .expect("import");
-        assert_eq!(rows.len(), 2, "{rows:?}");
-        assert_eq!(rows[0].email, "ann@example.com");
-        assert_eq!(rows[1].until, Some(day_end("2027-01-31")));
-        let err = parse_import("ann@example.com\nbob@example.com;Bob\n").expect_err("one cell");
-        assert_eq!(lines(err), ["Line 2: not a valid email address."]);
-        let rows = parse_import("ann@example.com\nbob@example.com,Bob\ncy@example.com,Cy,\n")
-            .expect("import");
-        assert_eq!(rows[0].name, None);
-        assert_eq!(rows[0].until, None, "no until column: keep");
-        assert_eq!(rows[1].name.as_deref(), Some("Bob"));
-        assert_eq!(rows[2].until, Some(None), "an empty until is unlimited");
-        let rows = parse_import("email;name\nann@example.com;Ann\n").expect("semicolons");
-        assert_eq!(rows[0].name.as_deref(), Some("Ann"));
-    }
-
-    #[test]
-    fn every_bad_line_is_reported_and_nothing_is_taken() {
-        let err = parse_import(
+    fn every_bad_line_is_reported_and_the_good_ones_are_taken() {
+        let (lines, taken) = import_texts(
             "email,name,until\nann@example.com,Ann,\nnot-an-email,X,\nbob@example.com,Bob,31.01.2027\n\
-             ANN@example.com,Again,\ncy@example.com,Cy,,extra\n",
-        )
-        .expect_err("problems");
+             ANN@example.com,Again,\ncy@example.com,Cy,,extra\ndee@example.com,Dee,2999-12-31\n",
+        );
         assert_eq!(
-            lines(err),
+            lines,
             [
                 "Line 3: not a valid email address.",
                 "Line 4: the access end is not a date (YYYY-MM-DD).",
@@ -1345,13 +1026,23 @@ mod tests {
                 "Line 6: expected at most 3 cells: email, name, until.",
             ]
         );
-        let err = parse_import("email,plan\nann@example.com,gold\n").expect_err("column");
+        assert_eq!(taken, ["ann@example.com", "dee@example.com"]);
+        let (lines, _) = import_texts("ann@example.com\nbob@example.com;Bob\n");
+        assert_eq!(lines, ["Line 2: not a valid email address."]);
+        let (lines, taken) = import_texts("email,plan\nann@example.com,gold\n");
         assert_eq!(
-            lines(err),
+            lines,
             ["Line 1: unknown column “plan”; the columns are email, name and until."]
         );
-        let err = parse_import("ann@example.com,\"Ann\n").expect_err("quote");
-        assert_eq!(lines(err), ["Line 1: a quote is not closed."]);
+        assert!(
+            taken.is_empty(),
+            "an unusable header refuses the whole import"
+        );
+        let (lines, _) = import_texts("email,name,Name\nann@example.com,A,B\n");
+        assert_eq!(lines, ["Line 1: the column “name” appears twice."]);
+        let (lines, taken) = import_texts("ann@example.com,\"Ann\n");
+        assert_eq!(lines, ["Line 1: a quote is not closed."]);
+        assert!(taken.is_empty());
     }
 
     #[test]
@@ -1417,7 +1108,7 @@ mod tests {
 
     #[test]
     fn ends_read_as_days_or_moments() {
-        let end = day_end("2027-01-31").expect("date");
+        let end = clients::day_end("2027-01-31").expect("date");
         assert_eq!(end_text(end), "2027-01-31");
         assert_eq!(end_text(end + 3600 + 300), "2027-02-01 01:05 UTC");
     }

@@ -181,6 +181,36 @@ fn period_text(access_until: Option<Timestamp>) -> String {
     )
 }
 
+/// The audit entry of a client set on `page` by `actor` ([`Store::set_clients`]): added or
+/// updated, with the access period after `what` (an empty `what` gives the period alone).
+pub(crate) fn set_event(
+    at: Timestamp,
+    page: &str,
+    actor: &str,
+    what: &str,
+    client: &Client,
+    created: bool,
+) -> AuditEvent {
+    let period = period_text(client.access_until);
+    AuditEvent {
+        at,
+        kind: if created {
+            AuditKind::ClientAdded
+        } else {
+            AuditKind::ClientUpdated
+        },
+        site: None,
+        page: Some(page.to_owned()),
+        email: Some(client.email.clone()),
+        actor: actor.to_owned(),
+        detail: if what.is_empty() {
+            period
+        } else {
+            format!("{what}; {period}")
+        },
+    }
+}
+
 /// Adds a client, or replaces the name and access period of an existing one. Returns the record
 /// and whether it was new. The read and the write are one transaction, so a grant arriving at
 /// the same moment is never lost.
@@ -203,19 +233,8 @@ pub fn add_client(
         source,
         now,
     };
-    let audit = |client: &Client, created: bool| AuditEvent {
-        at: now,
-        kind: if created {
-            AuditKind::ClientAdded
-        } else {
-            AuditKind::ClientUpdated
-        },
-        site: None,
-        page: Some(input.page.clone()),
-        email: Some(client.email.clone()),
-        actor: actor.to_owned(),
-        detail: period_text(client.access_until),
-    };
+    let audit =
+        |client: &Client, created: bool| set_event(now, &input.page, actor, "", client, created);
     let mut stored = store.set_clients(&input.page, &[row], &audit)?;
     let (client, is_new) = stored
         .pop()

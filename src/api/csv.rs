@@ -1,5 +1,5 @@
-//! A page's client list as CSV: the export, and the import with a report of the rows accepted
-//! and rejected.
+//! A page's client list as CSV: the export, the import with a report of the rows accepted and
+//! rejected, and applying an import's rows. The admin API and the admin page share all three.
 //!
 //! The export's columns are `name,email,until,active,source,created_at,last_login`; `until` is
 //! the last day of access (`YYYY-MM-DD`, UTC), empty for unlimited. The import reads the columns
@@ -11,14 +11,18 @@
 //!
 //! Cells that a spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, tab or
 //! carriage return) are written with a leading `'`, which the import removes again.
+//!
+//! The admin page takes lines typed by hand as well as files, and reads them a little more
+//! freely ([`Reading::Typed`]): the header row may be left out, `until` may say `unlimited`, and
+//! a short row leaves what it lacks as it is.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
-use super::clients::{check_email, check_name, day_end, last_day, rfc3339};
-use crate::store::{Client, Source, Timestamp};
+use super::clients::{check_email, check_name, day_end, last_day, rfc3339, set_event};
+use crate::store::{Client, ClientSet, Source, Store, StoreError, Timestamp};
 
 /// The export's columns, in order.
 pub const EXPORT_COLUMNS: [&str; 7] = [
@@ -45,7 +49,7 @@ pub fn export(clients: &[Client], now: Timestamp) -> Result<Vec<u8>, ApiError> {
             escape_formula(&c.email),
             c.access_until.map(last_day).unwrap_or_default(),
             c.has_access(now).to_string(),
-            source_name(c.source).to_owned(),
+            c.source.name().to_owned(),
             rfc3339(c.created_at),
             c.last_login.map(rfc3339).unwrap_or_default(),
         ])
@@ -53,16 +57,6 @@ pub fn export(clients: &[Client], now: Timestamp) -> Result<Vec<u8>, ApiError> {
     }
     out.into_inner()
         .map_err(|e| ApiError::invalid("body", format!("cannot write CSV: {e}")))
-}
-
-fn source_name(source: Source) -> &'static str {
-    match source {
-        Source::Admin => "admin",
-        Source::Cli => "cli",
-        Source::Grant => "grant",
-        Source::Import => "import",
-        Source::Demo => "demo",
-    }
 }
 
 fn starts_like_formula(text: &str) -> bool {
@@ -84,6 +78,20 @@ fn unescape_formula(text: &str) -> &str {
     }
 }
 
+/// How an import is read. The front ends differ only where the admin page takes lines a person
+/// typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// The admin API's: the first row names the columns, and a cell missing from a short row
+    /// reads as empty (an empty `until` is unlimited).
+    File,
+    /// The admin page's, for a file or pasted lines: a first row naming an `email` column is the
+    /// header, otherwise every row is `email,name,until` in this order; a cell missing from a
+    /// short row leaves that field as it is; `until` may also be `unlimited`; and a quote never
+    /// closed rejects the row it opens in, instead of reading the rest of the text as one cell.
+    Typed,
+}
+
 /// One accepted row of an import.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportRow {
@@ -98,7 +106,7 @@ pub struct ImportRow {
     pub access_until: Option<Option<Timestamp>>,
 }
 
-/// One rejected row of an import.
+/// One rejected row of an import, as the admin API reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejected {
     /// Line of the file the row starts on.
@@ -107,13 +115,107 @@ pub struct Rejected {
     pub error: String,
 }
 
+/// What is wrong with a rejected row. The text is the admin API's; the admin page words each
+/// kind in the admin's language.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// The CSV reader could not read the row.
+    #[error("cannot read the row: {0}")]
+    Unreadable(String),
+    /// A quote opened in the row is never closed ([`Reading::Typed`] only).
+    #[error("a quote is not closed")]
+    OpenQuote,
+    /// A cell of this column is not UTF-8 text.
+    #[error("{0}: not valid UTF-8 text")]
+    NotText(&'static str),
+    /// The row has more cells than the header has columns.
+    #[error("the row has more cells than the header's {0} columns")]
+    ExtraCells(usize),
+    /// The email is not valid (the text names the field).
+    #[error("{0}")]
+    Email(String),
+    /// The name is too long or has control characters (the text names the field).
+    #[error("{0}")]
+    Name(String),
+    /// `until` is not a date (the text names the field).
+    #[error("{0}")]
+    Until(String),
+    /// The email is on an earlier row.
+    #[error("email: {email} is already on line {first}")]
+    Repeated {
+        /// The normalised email.
+        email: String,
+        /// The line it was first on.
+        first: u64,
+    },
+}
+
+/// A rejected row: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Line of the file the row starts on.
+    pub line: u64,
+    /// What is wrong with it.
+    pub fault: Fault,
+}
+
+impl From<Problem> for Rejected {
+    fn from(problem: Problem) -> Rejected {
+        Rejected {
+            line: problem.line,
+            error: problem.fault.to_string(),
+        }
+    }
+}
+
 /// A parsed import: the rows to apply and the rows refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Import {
     /// Rows to apply, in file order.
     pub rows: Vec<ImportRow>,
     /// Rows refused, in file order.
-    pub rejected: Vec<Rejected>,
+    pub problems: Vec<Problem>,
+}
+
+/// Why a header row cannot be used. The text is the admin API's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderFault {
+    /// There is no row at all.
+    #[error("the file is empty: expected a header row name,email,until")]
+    Empty,
+    /// The CSV reader could not read the header row.
+    #[error("cannot read the header row: {0}")]
+    Unreadable(String),
+    /// The header row is not UTF-8 text.
+    #[error("the header row is not valid UTF-8")]
+    NotText,
+    /// A column the import does not know (its title, lower-cased).
+    #[error(
+        "unknown column {0:?}; expected name, email, until (and the export's {read_only})",
+        read_only = READ_ONLY_COLUMNS.join(", ")
+    )]
+    Unknown(String),
+    /// A column named twice (its title, lower-cased).
+    #[error("the column {0:?} appears twice")]
+    Twice(String),
+    /// No `email` column.
+    #[error("expected an `email` column")]
+    NoEmail,
+}
+
+/// A file refused whole because of its header row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unusable {
+    /// Line of the header row.
+    pub line: u64,
+    /// What is wrong with it.
+    pub fault: HeaderFault,
+}
+
+impl From<Unusable> for ApiError {
+    fn from(unusable: Unusable) -> ApiError {
+        ApiError::invalid("header", unusable.fault.to_string())
+    }
 }
 
 /// Where the columns the import reads are.
@@ -124,62 +226,160 @@ struct Columns {
     count: usize,
 }
 
-/// Reads an import file. A file whose header is unusable is refused whole (400 on `header`);
-/// otherwise each row is accepted or rejected on its own. Blank rows are skipped.
+/// The columns of typed lines without a header row: `email,name,until`.
+const POSITIONAL: Columns = Columns {
+    email: 0,
+    name: Some(1),
+    until: Some(2),
+    count: 3,
+};
+
+/// Reads an import file as the admin API does ([`Reading::File`]); an unusable header is a 400
+/// on `header`.
 pub fn parse_import(bytes: &[u8]) -> Result<Import, ApiError> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let first_line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    Ok(read_import(bytes, Reading::File)?)
+}
+
+/// Reads an import. A file whose header is unusable is refused whole; otherwise each row is
+/// accepted or rejected on its own. Blank rows are skipped.
+pub fn read_import(bytes: &[u8], reading: Reading) -> Result<Import, Unusable> {
+    let file = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let first_line = file.split(|&b| b == b'\n').next().unwrap_or_default();
     let delimiter = if first_line.contains(&b';') && !first_line.contains(&b',') {
         b';'
     } else {
         b','
     };
-    let mut reader = ::csv::ReaderBuilder::new()
+    // Typed lines: the row a quote is left open in is cut off and rejected, not read.
+    let open_quote = match reading {
+        Reading::File => None,
+        Reading::Typed => open_quote_row(file, delimiter),
+    };
+    let readable = open_quote.map_or(file, |start| &file[..start]);
+    let mut records = ::csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .flexible(true)
-        .has_headers(true)
-        .from_reader(bytes);
-    let header = reader
-        .byte_headers()
-        .map_err(|e| ApiError::invalid("header", format!("cannot read the header row: {e}")))?
-        .clone();
-    let columns = columns(&header)?;
+        .has_headers(false)
+        .from_reader(readable)
+        .into_byte_records()
+        .map(|record| match record {
+            Ok(r) => (r.position().map_or(0, |p| line_at(file, p.byte())), Ok(r)),
+            Err(e) => (
+                e.position().map_or(0, |p| line_at(file, p.byte())),
+                Err(e.to_string()),
+            ),
+        })
+        .peekable();
+    let columns = match reading {
+        Reading::File => match records.next() {
+            None => {
+                return Err(Unusable {
+                    line: 1,
+                    fault: HeaderFault::Empty,
+                });
+            }
+            Some((line, Err(e))) => {
+                return Err(Unusable {
+                    line,
+                    fault: HeaderFault::Unreadable(e),
+                });
+            }
+            Some((line, Ok(header))) => {
+                columns(&header).map_err(|fault| Unusable { line, fault })?
+            }
+        },
+        Reading::Typed => {
+            while records
+                .next_if(|(_, r)| r.as_ref().is_ok_and(is_blank))
+                .is_some()
+            {}
+            match records.next_if(|(_, r)| r.as_ref().is_ok_and(names_email)) {
+                Some((line, Ok(header))) => {
+                    columns(&header).map_err(|fault| Unusable { line, fault })?
+                }
+                _ => POSITIONAL,
+            }
+        }
+    };
     let mut import = Import::default();
     let mut seen: HashMap<String, u64> = HashMap::new();
-    for record in reader.byte_records() {
+    for (line, record) in records {
         let record = match record {
             Ok(r) => r,
             Err(e) => {
-                import.rejected.push(Rejected {
-                    line: e.position().map_or(0, |p| line_at(bytes, p.byte())),
-                    error: format!("cannot read the row: {e}"),
+                import.problems.push(Problem {
+                    line,
+                    fault: Fault::Unreadable(e),
                 });
                 continue;
             }
         };
-        let line = record.position().map_or(0, |p| line_at(bytes, p.byte()));
-        if record
-            .iter()
-            .all(|cell| cell.iter().all(u8::is_ascii_whitespace))
-        {
+        if is_blank(&record) {
             continue;
         }
-        match row(&record, &columns, line) {
+        match row(&record, &columns, reading, line) {
             Ok(row) => {
-                if let Some(first) = seen.get(&row.email) {
-                    import.rejected.push(Rejected {
+                if let Some(&first) = seen.get(&row.email) {
+                    import.problems.push(Problem {
                         line,
-                        error: format!("email: {} is already on line {first}", row.email),
+                        fault: Fault::Repeated {
+                            email: row.email,
+                            first,
+                        },
                     });
                 } else {
                     seen.insert(row.email.clone(), line);
                     import.rows.push(row);
                 }
             }
-            Err(error) => import.rejected.push(Rejected { line, error }),
+            Err(fault) => import.problems.push(Problem { line, fault }),
         }
     }
+    if let Some(start) = open_quote {
+        import.problems.push(Problem {
+            line: line_at(file, start as u64),
+            fault: Fault::OpenQuote,
+        });
+    }
     Ok(import)
+}
+
+fn is_blank(record: &::csv::ByteRecord) -> bool {
+    record
+        .iter()
+        .all(|cell| cell.iter().all(u8::is_ascii_whitespace))
+}
+
+/// Whether a row names an `email` column, which makes it a header among typed lines.
+fn names_email(record: &::csv::ByteRecord) -> bool {
+    record
+        .iter()
+        .any(|cell| std::str::from_utf8(cell).is_ok_and(|c| c.trim().eq_ignore_ascii_case("email")))
+}
+
+/// Where the row starts that holds a quote never closed, if the text ends inside one: the CSV
+/// reader would take everything after that quote as one cell. Follows the reader's rules: a
+/// quote opens a quoted cell only as the cell's first character, `""` inside is a quote, and
+/// line ends outside quotes end the row.
+fn open_quote_row(bytes: &[u8], delimiter: u8) -> Option<usize> {
+    let (mut quoted, mut cell_start, mut row_start) = (false, true, 0);
+    let mut iter = bytes.iter().enumerate().peekable();
+    while let Some((i, &b)) = iter.next() {
+        if quoted {
+            if b == b'"' && iter.next_if(|(_, next)| **next == b'"').is_none() {
+                quoted = false;
+            }
+        } else if b == b'"' && cell_start {
+            quoted = true;
+            cell_start = false;
+        } else if b == b'\n' || b == b'\r' {
+            cell_start = true;
+            row_start = i + 1;
+        } else {
+            cell_start = b == delimiter;
+        }
+    }
+    quoted.then_some(row_start)
 }
 
 /// The 1-based line of the first character at or after byte `at`. (The reader's own line count
@@ -192,17 +392,14 @@ fn line_at(bytes: &[u8], at: u64) -> u64 {
     1 + bytes[..at].iter().filter(|&&b| b == b'\n').count() as u64
 }
 
-fn columns(header: &::csv::ByteRecord) -> Result<Columns, ApiError> {
-    let bad = |message: String| ApiError::invalid("header", message);
+fn columns(header: &::csv::ByteRecord) -> Result<Columns, HeaderFault> {
     if header.is_empty() {
-        return Err(bad(
-            "the file is empty: expected a header row name,email,until".into(),
-        ));
+        return Err(HeaderFault::Empty);
     }
     let (mut email, mut name, mut until) = (None, None, None);
     for (i, cell) in header.iter().enumerate() {
         let title = std::str::from_utf8(cell)
-            .map_err(|_| bad("the header row is not valid UTF-8".into()))?
+            .map_err(|_| HeaderFault::NotText)?
             .trim()
             .to_ascii_lowercase();
         let slot = match title.as_str() {
@@ -211,18 +408,13 @@ fn columns(header: &::csv::ByteRecord) -> Result<Columns, ApiError> {
             "until" => &mut until,
             "" => continue,
             other if READ_ONLY_COLUMNS.contains(&other) => continue,
-            other => {
-                return Err(bad(format!(
-                    "unknown column {other:?}; expected name, email, until (and the export's {})",
-                    READ_ONLY_COLUMNS.join(", ")
-                )));
-            }
+            _ => return Err(HeaderFault::Unknown(title)),
         };
         if slot.replace(i).is_some() {
-            return Err(bad(format!("the column {title:?} appears twice")));
+            return Err(HeaderFault::Twice(title));
         }
     }
-    let email = email.ok_or_else(|| bad("expected an `email` column".into()))?;
+    let email = email.ok_or(HeaderFault::NoEmail)?;
     Ok(Columns {
         email,
         name,
@@ -231,44 +423,99 @@ fn columns(header: &::csv::ByteRecord) -> Result<Columns, ApiError> {
     })
 }
 
-fn row(record: &::csv::ByteRecord, columns: &Columns, line: u64) -> Result<ImportRow, String> {
-    let cell = |index: usize, title: &str| -> Result<String, String> {
-        let raw = record.get(index).unwrap_or_default();
-        let text =
-            std::str::from_utf8(raw).map_err(|_| format!("{title}: not valid UTF-8 text"))?;
-        Ok(unescape_formula(text.trim()).to_owned())
+fn row(
+    record: &::csv::ByteRecord,
+    columns: &Columns,
+    reading: Reading,
+    line: u64,
+) -> Result<ImportRow, Fault> {
+    // The text of a column's cell: `None` when the file has no such column, or when a typed row
+    // stops before it; in a file, a short row's missing cells are empty.
+    let cell = |index: Option<usize>, title: &'static str| -> Result<Option<String>, Fault> {
+        let Some(index) = index else {
+            return Ok(None);
+        };
+        let raw = match record.get(index) {
+            Some(raw) => raw,
+            None if reading == Reading::File => b"".as_slice(),
+            None => return Ok(None),
+        };
+        let text = std::str::from_utf8(raw).map_err(|_| Fault::NotText(title))?;
+        Ok(Some(unescape_formula(text.trim()).to_owned()))
     };
     let extra = record
         .iter()
         .skip(columns.count)
         .any(|c| !c.iter().all(u8::is_ascii_whitespace));
     if extra {
-        return Err(format!(
-            "the row has more cells than the header's {} columns",
-            columns.count
-        ));
+        return Err(Fault::ExtraCells(columns.count));
     }
-    let email = check_email("email", &cell(columns.email, "email")?).map_err(|e| e.to_string())?;
-    let name = match columns.name {
-        Some(i) => Some(check_name(&cell(i, "name")?).map_err(|e| e.to_string())?),
+    let email = cell(Some(columns.email), "email")?.unwrap_or_default();
+    let email = check_email("email", &email).map_err(|e| Fault::Email(e.to_string()))?;
+    let name = match cell(columns.name, "name")? {
+        Some(text) => Some(check_name(&text).map_err(|e| Fault::Name(e.to_string()))?),
         None => None,
     };
-    let access_until = match columns.until {
-        Some(i) => {
-            let text = cell(i, "until")?;
-            if text.is_empty() {
-                Some(None)
-            } else {
-                Some(Some(day_end(&text).map_err(|e| e.to_string())?))
-            }
-        }
+    let access_until = match cell(columns.until, "until")? {
         None => None,
+        Some(text) if text.is_empty() => Some(None),
+        Some(text) if reading == Reading::Typed && text.eq_ignore_ascii_case("unlimited") => {
+            Some(None)
+        }
+        Some(text) => Some(Some(
+            day_end(&text).map_err(|e| Fault::Until(e.to_string()))?,
+        )),
     };
     Ok(ImportRow {
         line,
         email,
         name,
         access_until,
+    })
+}
+
+/// What applying an import's rows did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Clients new on the page.
+    pub created: usize,
+    /// Clients already there, changed.
+    pub updated: usize,
+}
+
+/// Sets each row's client on `page` (name and access period replaced, history kept, new clients
+/// `source: import`), with an audit entry each naming `actor`, all in one transaction: a failure
+/// leaves the list unchanged.
+pub fn apply_import(
+    store: &dyn Store,
+    page: &str,
+    rows: &[ImportRow],
+    actor: &str,
+) -> Result<Applied, StoreError> {
+    if rows.is_empty() {
+        return Ok(Applied {
+            created: 0,
+            updated: 0,
+        });
+    }
+    let now = crate::store::now();
+    let sets: Vec<ClientSet<'_>> = rows
+        .iter()
+        .map(|row| ClientSet {
+            email: &row.email,
+            name: row.name.as_deref(),
+            access_until: row.access_until,
+            source: Source::Import,
+            now,
+        })
+        .collect();
+    let audit =
+        |client: &Client, created: bool| set_event(now, page, actor, "import", client, created);
+    let stored = store.set_clients(page, &sets, &audit)?;
+    let created = stored.iter().filter(|(_, created)| *created).count();
+    Ok(Applied {
+        created,
+        updated: stored.len() - created,
     })
 }
 
@@ -307,7 +554,7 @@ mod tests {
             "{text}"
         );
         let import = parse_import(text.as_bytes()).expect("import");
-        assert!(import.rejected.is_empty(), "{:?}", import.rejected);
+        assert!(import.problems.is_empty(), "{:?}", import.problems);
         assert_eq!(
             import.rows,
             [
@@ -346,11 +593,12 @@ mod tests {
             ]
         );
         assert!(import.rows.iter().all(|r| r.access_until.is_none()));
-        let lines: Vec<u64> = import.rejected.iter().map(|r| r.line).collect();
-        assert_eq!(lines, [4, 6, 7, 9], "{:?}", import.rejected);
-        assert!(import.rejected[0].error.starts_with("email:"));
-        assert!(import.rejected[1].error.contains("already on line 2"));
-        assert!(import.rejected[3].error.contains("more cells"));
+        let rejected: Vec<Rejected> = import.problems.into_iter().map(Rejected::from).collect();
+        let lines: Vec<u64> = rejected.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [4, 6, 7, 9], "{rejected:?}");
+        assert!(rejected[0].error.starts_with("email:"));
+        assert!(rejected[1].error.contains("already on line 2"));
+        assert!(rejected[3].error.contains("more cells"));
     }
 
     #[test]
@@ -359,11 +607,11 @@ mod tests {
         let import = parse_import(text.as_bytes()).expect("import");
         assert_eq!(import.rows[0].access_until, Some(Some(1_577_923_200)));
         assert_eq!(import.rows[1].access_until, Some(None));
-        assert_eq!(import.rejected.len(), 1);
+        assert_eq!(import.problems.len(), 1);
         assert!(
-            import.rejected[0].error.starts_with("until:"),
+            import.problems[0].fault.to_string().starts_with("until:"),
             "{:?}",
-            import.rejected
+            import.problems
         );
     }
 
@@ -381,5 +629,154 @@ mod tests {
         }
         let only_header = parse_import(b"email,name,until,source\n").expect("header only");
         assert_eq!(only_header, Import::default());
+    }
+
+    /// `text` read as typed lines.
+    fn typed(text: &str) -> Import {
+        read_import(text.as_bytes(), Reading::Typed).expect("typed lines")
+    }
+
+    #[test]
+    fn typed_lines_read_an_export_back() {
+        let end = day_end("2027-01-31").expect("date");
+        let clients = [
+            client("ann@example.com", "Ann, \"the\" Lee", Some(end)),
+            client("bob@example.com", "=HYPERLINK(\"x\")", None),
+        ];
+        let text = export(&clients, 1_700_000_000).expect("export");
+        let file = parse_import(&text).expect("file");
+        assert_eq!(typed(&String::from_utf8(text).expect("utf-8")), file);
+    }
+
+    #[test]
+    fn typed_lines_without_a_header_are_email_name_until() {
+        let import = typed("\u{feff}Ann@Example.com\r\n\r\ncy@example.com,Cy,2027-01-31\r\n");
+        assert!(import.problems.is_empty(), "{:?}", import.problems);
+        assert_eq!(import.rows.len(), 2, "{:?}", import.rows);
+        assert_eq!(import.rows[0].email, "ann@example.com");
+        assert_eq!(
+            import.rows[1].access_until,
+            Some(day_end("2027-01-31").ok())
+        );
+        let one_cell = typed("ann@example.com\nbob@example.com;Bob\n");
+        assert_eq!(one_cell.rows.len(), 1);
+        assert_eq!(one_cell.problems.len(), 1);
+        assert_eq!(one_cell.problems[0].line, 2);
+        assert!(matches!(one_cell.problems[0].fault, Fault::Email(_)));
+        let rows = typed("ann@example.com\nbob@example.com,Bob\ncy@example.com,Cy,\n").rows;
+        assert_eq!(rows[0].name, None);
+        assert_eq!(rows[0].access_until, None, "no until column: keep");
+        assert_eq!(rows[1].name.as_deref(), Some("Bob"));
+        assert_eq!(
+            rows[2].access_until,
+            Some(None),
+            "an empty until is unlimited"
+        );
+        let rows = typed("email;name\nann@example.com;Ann\n").rows;
+        assert_eq!(rows[0].name.as_deref(), Some("Ann"));
+        let rows = typed("email,until\nann@example.com,Unlimited\n").rows;
+        assert_eq!(
+            rows[0].access_until,
+            Some(None),
+            "typed lines may say unlimited"
+        );
+        let file = parse_import(b"email,until\nann@example.com,unlimited\n").expect("file");
+        assert!(
+            matches!(file.problems[0].fault, Fault::Until(_)),
+            "a file may not"
+        );
+    }
+
+    #[test]
+    fn a_short_row_keeps_in_typed_lines_and_empties_in_a_file() {
+        let text = "email,name,until\nann@example.com\n";
+        let typed_row = &typed(text).rows[0];
+        assert_eq!((&typed_row.name, typed_row.access_until), (&None, None));
+        let file_row = &parse_import(text.as_bytes()).expect("file").rows[0];
+        assert_eq!(
+            (file_row.name.as_deref(), file_row.access_until),
+            (Some(""), Some(None))
+        );
+    }
+
+    #[test]
+    fn every_bad_typed_line_is_reported_and_the_good_ones_kept() {
+        let import = typed(
+            "email,name,until\nann@example.com,Ann,\nnot-an-email,X,\nbob@example.com,Bob,31.01.2027\n\
+             ANN@example.com,Again,\ncy@example.com,Cy,,extra\ndee@example.com,Dee,2999-12-31\n",
+        );
+        let kept: Vec<(u64, &str)> = import
+            .rows
+            .iter()
+            .map(|r| (r.line, r.email.as_str()))
+            .collect();
+        assert_eq!(kept, [(2, "ann@example.com"), (7, "dee@example.com")]);
+        let problems: Vec<(u64, &Fault)> =
+            import.problems.iter().map(|p| (p.line, &p.fault)).collect();
+        assert!(
+            matches!(
+                problems[..],
+                [
+                    (3, Fault::Email(_)),
+                    (4, Fault::Until(_)),
+                    (5, Fault::Repeated { first: 2, .. }),
+                    (6, Fault::ExtraCells(3)),
+                ]
+            ),
+            "{problems:?}"
+        );
+        let err =
+            read_import(b"email,plan\nann@example.com,gold\n", Reading::Typed).expect_err("column");
+        assert_eq!(
+            err,
+            Unusable {
+                line: 1,
+                fault: HeaderFault::Unknown("plan".into())
+            }
+        );
+        let err = read_import(b"\n\nemail,Email\n", Reading::Typed).expect_err("twice");
+        assert_eq!(
+            err,
+            Unusable {
+                line: 3,
+                fault: HeaderFault::Twice("email".into())
+            }
+        );
+    }
+
+    #[test]
+    fn a_quote_left_open_rejects_its_row_in_typed_lines() {
+        let only = typed("ann@example.com,\"Ann\n");
+        assert!(only.rows.is_empty(), "{:?}", only.rows);
+        assert_eq!(
+            only.problems,
+            [Problem {
+                line: 1,
+                fault: Fault::OpenQuote
+            }]
+        );
+        let after_good = typed("bob@example.com,\"Bob, Jr\"\r\n\r\ncy@example.com,\"Cy\"\"\n");
+        assert_eq!(after_good.rows.len(), 1);
+        assert_eq!(after_good.rows[0].name.as_deref(), Some("Bob, Jr"));
+        assert_eq!(
+            after_good.problems,
+            [Problem {
+                line: 3,
+                fault: Fault::OpenQuote
+            }]
+        );
+        for closed in [
+            "a@x.org,\"A\"\"B\"\n",
+            "a@x.org,\"A\"x\"\n",
+            "a@x.org,A\"\n",
+        ] {
+            assert_eq!(open_quote_row(closed.as_bytes(), b','), None, "{closed:?}");
+        }
+        let header = typed("\"email,name\nann@example.com,Ann\n");
+        assert!(header.rows.is_empty());
+        assert_eq!(header.problems[0].fault, Fault::OpenQuote);
+        // A file is read as the CSV reader reads it: the rest of the text is the cell.
+        let file = parse_import(b"email,name\nann@example.com,\"Ann\n").expect("file");
+        assert_eq!(file.rows[0].name.as_deref(), Some("Ann"));
     }
 }

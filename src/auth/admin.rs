@@ -26,23 +26,19 @@ use cookie::SameSite;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use rand::Rng;
-use subtle::ConstantTimeEq;
 
-use super::flow::{
-    matches_any, method_not_allowed, random_token, read_form, same_origin, send_key,
-};
+use super::flow::{method_not_allowed, random_token, read_form};
 use super::{Auth, SiteAuth, Visitor, cookies, input, redirect, store_error};
 use crate::body::Body;
 use crate::config::Language;
 use crate::error::HttpError;
-use crate::mail::{Delivery, MailError, Outgoing};
-use crate::metrics::{self, Flow, LoginEvent, MailKind};
+use crate::mail::Outgoing;
+use crate::metrics::{self, Flow, LoginEvent};
 use crate::routing::SiteId;
 use crate::store::{
     AuditEvent, AuditKind, CodeCheck, CodeRecord, SecretHash, SessionRecord, TokenRecord, now,
 };
-use crate::ui::{AdminFrame, AdminMail, AdminPage, Frame, Page, html_response};
+use crate::ui::{AdminFrame, AdminMail, AdminPage, html_response};
 use cookies::CookieNames;
 
 /// How long an admin session lasts.
@@ -105,31 +101,15 @@ impl Auth {
     ) -> Result<AdminRequest, HttpError> {
         let site = &self.sites[site_id];
         let names = CookieNames::for_site(&format!("admin:{}", site.name));
-        let keys = self.keys.load();
-        let key = keys.cookie_key();
-        let (csrf, csrf_cookie) = match keys.read_cookie(req.headers(), names.csrf(visitor.secure))
-        {
-            Some((token, _)) => (token, None),
-            None => {
-                let token = random_token(18);
-                let cookie = cookies::set_signed(
-                    names.csrf(visitor.secure),
-                    &token,
-                    visitor.secure,
-                    SameSite::Strict,
-                    None,
-                    key,
-                );
-                (token, cookie)
-            }
-        };
+        let (csrf, csrf_cookie) = self.csrf_token(names.csrf(visitor.secure), req, visitor.secure);
         let mut admin = None;
         let mut session_hash = None;
         // The session was stored under the hash key of the secret that signed its cookie.
-        let signed = keys
+        let signed = self
+            .keys
+            .load()
             .read_cookie(req.headers(), names.session(visitor.secure))
             .map(|(id, by)| by.hash("admin-session", &[id.as_bytes()]));
-        drop(keys);
         if let Some(hash) = signed {
             let access = self.store.session_access(&hash, &[]).map_err(store_error)?;
             if let Some(access) = access {
@@ -187,13 +167,7 @@ impl Auth {
     /// Whether a form posted to the admin page carries the right token and comes from this
     /// origin (the browser's fetch metadata, when sent, must say `same-origin`).
     pub fn admin_csrf_ok(&self, ar: &AdminRequest, headers: &http::HeaderMap, token: &str) -> bool {
-        let cookie = self
-            .keys
-            .load()
-            .read_cookie(headers, ar.names.csrf(ar.secure))
-            .map(|(token, _)| token);
-        let token_ok = cookie.is_some_and(|c| c.as_bytes().ct_eq(token.as_bytes()).into());
-        token_ok && same_origin(headers)
+        self.csrf_matches(headers, ar.names.csrf(ar.secure), token)
     }
 
     /// Path prefix of pagegate's endpoints.
@@ -336,30 +310,6 @@ impl SignIn<'_> {
         self.login_form(StatusCode::OK, "", &next, None)
     }
 
-    fn rate_limited(&self, wait: Duration) -> Result<Response<Body>, HttpError> {
-        let html = self
-            .auth
-            .templates
-            .page(
-                &Page::RateLimited {
-                    frame: Frame {
-                        site_title: &self.site.title,
-                        page_title: None,
-                        prefix: &self.auth.prefix,
-                    },
-                    retry_after_minutes: wait.as_secs().div_ceil(60).max(1),
-                },
-                self.ar.lang,
-            )
-            .map_err(|e| HttpError::Internal(format!("template: {e}")))?;
-        let mut response = html_response(StatusCode::TOO_MANY_REQUESTS, html);
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(wait.as_secs().max(1)),
-        );
-        Ok(response)
-    }
-
     async fn request_code(&self, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
         let (headers, form) = read_form(req).await?;
         let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("");
@@ -380,7 +330,7 @@ impl SignIn<'_> {
         if let Err(wait) = self.auth.limits.code_request(self.ar.ip, &ns, &email) {
             tracing::info!(site = %self.site.name, "admin code request rate-limited");
             self.count(LoginEvent::RateLimited);
-            return self.rate_limited(wait);
+            return self.auth.rate_limited(self.site, self.ar.lang, wait);
         }
         self.count(LoginEvent::CodeRequested);
         // The same read for every address, admin or not; the mail goes out after the answer.
@@ -408,7 +358,7 @@ impl SignIn<'_> {
         }
         if let Err(wait) = self.auth.limits.verify_attempt(self.ar.ip) {
             self.count(LoginEvent::RateLimited);
-            return self.rate_limited(wait);
+            return self.auth.rate_limited(self.site, self.ar.lang, wait);
         }
         let Some(email) = input::normalize_email(raw_email) else {
             return self.code_form(
@@ -419,13 +369,7 @@ impl SignIn<'_> {
             );
         };
         let ns = self.namespace();
-        let send_failed = self
-            .auth
-            .failed_sends
-            .lock()
-            .map(|mut f| f.remove(&send_key(&ns, &email)).is_some())
-            .unwrap_or(false);
-        if send_failed {
+        if self.auth.take_send_failure(&ns, &email) {
             return self.code_form(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &email,
@@ -433,25 +377,10 @@ impl SignIn<'_> {
                 Some("send_failed"),
             );
         }
-        let code: String = field("code")
-            .chars()
-            .filter(|c| !c.is_whitespace() && *c != '-')
-            .collect();
-        let expected = self.auth.keys.load().hashes(
-            "admin-code",
-            &[ns.as_bytes(), email.as_bytes(), code.as_bytes()],
-        );
-        let auth = self.auth.clone();
-        let (ns2, email2, policy) = (ns.clone(), email.clone(), self.auth.policy());
-        let checked = tokio::task::spawn_blocking(move || {
-            auth.store
-                .check_code(&ns2, &email2, now(), policy, &|record| {
-                    matches_any(&record.code_hash, &expected)
-                })
-        })
-        .await
-        .map_err(|e| HttpError::Internal(format!("code check task: {e}")))?
-        .map_err(store_error)?;
+        let checked = self
+            .auth
+            .check_code(&ns, &email, "admin-code", field("code"))
+            .await?;
         let listed = self.admins.contains(&email);
         match checked {
             CodeCheck::Accepted(_) if listed => {
@@ -480,10 +409,6 @@ impl SignIn<'_> {
 
     async fn sign_in(&self, email: &str, next: &str) -> Result<Response<Body>, HttpError> {
         let now = now();
-        let session_id = random_token(32);
-        // One set of keys for the stored hash and the cookie, even if a rotation happens now.
-        let keys = self.auth.keys.load_full();
-        let hash = keys.hash("admin-session", &[session_id.as_bytes()]);
         let record = SessionRecord {
             site: self.namespace(),
             email: email.to_owned(),
@@ -491,11 +416,10 @@ impl SignIn<'_> {
             expires_at: now.saturating_add(SESSION_LIFETIME.as_secs() as i64),
         };
         let event = self.event(AuditKind::Login, email, "admin sign-in");
-        let auth = self.auth.clone();
-        tokio::task::spawn_blocking(move || auth.store.create_session(&hash, &record, &[], &event))
-            .await
-            .map_err(|e| HttpError::Internal(format!("session task: {e}")))?
-            .map_err(store_error)?;
+        let (session_id, keys) = self
+            .auth
+            .store_session("admin-session", record, Vec::new(), event)
+            .await?;
         tracing::info!(site = %self.site.name, "admin signed in");
         let mut response = redirect(StatusCode::SEE_OTHER, next);
         let cookie = cookies::set_signed(
@@ -522,11 +446,7 @@ impl SignIn<'_> {
         if let Some(hash) = self.ar.session_hash {
             let email = self.ar.admin.clone().unwrap_or_default();
             let event = self.event(AuditKind::Logout, &email, "admin sign-out");
-            let auth = self.auth.clone();
-            tokio::task::spawn_blocking(move || auth.store.delete_session(&hash, Some(&event)))
-                .await
-                .map_err(|e| HttpError::Internal(format!("logout task: {e}")))?
-                .map_err(store_error)?;
+            self.auth.end_session(hash, event).await?;
         }
         let mut response = redirect(
             StatusCode::SEE_OTHER,
@@ -559,13 +479,7 @@ impl SignIn<'_> {
     }
 
     async fn audit(&self, kind: AuditKind, email: &str, detail: &str) {
-        let event = self.event(kind, email, detail);
-        let auth = self.auth.clone();
-        match tokio::task::spawn_blocking(move || auth.store.audit(&event)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "audit write failed"),
-            Err(e) => tracing::warn!(error = %e, "audit task failed"),
-        }
+        self.auth.write_audit(self.event(kind, email, detail)).await;
     }
 }
 
@@ -575,12 +489,7 @@ impl Auth {
     async fn admin_issue_and_mail(self: Arc<Self>, site_id: SiteId, email: &str, lang: Language) {
         let site = &self.sites[site_id];
         let ns = namespace(&site.name);
-        let code: String = {
-            let mut rng = rand::rng();
-            (0..self.config.code_length)
-                .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
-                .collect()
-        };
+        let code = self.new_code();
         let now = now();
         let expires_at = now.saturating_add(self.config.code_ttl.as_secs() as i64);
         let next = format!("{}/admin/", self.prefix);
@@ -606,14 +515,9 @@ impl Auth {
             next,
             expires_at,
         };
-        let store = self.store.clone();
-        let (ns2, email2) = (ns.clone(), email.to_owned());
-        let stored =
-            tokio::task::spawn_blocking(move || store.issue_code(&ns2, &email2, &record, &token))
-                .await;
-        if !matches!(stored, Ok(Ok(()))) {
+        if !self.store_code(&ns, email, record, token).await {
             tracing::error!(site = %site.name, "could not store a new admin code");
-            self.note_admin_send_failure(&ns, email);
+            self.note_send_failure(&ns, email);
             return;
         }
         let mail = AdminMail {
@@ -625,7 +529,7 @@ impl Auth {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "admin mail template failed");
-                self.note_admin_send_failure(&ns, email);
+                self.note_send_failure(&ns, email);
                 return;
             }
         };
@@ -636,39 +540,17 @@ impl Auth {
             text: rendered.text,
             html: rendered.html,
         };
-        let delivery = Delivery {
-            useful_for: Some(self.config.code_ttl),
-            key: Some(send_key(&ns, email)),
+        let sent = AuditEvent {
+            at: 0, // set when the mail is sent
+            kind: AuditKind::CodeSent,
+            site: Some(site.name.clone()),
+            page: None,
+            email: Some(email.to_owned()),
+            actor: email.to_owned(),
+            detail: "admin sign-in code".into(),
         };
-        match self.mailer.deliver(outgoing, delivery).await {
-            Ok(()) => {
-                metrics::global().login(&site.name, Flow::Admin, LoginEvent::CodeSent);
-                self.clear_send_failure(&ns, email);
-                let event = AuditEvent {
-                    at: crate::store::now(),
-                    kind: AuditKind::CodeSent,
-                    site: Some(site.name.clone()),
-                    page: None,
-                    email: Some(email.to_owned()),
-                    actor: email.to_owned(),
-                    detail: "admin sign-in code".into(),
-                };
-                let store = self.store.clone();
-                let _ = tokio::task::spawn_blocking(move || store.audit(&event)).await;
-            }
-            Err(MailError::Replaced | MailError::Stopped) => {}
-            Err(e) => {
-                tracing::warn!(site = %site.name, error = %e, "admin sign-in mail not sent");
-                metrics::global().mail_failed(MailKind::Admin);
-                self.note_admin_send_failure(&ns, email);
-            }
-        }
-    }
-
-    fn note_admin_send_failure(&self, ns: &str, email: &str) {
-        if let Ok(mut failed) = self.failed_sends.lock() {
-            failed.insert(send_key(ns, email), std::time::Instant::now());
-        }
+        self.mail_code(site, &ns, email, outgoing, Flow::Admin, sent)
+            .await;
     }
 }
 

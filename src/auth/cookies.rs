@@ -161,28 +161,31 @@ pub fn strip_own(headers: &mut HeaderMap) {
     }
 }
 
+/// For tests: the headers of a request that sends back the cookie a `Set-Cookie` value set,
+/// between two cookies of the site's own.
+#[cfg(test)]
+pub(crate) fn request_with(set_cookie: &HeaderValue) -> HeaderMap {
+    let pair = set_cookie
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::COOKIE,
+        HeaderValue::from_str(&format!("theme=dark; {pair}; lang=ru")).expect("value"),
+    );
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn key() -> cookie::Key {
         cookie::Key::derive_from(&[3; 32])
-    }
-
-    fn request_with(set_cookie: &HeaderValue) -> HeaderMap {
-        let pair = set_cookie
-            .to_str()
-            .expect("ascii")
-            .split(';')
-            .next()
-            .expect("pair")
-            .to_owned();
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_str(&format!("theme=dark; {pair}; lang=ru")).expect("value"),
-        );
-        h
     }
 
     #[test]

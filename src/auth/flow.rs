@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use rand::{Rng, RngCore};
 use subtle::ConstantTimeEq;
 
+use super::keys::Keys;
 use super::{Auth, SiteAuth, Visitor, cookies, input, redirect, store_error};
 use crate::body::Body;
 use crate::config::Language;
@@ -61,7 +62,8 @@ impl Auth {
         visitor: Visitor,
     ) -> Result<Response<Body>, HttpError> {
         let site = &self.sites[site_id];
-        let (csrf, csrf_cookie) = self.csrf_token(site, &req, visitor.secure);
+        let (csrf, csrf_cookie) =
+            self.csrf_token(site.cookies.csrf(visitor.secure), &req, visitor.secure);
         let ctx = Ctx {
             auth: self,
             site_id,
@@ -88,30 +90,6 @@ impl Auth {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         Ok(response)
-    }
-
-    /// The site's CSRF token: the one in the visitor's signed cookie, or a new one to set.
-    fn csrf_token<B>(
-        &self,
-        site: &SiteAuth,
-        req: &Request<B>,
-        secure: bool,
-    ) -> (String, Option<HeaderValue>) {
-        let name = site.cookies.csrf(secure);
-        let keys = self.keys.load();
-        if let Some((token, _)) = keys.read_cookie(req.headers(), name) {
-            return (token, None);
-        }
-        let token = random_token(18);
-        let cookie = cookies::set_signed(
-            name,
-            &token,
-            secure,
-            SameSite::Strict,
-            None,
-            keys.cookie_key(),
-        );
-        (token, cookie)
     }
 }
 
@@ -173,14 +151,25 @@ impl Ctx<'_> {
     fn email_form(&self, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
         let query = query_map(req);
         let next = self.next_or_default(query.get("next").map(String::as_str));
+        self.login_form(StatusCode::OK, "", &next, None)
+    }
+
+    /// The email form, with what was typed and the problem with it.
+    fn login_form(
+        &self,
+        status: StatusCode,
+        email: &str,
+        next: &str,
+        error: Option<&str>,
+    ) -> Result<Response<Body>, HttpError> {
         self.render(
-            StatusCode::OK,
+            status,
             &Page::EmailForm {
-                frame: self.frame_for(&next),
-                next: &next,
+                frame: self.frame_for(next),
+                next,
                 csrf: &self.csrf,
-                email: "",
-                error: None,
+                email,
+                error,
             },
         )
     }
@@ -205,34 +194,12 @@ impl Ctx<'_> {
         )
     }
 
-    fn rate_limited(&self, wait: Duration) -> Result<Response<Body>, HttpError> {
-        let minutes = wait.as_secs().div_ceil(60).max(1);
-        let mut response = self.render(
-            StatusCode::TOO_MANY_REQUESTS,
-            &Page::RateLimited {
-                frame: self.frame(),
-                retry_after_minutes: minutes,
-            },
-        )?;
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(wait.as_secs().max(1)),
-        );
-        Ok(response)
-    }
-
     /// Forms must come from this site: the signed CSRF cookie matches the form's token, and the
     /// browser does not say the request is cross-site.
     fn csrf_ok(&self, headers: &http::HeaderMap, form: &HashMap<String, String>) -> bool {
-        let cookie = self
-            .auth
-            .keys
-            .load()
-            .read_cookie(headers, self.site.cookies.csrf(self.visitor.secure))
-            .map(|(token, _)| token);
         let given = form.get("csrf").map(String::as_str).unwrap_or("");
-        let token_ok = cookie.is_some_and(|c| c.as_bytes().ct_eq(given.as_bytes()).into());
-        token_ok && same_origin(headers)
+        self.auth
+            .csrf_matches(headers, self.site.cookies.csrf(self.visitor.secure), given)
     }
 
     async fn request_code(&self, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
@@ -240,27 +207,14 @@ impl Ctx<'_> {
         let next = self.next_or_default(form.get("next").map(String::as_str));
         let raw_email = form.get("email").map(String::as_str).unwrap_or("");
         if !self.csrf_ok(&headers, &form) {
-            return self.render(
-                StatusCode::FORBIDDEN,
-                &Page::EmailForm {
-                    frame: self.frame_for(&next),
-                    next: &next,
-                    csrf: &self.csrf,
-                    email: raw_email,
-                    error: Some("csrf"),
-                },
-            );
+            return self.login_form(StatusCode::FORBIDDEN, raw_email, &next, Some("csrf"));
         }
         let Some(email) = input::normalize_email(raw_email) else {
-            return self.render(
+            return self.login_form(
                 StatusCode::BAD_REQUEST,
-                &Page::EmailForm {
-                    frame: self.frame_for(&next),
-                    next: &next,
-                    csrf: &self.csrf,
-                    email: raw_email,
-                    error: Some("invalid_email"),
-                },
+                raw_email,
+                &next,
+                Some("invalid_email"),
             );
         };
         if let Err(wait) = self
@@ -270,7 +224,7 @@ impl Ctx<'_> {
         {
             tracing::info!(site = %self.site.name, domain = email_domain(&email), "code request rate-limited");
             self.count(LoginEvent::RateLimited);
-            return self.rate_limited(wait);
+            return self.auth.rate_limited(self.site, self.lang, wait);
         }
         self.count(LoginEvent::CodeRequested);
         // The answer is the same whether or not the email is listed, and so is the work done
@@ -311,7 +265,7 @@ impl Ctx<'_> {
         }
         if let Err(wait) = self.auth.limits.verify_attempt(self.visitor.ip) {
             self.count(LoginEvent::RateLimited);
-            return self.rate_limited(wait);
+            return self.auth.rate_limited(self.site, self.lang, wait);
         }
         let Some(email) = input::normalize_email(raw_email) else {
             return self.code_form(
@@ -321,13 +275,7 @@ impl Ctx<'_> {
                 Some("wrong_code"),
             );
         };
-        let send_failed = self
-            .auth
-            .failed_sends
-            .lock()
-            .map(|mut f| f.remove(&send_key(&self.site.name, &email)).is_some())
-            .unwrap_or(false);
-        if send_failed {
+        if self.auth.take_send_failure(&self.site.name, &email) {
             return self.code_form(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &email,
@@ -335,30 +283,11 @@ impl Ctx<'_> {
                 Some("send_failed"),
             );
         }
-        let code: String = form
-            .get("code")
-            .map(String::as_str)
-            .unwrap_or("")
-            .chars()
-            .filter(|c| !c.is_whitespace() && *c != '-')
-            .collect();
-        // A code mailed before a key rotation was hashed under the previous key.
-        let expected = self.auth.keys.load().hashes(
-            "code",
-            &[self.site.name.as_bytes(), email.as_bytes(), code.as_bytes()],
-        );
-        let auth = self.auth.clone();
-        let (site_name, email2, policy) =
-            (self.site.name.clone(), email.clone(), self.auth.policy());
-        let checked = tokio::task::spawn_blocking(move || {
-            auth.store
-                .check_code(&site_name, &email2, now(), policy, &|record| {
-                    matches_any(&record.code_hash, &expected)
-                })
-        })
-        .await
-        .map_err(|e| HttpError::Internal(format!("code check task: {e}")))?
-        .map_err(store_error)?;
+        let typed = form.get("code").map(String::as_str).unwrap_or("");
+        let checked = self
+            .auth
+            .check_code(&self.site.name, &email, "code", typed)
+            .await?;
         match checked {
             CodeCheck::Accepted(_) => {
                 self.count(LoginEvent::CodeVerified);
@@ -479,12 +408,8 @@ impl Ctx<'_> {
             .read_cookie(req.headers(), name)
             .map(|(id, by)| by.hash("session", &[id.as_bytes()]));
         if let Some(hash) = signed {
-            let auth = self.auth.clone();
             let event = self.event(AuditKind::Logout, None, "");
-            tokio::task::spawn_blocking(move || auth.store.delete_session(&hash, Some(&event)))
-                .await
-                .map_err(|e| HttpError::Internal(format!("logout task: {e}")))?
-                .map_err(store_error)?;
+            self.auth.end_session(hash, event).await?;
         }
         let mut response = self.render(
             StatusCode::OK,
@@ -502,10 +427,6 @@ impl Ctx<'_> {
     /// Creates the session, sets its cookie and sends the visitor to `next`.
     async fn sign_in(&self, email: &str, next: &str) -> Result<Response<Body>, HttpError> {
         let now = now();
-        let session_id = random_token(32);
-        // One set of keys for the stored hash and the cookie, even if a rotation happens now.
-        let keys = self.auth.keys.load_full();
-        let hash = keys.hash("session", &[session_id.as_bytes()]);
         let record = SessionRecord {
             site: self.site.name.clone(),
             email: email.to_owned(),
@@ -514,13 +435,10 @@ impl Ctx<'_> {
         };
         let pages: Vec<String> = self.site.pages.iter().map(|p| p.id.clone()).collect();
         let event = self.event(AuditKind::Login, Some(email), "");
-        let auth = self.auth.clone();
-        tokio::task::spawn_blocking(move || {
-            auth.store.create_session(&hash, &record, &pages, &event)
-        })
-        .await
-        .map_err(|e| HttpError::Internal(format!("session task: {e}")))?
-        .map_err(store_error)?;
+        let (session_id, keys) = self
+            .auth
+            .store_session("session", record, pages, event)
+            .await?;
         tracing::info!(site = %self.site.name, domain = email_domain(email), "signed in");
         let mut response = redirect(StatusCode::SEE_OTHER, next);
         let cookie = cookies::set_signed(
@@ -557,13 +475,7 @@ impl Ctx<'_> {
     }
 
     async fn audit(&self, kind: AuditKind, email: Option<&str>, detail: &str) {
-        let event = self.event(kind, email, detail);
-        let auth = self.auth.clone();
-        match tokio::task::spawn_blocking(move || auth.store.audit(&event)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "audit write failed"),
-            Err(e) => tracing::warn!(error = %e, "audit task failed"),
-        }
+        self.auth.write_audit(self.event(kind, email, detail)).await;
     }
 }
 
@@ -587,12 +499,7 @@ impl Auth {
             tracing::error!(site = %site.name, "cannot mail a sign-in link: the site has no public_url");
             return;
         };
-        let code: String = {
-            let mut rng = rand::rng();
-            (0..self.config.code_length)
-                .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
-                .collect()
-        };
+        let code = self.new_code();
         let token = random_token(32);
         let now = now();
         let expires_at = now.saturating_add(self.config.code_ttl.as_secs() as i64);
@@ -622,13 +529,10 @@ impl Auth {
             .flatten()
             .map(|c| c.name)
             .unwrap_or_default();
-        let store = self.store.clone();
-        let (site_name, email_owned) = (site.name.clone(), email.to_owned());
-        let stored = tokio::task::spawn_blocking(move || {
-            store.issue_code(&site_name, &email_owned, &record, &token_record)
-        })
-        .await;
-        if !matches!(stored, Ok(Ok(()))) {
+        if !self
+            .store_code(&site.name, email, record, token_record)
+            .await
+        {
             tracing::error!(site = %site.name, "could not store a new code");
             self.note_send_failure(&site.name, email);
             return;
@@ -658,39 +562,22 @@ impl Auth {
             text: rendered.text,
             html: rendered.html,
         };
-        // Retried while the code is valid; a newer code for the same visitor replaces it.
-        let delivery = Delivery {
-            useful_for: Some(self.config.code_ttl),
-            key: Some(send_key(&site.name, email)),
+        let sent = AuditEvent {
+            at: 0, // set when the mail is sent
+            kind: AuditKind::CodeSent,
+            site: Some(site.name.clone()),
+            page: Some(page.id.clone()),
+            email: Some(email.to_owned()),
+            actor: "visitor".into(),
+            detail: String::new(),
         };
-        match self.mailer.deliver(outgoing, delivery).await {
-            Ok(()) => {
-                metrics::global().login(&site.name, Flow::Visitor, LoginEvent::CodeSent);
-                self.clear_send_failure(&site.name, email);
-                let event = AuditEvent {
-                    at: crate::store::now(),
-                    kind: AuditKind::CodeSent,
-                    site: Some(site.name.clone()),
-                    page: Some(page.id.clone()),
-                    email: Some(email.to_owned()),
-                    actor: "visitor".into(),
-                    detail: String::new(),
-                };
-                let store = self.store.clone();
-                let _ = tokio::task::spawn_blocking(move || store.audit(&event)).await;
-            }
-            Err(MailError::Replaced | MailError::Stopped) => {}
-            Err(e) => {
-                tracing::warn!(site = %site.name, domain = email_domain(email), error = %e, "sign-in mail not sent");
-                metrics::global().mail_failed(MailKind::Login);
-                self.note_send_failure(&site.name, email);
-            }
-        }
+        self.mail_code(site, &site.name, email, outgoing, Flow::Visitor, sent)
+            .await;
     }
 
     /// Notes that the mail for (site, email) finally failed (refused for good, or retries used
     /// up), so the code form says so.
-    fn note_send_failure(&self, site: &str, email: &str) {
+    pub(super) fn note_send_failure(&self, site: &str, email: &str) {
         if let Ok(mut failed) = self.failed_sends.lock() {
             failed.insert(send_key(site, email), Instant::now());
         }
@@ -700,6 +587,233 @@ impl Auth {
     pub(super) fn clear_send_failure(&self, site: &str, email: &str) {
         if let Ok(mut failed) = self.failed_sends.lock() {
             failed.remove(&send_key(site, email));
+        }
+    }
+}
+
+/// The steps of signing in that the visitors' flow and the admin sign-in share. `ns` is where
+/// codes, attempts and sessions are kept in the store: the site's name for visitors,
+/// [`namespace`](super::admin::namespace) for admins. `purpose` separates the keyed hashes of the
+/// two (`code`/`session` and `admin-code`/`admin-session`).
+impl Auth {
+    /// The CSRF token in the signed cookie `name`, or a new one and the `Set-Cookie` for it.
+    pub(super) fn csrf_token<B>(
+        &self,
+        name: &str,
+        req: &Request<B>,
+        secure: bool,
+    ) -> (String, Option<HeaderValue>) {
+        let keys = self.keys.load();
+        if let Some((token, _)) = keys.read_cookie(req.headers(), name) {
+            return (token, None);
+        }
+        let token = random_token(18);
+        let cookie = cookies::set_signed(
+            name,
+            &token,
+            secure,
+            SameSite::Strict,
+            None,
+            keys.cookie_key(),
+        );
+        (token, cookie)
+    }
+
+    /// Whether a form comes from this origin: its token `given` matches the signed cookie `name`
+    /// (compared in constant time), and the browser's origin headers do not say otherwise.
+    pub(super) fn csrf_matches(&self, headers: &http::HeaderMap, name: &str, given: &str) -> bool {
+        let cookie = self
+            .keys
+            .load()
+            .read_cookie(headers, name)
+            .map(|(token, _)| token);
+        let token_ok = cookie.is_some_and(|c| c.as_bytes().ct_eq(given.as_bytes()).into());
+        token_ok && same_origin(headers)
+    }
+
+    /// The "too many requests" page, with `Retry-After`.
+    pub(super) fn rate_limited(
+        &self,
+        site: &SiteAuth,
+        lang: Language,
+        wait: Duration,
+    ) -> Result<Response<Body>, HttpError> {
+        let html = self
+            .templates
+            .page(
+                &Page::RateLimited {
+                    frame: Frame {
+                        site_title: &site.title,
+                        page_title: None,
+                        prefix: &self.prefix,
+                    },
+                    retry_after_minutes: wait.as_secs().div_ceil(60).max(1),
+                },
+                lang,
+            )
+            .map_err(|e| HttpError::Internal(format!("template: {e}")))?;
+        let mut response = html_response(StatusCode::TOO_MANY_REQUESTS, html);
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(wait.as_secs().max(1)),
+        );
+        Ok(response)
+    }
+
+    /// Whether the last code for (ns, email) could not be mailed; the note is used up, so the
+    /// code form says so once.
+    pub(super) fn take_send_failure(&self, ns: &str, email: &str) -> bool {
+        self.failed_sends
+            .lock()
+            .map(|mut f| f.remove(&send_key(ns, email)).is_some())
+            .unwrap_or(false)
+    }
+
+    /// Checks the code typed for (ns, email) (spaces and dashes ignored) against the stored one,
+    /// atomically: a right code is used up, a wrong one counts against the email. A code mailed
+    /// before a key rotation was hashed under the previous key, so every accepted key is tried.
+    pub(super) async fn check_code(
+        self: &Arc<Self>,
+        ns: &str,
+        email: &str,
+        purpose: &'static str,
+        typed: &str,
+    ) -> Result<CodeCheck, HttpError> {
+        let code: String = typed
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .collect();
+        let expected = self
+            .keys
+            .load()
+            .hashes(purpose, &[ns.as_bytes(), email.as_bytes(), code.as_bytes()]);
+        let auth = self.clone();
+        let (ns, email, policy) = (ns.to_owned(), email.to_owned(), self.policy());
+        tokio::task::spawn_blocking(move || {
+            auth.store
+                .check_code(&ns, &email, now(), policy, &|record| {
+                    matches_any(&record.code_hash, &expected)
+                })
+        })
+        .await
+        .map_err(|e| HttpError::Internal(format!("code check task: {e}")))?
+        .map_err(store_error)
+    }
+
+    /// A new one-time code: `code_length` random digits.
+    pub(super) fn new_code(&self) -> String {
+        let mut rng = rand::rng();
+        (0..self.config.code_length)
+            .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+            .collect()
+    }
+
+    /// Stores a new code and its link token for (ns, email), replacing any earlier one. `false`
+    /// when the store failed: the caller logs it and notes the failure for the code form.
+    pub(super) async fn store_code(
+        &self,
+        ns: &str,
+        email: &str,
+        record: CodeRecord,
+        token: TokenRecord,
+    ) -> bool {
+        let store = self.store.clone();
+        let (ns, email) = (ns.to_owned(), email.to_owned());
+        let stored =
+            tokio::task::spawn_blocking(move || store.issue_code(&ns, &email, &record, &token))
+                .await;
+        matches!(stored, Ok(Ok(())))
+    }
+
+    /// Mails a code, retried while the code is valid (a newer code for the same (ns, email)
+    /// replaces it). Sent: counted, an earlier failure forgotten, and `sent` written to the audit
+    /// log with the time of sending. Failed for good: logged, counted and noted for the code
+    /// form. Replaced or dropped at shutdown: nothing.
+    pub(super) async fn mail_code(
+        &self,
+        site: &SiteAuth,
+        ns: &str,
+        email: &str,
+        outgoing: Outgoing,
+        flow: Flow,
+        sent: AuditEvent,
+    ) {
+        let delivery = Delivery {
+            useful_for: Some(self.config.code_ttl),
+            key: Some(send_key(ns, email)),
+        };
+        match self.mailer.deliver(outgoing, delivery).await {
+            Ok(()) => {
+                metrics::global().login(&site.name, flow, LoginEvent::CodeSent);
+                self.clear_send_failure(ns, email);
+                let event = AuditEvent {
+                    at: crate::store::now(),
+                    ..sent
+                };
+                let store = self.store.clone();
+                let _ = tokio::task::spawn_blocking(move || store.audit(&event)).await;
+            }
+            Err(MailError::Replaced | MailError::Stopped) => {}
+            Err(e) => {
+                match flow {
+                    Flow::Visitor => {
+                        tracing::warn!(site = %site.name, domain = email_domain(email), error = %e, "sign-in mail not sent");
+                        metrics::global().mail_failed(MailKind::Login);
+                    }
+                    Flow::Admin => {
+                        tracing::warn!(site = %site.name, error = %e, "admin sign-in mail not sent");
+                        metrics::global().mail_failed(MailKind::Admin);
+                    }
+                }
+                self.note_send_failure(ns, email);
+            }
+        }
+    }
+
+    /// Stores a new session `record` under a fresh id hashed for `purpose`, with the last
+    /// sign-in on `pages` and the audit `event`, in one write. Returns the id and the keys that
+    /// hashed it: its cookie must be signed with the same ones, even if a rotation happens now.
+    pub(super) async fn store_session(
+        self: &Arc<Self>,
+        purpose: &'static str,
+        record: SessionRecord,
+        pages: Vec<String>,
+        event: AuditEvent,
+    ) -> Result<(String, Arc<Keys>), HttpError> {
+        let session_id = random_token(32);
+        let keys = self.keys.load_full();
+        let hash = keys.hash(purpose, &[session_id.as_bytes()]);
+        let auth = self.clone();
+        tokio::task::spawn_blocking(move || {
+            auth.store.create_session(&hash, &record, &pages, &event)
+        })
+        .await
+        .map_err(|e| HttpError::Internal(format!("session task: {e}")))?
+        .map_err(store_error)?;
+        Ok((session_id, keys))
+    }
+
+    /// Deletes the session stored under `hash`, writing `event` to the audit log if there was
+    /// one.
+    pub(super) async fn end_session(
+        self: &Arc<Self>,
+        hash: SecretHash,
+        event: AuditEvent,
+    ) -> Result<(), HttpError> {
+        let auth = self.clone();
+        tokio::task::spawn_blocking(move || auth.store.delete_session(&hash, Some(&event)))
+            .await
+            .map_err(|e| HttpError::Internal(format!("logout task: {e}")))?
+            .map_err(store_error)
+    }
+
+    /// Writes `event` to the audit log; a failure is logged, and the request goes on.
+    pub(super) async fn write_audit(self: &Arc<Self>, event: AuditEvent) {
+        let auth = self.clone();
+        match tokio::task::spawn_blocking(move || auth.store.audit(&event)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "audit write failed"),
+            Err(e) => tracing::warn!(error = %e, "audit task failed"),
         }
     }
 }

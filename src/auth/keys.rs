@@ -456,6 +456,21 @@ mod tests {
         auth
     }
 
+    /// Asserts that `secret.key` in `data_dir` is readable and writable by its owner only.
+    fn assert_owner_only(data_dir: &Path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(data_dir.join(SECRET_FILE))
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        #[cfg(not(unix))]
+        let _ = data_dir;
+    }
+
     fn same(a: &KeySet, b: &KeySet) -> bool {
         a.hash("x", &[b"1"]) == b.hash("x", &[b"1"])
     }
@@ -466,15 +481,7 @@ mod tests {
         let a = Keys::load(&generated(DAY), dir.path()).expect("create");
         let b = Keys::load(&generated(DAY), dir.path()).expect("reload");
         assert_eq!(a.hash("x", &[b"1"]), b.hash("x", &[b"1"]));
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(SECRET_FILE))
-                .expect("meta")
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
+        assert_owner_only(dir.path());
     }
 
     #[test]
@@ -539,15 +546,7 @@ mod tests {
         assert_eq!(after.accepted_at(1_000 + 86_400).len(), 1, "grace over");
         // Loaded after the grace, the old key is not there at all.
         assert!(file.keys(DAY, 1_000 + 86_400).previous.is_empty());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(SECRET_FILE))
-                .expect("meta")
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
+        assert_owner_only(dir.path());
         assert!(!dir.path().join("secret.key.tmp").exists());
     }
 
@@ -645,18 +644,10 @@ mod tests {
             previous: vec![(KeySet::from_master(&[1; 32]), None)],
         };
         let set = |key: &cookie::Key| {
-            let v = cookies::set_signed("c", "id", false, cookie::SameSite::Lax, None, key)
-                .expect("cookie");
-            let mut h = HeaderMap::new();
-            let pair = v
-                .to_str()
-                .expect("ascii")
-                .split(';')
-                .next()
-                .expect("pair")
-                .to_owned();
-            h.insert(http::header::COOKIE, pair.parse().expect("value"));
-            h
+            cookies::request_with(
+                &cookies::set_signed("c", "id", false, cookie::SameSite::Lax, None, key)
+                    .expect("cookie"),
+            )
         };
         let (value, by) = keys
             .read_cookie(&set(old.cookie_key()), "c")

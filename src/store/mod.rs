@@ -72,6 +72,19 @@ pub enum Source {
     Demo,
 }
 
+impl Source {
+    /// The source's name, as JSON and CSV exports and the admin page write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Admin => "admin",
+            Source::Cli => "cli",
+            Source::Grant => "grant",
+            Source::Import => "import",
+            Source::Demo => "demo",
+        }
+    }
+}
+
 /// One person on a page's client list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Client {
@@ -569,4 +582,22 @@ pub fn now() -> Timestamp {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as Timestamp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_names_are_their_json_names() {
+        for source in [
+            Source::Admin,
+            Source::Cli,
+            Source::Grant,
+            Source::Import,
+            Source::Demo,
+        ] {
+            assert_eq!(serde_json::to_value(source).expect("json"), source.name());
+        }
+    }
 }

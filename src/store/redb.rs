@@ -158,6 +158,35 @@ fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, S
     })
 }
 
+/// The record stored under `k` in a table of JSON records, decoded; `None` when there is none.
+fn get_record<'k, K, R>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+    name: &'static str,
+    k: impl std::borrow::Borrow<K::SelfType<'k>>,
+) -> Result<Option<R>, StoreError>
+where
+    K: redb::Key + 'static,
+    R: DeserializeOwned,
+{
+    table.get(k)?.map(|v| decode(name, v.value())).transpose()
+}
+
+/// Removes the record stored under `k` and returns it decoded; `None` when there was none.
+fn remove_record<'k, K, R>(
+    table: &mut redb::Table<'_, K, &'static [u8]>,
+    name: &'static str,
+    k: impl std::borrow::Borrow<K::SelfType<'k>>,
+) -> Result<Option<R>, StoreError>
+where
+    K: redb::Key + 'static,
+    R: DeserializeOwned,
+{
+    table
+        .remove(k)?
+        .map(|v| decode(name, v.value()))
+        .transpose()
+}
+
 macro_rules! backend_error {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
@@ -300,11 +329,9 @@ fn append_audit(txn: &WriteTransaction, event: &AuditEvent) -> Result<u64, Store
 
 fn remove_session(txn: &WriteTransaction, hash: &[u8]) -> Result<bool, StoreError> {
     let mut sessions = txn.open_table(SESSIONS)?;
-    let Some(record) = sessions.remove(hash)? else {
+    let Some(session) = remove_record::<_, SessionRecord>(&mut sessions, "sessions", hash)? else {
         return Ok(false);
     };
-    let session: SessionRecord = decode("sessions", record.value())?;
-    drop(record);
     let mut index = txn.open_multimap_table(SESSIONS_BY_EMAIL)?;
     index.remove(key(&session.site, &session.email).as_str(), hash)?;
     Ok(true)
@@ -314,8 +341,7 @@ impl Store for RedbStore {
     fn client(&self, page: &str, email: &str) -> Result<Option<Client>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(CLIENTS)?;
-        let found = table.get(key(page, email).as_str())?;
-        found.map(|v| decode("clients", v.value())).transpose()
+        get_record(&table, "clients", key(page, email).as_str())
     }
 
     fn clients(&self, page: &str) -> Result<Vec<Client>, StoreError> {
@@ -376,8 +402,7 @@ impl Store for RedbStore {
             let k = key(site, email);
             let mut codes = txn.open_table(CODES)?;
             let mut tokens = txn.open_table(TOKENS)?;
-            if let Some(old) = codes.get(k.as_str())? {
-                let old: CodeRecord = decode("codes", old.value())?;
+            if let Some(old) = get_record::<_, CodeRecord>(&codes, "codes", k.as_str())? {
                 tokens.remove(old.token_hash.as_slice())?;
             }
             codes.insert(k.as_str(), encode(code)?.as_slice())?;
@@ -395,10 +420,10 @@ impl Store for RedbStore {
     ) -> Result<bool, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(ATTEMPTS)?;
-        let Some(v) = table.get(key(site, email).as_str())? else {
+        let found = get_record::<_, Attempts>(&table, "attempts", key(site, email).as_str())?;
+        let Some(attempts) = found else {
             return Ok(false);
         };
-        let attempts: Attempts = decode("attempts", v.value())?;
         Ok(attempts.current(now, policy).failures >= policy.max_attempts)
     }
 
@@ -413,22 +438,17 @@ impl Store for RedbStore {
         self.write(|txn| {
             let k = key(site, email);
             let mut attempts_table = txn.open_table(ATTEMPTS)?;
-            let attempts = match attempts_table.get(k.as_str())? {
-                Some(v) => decode::<Attempts>("attempts", v.value())?,
-                None => Attempts {
+            let attempts =
+                get_record(&attempts_table, "attempts", k.as_str())?.unwrap_or(Attempts {
                     failures: 0,
                     window_start: now,
-                },
-            };
+                });
             let mut attempts = attempts.current(now, policy);
             if attempts.failures >= policy.max_attempts {
                 return Ok(CodeCheck::Locked);
             }
             let mut codes = txn.open_table(CODES)?;
-            let code = match codes.get(k.as_str())? {
-                Some(v) => Some(decode::<CodeRecord>("codes", v.value())?),
-                None => None,
-            };
+            let code = get_record::<_, CodeRecord>(&codes, "codes", k.as_str())?;
             let mut tokens = txn.open_table(TOKENS)?;
             if let Some(code) = code.filter(|c| c.expires_at > now && matches(c)) {
                 codes.remove(k.as_str())?;
@@ -440,8 +460,8 @@ impl Store for RedbStore {
             attempts_table.insert(k.as_str(), encode(&attempts)?.as_slice())?;
             if attempts.failures >= policy.max_attempts {
                 // The code dies with the last allowed failure, and so does its link.
-                if let Some(old) = codes.remove(k.as_str())? {
-                    let old: CodeRecord = decode("codes", old.value())?;
+                if let Some(old) = remove_record::<_, CodeRecord>(&mut codes, "codes", k.as_str())?
+                {
                     tokens.remove(old.token_hash.as_slice())?;
                 }
                 return Ok(CodeCheck::Locked);
@@ -459,11 +479,8 @@ impl Store for RedbStore {
     ) -> Result<Option<TokenRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(TOKENS)?;
-        let Some(v) = table.get(token_hash.as_slice())? else {
-            return Ok(None);
-        };
-        let token: TokenRecord = decode("tokens", v.value())?;
-        Ok((token.expires_at > now).then_some(token))
+        let token = get_record::<_, TokenRecord>(&table, "tokens", token_hash.as_slice())?;
+        Ok(token.filter(|t| t.expires_at > now))
     }
 
     fn take_token(
@@ -473,17 +490,15 @@ impl Store for RedbStore {
     ) -> Result<Option<TokenRecord>, StoreError> {
         self.write(|txn| {
             let mut tokens = txn.open_table(TOKENS)?;
-            let Some(v) = tokens.remove(token_hash.as_slice())? else {
+            let taken =
+                remove_record::<_, TokenRecord>(&mut tokens, "tokens", token_hash.as_slice())?;
+            let Some(token) = taken else {
                 return Ok(None);
             };
-            let token: TokenRecord = decode("tokens", v.value())?;
-            drop(v);
             let mut codes = txn.open_table(CODES)?;
             let k = key(&token.site, &token.email);
-            let issued_with_code = match codes.get(k.as_str())? {
-                Some(c) => decode::<CodeRecord>("codes", c.value())?.token_hash == *token_hash,
-                None => false,
-            };
+            let issued_with_code = get_record::<_, CodeRecord>(&codes, "codes", k.as_str())?
+                .is_some_and(|c| c.token_hash == *token_hash);
             if issued_with_code {
                 codes.remove(k.as_str())?;
             }
@@ -508,11 +523,8 @@ impl Store for RedbStore {
             let mut clients = txn.open_table(CLIENTS)?;
             for page in pages {
                 let k = key(page, &session.email);
-                let current = match clients.get(k.as_str())? {
-                    Some(v) => Some(decode::<Client>("clients", v.value())?),
-                    None => None,
-                };
-                if let Some(mut client) = current {
+                if let Some(mut client) = get_record::<_, Client>(&clients, "clients", k.as_str())?
+                {
                     client.last_login = Some(session.created_at);
                     clients.insert(k.as_str(), encode(&client)?.as_slice())?;
                 }
@@ -604,8 +616,9 @@ impl Store for RedbStore {
             let mut grants = txn.open_table(GRANTS)?;
             let order_key = grant.order.map(|(k, o)| key(k, o));
             if let Some(order_key) = &order_key {
-                if let Some(v) = grants.get(order_key.as_str())? {
-                    let first: GrantRecord = decode("grants", v.value())?;
+                if let Some(first) =
+                    get_record::<_, GrantRecord>(&grants, "grants", order_key.as_str())?
+                {
                     if first.page != grant.page || first.email != grant.email {
                         return Ok(GrantResult::Conflict);
                     }
@@ -617,10 +630,7 @@ impl Store for RedbStore {
             }
             let mut clients = txn.open_table(CLIENTS)?;
             let k = key(grant.page, grant.email);
-            let existing = match clients.get(k.as_str())? {
-                Some(v) => Some(decode::<Client>("clients", v.value())?),
-                None => None,
-            };
+            let existing = get_record(&clients, "clients", k.as_str())?;
             let created = existing.is_none();
             let client = merge_grant(existing, grant);
             clients.insert(k.as_str(), encode(&client)?.as_slice())?;
@@ -648,9 +658,8 @@ impl Store for RedbStore {
         self.write(|txn| {
             let mut clients = txn.open_table(CLIENTS)?;
             let old_key = key(page, email);
-            let old: Client = match clients.get(old_key.as_str())? {
-                Some(v) => decode("clients", v.value())?,
-                None => return Ok(ClientEdit::Missing),
+            let Some(old) = get_record::<_, Client>(&clients, "clients", old_key.as_str())? else {
+                return Ok(ClientEdit::Missing);
             };
             let new = update(&old);
             let new_key = key(page, &new.email);
@@ -677,10 +686,7 @@ impl Store for RedbStore {
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
                 let k = key(page, row.email);
-                let existing = match clients.get(k.as_str())? {
-                    Some(v) => Some(decode::<Client>("clients", v.value())?),
-                    None => None,
-                };
+                let existing = get_record(&clients, "clients", k.as_str())?;
                 let created = existing.is_none();
                 let client = merge_set(existing, row);
                 clients.insert(k.as_str(), encode(&client)?.as_slice())?;
@@ -862,15 +868,18 @@ impl RedbStore {
     ) -> Result<Option<SessionAccess>, StoreError> {
         let txn = self.db.begin_read()?;
         let sessions = txn.open_table(SESSIONS)?;
-        let Some(v) = sessions.get(session_hash.as_slice())? else {
+        let found = get_record::<_, SessionRecord>(&sessions, "sessions", session_hash.as_slice())?;
+        let Some(session) = found else {
             return Ok(None);
         };
-        let session: SessionRecord = decode("sessions", v.value())?;
         let table = txn.open_table(CLIENTS)?;
         let mut clients = Vec::with_capacity(pages.len());
         for page in pages {
-            let found = table.get(key(page, &session.email).as_str())?;
-            clients.push(found.map(|v| decode("clients", v.value())).transpose()?);
+            clients.push(get_record(
+                &table,
+                "clients",
+                key(page, &session.email).as_str(),
+            )?);
         }
         Ok(Some(SessionAccess { session, clients }))
     }
@@ -1255,6 +1264,30 @@ mod tests {
         }
     }
 
+    /// Puts Ann (`client`) on `page`, with an audit entry.
+    fn add(store: &RedbStore, page: &str, email: &str, until: Option<Timestamp>) {
+        store
+            .put_client(page, &client(email, until), &event(AuditKind::ClientAdded))
+            .expect("put");
+    }
+
+    /// A session of a@x.org on the site `s`, from 10 to 99.
+    fn session() -> SessionRecord {
+        SessionRecord {
+            site: "s".into(),
+            email: "a@x.org".into(),
+            created_at: 10,
+            expires_at: 99,
+        }
+    }
+
+    /// Stores `session` under the hash `[n; 32]`, as a sign-in to `pages`.
+    fn sign_in(store: &RedbStore, n: u8, session: &SessionRecord, pages: &[String]) {
+        store
+            .create_session(&[n; 32], session, pages, &event(AuditKind::Login))
+            .expect("session");
+    }
+
     fn client(email: &str, until: Option<Timestamp>) -> Client {
         Client {
             email: email.into(),
@@ -1287,6 +1320,12 @@ mod tests {
         )
     }
 
+    /// Issues a@x.org on the site `s` the code and link token `code` makes.
+    fn issue(store: &RedbStore, hash: u8, token: u8, expires_at: Timestamp) {
+        let (c, t) = code(hash, token, expires_at);
+        store.issue_code("s", "a@x.org", &c, &t).expect("issue");
+    }
+
     fn check(store: &RedbStore, guess: u8, now: Timestamp) -> CodeCheck {
         store
             .check_code("s", "a@x.org", now, POLICY, &|c| c.code_hash == [guess; 32])
@@ -1298,27 +1337,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         {
             let store = RedbStore::open(dir.path()).expect("open");
-            store
-                .put_client(
-                    "course",
-                    &client("b@x.org", None),
-                    &event(AuditKind::ClientAdded),
-                )
-                .expect("put");
-            store
-                .put_client(
-                    "course",
-                    &client("a@x.org", None),
-                    &event(AuditKind::ClientAdded),
-                )
-                .expect("put");
-            store
-                .put_client(
-                    "course2",
-                    &client("c@x.org", None),
-                    &event(AuditKind::ClientAdded),
-                )
-                .expect("put");
+            add(&store, "course", "b@x.org", None);
+            add(&store, "course", "a@x.org", None);
+            add(&store, "course2", "c@x.org", None);
         }
         let store = RedbStore::open(dir.path()).expect("reopen");
         let emails: Vec<String> = store
@@ -1380,8 +1401,7 @@ mod tests {
     #[test]
     fn a_right_code_is_accepted_once() {
         let (_dir, store) = store();
-        let (c, t) = code(7, 8, 100);
-        store.issue_code("s", "a@x.org", &c, &t).expect("issue");
+        issue(&store, 7, 8, 100);
         assert!(matches!(check(&store, 7, 10), CodeCheck::Accepted(_)));
         assert_eq!(
             check(&store, 7, 10),
@@ -1397,8 +1417,7 @@ mod tests {
     #[test]
     fn expired_codes_do_not_work() {
         let (_dir, store) = store();
-        let (c, t) = code(7, 8, 100);
-        store.issue_code("s", "a@x.org", &c, &t).expect("issue");
+        issue(&store, 7, 8, 100);
         assert_eq!(
             check(&store, 7, 100),
             CodeCheck::Rejected { attempts_left: 4 }
@@ -1408,8 +1427,7 @@ mod tests {
     #[test]
     fn the_sixth_try_fails_even_when_right_and_a_new_code_does_not_reset_the_count() {
         let (_dir, store) = store();
-        let (c, t) = code(7, 8, 1000);
-        store.issue_code("s", "a@x.org", &c, &t).expect("issue");
+        issue(&store, 7, 8, 1000);
         for left in (2..=4).rev() {
             assert_eq!(
                 check(&store, 1, 10),
@@ -1418,8 +1436,7 @@ mod tests {
                 }
             );
         }
-        let (c, t) = code(9, 10, 1000);
-        store.issue_code("s", "a@x.org", &c, &t).expect("new code");
+        issue(&store, 9, 10, 1000);
         assert_eq!(
             check(&store, 1, 10),
             CodeCheck::Rejected { attempts_left: 1 }
@@ -1441,8 +1458,7 @@ mod tests {
     #[test]
     fn a_link_token_is_single_use_and_retires_its_code() {
         let (_dir, store) = store();
-        let (c, t) = code(7, 8, 100);
-        store.issue_code("s", "a@x.org", &c, &t).expect("issue");
+        issue(&store, 7, 8, 100);
         assert!(store.peek_token(&[8; 32], 10).expect("peek").is_some());
         assert!(store.take_token(&[8; 32], 10).expect("take").is_some());
         assert!(store.take_token(&[8; 32], 10).expect("take").is_none());
@@ -1455,35 +1471,9 @@ mod tests {
     #[test]
     fn sessions_see_current_client_records_and_can_be_revoked() {
         let (_dir, store) = store();
-        store
-            .put_client(
-                "course",
-                &client("a@x.org", Some(50)),
-                &event(AuditKind::ClientAdded),
-            )
-            .expect("put");
-        let session = SessionRecord {
-            site: "s".into(),
-            email: "a@x.org".into(),
-            created_at: 10,
-            expires_at: 99,
-        };
-        store
-            .create_session(
-                &[1; 32],
-                &session,
-                &["course".into()],
-                &event(AuditKind::Login),
-            )
-            .expect("session");
-        store
-            .create_session(
-                &[2; 32],
-                &session,
-                &["course".into()],
-                &event(AuditKind::Login),
-            )
-            .expect("session");
+        add(&store, "course", "a@x.org", Some(50));
+        sign_in(&store, 1, &session(), &["course".into()]);
+        sign_in(&store, 2, &session(), &["course".into()]);
         let access = store
             .session_access(&[1; 32], &["course", "other"])
             .expect("read")
@@ -1519,9 +1509,7 @@ mod tests {
                 created_at: 10,
                 expires_at,
             };
-            store
-                .create_session(&[hash; 32], &session, &[], &event(AuditKind::Login))
-                .expect("session");
+            sign_in(&store, hash, &session, &[]);
         }
         assert_eq!(
             store.count_active_sessions(60).expect("count"),
@@ -1707,22 +1695,8 @@ mod tests {
     #[test]
     fn the_cached_session_check_follows_every_write() {
         let (_dir, store) = store();
-        store
-            .put_client(
-                "course",
-                &client("a@x.org", None),
-                &event(AuditKind::ClientAdded),
-            )
-            .expect("put");
-        let session = SessionRecord {
-            site: "s".into(),
-            email: "a@x.org".into(),
-            created_at: 10,
-            expires_at: 99,
-        };
-        store
-            .create_session(&[1; 32], &session, &[], &event(AuditKind::Login))
-            .expect("session");
+        add(&store, "course", "a@x.org", None);
+        sign_in(&store, 1, &session(), &[]);
         let read = |pages: &[&str]| store.session_access(&[1; 32], pages).expect("read");
         let first = read(&["course"]).expect("session");
         assert_eq!(
@@ -1762,24 +1736,18 @@ mod tests {
     #[test]
     fn pruning_removes_only_what_has_expired() {
         let (_dir, store) = store();
-        let (c, t) = code(7, 8, 100);
-        store.issue_code("s", "a@x.org", &c, &t).expect("issue");
+        issue(&store, 7, 8, 100);
         let live = SessionRecord {
-            site: "s".into(),
-            email: "a@x.org".into(),
             created_at: 0,
             expires_at: 500,
+            ..session()
         };
         let dead = SessionRecord {
             expires_at: 150,
             ..live.clone()
         };
-        store
-            .create_session(&[1; 32], &live, &[], &event(AuditKind::Login))
-            .expect("live");
-        store
-            .create_session(&[2; 32], &dead, &[], &event(AuditKind::Login))
-            .expect("dead");
+        sign_in(&store, 1, &live, &[]);
+        sign_in(&store, 2, &dead, &[]);
         let pruned = store
             .prune(200, POLICY, Retention::default())
             .expect("prune");
@@ -1910,23 +1878,9 @@ mod tests {
     fn filled_store() -> (tempfile::TempDir, RedbStore) {
         let (dir, store) = store();
         for email in ["a@x.org", "b@x.org"] {
-            store
-                .put_client(
-                    "course",
-                    &client(email, None),
-                    &event(AuditKind::ClientAdded),
-                )
-                .expect("put");
+            add(&store, "course", email, None);
         }
-        let session = SessionRecord {
-            site: "s".into(),
-            email: "a@x.org".into(),
-            created_at: 10,
-            expires_at: 99,
-        };
-        store
-            .create_session(&[1; 32], &session, &[], &event(AuditKind::Login))
-            .expect("session");
+        sign_in(&store, 1, &session(), &[]);
         store
             .grant(
                 &grant(Some(("shop", "o-1")), None, "c@x.org"),
@@ -1995,13 +1949,7 @@ mod tests {
             std::thread::spawn(move || {
                 for i in 0..300 {
                     let email = format!("{i:04}@x.org");
-                    store
-                        .put_client(
-                            "course",
-                            &client(&email, None),
-                            &event(AuditKind::ClientAdded),
-                        )
-                        .expect("put");
+                    add(&store, "course", &email, None);
                 }
             })
         };
@@ -2038,13 +1986,7 @@ mod tests {
         let data = tempfile::tempdir().expect("data");
         {
             let other = RedbStore::open(data.path()).expect("open");
-            other
-                .put_client(
-                    "other",
-                    &client("z@x.org", None),
-                    &event(AuditKind::ClientAdded),
-                )
-                .expect("put");
+            add(&other, "other", "z@x.org", None);
             assert!(
                 matches!(
                     RedbStore::restore(data.path(), &backup),
@@ -2085,13 +2027,7 @@ mod tests {
         let data = tempfile::tempdir().expect("data");
         {
             let current = RedbStore::open(data.path()).expect("open");
-            current
-                .put_client(
-                    "course",
-                    &client("a@x.org", None),
-                    &event(AuditKind::ClientAdded),
-                )
-                .expect("put");
+            add(&current, "course", "a@x.org", None);
         }
         let files = tempfile::tempdir().expect("files");
         let garbage = files.path().join("garbage.redb");

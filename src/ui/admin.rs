@@ -171,6 +171,9 @@ pub struct ClientsView {
     pub add: AddForm,
     /// The import form's text, to show again after a problem.
     pub import_text: String,
+    /// Whether the import shown again applied its good lines, so the problems listed are the
+    /// lines left out (rather than the reasons nothing was imported).
+    pub import_applied: bool,
     /// Today (UTC) as `YYYY-MM-DD`, the earliest date the date fields offer.
     pub today: String,
     /// How many days "extend" adds.
@@ -332,8 +335,11 @@ pub(crate) struct Samples {
     pub(crate) sites: Vec<SiteSummary>,
     pub(crate) view: ClientsView,
     pub(crate) empty: ClientsView,
+    /// `view` after an import that applied some lines and left others out.
+    pub(crate) applied: ClientsView,
     pub(crate) notice: Notice,
     pub(crate) problem: Notice,
+    pub(crate) imported: Notice,
     pub(crate) lines: Vec<Notice>,
 }
 
@@ -382,6 +388,7 @@ impl Samples {
                 days: "30".into(),
             },
             import_text: "ann@example.com,Ann".into(),
+            import_applied: false,
             today: "2026-11-23".into(),
             extend_days: 30,
         };
@@ -401,6 +408,10 @@ impl Samples {
             import_text: String::new(),
             ..view.clone()
         };
+        let applied = ClientsView {
+            import_applied: true,
+            ..view.clone()
+        };
         Samples {
             sites: vec![
                 SiteSummary {
@@ -418,8 +429,12 @@ impl Samples {
             ],
             view,
             empty,
+            applied,
             notice: Notice::ok("admin_added").with("email", "ann@example.com"),
             problem: Notice::error("admin_err_exists").with("email", "ann@example.com"),
+            imported: Notice::ok("admin_imported")
+                .with("added", "1")
+                .with("updated", "0"),
             lines: vec![Notice::error("admin_line_email").with("line", "2")],
         }
     }
@@ -464,6 +479,13 @@ impl Samples {
             view: &self.view,
             notice: Some(&self.problem),
             add_error: Some(&self.problem),
+            import_errors: &self.lines,
+        });
+        pages.push(AdminPage::Clients {
+            frame,
+            view: &self.applied,
+            notice: Some(&self.imported),
+            add_error: None,
             import_errors: &self.lines,
         });
         pages
@@ -566,6 +588,35 @@ mod tests {
             )
             .expect("render");
         assert!(ru.contains("без ограничения"), "{ru}");
+    }
+
+    #[test]
+    fn import_problems_say_whether_the_other_lines_were_taken() {
+        let templates = Templates::new(None).expect("templates");
+        let samples = Samples::new();
+        for (view, heading, other) in [
+            (&samples.view, "Nothing was imported.", "were not imported"),
+            (
+                &samples.applied,
+                "These lines were not imported.",
+                "Nothing",
+            ),
+        ] {
+            let html = templates
+                .admin_page(
+                    &AdminPage::Clients {
+                        frame: FRAME,
+                        view,
+                        notice: None,
+                        add_error: None,
+                        import_errors: &samples.lines,
+                    },
+                    Language::En,
+                )
+                .expect("render");
+            assert!(html.contains(heading), "{heading}\n{html}");
+            assert!(!html.contains(other), "{other}\n{html}");
+        }
     }
 
     #[test]

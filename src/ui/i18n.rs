@@ -389,6 +389,10 @@ const EN: &[(&str, &str)] = &[
         "Nothing was imported. Please fix these lines:",
     ),
     (
+        "admin_err_import_some",
+        "These lines were not imported. Please fix them and import them again:",
+    ),
+    (
         "admin_err_import_empty",
         "Please choose a CSV file or paste the lines.",
     ),
@@ -414,8 +418,16 @@ const EN: &[(&str, &str)] = &[
     ),
     ("admin_line_quote", "Line {line}: a quote is not closed."),
     (
+        "admin_line_unreadable",
+        "Line {line}: the line cannot be read.",
+    ),
+    (
         "admin_line_column",
         "Line {line}: unknown column “{column}”; the columns are email, name and until.",
+    ),
+    (
+        "admin_line_column_twice",
+        "Line {line}: the column “{column}” appears twice.",
     ),
     (
         "admin_line_cells",
@@ -672,6 +684,10 @@ const RU: &[(&str, &str)] = &[
         "Ничего не загружено. Исправьте эти строки:",
     ),
     (
+        "admin_err_import_some",
+        "Эти строки не загружены. Исправьте их и загрузите снова:",
+    ),
+    (
         "admin_err_import_empty",
         "Выберите файл CSV или вставьте строки.",
     ),
@@ -694,8 +710,16 @@ const RU: &[(&str, &str)] = &[
     ),
     ("admin_line_quote", "Строка {line}: не закрыта кавычка."),
     (
+        "admin_line_unreadable",
+        "Строка {line}: строку не удаётся прочитать.",
+    ),
+    (
         "admin_line_column",
         "Строка {line}: неизвестный столбец «{column}»; столбцы: email, name и until.",
+    ),
+    (
+        "admin_line_column_twice",
+        "Строка {line}: столбец «{column}» встречается дважды.",
     ),
     (
         "admin_line_cells",

@@ -128,6 +128,24 @@ impl ApiClient {
         self.send("DELETE", path, cred, None, Vec::new()).await
     }
 
+    /// The emails on a page's list (the first 1000), as the admin API lists them to the key
+    /// `admin_key`.
+    pub async fn emails(&self, page: &str, admin_key: &str) -> Vec<String> {
+        let answer = self
+            .get(
+                &format!("/pages/{page}/clients?limit=1000"),
+                &Cred::Bearer(admin_key),
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        body(&answer)["clients"]
+            .as_array()
+            .expect("clients")
+            .iter()
+            .map(|c| c["email"].as_str().expect("email").to_string())
+            .collect()
+    }
+
     /// A keep-alive HTTP/1.1 connection for many requests.
     pub async fn connect(&self) -> Connection {
         Connection {

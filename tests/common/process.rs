@@ -95,6 +95,24 @@ impl GatewayProcess {
         GatewayProcess { child, addr, log }
     }
 
+    /// Starts `pagegate demo` on a free port, with its data in `data_dir`.
+    pub fn demo(data_dir: &Path) -> GatewayProcess {
+        Self::spawn(&[
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data_dir.display().to_string(),
+        ])
+    }
+
+    /// Asserts that the demo's sample site answers its home page through this gateway.
+    pub async fn assert_demo_home(&self) {
+        let home = super::client::get(self.addr, "127.0.0.1", "/").await;
+        assert_eq!(home.status, 200);
+        assert!(home.body.contains("Demo School"), "{}", home.body);
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
