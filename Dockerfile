@@ -14,8 +14,12 @@
 #
 #   data_dir = "/data"
 #   [server]
-#   listen = "0.0.0.0:8080"
+#   listen = "0.0.0.0:8080"       # the HEALTHCHECK below needs it, even for HTTPS-only sites
 #   tls_listen = "0.0.0.0:8443"   # only with sites that have `tls`
+#
+# To edit the file and `pagegate reload`, mount its folder instead (-v "$PWD/etc:/etc/pagegate:ro"):
+# a single-file bind mount keeps showing the old file once an editor replaces it.
+# Running, upgrading and backing up the container: docs/operations.md.
 #
 # Certificate paths in the file are relative to /etc/pagegate (e.g. "certs/site.pem").
 # Check a configuration with the same image:
