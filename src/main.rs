@@ -9,12 +9,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc instead of the system allocator: a proxy allocates small, short-lived objects on every
-/// request (headers, futures, buffers); mimalloc serves them from per-thread free lists and
-/// returns freed memory to the system, which glibc's malloc kept after connections closed.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "pagegate",
