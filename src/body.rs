@@ -22,12 +22,8 @@ pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
-/// Wraps a hyper body (an upstream response) without buffering it.
-pub fn stream(incoming: hyper::body::Incoming) -> Body {
-    boxed(incoming)
-}
-
-/// Any body of bytes, as the one body type.
+/// Any body of bytes (an upstream response is passed through this way, unbuffered), as the one
+/// body type.
 pub fn boxed<B>(body: B) -> Body
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
