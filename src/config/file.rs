@@ -194,6 +194,8 @@ pub(crate) struct FileServer {
     pub(crate) tls_handshake_timeout: Option<Spanned<String>>,
     /// Most client connections open at once; further ones wait in the listen backlog.
     pub(crate) max_connections: Option<Spanned<i64>>,
+    /// Threads serving connections, each with its own event loop; default: one per core.
+    pub(crate) workers: Option<Spanned<i64>>,
     /// One log line per request, target `pagegate::access`.
     pub(crate) access_log: Option<bool>,
     /// Put the signed-in visitor's email in access log lines.

@@ -263,6 +263,8 @@ pub struct ServerConfig {
     pub tls_handshake_timeout: Duration,
     /// Most client connections served at once.
     pub max_connections: usize,
+    /// Threads serving connections, each with its own event loop.
+    pub workers: usize,
     /// Whether each request is logged at `info` with target `pagegate::access`.
     pub access_log: bool,
     /// Whether access log lines name the signed-in visitor's email.

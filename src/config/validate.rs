@@ -20,6 +20,8 @@ use super::{
 
 /// Default `mail.retry_for`: long enough to ride out a mail server's restart or greylisting,
 /// and no longer than the default `auth.code_ttl`, past which a code mail is useless anyway.
+/// More connection workers than any machine pagegate runs on has cores.
+const MAX_WORKERS: usize = 1024;
 const DEFAULT_MAIL_RETRY: Duration = Duration::from_secs(10 * 60);
 /// Upper bound of `mail.retry_for`: the retry queue is in memory, on purpose (see `mail`).
 /// Mail that must survive longer outages belongs to a local mail relay with a disk queue.
@@ -349,6 +351,19 @@ impl Ctx<'_> {
                             "server.max_connections",
                             Some(n.span()),
                             "expected a whole number above zero",
+                        )
+                    })?,
+            },
+            workers: match &s.workers {
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                Some(n) => usize::try_from(*n.get_ref())
+                    .ok()
+                    .filter(|n| (1..=MAX_WORKERS).contains(n))
+                    .ok_or_else(|| {
+                        self.invalid(
+                            "server.workers",
+                            Some(n.span()),
+                            format!("expected a whole number from 1 to {MAX_WORKERS}"),
                         )
                     })?,
             },
@@ -1578,6 +1593,18 @@ upstream = "http://127.0.0.1:8000"
     fn tls_listen_needs_a_certificate() {
         let text = MINIMAL.replace("[server]", "[server]\ntls_listen = \"127.0.0.1:8443\"");
         assert_eq!(invalid_key(&text), "server.tls_listen");
+    }
+
+    #[test]
+    fn workers_default_to_the_cores_and_are_bounded() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(parse(MINIMAL).expect("valid").server.workers, cores);
+        let three = MINIMAL.replace("[server]", "[server]\nworkers = 3");
+        assert_eq!(parse(&three).expect("valid").server.workers, 3);
+        for bad in ["0", "-1", "1025"] {
+            let text = MINIMAL.replace("[server]", &format!("[server]\nworkers = {bad}"));
+            assert_eq!(invalid_key(&text), "server.workers", "{bad}");
+        }
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //! ready. That spawn and its wake-ups were a good part of the proxy's cost per request.
 //!
 //! HTTP/1.1 connections are handed out last-in first-out (the warmest first) and each serves one
-//! request at a time; an HTTP/2 connection is shared by every request until it closes.
+//! request at a time; an HTTP/2 connection is shared by every request until it closes. Idle
+//! HTTP/1.1 connections are kept per connection worker ([`crate::server::workers`]): a
+//! connection opened on one worker's event loop is only reused there, so a request never wakes
+//! another thread to talk to its upstream.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -33,7 +36,7 @@ use crate::config::UpstreamConfig;
 /// An idle HTTP/1.1 connection older than this is closed rather than reused: the upstream may
 /// be about to close it (nginx's default `keepalive_timeout` is 75 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle HTTP/1.1 connections kept per upstream; more are closed as their requests end.
+/// Idle HTTP/1.1 connections kept per upstream and worker; more are closed as their requests end.
 const MAX_IDLE: usize = 1024;
 /// TCP keep-alive probes on upstream connections, so a dead peer is noticed.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -69,7 +72,8 @@ struct Pool {
     tls: Option<Tls>,
     http2_only: bool,
     connect_timeout: Duration,
-    idle: Mutex<VecDeque<Idle>>,
+    /// Idle HTTP/1.1 connections, one stack per worker (see [`Pool::idle_here`]).
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
     shared_h2: Mutex<Option<http2::SendRequest<Incoming>>>,
 }
 
@@ -106,7 +110,7 @@ impl Checkin {
         if self.sender.is_closed() {
             return;
         }
-        if let Ok(mut idle) = self.pool.idle.lock() {
+        if let Ok(mut idle) = self.pool.idle_here().lock() {
             if idle.len() < MAX_IDLE {
                 idle.push_back(Idle {
                     sender: self.sender,
@@ -115,6 +119,12 @@ impl Checkin {
             }
         }
     }
+}
+
+/// One idle stack per possible worker number (0 for threads that are no worker); worker
+/// numbers beyond it share stacks, which is correct, only slower.
+fn idle_stacks() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) + 1
 }
 
 /// Builds a site's client. Fails only on an unreadable CA file or when no root is available for
@@ -154,7 +164,9 @@ pub(super) fn build(config: &UpstreamConfig) -> Result<UpstreamClient, String> {
             tls,
             http2_only: config.http2,
             connect_timeout: config.connect_timeout,
-            idle: Mutex::new(VecDeque::new()),
+            idle: (0..idle_stacks())
+                .map(|_| Mutex::new(VecDeque::new()))
+                .collect(),
             shared_h2: Mutex::new(None),
         }),
     })
@@ -248,6 +260,12 @@ impl Pool {
         self.connect(upgrade).await
     }
 
+    /// This worker's idle stack. Threads that are no worker (tests driving the gateway on their
+    /// own runtime) share the first.
+    fn idle_here(&self) -> &Mutex<VecDeque<Idle>> {
+        &self.idle[crate::server::workers::current() % self.idle.len()]
+    }
+
     fn live_h2(&self) -> Option<http2::SendRequest<Incoming>> {
         let mut shared = self.shared_h2.lock().ok()?;
         match shared.as_ref() {
@@ -263,7 +281,7 @@ impl Pool {
     /// The most recently used idle connection; expired and closed ones at the old end are
     /// dropped on the way.
     fn take_idle(&self) -> Option<http1::SendRequest<Incoming>> {
-        let mut idle = self.idle.lock().ok()?;
+        let mut idle = self.idle_here().lock().ok()?;
         while idle
             .front()
             .is_some_and(|i| i.since.elapsed() > IDLE_TIMEOUT || i.sender.is_closed())

@@ -9,6 +9,7 @@
 mod framing;
 pub mod reload;
 mod tls;
+pub(crate) mod workers;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -107,7 +108,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let store = RedbStore::open(&config.data_dir).map_err(|e| StartError::Setup(e.to_string()))?;
     tracing::info!(path = %store.path().display(), "database open");
     let store: Arc<dyn crate::store::Store> = Arc::new(store);
-    let settings = Arc::new(ConnectionSettings::new(&config));
+    let workers = workers::Workers::start(config.server.workers)
+        .map_err(|e| StartError::Setup(format!("cannot start the connection workers: {e}")))?;
+    let settings = Arc::new(ConnectionSettings::new(&config, workers));
     let data_dir = config.data_dir.clone();
     // The metrics listener is bound once, so its token is the one read at start.
     let metrics_exporter = metrics_listener
@@ -168,10 +171,12 @@ struct ConnectionSettings {
     builder: auto::Builder<TokioExecutor>,
     /// One permit per open client connection, shared by all listeners.
     connection_slots: Arc<tokio::sync::Semaphore>,
+    /// Where connections are served.
+    workers: workers::Workers,
 }
 
 impl ConnectionSettings {
-    fn new(config: &Config) -> ConnectionSettings {
+    fn new(config: &Config, workers: workers::Workers) -> ConnectionSettings {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -190,6 +195,7 @@ impl ConnectionSettings {
         ConnectionSettings {
             builder,
             connection_slots: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
+            workers,
         }
     }
 }
@@ -258,6 +264,7 @@ async fn serve(
             tracing::warn!(grace = ?grace, "shutdown grace period over; closing remaining connections");
         }
     }
+    settings.workers.stop().await;
 }
 
 async fn accept_loop(
@@ -290,6 +297,14 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
+        // The socket moves to a worker's own event loop, so it leaves this one's.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(peer = %peer, error = %e, "cannot hand the connection over");
+                continue;
+            }
+        };
         let conn = Connection {
             live: live.clone(),
             settings: settings.clone(),
@@ -298,14 +313,20 @@ async fn accept_loop(
             _slot: slot,
             _open: crate::metrics::global().connection_opened(),
         };
-        match &tls {
-            None => {
-                tokio::spawn(conn.serve_plain(stream));
+        let tls = tls.clone();
+        settings.workers.spawn(async move {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!(peer = %conn.peer, error = %e, "cannot register the connection");
+                    return;
+                }
+            };
+            match tls {
+                None => conn.serve_plain(stream).await,
+                Some(acceptor) => conn.serve_tls(stream, acceptor).await,
             }
-            Some(acceptor) => {
-                tokio::spawn(conn.serve_tls(stream, acceptor.clone()));
-            }
-        }
+        });
     }
 }
 

@@ -46,6 +46,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "server.listen",
     "server.tls_listen",
     "server.max_connections",
+    "server.workers",
     "server.header_read_timeout",
     "metrics.listen",
     "metrics.token",
@@ -335,6 +336,10 @@ fn keep_running_values(running: &Config, mut next: Config) -> (Config, Vec<&'sta
         running.server.max_connections != next.server.max_connections,
     );
     keep(
+        "server.workers",
+        running.server.workers != next.server.workers,
+    );
+    keep(
         "server.header_read_timeout",
         running.server.header_read_timeout != next.server.header_read_timeout,
     );
@@ -348,6 +353,7 @@ fn keep_running_values(running: &Config, mut next: Config) -> (Config, Vec<&'sta
     next.server.listen = running.server.listen;
     next.server.tls_listen = running.server.tls_listen;
     next.server.max_connections = running.server.max_connections;
+    next.server.workers = running.server.workers;
     next.server.header_read_timeout = running.server.header_read_timeout;
     next.metrics.listen = running.metrics.listen;
     next.metrics.token = running.metrics.token.clone();
