@@ -273,18 +273,21 @@ impl Gateway {
         };
         note.client = Some(visitor.ip);
         if let Some(sub_path) = under_prefix(req.uri().path(), &self.prefix) {
+            // pagegate's own endpoints are boxed: their futures are large and rare, and inline
+            // they would make every proxied request's future (moved into place per request)
+            // as large as the largest of them.
             let sub_path = sub_path.to_owned();
             if let (Some(exporter), "/metrics") = (&self.metrics, sub_path.as_str()) {
-                return Ok(exporter.answer(&req).await);
+                return Ok(Box::pin(exporter.answer(&req)).await);
             }
             if let (Some(api), Some(rest)) = (&self.api, section(&sub_path, "/api/v1")) {
-                return api.handle_api(site_id, rest, req, visitor).await;
+                return Box::pin(api.handle_api(site_id, rest, req, visitor)).await;
             }
             if let (Some(api), Some(rest)) = (&self.api, section(&sub_path, "/admin")) {
-                return api.handle_admin_page(site_id, rest, req, visitor).await;
+                return Box::pin(api.handle_admin_page(site_id, rest, req, visitor)).await;
             }
             return match &self.auth {
-                Some(auth) => auth.endpoint(site_id, &sub_path, req, visitor).await,
+                Some(auth) => Box::pin(auth.endpoint(site_id, &sub_path, req, visitor)).await,
                 None => Err(HttpError::NotFound),
             };
         }

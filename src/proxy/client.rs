@@ -257,7 +257,9 @@ impl Pool {
                 });
             }
         }
-        self.connect(upgrade).await
+        // Boxed: connecting (TCP, TLS, handshake) is rare on a warm pool and its future is the
+        // largest part of a request's.
+        Box::pin(self.connect(upgrade)).await
     }
 
     /// This worker's idle stack. Threads that are no worker (tests driving the gateway on their
