@@ -9,11 +9,16 @@
 //! and records the sequence number of an ambiguous head. The service compares it with the request
 //! it is handling. Whenever the watch is unsure (a parse error, an upgrade, HTTP/2), it stops
 //! watching: hyper's own handling is safe, this is the stricter layer on top.
+//!
+//! The same watch tells the connection when every byte read so far belonged to whole requests
+//! ([`FramingVerdict::boundary`]): the one moment a keep-alive connection may be handed from one
+//! hyper connection to the next (see `connection.rs`). For that hand-over it can also keep the
+//! socket open when hyper ends its connection ([`FramingVerdict::keep_open`]).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -22,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const MAX_HEAD: usize = 64 * 1024;
 /// Most header lines in one head (hyper's default is 100).
 const MAX_HEADERS: usize = 128;
-/// No ambiguous head seen.
+/// No ambiguous head seen; or, for the boundary, not between two requests.
 const NONE: u64 = u64::MAX;
 
 /// Shared between the wrapped stream and the connection's service.
@@ -30,13 +35,33 @@ const NONE: u64 = u64::MAX;
 pub(crate) struct FramingVerdict {
     /// Sequence number (0-based) of the first ambiguous request on this connection, or `NONE`.
     ambiguous: AtomicU64,
+    /// How many whole requests the bytes read so far hold, when they end exactly where a request
+    /// ends (nothing of the next one read yet); `NONE` otherwise, and once no longer watching.
+    boundary: AtomicU64,
+    /// While set, shutting the stream down leaves the socket open.
+    keep_open: AtomicBool,
 }
 
 impl FramingVerdict {
     fn new() -> Arc<FramingVerdict> {
         Arc::new(FramingVerdict {
             ambiguous: AtomicU64::new(NONE),
+            boundary: AtomicU64::new(0),
+            keep_open: AtomicBool::new(false),
         })
+    }
+
+    /// The number of whole requests read, if the connection is between two requests with
+    /// nothing of the next one read; `None` inside a request or when the framing is not followed
+    /// (HTTP/2, an upgrade, a head it could not read).
+    pub(crate) fn boundary(&self) -> Option<u64> {
+        let heads = self.boundary.load(Ordering::Acquire);
+        (heads != NONE).then_some(heads)
+    }
+
+    /// Makes the stream's shutdown leave the socket open (or, with `false`, close it again).
+    pub(crate) fn keep_open(&self, keep: bool) {
+        self.keep_open.store(keep, Ordering::Release);
     }
 
     /// Whether request number `seq` of the connection had ambiguous framing.
@@ -87,8 +112,23 @@ impl<IO> FramingWatch<IO> {
         (watch, verdict)
     }
 
-    /// Follows the framing through newly read bytes.
-    fn observe(&mut self, mut bytes: &[u8]) {
+    /// The stream watched.
+    pub(crate) fn get_ref(&self) -> &IO {
+        &self.inner
+    }
+
+    /// Follows the framing through newly read bytes, then publishes whether they ended on a
+    /// request boundary.
+    fn observe(&mut self, bytes: &[u8]) {
+        self.follow(bytes);
+        let boundary = match &self.state {
+            State::Head(pending) if pending.is_empty() => self.heads_seen,
+            _ => NONE,
+        };
+        self.verdict.boundary.store(boundary, Ordering::Release);
+    }
+
+    fn follow(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             match &mut self.state {
                 State::Off => return,
@@ -280,6 +320,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FramingWatch<IO> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.verdict.keep_open.load(Ordering::Acquire) {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 

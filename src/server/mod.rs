@@ -6,31 +6,27 @@
 //! an open connection. Shutdown stops accepting at once, asks every connection to finish its
 //! in-flight requests, and gives up after `shutdown_grace`.
 
+mod connection;
 mod framing;
 pub mod reload;
 mod tls;
 pub(crate) mod workers;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::error::HttpError;
-use crate::gateway::ConnectionInfo;
-use crate::routing::normalize_host;
 use crate::store::redb::RedbStore;
+use connection::Connection;
 use reload::Live;
 
 /// Why the gateway could not start.
@@ -168,7 +164,13 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 /// Per-connection protocol settings, built once: a reload does not change them (the TLS
 /// handshake timeout and the shutdown grace are read from the configuration in force instead).
 struct ConnectionSettings {
+    /// HTTP/1.1 or HTTP/2, for TLS and HTTP/2 connections.
     builder: auto::Builder<TokioExecutor>,
+    /// The same HTTP/1.1 settings, for plain HTTP/1.1 connections, which are served by a new
+    /// hyper connection after each idle period (`connection.rs`).
+    http1: hyper::server::conn::http1::Builder,
+    /// How long a connection may wait for its next request (`header_read_timeout`).
+    idle_timeout: Duration,
     /// One permit per open client connection, shared by all listeners.
     connection_slots: Arc<tokio::sync::Semaphore>,
     /// Where connections are served.
@@ -184,6 +186,12 @@ impl ConnectionSettings {
             .header_read_timeout(config.server.header_read_timeout)
             .keep_alive(true)
             .max_buf_size(64 * 1024);
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.server.header_read_timeout)
+            .keep_alive(true)
+            .max_buf_size(64 * 1024);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -194,6 +202,8 @@ impl ConnectionSettings {
             .adaptive_window(true);
         ConnectionSettings {
             builder,
+            http1,
+            idle_timeout: config.server.header_read_timeout,
             connection_slots: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
             workers,
         }
@@ -207,7 +217,8 @@ async fn serve(
     settings: Arc<ConnectionSettings>,
     shutdown: CancellationToken,
 ) {
-    let graceful = Arc::new(GracefulShutdown::new());
+    // Every connection, whichever worker serves it; waited for at shutdown.
+    let connections = TaskTracker::new();
     let mut loops = tokio::task::JoinSet::new();
     if let Some(listener) = http {
         loops.spawn(accept_loop(
@@ -215,7 +226,7 @@ async fn serve(
             None,
             live.clone(),
             settings.clone(),
-            graceful.clone(),
+            connections.clone(),
             shutdown.clone(),
         ));
     }
@@ -225,7 +236,7 @@ async fn serve(
             Some(acceptor),
             live.clone(),
             settings.clone(),
-            graceful.clone(),
+            connections.clone(),
             shutdown.clone(),
         ));
     }
@@ -253,13 +264,11 @@ async fn serve(
     }
     loops.join_all().await;
     tracing::info!("shutting down: no new connections, finishing requests in flight");
-    let Some(graceful) = Arc::into_inner(graceful) else {
-        tracing::error!("connection tracker still shared after the accept loops ended");
-        return;
-    };
+    // Each connection saw the shutdown token: idle ones close, busy ones finish their requests.
+    connections.close();
     let grace = live.config().server.shutdown_grace;
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = connections.wait() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(grace) => {
             tracing::warn!(grace = ?grace, "shutdown grace period over; closing remaining connections");
         }
@@ -272,7 +281,7 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
     live: Arc<Live>,
     settings: Arc<ConnectionSettings>,
-    graceful: Arc<GracefulShutdown>,
+    connections: TaskTracker,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -308,13 +317,13 @@ async fn accept_loop(
         let conn = Connection {
             live: live.clone(),
             settings: settings.clone(),
-            watcher: graceful.watcher(),
+            shutdown: shutdown.clone(),
             peer,
             _slot: slot,
             _open: crate::metrics::global().connection_opened(),
         };
         let tls = tls.clone();
-        settings.workers.spawn(async move {
+        settings.workers.spawn(connections.track_future(async move {
             let stream = match TcpStream::from_std(stream) {
                 Ok(stream) => stream,
                 Err(e) => {
@@ -326,99 +335,6 @@ async fn accept_loop(
                 None => conn.serve_plain(stream).await,
                 Some(acceptor) => conn.serve_tls(stream, acceptor).await,
             }
-        });
-    }
-}
-
-struct Connection {
-    live: Arc<Live>,
-    settings: Arc<ConnectionSettings>,
-    watcher: Watcher,
-    peer: SocketAddr,
-    /// Released when the connection ends.
-    _slot: tokio::sync::OwnedSemaphorePermit,
-    /// Counted in `pagegate_open_connections` until the connection ends.
-    _open: crate::metrics::OpenConnection,
-}
-
-impl Connection {
-    async fn serve_plain(self, stream: TcpStream) {
-        self.serve(TokioIo::new(stream), false, None).await;
-    }
-
-    async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor) {
-        let timeout = self.live.config().server.tls_handshake_timeout;
-        let handshake = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
-        let stream = match handshake {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(peer = %self.peer, "TLS handshake timed out");
-                return;
-            }
-        };
-        // The name, not the site it mapped to: a reload may renumber or remove sites, so each
-        // request looks the name up in the configuration it is answered with.
-        let sni = stream
-            .get_ref()
-            .1
-            .server_name()
-            .and_then(normalize_host)
-            .map(|host| Arc::<str>::from(host.as_ref()));
-        self.serve(TokioIo::new(stream), true, sni).await;
-    }
-
-    async fn serve<I>(self, io: TokioIo<I>, tls: bool, sni: Option<Arc<str>>)
-    where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let (live, peer) = (self.live, self.peer);
-        let (io, framing) = framing::FramingWatch::new(io.into_inner());
-        let io = TokioIo::new(io);
-        let requests_seen = Arc::new(AtomicU64::new(0));
-        let service = service_fn(move |req| {
-            // The state in force as the request arrives serves it to the end, even if a reload
-            // swaps another one in meanwhile.
-            let state = live.load();
-            let seq = requests_seen.fetch_add(1, Ordering::Relaxed);
-            let ambiguous = framing.is_ambiguous(seq);
-            let sni = sni.clone();
-            async move {
-                let gateway = &state.gateway;
-                let mut info = ConnectionInfo {
-                    peer,
-                    tls,
-                    sni_site: None,
-                };
-                if ambiguous {
-                    return Ok::<_, Infallible>(gateway.refuse(
-                        HttpError::BadRequest("The request's length is ambiguous (Content-Length with Transfer-Encoding, or repeated)."),
-                        &req,
-                        info,
-                    ));
-                }
-                if let Some(name) = &sni {
-                    match gateway.router().site_for_host(name) {
-                        Some(site) => info.sni_site = Some(site),
-                        // The name the handshake was for belongs to no site any more (a reload
-                        // removed it): this connection may not be used for another site.
-                        None => {
-                            return Ok(gateway.refuse(HttpError::Misdirected, &req, info));
-                        }
-                    }
-                }
-                Ok::<_, Infallible>(gateway.handle(req, info).await)
-            }
-        });
-        let conn = self
-            .settings
-            .builder
-            .serve_connection_with_upgrades(io, service);
-        if let Err(e) = self.watcher.watch(conn.into_owned()).await {
-            tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
-        }
+        }));
     }
 }

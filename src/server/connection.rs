@@ -1,0 +1,423 @@
+//! One client connection, from the accepted socket to its close.
+//!
+//! HTTP/1.1 over plain TCP is served by a hyper connection per burst of requests: when every
+//! request read so far has been answered and nothing of the next one has arrived, that hyper
+//! connection is ended without closing the socket, and the socket waits for its next request
+//! holding nothing but itself. An idle keep-alive connection therefore costs a socket and a small
+//! task instead of hyper's read and write buffers (16 KiB and more), the way nginx gives an idle
+//! connection's buffers back. The hand-over happens only on an exact request boundary, as the
+//! framing watch ([`super::framing`]) follows it below hyper; whenever that is not certain
+//! (pipelined or partial requests, `Connection: close`, HTTP/1.0, upgrades) the hyper connection
+//! simply goes on.
+//!
+//! TLS connections and HTTP/2 (prior knowledge on plain TCP) are served by one hyper connection
+//! from start to end.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Version, header};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::ConnectionSettings;
+use super::framing::{FramingVerdict, FramingWatch};
+use super::reload::Live;
+use crate::body::{Body, BoxError};
+use crate::error::HttpError;
+use crate::gateway::ConnectionInfo;
+use crate::routing::normalize_host;
+
+/// How long a connection stays idle with its hyper connection before parking. Parking costs a
+/// new hyper connection (two buffer allocations) at the next request, so a client sending
+/// request after request keeps its hyper connection, and only a connection that has really gone
+/// quiet gives its buffers back.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// What an HTTP/2 client sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// An accepted client connection and what it holds until it closes.
+pub(super) struct Connection {
+    pub(super) live: Arc<Live>,
+    pub(super) settings: Arc<ConnectionSettings>,
+    /// Cancelled when the server shuts down: in-flight requests finish, idle connections close.
+    pub(super) shutdown: CancellationToken,
+    pub(super) peer: SocketAddr,
+    /// Released when the connection ends.
+    pub(super) _slot: tokio::sync::OwnedSemaphorePermit,
+    /// Counted in `pagegate_open_connections` until the connection ends.
+    pub(super) _open: crate::metrics::OpenConnection,
+}
+
+impl Connection {
+    pub(super) async fn serve_plain(self, stream: TcpStream) {
+        // Nothing but the socket is held until the client speaks.
+        let mut first = [0u8; H2_PREFACE.len()];
+        let idle = self.settings.idle_timeout;
+        let peeked = tokio::select! {
+            peeked = tokio::time::timeout(idle, stream.peek(&mut first)) => peeked,
+            () = self.shutdown.cancelled() => return,
+        };
+        let n = match peeked {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return,
+        };
+        if H2_PREFACE.starts_with(&first[..n]) {
+            // HTTP/2 by prior knowledge, or too little read to tell: hyper decides.
+            self.serve_whole(stream, false, None).await;
+        } else {
+            self.serve_http1_parking(stream).await;
+        }
+    }
+
+    pub(super) async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor) {
+        let timeout = self.live.config().server.tls_handshake_timeout;
+        let handshake = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
+        let stream = match handshake {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %self.peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        // The name, not the site it mapped to: a reload may renumber or remove sites, so each
+        // request looks the name up in the configuration it is answered with.
+        let sni = stream
+            .get_ref()
+            .1
+            .server_name()
+            .and_then(normalize_host)
+            .map(|host| Arc::<str>::from(host.as_ref()));
+        self.serve_whole(stream, true, sni).await;
+    }
+
+    /// One hyper connection (HTTP/1.1 or HTTP/2, upgrades allowed) for the connection's life.
+    async fn serve_whole<I>(self, io: I, tls: bool, sni: Option<Arc<str>>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (io, framing) = FramingWatch::new(io);
+        let exchanges = Arc::new(Exchanges::default());
+        let service = service(self.live.clone(), self.peer, tls, sni, framing, exchanges);
+        let conn = self
+            .settings
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        let mut conn = pin!(conn);
+        let ended = tokio::select! {
+            ended = conn.as_mut() => ended,
+            () = self.shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+        }
+    }
+
+    /// HTTP/1.1 on plain TCP, parked without hyper's buffers between requests.
+    async fn serve_http1_parking(self, stream: TcpStream) {
+        let (io, framing) = FramingWatch::new(stream);
+        let exchanges = Arc::new(Exchanges::default());
+        let service = service(
+            self.live.clone(),
+            self.peer,
+            false,
+            None,
+            framing.clone(),
+            exchanges.clone(),
+        );
+        let mut io = TokioIo::new(io);
+        loop {
+            // Boxed, so the parked task does not carry hyper's connection state inline.
+            let mut conn = Box::pin(
+                self.settings
+                    .http1
+                    .serve_connection(io, service.clone())
+                    .with_upgrades(),
+            );
+            let parked = serve_until_idle(conn.as_mut(), &framing, &exchanges, &self.shutdown);
+            match parked.await {
+                Ok(true) => {}
+                // hyper ended the connection itself: closed, upgraded, or shutting down.
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                    return;
+                }
+            }
+            let Some(parts) = Pin::into_inner(conn).into_parts() else {
+                return;
+            };
+            if !parts.read_buf.is_empty() {
+                // Cannot happen on a request boundary; never resume mid-stream.
+                tracing::debug!(peer = %self.peer, "unread bytes at a request boundary; closing");
+                return;
+            }
+            io = parts.io;
+            framing.keep_open(false);
+            let socket = io.inner().get_ref();
+            tokio::select! {
+                readable = tokio::time::timeout(self.settings.idle_timeout, socket.readable()) => {
+                    if !matches!(readable, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+                () = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// The per-request service: each request is answered by the state in force as it arrives.
+fn service(
+    live: Arc<Live>,
+    peer: SocketAddr,
+    tls: bool,
+    sni: Option<Arc<str>>,
+    framing: Arc<FramingVerdict>,
+    exchanges: Arc<Exchanges>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<TrackedBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<TrackedBody>, Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    service_fn(move |req: Request<Incoming>| {
+        // The state in force as the request arrives serves it to the end, even if a reload
+        // swaps another one in meanwhile.
+        let state = live.load();
+        let exchange = Exchange::begin(&exchanges, &req);
+        let ambiguous = framing.is_ambiguous(exchange.seq);
+        let sni = sni.clone();
+        async move {
+            let gateway = &state.gateway;
+            let mut info = ConnectionInfo {
+                peer,
+                tls,
+                sni_site: None,
+            };
+            let response = if ambiguous {
+                gateway.refuse(
+                        HttpError::BadRequest(
+                            "The request's length is ambiguous (Content-Length with Transfer-Encoding, or repeated).",
+                        ),
+                        &req,
+                        info,
+                    )
+            } else {
+                match sni
+                    .as_deref()
+                    .map(|name| gateway.router().site_for_host(name))
+                {
+                    // The name the handshake was for belongs to no site any more (a reload
+                    // removed it): this connection may not be used for another site.
+                    Some(None) => gateway.refuse(HttpError::Misdirected, &req, info),
+                    sni_site => {
+                        info.sni_site = sni_site.flatten();
+                        gateway.handle(req, info).await
+                    }
+                }
+            };
+            Ok::<_, Infallible>(response.map(|body| TrackedBody {
+                inner: body,
+                _exchange: exchange,
+            }))
+        }
+    })
+}
+
+/// Drives a hyper connection until it ends (`Ok(false)`) or until it has been idle between two
+/// requests for [`LINGER`], in which case it is ended with the socket left open (`Ok(true)`).
+///
+/// The linger timer is armed once and not disarmed by new requests: when it fires, a connection
+/// that saw requests meanwhile is given another full period. A busy connection therefore costs
+/// one timer update per period, not one per request.
+async fn serve_until_idle<C>(
+    mut conn: Pin<&mut C>,
+    framing: &FramingVerdict,
+    exchanges: &Exchanges,
+    shutdown: &CancellationToken,
+) -> hyper::Result<bool>
+where
+    C: Future<Output = hyper::Result<()>> + GracefulEnd,
+{
+    let mut cancelled = pin!(shutdown.cancelled());
+    let mut linger = pin!(tokio::time::sleep(LINGER));
+    // The request count when the linger period running now began.
+    let mut lingering_since: Option<u64> = None;
+    let (mut parking, mut stopping) = (false, false);
+    std::future::poll_fn(|cx: &mut Context<'_>| {
+        if !stopping && cancelled.as_mut().poll(cx).is_ready() {
+            // Finish what is in flight, then close for real.
+            stopping = true;
+            parking = false;
+            framing.keep_open(false);
+            conn.as_mut().end_gracefully();
+        }
+        loop {
+            match conn.as_mut().poll(cx) {
+                Poll::Ready(ended) => return Poll::Ready(ended.map(|()| parking)),
+                Poll::Pending if !parking && !stopping && is_idle(framing, exchanges) => {
+                    let seen = exchanges.seen.load(Ordering::Acquire);
+                    if lingering_since.is_none() {
+                        linger.as_mut().reset(tokio::time::Instant::now() + LINGER);
+                        lingering_since = Some(seen);
+                    }
+                    if linger.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    if lingering_since != Some(seen) {
+                        // Busy meanwhile: a new period from now.
+                        linger.as_mut().reset(tokio::time::Instant::now() + LINGER);
+                        lingering_since = Some(seen);
+                        if linger.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
+                    parking = true;
+                    framing.keep_open(true);
+                    conn.as_mut().end_gracefully();
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await
+}
+
+/// Every request read has been answered, and the bytes read end exactly after the last one.
+fn is_idle(framing: &FramingVerdict, exchanges: &Exchanges) -> bool {
+    exchanges.in_flight.load(Ordering::Acquire) == 0
+        && !exchanges.no_parking.load(Ordering::Acquire)
+        && framing.boundary() == Some(exchanges.seen.load(Ordering::Acquire))
+}
+
+/// hyper's graceful end, under one name for the connection types it is called on.
+trait GracefulEnd {
+    fn end_gracefully(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> GracefulEnd for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: HttpBody + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn end_gracefully(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// The requests of one connection, counted as they start and as their responses end.
+#[derive(Default)]
+struct Exchanges {
+    /// Requests handed to the service so far.
+    seen: AtomicU64,
+    /// Requests whose response body has not yet been sent in full (or dropped).
+    in_flight: AtomicU64,
+    /// Set once a request asked for the connection to close after it, or spoke HTTP/1.0: hyper
+    /// ends such a connection itself.
+    no_parking: AtomicBool,
+}
+
+/// One request's place among its connection's exchanges, held until its response ends.
+struct Exchange {
+    exchanges: Arc<Exchanges>,
+    /// The request's number on the connection, from 0.
+    seq: u64,
+}
+
+impl Exchange {
+    fn begin(exchanges: &Arc<Exchanges>, req: &Request<Incoming>) -> Exchange {
+        if req.version() != Version::HTTP_11 || asks_to_close(req) {
+            exchanges.no_parking.store(true, Ordering::Release);
+        }
+        exchanges.in_flight.fetch_add(1, Ordering::AcqRel);
+        Exchange {
+            exchanges: exchanges.clone(),
+            seq: exchanges.seen.fetch_add(1, Ordering::AcqRel),
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.exchanges.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn asks_to_close<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+/// A response body that ends its exchange when hyper is done with it.
+pub(super) struct TrackedBody {
+    inner: Body,
+    _exchange: Exchange,
+}
+
+impl HttpBody for TrackedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_is_found_among_connection_tokens() {
+        let req = |value: &str| {
+            Request::builder()
+                .header(header::CONNECTION, value)
+                .body(())
+                .expect("request")
+        };
+        assert!(asks_to_close(&req("close")));
+        assert!(asks_to_close(&req("keep-alive, Close")));
+        assert!(!asks_to_close(&req("keep-alive")));
+        assert!(!asks_to_close(&req("closed")));
+    }
+}
