@@ -44,7 +44,7 @@ use crate::routing::normalize_host;
 /// new hyper connection (two buffer allocations) at the next request, so a client sending
 /// request after request keeps its hyper connection, and only a connection that has really gone
 /// quiet gives its buffers back.
-const LINGER: Duration = Duration::from_secs(1);
+const LINGER: Duration = Duration::from_millis(250);
 
 /// What an HTTP/2 client sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -76,8 +76,9 @@ impl Connection {
             _ => return,
         };
         if H2_PREFACE.starts_with(&first[..n]) {
-            // HTTP/2 by prior knowledge, or too little read to tell: hyper decides.
-            self.serve_whole(stream, false, None).await;
+            // HTTP/2 by prior knowledge, or too little read to tell: hyper decides. Boxed, like
+            // the hyper connection below, so that a parked connection's task stays small.
+            Box::pin(self.serve_whole(stream, false, None)).await;
         } else {
             self.serve_http1_parking(stream).await;
         }
@@ -155,7 +156,7 @@ impl Connection {
                     .with_upgrades(),
             );
             let parked = serve_until_idle(conn.as_mut(), &framing, &exchanges, &self.shutdown);
-            match parked.await {
+            match Box::pin(parked).await {
                 Ok(true) => {}
                 // hyper ended the connection itself: closed, upgraded, or shutting down.
                 Ok(false) => return,
@@ -167,12 +168,17 @@ impl Connection {
             let Some(parts) = Pin::into_inner(conn).into_parts() else {
                 return;
             };
-            if !parts.read_buf.is_empty() {
+            let hyper::server::conn::http1::Parts {
+                io: next, read_buf, ..
+            } = parts;
+            if !read_buf.is_empty() {
                 // Cannot happen on a request boundary; never resume mid-stream.
                 tracing::debug!(peer = %self.peer, "unread bytes at a request boundary; closing");
                 return;
             }
-            io = parts.io;
+            // The read buffer's memory goes with it: nothing of hyper's is kept while parked.
+            drop(read_buf);
+            io = next;
             framing.keep_open(false);
             let socket = io.inner().get_ref();
             tokio::select! {

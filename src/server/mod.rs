@@ -323,7 +323,7 @@ async fn accept_loop(
             _open: crate::metrics::global().connection_opened(),
         };
         let tls = tls.clone();
-        settings.workers.spawn(connections.track_future(async move {
+        let fut = connections.track_future(async move {
             let stream = match TcpStream::from_std(stream) {
                 Ok(stream) => stream,
                 Err(e) => {
@@ -333,8 +333,11 @@ async fn accept_loop(
             };
             match tls {
                 None => conn.serve_plain(stream).await,
-                Some(acceptor) => conn.serve_tls(stream, acceptor).await,
+                // Boxed: a TLS connection's state is large, and a plain connection's task would
+                // otherwise be as large, idle or not.
+                Some(acceptor) => Box::pin(conn.serve_tls(stream, acceptor)).await,
             }
-        }));
+        });
+        settings.workers.spawn(fut);
     }
 }
