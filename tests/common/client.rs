@@ -175,3 +175,37 @@ pub fn pem_der(pem: &str) -> Vec<u8> {
         .expect("a PEM certificate")
         .to_vec()
 }
+
+/// Reads exactly one response with a `Content-Length` body from a raw keep-alive connection,
+/// leaving the connection ready for the next. `None` when the peer closed before a response.
+pub async fn read_one(stream: &mut TcpStream) -> Option<(u16, String)> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("no response within 10 s"),
+        }
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .expect("response has a Content-Length");
+    while got.len() < head_end + length {
+        let n = stream.read(&mut buf).await.expect("read body");
+        assert!(n > 0, "connection closed inside a body");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got.len(), head_end + length, "bytes after the response");
+    let body = String::from_utf8_lossy(&got[head_end..]).into_owned();
+    Some((raw_status(&head), body))
+}

@@ -1,0 +1,146 @@
+//! Keep-alive connections across idle periods. An idle plain HTTP/1.1 connection is parked
+//! between requests (hyper's connection and buffers are let go, the socket kept): whatever the
+//! client does next must be served exactly as on a connection that never went quiet.
+
+mod common;
+
+use std::time::Duration;
+
+use common::client::{self, read_one};
+use common::{TestGateway, TestUpstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Longer than the quiet time after which a connection is parked.
+const QUIET: Duration = Duration::from_millis(700);
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: site.example\r\n\r\n")
+}
+
+#[tokio::test]
+async fn a_connection_that_went_quiet_serves_its_next_requests() {
+    let upstream = TestUpstream::start().await;
+    let gateway = TestGateway::in_front_of(&upstream).await;
+    let mut conn = TcpStream::connect(gateway.addr).await.expect("connect");
+    for round in 0..3 {
+        conn.write_all(get(&format!("/round/{round}")).as_bytes())
+            .await
+            .expect("write");
+        let (status, body) = read_one(&mut conn).await.expect("an answer");
+        assert_eq!(status, 200);
+        assert_eq!(body, format!("hello from upstream /round/{round}"));
+        tokio::time::sleep(QUIET).await;
+    }
+    // A request with a body after a quiet period, on the same connection.
+    let upload = "POST /upload HTTP/1.1\r\nHost: site.example\r\nContent-Length: 3\r\n\r\n";
+    conn.write_all(upload.as_bytes()).await.expect("write head");
+    conn.write_all(&[0, 1, 2]).await.expect("write body");
+    let (status, body) = read_one(&mut conn).await.expect("an answer");
+    assert_eq!((status, body.as_str()), (200, "3 true"));
+    assert_eq!(upstream.count(), 4);
+}
+
+#[tokio::test]
+async fn pipelined_requests_and_a_head_split_by_a_pause_are_answered_in_order() {
+    let upstream = TestUpstream::start().await;
+    let gateway = TestGateway::in_front_of(&upstream).await;
+    let mut conn = TcpStream::connect(gateway.addr).await.expect("connect");
+
+    // Two requests in one write, then a quiet period.
+    let two = format!("{}{}", get("/first"), get("/second"));
+    conn.write_all(two.as_bytes()).await.expect("write");
+    for path in ["/first", "/second"] {
+        let (status, body) = read_one(&mut conn).await.expect("an answer");
+        assert_eq!((status, body), (200, format!("hello from upstream {path}")));
+    }
+    tokio::time::sleep(QUIET).await;
+
+    // Half a request, a pause longer than the quiet time, then the rest: never cut in two.
+    let third = get("/third");
+    let (start, rest) = third.split_at(10);
+    conn.write_all(start.as_bytes()).await.expect("write start");
+    tokio::time::sleep(QUIET).await;
+    conn.write_all(rest.as_bytes()).await.expect("write rest");
+    let (status, body) = read_one(&mut conn).await.expect("an answer");
+    assert_eq!((status, body.as_str()), (200, "hello from upstream /third"));
+
+    let targets: Vec<String> = upstream.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(targets, ["/first", "/second", "/third"]);
+}
+
+#[tokio::test]
+async fn a_smuggled_request_after_a_quiet_period_is_still_refused() {
+    let upstream = TestUpstream::start().await;
+    let gateway = TestGateway::in_front_of(&upstream).await;
+    let mut conn = TcpStream::connect(gateway.addr).await.expect("connect");
+    conn.write_all(get("/clean").as_bytes())
+        .await
+        .expect("write");
+    assert_eq!(read_one(&mut conn).await.expect("an answer").0, 200);
+    tokio::time::sleep(QUIET).await;
+
+    // The framing watch follows the connection across parked periods.
+    let smuggled = "POST /x HTTP/1.1\r\nHost: site.example\r\nContent-Length: 4\r\n\
+                    Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    conn.write_all(smuggled.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await;
+    assert_eq!(client::raw_status(&String::from_utf8_lossy(&answer)), 400);
+    assert_eq!(
+        upstream.count(),
+        1,
+        "only the clean request reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn connection_close_and_http_1_0_are_honoured_after_the_answer() {
+    let upstream = TestUpstream::start().await;
+    let gateway = TestGateway::in_front_of(&upstream).await;
+    for request in [
+        "GET /bye HTTP/1.1\r\nHost: site.example\r\nConnection: close\r\n\r\n",
+        "GET /old HTTP/1.0\r\nHost: site.example\r\n\r\n",
+    ] {
+        let mut conn = TcpStream::connect(gateway.addr).await.expect("connect");
+        conn.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer))
+            .await
+            .expect("the gateway closes the connection after the answer")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(client::raw_status(&answer), 200, "{request}");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_closes_quiet_connections_at_once() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gateway = TestGateway::start_in(
+        dir,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"60s\"\n\n[[site]]\n\
+             hosts = [\"*\"]\nupstream = \"http://{}\"\n",
+            upstream.addr
+        ),
+    )
+    .await;
+    let mut quiet = TcpStream::connect(gateway.addr).await.expect("connect");
+    quiet
+        .write_all(get("/once").as_bytes())
+        .await
+        .expect("write");
+    assert_eq!(read_one(&mut quiet).await.expect("an answer").0, 200);
+    tokio::time::sleep(QUIET).await;
+
+    // With a minute of grace, the stop still ends now: a quiet connection has nothing to finish.
+    tokio::time::timeout(Duration::from_secs(30), gateway.stop())
+        .await
+        .expect("the stop did not wait for the grace period");
+    assert!(
+        read_one(&mut quiet).await.is_none(),
+        "the connection was closed"
+    );
+}
