@@ -134,15 +134,22 @@ impl Chrome {
         }
     }
 
-    /// The visible text of the page.
+    /// The visible text of the page. A page being replaced (a form just submitted, a redirect)
+    /// can swap its body out between finding it and reading it: then it is read again, for up
+    /// to five seconds.
     pub async fn text(&self) -> String {
-        self.client
-            .find(Locator::Css("body"))
-            .await
-            .expect("a body")
-            .text()
-            .await
-            .expect("body text")
+        let mut last_error = None;
+        for _ in 0..50 {
+            match self.client.find(Locator::Css("body")).await {
+                Ok(body) => match body.text().await {
+                    Ok(text) => return text,
+                    Err(e) => last_error = Some(e),
+                },
+                Err(e) => last_error = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the page's body could not be read: {last_error:?}");
     }
 
     /// Types `text` into the field `css` (after clearing it).
