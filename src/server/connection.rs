@@ -156,16 +156,24 @@ impl Connection {
                     .with_upgrades(),
             );
             let parked = serve_until_idle(conn.as_mut(), &framing, &exchanges, &self.shutdown);
-            match Box::pin(parked).await {
+            let outcome = Box::pin(parked).await;
+            // `None` once upgraded: the socket belongs to the tunnel then.
+            let parts = Pin::into_inner(conn).into_parts();
+            match outcome {
                 Ok(true) => {}
-                // hyper ended the connection itself: closed, upgraded, or shutting down.
-                Ok(false) => return,
-                Err(e) => {
-                    tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                // hyper ended the connection itself: `Connection: close`, an early answer to a
+                // request whose body it did not read, an error, or the shutdown.
+                ended => {
+                    if let Err(e) = ended {
+                        tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                    }
+                    if let (Some(parts), false) = (parts, self.shutdown.is_cancelled()) {
+                        Box::pin(close_lingering(parts.io.into_inner().into_inner())).await;
+                    }
                     return;
                 }
             }
-            let Some(parts) = Pin::into_inner(conn).into_parts() else {
+            let Some(parts) = parts else {
                 return;
             };
             let hyper::server::conn::http1::Parts {
@@ -253,6 +261,30 @@ fn service(
     })
 }
 
+/// How long a closing connection waits for more of what the client still sends, and how long it
+/// reads and discards it at most (nginx's `lingering_timeout` and `lingering_time`).
+const CLOSE_LINGER_QUIET: Duration = Duration::from_secs(2);
+const CLOSE_LINGER_MAX: Duration = Duration::from_secs(10);
+
+/// Closes a connection after its last response without losing that response. Closing a socket
+/// that still has unread data makes the kernel reset the connection, and the reset can reach the
+/// client before it has read the response: a visitor uploading a file that is too large would
+/// see "connection reset" instead of the 413 page. So the write side is shut first, and what the
+/// client still sends is read and thrown away until it stops, for a bounded time.
+async fn close_lingering(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let until = tokio::time::Instant::now() + CLOSE_LINGER_MAX;
+    let mut sink = vec![0u8; 16 * 1024];
+    loop {
+        let quiet = (tokio::time::Instant::now() + CLOSE_LINGER_QUIET).min(until);
+        match tokio::time::timeout_at(quiet, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
 /// Drives a hyper connection until it ends (`Ok(false)`) or until it has been idle between two
 /// requests for [`LINGER`], in which case it is ended with the socket left open (`Ok(true)`).
 ///
@@ -312,7 +344,9 @@ where
     .await
 }
 
-/// Every request read has been answered, and the bytes read end exactly after the last one.
+/// Every request read has been answered, the bytes read end exactly after the last one, and
+/// hyper is waiting on the socket (so it holds no read bytes it has not used: a service that
+/// stopped reading a body early leaves hyper to drain or close, never to park).
 fn is_idle(framing: &FramingVerdict, exchanges: &Exchanges) -> bool {
     exchanges.in_flight.load(Ordering::Acquire) == 0
         && !exchanges.no_parking.load(Ordering::Acquire)

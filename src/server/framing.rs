@@ -40,6 +40,9 @@ pub(crate) struct FramingVerdict {
     boundary: AtomicU64,
     /// While set, shutting the stream down leaves the socket open.
     keep_open: AtomicBool,
+    /// Whether the last read found nothing to read: hyper is waiting on the socket, so it holds
+    /// no bytes it has read but not yet used.
+    reading_blocked: AtomicBool,
 }
 
 impl FramingVerdict {
@@ -48,13 +51,19 @@ impl FramingVerdict {
             ambiguous: AtomicU64::new(NONE),
             boundary: AtomicU64::new(0),
             keep_open: AtomicBool::new(false),
+            reading_blocked: AtomicBool::new(false),
         })
     }
 
     /// The number of whole requests read, if the connection is between two requests with
-    /// nothing of the next one read; `None` inside a request or when the framing is not followed
-    /// (HTTP/2, an upgrade, a head it could not read).
+    /// nothing of the next one read and its reader is waiting on the socket; `None` inside a
+    /// request, while the reader still has read bytes to use (a body the service stopped
+    /// reading), or when the framing is not followed (HTTP/2, an upgrade, a head it could not
+    /// read).
     pub(crate) fn boundary(&self) -> Option<u64> {
+        if !self.reading_blocked.load(Ordering::Acquire) {
+            return None;
+        }
         let heads = self.boundary.load(Ordering::Acquire);
         (heads != NONE).then_some(heads)
     }
@@ -115,6 +124,11 @@ impl<IO> FramingWatch<IO> {
     /// The stream watched.
     pub(crate) fn get_ref(&self) -> &IO {
         &self.inner
+    }
+
+    /// The stream, no longer watched.
+    pub(crate) fn into_inner(self) -> IO {
+        self.inner
     }
 
     /// Follows the framing through newly read bytes, then publishes whether they ended on a
@@ -297,6 +311,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingWatch<IO> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.verdict
+            .reading_blocked
+            .store(polled.is_pending(), Ordering::Release);
         if let Poll::Ready(Ok(())) = polled {
             if !matches!(self.state, State::Off) {
                 self.observe(&buf.filled()[before..]);
