@@ -101,6 +101,19 @@ impl Gateway {
                 metrics: metrics::global().site(&site.name, &page_ids),
             });
         }
+        for net in config
+            .server
+            .trusted_proxies
+            .iter()
+            .filter(|n| n.prefix_len() == 0)
+        {
+            tracing::warn!(
+                %net,
+                "server.trusted_proxies trusts every address: any client can set the address \
+                 and scheme pagegate and the upstream believe; list the front proxies' own \
+                 addresses instead"
+            );
+        }
         let exporter = config.metrics.on_sites.then(|| {
             Arc::new(Exporter::new(
                 config.metrics.token.as_ref(),
@@ -263,12 +276,9 @@ impl Gateway {
                 return Ok(redirect_to_https(&host, port, req.uri()));
             }
         }
-        let peer_trusted = self
-            .trusted_proxies
-            .iter()
-            .any(|net| net.contains(&conn.peer.ip().to_canonical()));
+        let peer_trusted = is_trusted(&self.trusted_proxies, conn.peer.ip());
         let visitor = Visitor {
-            ip: client_ip(&req, conn, peer_trusted),
+            ip: client_ip(&req, conn, &self.trusted_proxies),
             secure: conn.tls || (peer_trusted && forwarded_proto_is_https(&req)),
         };
         note.client = Some(visitor.ip);
@@ -373,23 +383,38 @@ fn header_text(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, KEEP).to_string()
 }
 
-/// The visitor's address: the connection's peer, or, from a trusted front proxy, the address
-/// that proxy reports (the last `X-Forwarded-For` entry, which the proxy itself added).
-fn client_ip<B>(req: &Request<B>, conn: ConnectionInfo, peer_trusted: bool) -> IpAddr {
-    if peer_trusted {
-        let reported = req
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .next_back()
-            .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
-        if let Some(ip) = reported {
-            return ip;
+fn is_trusted(trusted_proxies: &[IpNet], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    trusted_proxies.iter().any(|net| net.contains(&ip))
+}
+
+/// The visitor's address. From an untrusted peer, the peer itself. From a trusted front proxy,
+/// `X-Forwarded-For` is walked from its end, where each trusted hop appended the address it saw,
+/// past every address that is itself a trusted proxy (a CDN in front of a load balancer): the
+/// first address that is not is the visitor. Entries left of it were written by the visitor and
+/// are never believed. An entry that is no address ends the walk at the last trusted hop.
+fn client_ip<B>(req: &Request<B>, conn: ConnectionInfo, trusted_proxies: &[IpNet]) -> IpAddr {
+    let mut client = conn.peer.ip().to_canonical();
+    if !is_trusted(trusted_proxies, client) {
+        return client;
+    }
+    let chain: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for entry in chain.into_iter().rev() {
+        let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+            return client;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(trusted_proxies, client) {
+            return client;
         }
     }
-    conn.peer.ip().to_canonical()
+    client
 }
 
 fn forwarded_proto_is_https<B>(req: &Request<B>) -> bool {
@@ -540,6 +565,39 @@ mod tests {
             b = b.header(*k, *v);
         }
         b.body(()).expect("request")
+    }
+
+    #[test]
+    fn the_visitor_is_the_first_untrusted_address_from_the_end_of_the_chain() {
+        let trusted: Vec<IpNet> = ["10.0.0.0/8", "192.0.2.1/32"]
+            .iter()
+            .map(|n| n.parse().expect("net"))
+            .collect();
+        let from = |peer: &str, xff: &[&str]| {
+            let headers: Vec<(&str, &str)> = xff.iter().map(|v| ("x-forwarded-for", *v)).collect();
+            let conn = ConnectionInfo {
+                peer: SocketAddr::new(peer.parse().expect("peer"), 40000),
+                tls: false,
+                sni_site: None,
+            };
+            client_ip(&req("/", &headers), conn, &trusted).to_string()
+        };
+        // An untrusted peer is the visitor, whatever it claims.
+        assert_eq!(from("203.0.113.9", &["198.51.100.1"]), "203.0.113.9");
+        // Balancer only: the entry it appended.
+        assert_eq!(from("10.0.0.2", &["198.51.100.1"]), "198.51.100.1");
+        // CDN (192.0.2.1) in front of the balancer; the visitor forged a first entry.
+        assert_eq!(
+            from("10.0.0.2", &["1.2.3.4, 198.51.100.1", "192.0.2.1"]),
+            "198.51.100.1"
+        );
+        // Every hop trusted: the leftmost.
+        assert_eq!(from("10.0.0.2", &["10.1.1.1, 192.0.2.1"]), "10.1.1.1");
+        // Garbage stops the walk at the last trusted hop; no header leaves the peer.
+        assert_eq!(from("10.0.0.2", &["nonsense, 192.0.2.1"]), "192.0.2.1");
+        assert_eq!(from("10.0.0.2", &[]), "10.0.0.2");
+        // An IPv4-mapped peer matches its IPv4 range.
+        assert_eq!(from("::ffff:10.0.0.2", &["198.51.100.1"]), "198.51.100.1");
     }
 
     #[test]
