@@ -117,16 +117,7 @@ async fn connection_close_and_http_1_0_are_honoured_after_the_answer() {
 #[tokio::test]
 async fn shutdown_closes_quiet_connections_at_once() {
     let upstream = TestUpstream::start().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let gateway = TestGateway::start_in(
-        dir,
-        &format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"60s\"\n\n[[site]]\n\
-             hosts = [\"*\"]\nupstream = \"http://{}\"\n",
-            upstream.addr
-        ),
-    )
-    .await;
+    let gateway = TestGateway::in_front_of_with(&upstream, "shutdown_grace = \"60s\"").await;
     let mut quiet = TcpStream::connect(gateway.addr).await.expect("connect");
     quiet
         .write_all(get("/once").as_bytes())

@@ -334,11 +334,7 @@ async fn keep_alive_connections_carry_many_requests() {
 #[tokio::test]
 async fn each_worker_keeps_its_own_upstream_connections() {
     let upstream = TestUpstream::start().await;
-    let gateway = TestGateway::start(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n\n[[site]]\nhosts = [\"*\"]\nupstream = \"http://{}\"\n",
-        upstream.addr
-    ))
-    .await;
+    let gateway = TestGateway::in_front_of_with(&upstream, "workers = 2").await;
     // Visitors' connections go to the two workers in turn; each worker opens one upstream
     // connection and reuses it, never borrowing the other's.
     for i in 0..10 {
@@ -354,11 +350,7 @@ async fn each_worker_keeps_its_own_upstream_connections() {
 async fn upstream_connections_are_reused_and_replaced_once_closed() {
     let upstream = TestUpstream::start().await;
     // One connection worker, so every visitor's connection draws on the same idle stack.
-    let gateway = TestGateway::start(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\n[[site]]\nhosts = [\"*\"]\nupstream = \"http://{}\"\n",
-        upstream.addr
-    ))
-    .await;
+    let gateway = TestGateway::in_front_of_with(&upstream, "workers = 1").await;
     let get = |path: &str| {
         let req = request("GET", "site.example", path)
             .body(Full::default())

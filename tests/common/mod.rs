@@ -59,8 +59,13 @@ impl TestGateway {
 
     /// A gateway answering every host for one upstream.
     pub async fn in_front_of(upstream: &TestUpstream) -> TestGateway {
+        Self::in_front_of_with(upstream, "").await
+    }
+
+    /// The same, with more `[server]` settings (lines of TOML).
+    pub async fn in_front_of_with(upstream: &TestUpstream, server_lines: &str) -> TestGateway {
         Self::start(&format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n\n[[site]]\nhosts = [\"*\"]\nupstream = \"http://{}\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server_lines}\n\n[[site]]\nhosts = [\"*\"]\nupstream = \"http://{}\"\n",
             upstream.addr
         ))
         .await
