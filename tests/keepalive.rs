@@ -115,6 +115,23 @@ async fn connection_close_and_http_1_0_are_honoured_after_the_answer() {
 }
 
 #[tokio::test]
+async fn an_answer_given_before_a_large_upload_was_read_reaches_the_client() {
+    let upstream = TestUpstream::start().await;
+    let gateway = TestGateway::in_front_of(&upstream).await;
+    // The health check refuses a POST (405) without reading its body; the connection then
+    // closes, and the client, still sending, must get that answer rather than a reset.
+    for _ in 0..3 {
+        let req = client::request("POST", "site.example", "/_pagegate/healthz")
+            .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+                b'x';
+                8 << 20
+            ])))
+            .expect("request");
+        assert_eq!(client::send(gateway.addr, req).await.status, 405);
+    }
+}
+
+#[tokio::test]
 async fn shutdown_closes_quiet_connections_at_once() {
     let upstream = TestUpstream::start().await;
     let gateway = TestGateway::in_front_of_with(&upstream, "shutdown_grace = \"60s\"").await;

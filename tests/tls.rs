@@ -35,6 +35,18 @@ async fn https_get(
     host: &str,
     path: &str,
 ) -> client::Answer {
+    let req = client::request("GET", host, path)
+        .body(Full::<bytes::Bytes>::default())
+        .expect("request");
+    https_send(gateway, ca, sni, req).await
+}
+
+async fn https_send(
+    gateway: &TestGateway,
+    ca: &TestCa,
+    sni: &str,
+    req: http::Request<Full<bytes::Bytes>>,
+) -> client::Answer {
     let tls_addr = gateway.tls_addr.expect("tls listener");
     let stream = client::tls_connect(tls_addr, sni, ca.client_config(&[b"http/1.1"]))
         .await
@@ -43,10 +55,22 @@ async fn https_get(
         .await
         .expect("h1");
     tokio::spawn(conn);
-    let req = client::request("GET", host, path)
-        .body(Full::<bytes::Bytes>::default())
-        .expect("request");
     read_answer(send.send_request(req).await.expect("send")).await
+}
+
+#[tokio::test]
+async fn an_answer_given_before_a_large_upload_was_read_reaches_the_client() {
+    let ca = TestCa::new();
+    let (gateway, _a, _b) = two_tls_sites(&ca).await;
+    // The health check refuses a POST (405) without reading its body; the connection then
+    // closes, and the client, still sending, must get that answer rather than a reset.
+    for _ in 0..3 {
+        let req = client::request("POST", "a.test", "/_pagegate/healthz")
+            .body(Full::new(bytes::Bytes::from(vec![b'x'; 8 << 20])))
+            .expect("request");
+        let answer = https_send(&gateway, &ca, "a.test", req).await;
+        assert_eq!(answer.status, 405);
+    }
 }
 
 #[tokio::test]

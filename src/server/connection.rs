@@ -11,7 +11,8 @@
 //! simply goes on.
 //!
 //! TLS connections and HTTP/2 (prior knowledge on plain TCP) are served by one hyper connection
-//! from start to end.
+//! from start to end. Every HTTP/1.1 connection that pagegate closes, plain or TLS, closes
+//! lingering ([`close_lingering`]), so an answer given before a request body was read survives.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -106,7 +107,45 @@ impl Connection {
             .server_name()
             .and_then(normalize_host)
             .map(|host| Arc::<str>::from(host.as_ref()));
-        self.serve_whole(stream, true, sni).await;
+        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            self.serve_whole(stream, true, sni).await;
+        } else {
+            self.serve_http1_to_end(stream, sni).await;
+        }
+    }
+
+    /// HTTP/1.1 over TLS: one hyper connection for the connection's life (rustls may hold read
+    /// bytes of its own, so the socket's readiness cannot tell when to resume a parked one), then
+    /// a lingering close.
+    async fn serve_http1_to_end<I>(self, io: I, sni: Option<Arc<str>>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (io, framing) = FramingWatch::new(io);
+        let exchanges = Arc::new(Exchanges::default());
+        let service = service(self.live.clone(), self.peer, true, sni, framing, exchanges);
+        let mut conn = Box::pin(
+            self.settings
+                .http1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades(),
+        );
+        let ended = tokio::select! {
+            ended = conn.as_mut() => ended,
+            () = self.shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.as_mut().await
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+        }
+        if let (Some(parts), false) = (
+            Pin::into_inner(conn).into_parts(),
+            self.shutdown.is_cancelled(),
+        ) {
+            close_lingering(parts.io.into_inner().into_inner()).await;
+        }
     }
 
     /// One hyper connection (HTTP/1.1 or HTTP/2, upgrades allowed) for the connection's life.
@@ -271,7 +310,10 @@ const CLOSE_LINGER_MAX: Duration = Duration::from_secs(10);
 /// client before it has read the response: a visitor uploading a file that is too large would
 /// see "connection reset" instead of the 413 page. So the write side is shut first, and what the
 /// client still sends is read and thrown away until it stops, for a bounded time.
-async fn close_lingering(mut stream: TcpStream) {
+async fn close_lingering<S>(mut stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = stream.shutdown().await;
     let until = tokio::time::Instant::now() + CLOSE_LINGER_MAX;
