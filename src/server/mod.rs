@@ -317,7 +317,9 @@ async fn accept_loop(
         let conn = Connection {
             live: live.clone(),
             settings: settings.clone(),
-            shutdown: shutdown.clone(),
+            // A token of its own: checking it locks only this connection's node, where the
+            // shared token would be one lock every connection on every worker takes per poll.
+            shutdown: shutdown.child_token(),
             peer,
             _slot: slot,
             _open: crate::metrics::global().connection_opened(),
