@@ -45,7 +45,7 @@ use crate::routing::normalize_host;
 /// new hyper connection (two buffer allocations) at the next request, so a client sending
 /// request after request keeps its hyper connection, and only a connection that has really gone
 /// quiet gives its buffers back.
-const LINGER: Duration = Duration::from_millis(250);
+const LINGER: Duration = Duration::from_millis(100);
 
 /// What an HTTP/2 client sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
