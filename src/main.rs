@@ -421,11 +421,17 @@ async fn backup(config: &pagegate::config::Config, file: &Path, force: bool) -> 
     let dest = std::path::absolute(file)
         .with_context(|| format!("cannot resolve the path {}", file.display()))?;
     let db = config.data_dir.join(DB_FILE);
-    if !db.exists() {
-        anyhow::bail!(
+    match db.try_exists() {
+        Ok(true) => {}
+        Ok(false) => anyhow::bail!(
             "there is no database at {}: nothing to back up (check data_dir in the configuration)",
             db.display()
-        );
+        ),
+        // Most often a permission problem: the data directory belongs to the gateway's account.
+        Err(e) => anyhow::bail!(
+            "cannot reach the database at {}: {e} (run this as the account that runs the gateway)",
+            db.display()
+        ),
     }
     let exists = || {
         anyhow::anyhow!(
@@ -506,9 +512,14 @@ async fn reload(config: &std::path::Path) -> anyhow::Result<()> {
     // Only the data directory is needed to reach the gateway: the file may well have the very
     // mistake the gateway is about to report.
     let data_dir = pagegate::config::data_dir_of(config)?;
-    let (_, body) = control_at(&data_dir, http::Method::POST, "/v1/reload", None)
-        .await
-        .context("configuration reload refused; the running configuration stays in force")?;
+    // Only a gateway that answered has refused anything; an unreachable one is said as such.
+    let (status, body) = control_call_at(&data_dir, http::Method::POST, "/v1/reload", None).await?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "configuration reload refused; the running configuration stays in force: {}",
+            answer_error(&body)
+        );
+    }
     let report: ReloadReport =
         serde_json::from_slice(&body).context("unexpected answer from the gateway")?;
     println!(

@@ -427,6 +427,8 @@ fn pagegate_reload_without_a_running_gateway_says_so() {
         stderr.contains("no running gateway answers on the control socket"),
         "{stderr}"
     );
+    // Nothing was refused: there was no gateway to refuse.
+    assert!(!stderr.contains("refused"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
