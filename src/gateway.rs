@@ -398,14 +398,13 @@ fn client_ip<B>(req: &Request<B>, conn: ConnectionInfo, trusted_proxies: &[IpNet
     if !is_trusted(trusted_proxies, client) {
         return client;
     }
-    let chain: Vec<&str> = req
+    let chain = req
         .headers()
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .collect();
-    for entry in chain.into_iter().rev() {
+        .flat_map(|v| v.split(','));
+    for entry in chain.rev() {
         let Ok(ip) = entry.trim().parse::<IpAddr>() else {
             return client;
         };

@@ -122,21 +122,23 @@ impl Connection {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let (io, framing) = FramingWatch::new(io);
-        let exchanges = Arc::new(Exchanges::default());
-        let service = service(self.live.clone(), self.peer, true, sni, framing, exchanges);
+        let exchanges = Arc::new(Exchanges::never_parking());
+        let service = service(
+            self.live.clone(),
+            self.peer,
+            true,
+            sni,
+            framing.clone(),
+            exchanges.clone(),
+        );
         let mut conn = Box::pin(
             self.settings
                 .http1
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades(),
         );
-        let ended = tokio::select! {
-            ended = conn.as_mut() => ended,
-            () = self.shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.as_mut().await
-            }
-        };
+        // The same driver as plain connections, which with parking ruled out runs to the end.
+        let ended = serve_until_idle(conn.as_mut(), &framing, &exchanges, &self.shutdown).await;
         if let Err(e) = ended {
             tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
         }
@@ -430,6 +432,16 @@ struct Exchange {
     exchanges: Arc<Exchanges>,
     /// The request's number on the connection, from 0.
     seq: u64,
+}
+
+impl Exchanges {
+    /// For a connection that must keep its hyper connection to the end.
+    fn never_parking() -> Exchanges {
+        Exchanges {
+            no_parking: AtomicBool::new(true),
+            ..Exchanges::default()
+        }
+    }
 }
 
 impl Exchange {
