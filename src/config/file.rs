@@ -196,6 +196,8 @@ pub(crate) struct FileServer {
     pub(crate) max_connections: Option<Spanned<i64>>,
     /// Threads serving connections, each with its own event loop; default: one per core.
     pub(crate) workers: Option<Spanned<i64>>,
+    /// Keep each worker on a CPU of its own; default: when there is one worker per usable CPU.
+    pub(crate) pin_workers: Option<bool>,
     /// One log line per request, target `pagegate::access`.
     pub(crate) access_log: Option<bool>,
     /// Put the signed-in visitor's email in access log lines.

@@ -367,6 +367,7 @@ impl Ctx<'_> {
                         )
                     })?,
             },
+            pin_workers: s.pin_workers,
             access_log: s.access_log.unwrap_or(true),
             access_log_email: s.access_log_email.unwrap_or(false),
         })

@@ -104,7 +104,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let store = RedbStore::open(&config.data_dir).map_err(|e| StartError::Setup(e.to_string()))?;
     tracing::info!(path = %store.path().display(), "database open");
     let store: Arc<dyn crate::store::Store> = Arc::new(store);
-    let workers = workers::Workers::start(config.server.workers)
+    let workers = workers::Workers::start(config.server.workers, config.server.pin_workers)
         .map_err(|e| StartError::Setup(format!("cannot start the connection workers: {e}")))?;
     let settings = Arc::new(ConnectionSettings::new(&config, workers));
     let data_dir = config.data_dir.clone();

@@ -47,6 +47,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "server.tls_listen",
     "server.max_connections",
     "server.workers",
+    "server.pin_workers",
     "server.header_read_timeout",
     "metrics.listen",
     "metrics.token",
@@ -340,6 +341,10 @@ fn keep_running_values(running: &Config, mut next: Config) -> (Config, Vec<&'sta
         running.server.workers != next.server.workers,
     );
     keep(
+        "server.pin_workers",
+        running.server.pin_workers != next.server.pin_workers,
+    );
+    keep(
         "server.header_read_timeout",
         running.server.header_read_timeout != next.server.header_read_timeout,
     );
@@ -354,6 +359,7 @@ fn keep_running_values(running: &Config, mut next: Config) -> (Config, Vec<&'sta
     next.server.tls_listen = running.server.tls_listen;
     next.server.max_connections = running.server.max_connections;
     next.server.workers = running.server.workers;
+    next.server.pin_workers = running.server.pin_workers;
     next.server.header_read_timeout = running.server.header_read_timeout;
     next.metrics.listen = running.metrics.listen;
     next.metrics.token = running.metrics.token.clone();

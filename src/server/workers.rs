@@ -7,6 +7,13 @@
 //! wake-ups a push onto a local queue. The upstream pool keeps its idle connections per worker
 //! for the same reason ([`current`]).
 //!
+//! When there is one worker per CPU the process may use, each worker is also kept on a CPU of
+//! its own. Left free, the scheduler sometimes runs two busy workers on one CPU while the other
+//! serves the load generator or the upstream, and every connection of the waiting worker stalls
+//! for a time slice: on two cores that doubled the p99 latency (docs/performance.md). With fewer
+//! workers than CPUs (a CPU quota, or cores left to other programs) nothing is pinned, since the
+//! scheduler then knows better which CPUs are free.
+//!
 //! The accept loops stay on the caller's runtime and hand each accepted socket to the next
 //! worker in turn. Workers outlive the shutdown signal: they stop only once the server has let
 //! the connections in flight finish, or the grace period is over.
@@ -39,8 +46,10 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` worker threads, each with its own runtime (timers and I/O enabled).
-    pub(crate) fn start(count: usize) -> std::io::Result<Workers> {
+    /// Starts `count` worker threads, each with its own runtime (timers and I/O enabled), pinned
+    /// to CPUs as `pin` says (`None`: when there is one worker per usable CPU).
+    pub(crate) fn start(count: usize, pin: Option<bool>) -> std::io::Result<Workers> {
+        let cpus = pin_plan(count, pin, &usable_cpus());
         let stop = CancellationToken::new();
         let mut handles = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
@@ -50,10 +59,16 @@ impl Workers {
                 .build()?;
             handles.push(runtime.handle().clone());
             let stop = stop.clone();
+            let cpu = cpus.get(number - 1).copied();
             let thread = std::thread::Builder::new()
                 .name(format!("pagegate-worker-{number}"))
                 .spawn(move || {
                     WORKER.with(|w| w.set(number));
+                    if let Some(cpu) = cpu {
+                        if let Err(e) = pin_current_thread(cpu) {
+                            tracing::warn!(worker = number, cpu, error = %e, "cannot keep the worker on its CPU; it runs unpinned");
+                        }
+                    }
                     runtime.block_on(stop.cancelled());
                     // Anything still running past the grace period is dropped here.
                     runtime.shutdown_background();
@@ -93,6 +108,53 @@ impl Workers {
     }
 }
 
+/// The CPU each worker is kept on, by worker (empty: none pinned). Pinning is automatic only
+/// when the workers and the usable CPUs pair up one to one; asked for explicitly, workers are
+/// spread over the usable CPUs in turn.
+fn pin_plan(workers: usize, pin: Option<bool>, usable: &[usize]) -> Vec<usize> {
+    let wanted = match pin {
+        Some(wanted) => wanted,
+        None => workers == usable.len(),
+    };
+    if !wanted || usable.is_empty() {
+        return Vec::new();
+    }
+    usable.iter().copied().cycle().take(workers).collect()
+}
+
+/// The CPUs this process may run on (its affinity mask, which containers and `taskset`
+/// narrow), in ascending order; empty where that cannot be known.
+#[cfg(target_os = "linux")]
+fn usable_cpus() -> Vec<usize> {
+    use nix::sched::{CpuSet, sched_getaffinity};
+    use nix::unistd::Pid;
+    match sched_getaffinity(Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count())
+            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn usable_cpus() -> Vec<usize> {
+    Vec::new()
+}
+
+#[cfg(target_os = "linux")]
+fn pin_current_thread(cpu: usize) -> nix::Result<()> {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    use nix::unistd::Pid;
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(0), &set)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pin_current_thread(_cpu: usize) -> Result<(), std::io::Error> {
+    Ok(())
+}
+
 impl Drop for Workers {
     fn drop(&mut self) {
         // A gateway dropped without a shutdown (a test's runtime ending) still frees its threads.
@@ -106,7 +168,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_are_spread_over_workers_and_know_their_number() {
-        let workers = Workers::start(2).expect("workers start");
+        let workers = Workers::start(2, None).expect("workers start");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         for _ in 0..4 {
             let tx = tx.clone();
@@ -122,6 +184,54 @@ mod tests {
         seen.sort_unstable();
         assert_eq!(seen, vec![1, 1, 2, 2]);
         assert_eq!(current(), 0, "the test's own thread is no worker");
+        workers.stop().await;
+    }
+
+    #[test]
+    fn workers_are_pinned_one_to_a_cpu_only_when_they_pair_up() {
+        let usable = [2, 3, 6, 7];
+        assert_eq!(pin_plan(4, None, &usable), vec![2, 3, 6, 7]);
+        assert_eq!(
+            pin_plan(2, None, &usable),
+            Vec::<usize>::new(),
+            "fewer workers than CPUs"
+        );
+        assert_eq!(
+            pin_plan(6, None, &usable),
+            Vec::<usize>::new(),
+            "more workers than CPUs"
+        );
+        assert_eq!(pin_plan(4, Some(false), &usable), Vec::<usize>::new());
+        assert_eq!(pin_plan(6, Some(true), &usable), vec![2, 3, 6, 7, 2, 3]);
+        assert_eq!(pin_plan(2, Some(true), &usable), vec![2, 3]);
+        assert_eq!(
+            pin_plan(2, Some(true), &[]),
+            Vec::<usize>::new(),
+            "mask unknown"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_pinned_worker_runs_on_its_cpu_alone() {
+        let usable = usable_cpus();
+        assert!(!usable.is_empty(), "the affinity mask is readable on Linux");
+        let workers = Workers::start(1, Some(true)).expect("workers start");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        workers.spawn(async move {
+            let _ = tx.send(usable_cpus());
+        });
+        let seen = rx.await.expect("the worker answers");
+        assert_eq!(
+            seen,
+            vec![usable[0]],
+            "the worker may run on the first usable CPU only"
+        );
+        assert_eq!(
+            usable_cpus(),
+            usable,
+            "the caller's thread is left as it was"
+        );
         workers.stop().await;
     }
 }
