@@ -1609,6 +1609,16 @@ upstream = "http://127.0.0.1:8000"
     }
 
     #[test]
+    fn pinning_is_decided_at_start_unless_set() {
+        assert_eq!(parse(MINIMAL).expect("valid").server.pin_workers, None);
+        let off = MINIMAL.replace("[server]", "[server]\npin_workers = false");
+        assert_eq!(parse(&off).expect("valid").server.pin_workers, Some(false));
+        let bad = MINIMAL.replace("[server]", "[server]\npin_workers = \"yes\"");
+        let message = parse(&bad).expect_err("a string is refused").to_string();
+        assert!(message.contains("pin_workers"), "{message}");
+    }
+
+    #[test]
     fn prefix_rules() {
         for bad in ["/", "x", "/a/", "/a/../b", "/a b", "/a//b", "/%41"] {
             let text = MINIMAL.replace("[server]", &format!("[server]\nprefix = {bad:?}"));
