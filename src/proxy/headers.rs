@@ -11,14 +11,27 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
-/// Headers that describe one connection and never cross a proxy.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == PROXY_CONNECTION
-        || name == KEEP_ALIVE
+/// Headers that describe one connection and never cross a proxy, in the order of the bits
+/// [`hop_by_hop_present`] reports them by.
+static HOP_BY_HOP: [&HeaderName; 6] = [
+    &header::CONNECTION,
+    &header::TE,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+    &PROXY_CONNECTION,
+    &KEEP_ALIVE,
+];
+
+/// Which of [`HOP_BY_HOP`] the message carries, one bit each, from one pass over the names: most
+/// messages carry none, and most responses only `Connection`, so only those are then looked up.
+fn hop_by_hop_present(headers: &HeaderMap) -> u8 {
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            present |= 1 << i;
+        }
+    }
+    present
 }
 
 /// Headers a `Connection` token may not remove, because the request's target and framing
@@ -29,8 +42,8 @@ const PROTECTED_FROM_CONNECTION: [&str; 2] = ["host", "content-length"];
 /// `PROTECTED_FROM_CONNECTION`. Returns whether the client asked for `TE: trailers`, which
 /// gRPC-style upstreams need to see again.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
-    // Most requests carry none of them: one pass over the names, no lookups, no allocation.
-    if !headers.keys().any(is_hop_by_hop) {
+    let present = hop_by_hop_present(headers);
+    if present == 0 {
         return false;
     }
     let wants_trailers = headers
@@ -44,24 +57,22 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
     let more: Vec<HeaderValue> = listed.cloned().collect();
     for value in first.iter().chain(&more) {
         for token in tokens(value) {
-            if !PROTECTED_FROM_CONNECTION
+            let names_fixed_one = HOP_BY_HOP
                 .iter()
-                .any(|p| p.eq_ignore_ascii_case(token))
-            {
+                .any(|h| h.as_str().eq_ignore_ascii_case(token));
+            let protected = PROTECTED_FROM_CONNECTION
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(token));
+            if !names_fixed_one && !protected {
                 // By name as written: no header name is built (and allocated) for the lookup.
                 headers.remove(token);
             }
         }
     }
-    for name in [
-        &header::CONNECTION,
-        &header::TE,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &PROXY_CONNECTION,
-        &KEEP_ALIVE,
-    ] {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
     }
     wants_trailers
 }

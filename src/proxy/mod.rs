@@ -60,6 +60,9 @@ impl Upstream {
         let wants_trailers = headers::remove_hop_by_hop(headers);
         headers::remove_identity_headers(headers, fwd.strip);
         headers::remove_path_overrides(headers);
+        // Room for the headers added below in one step: a typical request's map was sized for
+        // its own few headers and would otherwise grow, rehashing, two or three times.
+        let _ = headers.try_reserve(8 + fwd.identity.len());
         if wants_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
