@@ -149,6 +149,11 @@ impl Gateway {
         self.auth.as_ref()
     }
 
+    /// Closes the upstream connections that have idled past their timeout, on every site.
+    pub fn prune_idle_upstreams(&self) -> usize {
+        self.sites.iter().map(|s| s.upstream.prune_idle()).sum()
+    }
+
     /// The admin interfaces, if the gateway has them.
     pub fn api(&self) -> Option<&Arc<Api>> {
         self.api.as_ref()

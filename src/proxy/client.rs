@@ -172,7 +172,18 @@ pub(super) fn build(config: &UpstreamConfig) -> Result<UpstreamClient, String> {
     })
 }
 
+impl Idle {
+    fn is_stale(&self, max_age: Duration) -> bool {
+        self.since.elapsed() > max_age || self.sender.is_closed()
+    }
+}
+
 impl UpstreamClient {
+    /// Closes the idle connections past their idle timeout; returns how many.
+    pub(super) fn prune_idle(&self) -> usize {
+        self.pool.prune_idle(IDLE_TIMEOUT)
+    }
+
     /// Sends the request on a pooled or new connection. For an HTTP/1.1 answer, the returned
     /// [`Checkin`] gives the connection back once the body has been read ([`PooledBody`] does
     /// that). A request that a reused connection could not even start sending (the upstream
@@ -284,13 +295,27 @@ impl Pool {
     /// dropped on the way.
     fn take_idle(&self) -> Option<http1::SendRequest<Incoming>> {
         let mut idle = self.idle_here().lock().ok()?;
-        while idle
-            .front()
-            .is_some_and(|i| i.since.elapsed() > IDLE_TIMEOUT || i.sender.is_closed())
-        {
+        while idle.front().is_some_and(|i| i.is_stale(IDLE_TIMEOUT)) {
             idle.pop_front();
         }
         idle.pop_back().map(|i| i.sender)
+    }
+
+    /// Closes every idle connection unused for `max_age`, or closed by the upstream, on every
+    /// worker. Requests drop stale connections as they pass ([`Pool::take_idle`]), but a site
+    /// that goes quiet after a burst would otherwise keep the burst's connections, about 27 KiB
+    /// each (hyper's two 8 KiB buffers, its request channel and the connection's task), and up
+    /// to [`MAX_IDLE`] per worker, until its next request.
+    fn prune_idle(&self, max_age: Duration) -> usize {
+        let mut closed = 0;
+        for stack in &self.idle {
+            if let Ok(mut idle) = stack.lock() {
+                let before = idle.len();
+                idle.retain(|i| !i.is_stale(max_age));
+                closed += before - idle.len();
+            }
+        }
+        closed
     }
 
     async fn connect(&self, upgrade: bool) -> Result<Conn, ClientError> {
@@ -451,4 +476,86 @@ fn tls_client_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, St
         .map_err(|e| format!("TLS set-up failed: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A real upstream on loopback; the counter is the number of its connections still open.
+    async fn upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let open = Arc::new(AtomicUsize::new(0));
+        let counter = open.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let answer = hyper::service::service_fn(|_req| async {
+                        Ok::<_, Infallible>(Response::new(http_body_util::Empty::<Bytes>::new()))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), answer)
+                        .await;
+                    counter.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (addr, open)
+    }
+
+    fn client_for(addr: std::net::SocketAddr) -> UpstreamClient {
+        build(&UpstreamConfig {
+            scheme: http::uri::Scheme::HTTP,
+            authority: addr.to_string().parse().expect("authority"),
+            ca_file: None,
+            http2: false,
+            preserve_host: false,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(5),
+        })
+        .expect("client")
+    }
+
+    /// Waits up to 5 s for the upstream to count `n` open connections; returns the last count.
+    async fn settle(open: &AtomicUsize, n: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while open.load(Ordering::SeqCst) != n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        open.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_quiet_pool_gives_its_idle_connections_back() {
+        let (addr, open) = upstream().await;
+        let client = client_for(addr);
+        for _ in 0..3 {
+            let Conn::Http1 { sender, .. } = client.pool.connect(false).await.expect("connects")
+            else {
+                panic!("a plain upstream speaks HTTP/1.1");
+            };
+            Checkin {
+                sender,
+                pool: client.pool.clone(),
+            }
+            .check_in();
+        }
+        assert_eq!(settle(&open, 3).await, 3, "three idle connections");
+        assert_eq!(
+            client.prune_idle(),
+            0,
+            "none has idled past the timeout yet"
+        );
+
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(client.pool.prune_idle(Duration::from_millis(1)), 3);
+        assert_eq!(settle(&open, 0).await, 0, "the upstream saw them closed");
+    }
 }

@@ -42,6 +42,11 @@ impl Upstream {
         })
     }
 
+    /// Closes idle pooled connections past their idle timeout; returns how many.
+    pub fn prune_idle(&self) -> usize {
+        self.client.prune_idle()
+    }
+
     /// Sends the request upstream and returns the upstream's answer, streaming.
     pub async fn forward(
         &self,

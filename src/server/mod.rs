@@ -249,8 +249,13 @@ async fn serve(
                 tokio::select! {
                     () = stop.cancelled() => return,
                     _ = tick.tick() => {
+                        let state = live.load();
+                        let closed = state.gateway.prune_idle_upstreams();
+                        if closed > 0 {
+                            tracing::debug!(closed, "idle upstream connections closed");
+                        }
                         // The sign-in state in force, with the limits and settings of now.
-                        let Some(auth) = live.load().gateway.auth().cloned() else { continue };
+                        let Some(auth) = state.gateway.auth().cloned() else { continue };
                         let _ = tokio::task::spawn_blocking(move || auth.housekeeping()).await;
                     }
                 }
