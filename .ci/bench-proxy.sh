@@ -19,6 +19,8 @@
 #   BENCH_QUIET_WAIT=30      seconds to wait, before each run, for other work on the machine to
 #                            stop (CPUs at most 10% busy); a busy machine is warned about
 #   PAGEGATE_BIN=...         use this binary instead of building target/release/pagegate
+#   BENCH_FLOOR=1            also measure examples/bare_proxy.rs (hyper and tokio alone, laid
+#                            out like pagegate's hot path): what pagegate's own work costs
 #   BENCH_OUT=DIR            also keep the results and raw wrk output in DIR
 set -euo pipefail
 
@@ -36,6 +38,7 @@ IDLE_SETTLE=${IDLE_SETTLE:-5}
 BENCH_NOFILE=${BENCH_NOFILE:-65536}
 BENCH_OUT=${BENCH_OUT:-}
 BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-30}
+BENCH_FLOOR=${BENCH_FLOOR:-1}
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -115,6 +118,12 @@ build_pagegate() {
         PG_BIN=$ROOT/target/release/pagegate
     fi
     [ -x "$PG_BIN" ] || die "no pagegate binary at $PG_BIN"
+    if [ "$BENCH_FLOOR" = 1 ]; then
+        say "building the hyper floor (cargo build --release --example bare_proxy)"
+        (cd "$ROOT" && cargo build --release --quiet --example bare_proxy)
+        FLOOR_BIN=$ROOT/target/release/examples/bare_proxy
+        [ -x "$FLOOR_BIN" ] || die "no bare_proxy binary at $FLOOR_BIN"
+    fi
 }
 
 # free_ports N: N distinct free TCP ports on 127.0.0.1, space-separated.
@@ -284,7 +293,7 @@ run_wrk() {
         die "$name: warm-up wrk run failed"
     # Everything this benchmark runs, to tell other work on the machine apart during the run.
     ours=$(pids_of_nginx "$UPSTREAM_PID")
-    ours="$ours $(pids_of_nginx "$PROXY_PID") $PG_PID"
+    ours="$ours $(pids_of_nginx "$PROXY_PID") $PG_PID $FLOOR_PID"
     cpu_before=$(cpu_ticks $pids) mine_before=$(($(cpu_ticks $ours) + $(children_ticks)))
     all_before=$(machine_ticks)
     timeout "$limit" wrk -t "$BENCH_THREADS" -c "$BENCH_CONNECTIONS" -d "$BENCH_DURATION" --latency "$@" "$url" >"$out" ||
@@ -391,7 +400,7 @@ USER_LINE=
 WORKER_CONNECTIONS=$((IDLE_CONNECTIONS + 2048))
 [ "$WORKER_CONNECTIONS" -gt "$NOFILE" ] && WORKER_CONNECTIONS=$NOFILE
 
-read -r UPSTREAM_PORT PROXY_PORT PG_PORT <<<"$(free_ports 3)"
+read -r UPSTREAM_PORT PROXY_PORT PG_PORT FLOOR_PORT <<<"$(free_ports 4)"
 common=(DIR="$WORK" NOFILE="$NOFILE" USER_LINE="$USER_LINE" UPSTREAM_PORT="$UPSTREAM_PORT")
 
 render "$BENCH/upstream.nginx.conf" "$WORK/upstream.conf" "${common[@]}" PORT="$UPSTREAM_PORT" \
@@ -413,6 +422,14 @@ PG_PID=$!
 STARTED_PIDS+=("$PG_PID")
 wait_ready pagegate "http://127.0.0.1:$PG_PORT/1k" "$WORK/pagegate.log"
 
+FLOOR_PID=
+if [ "$BENCH_FLOOR" = 1 ]; then
+    "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UPSTREAM_PORT" 2>"$WORK/floor.log" &
+    FLOOR_PID=$!
+    STARTED_PIDS+=("$FLOOR_PID")
+    wait_ready "hyper floor" "http://127.0.0.1:$FLOOR_PORT/1k" "$WORK/floor.log"
+fi
+
 if [ -n "${PAGEGATE_BIN:-}" ]; then
     commit="binary $PAGEGATE_BIN"
 else
@@ -432,6 +449,9 @@ fi
 run_wrk "upstream (direct)" "http://127.0.0.1:$UPSTREAM_PORT/1k"
 PROXY_PIDS=$(pids_of_nginx "$PROXY_PID") run_wrk "nginx proxy" "http://127.0.0.1:$PROXY_PORT/1k"
 PROXY_PIDS=$PG_PID run_wrk "pagegate" "http://127.0.0.1:$PG_PORT/1k"
+if [ -n "$FLOOR_PID" ]; then
+    PROXY_PIDS=$FLOOR_PID run_wrk "hyper floor (bare_proxy)" "http://127.0.0.1:$FLOOR_PORT/1k"
+fi
 print_wrk_table >>"$WORK/results.md"
 if [ ${#BUSY_WARNINGS[@]} -gt 0 ]; then
     {
