@@ -19,7 +19,7 @@
 #   BENCH_QUIET_WAIT=30      seconds to wait, before each run, for other work on the machine to
 #                            stop (CPUs at most 10% busy); a busy machine is warned about
 #   PAGEGATE_BIN=...         use this binary instead of building target/release/pagegate
-#   BENCH_FLOOR=1            also measure examples/bare_proxy.rs (hyper and tokio alone, laid
+#   BENCH_FLOOR=1            also measure .ci/bench/bare_proxy.rs (hyper and tokio alone, laid
 #                            out like pagegate's hot path): what pagegate's own work costs
 #   BENCH_OUT=DIR            also keep the results and raw wrk output in DIR
 set -euo pipefail
