@@ -177,21 +177,24 @@ struct ConnectionSettings {
     workers: workers::Workers,
 }
 
+/// The HTTP/1.1 settings, applied alike to hyper-util's auto builder and to hyper's own: the two
+/// share no setter trait, and connections must not behave differently by which one served them.
+macro_rules! http1_settings {
+    ($builder:expr, $config:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .header_read_timeout($config.server.header_read_timeout)
+            .keep_alive(true)
+            .max_buf_size(64 * 1024)
+    };
+}
+
 impl ConnectionSettings {
     fn new(config: &Config, workers: workers::Workers) -> ConnectionSettings {
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.server.header_read_timeout)
-            .keep_alive(true)
-            .max_buf_size(64 * 1024);
+        http1_settings!(builder.http1(), config);
         let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.server.header_read_timeout)
-            .keep_alive(true)
-            .max_buf_size(64 * 1024);
+        http1_settings!(http1, config);
         builder
             .http2()
             .timer(TokioTimer::new())
