@@ -11,6 +11,8 @@
 #   BENCH_WARMUP=3s          warm-up wrk run per target, not reported
 #   BENCH_CONNECTIONS=64     wrk keep-alive connections
 #   BENCH_THREADS=1          wrk threads
+#   BENCH_ROUNDS=3           rounds of the proxies' measured runs, interleaved (nginx, pagegate,
+#                            floor, nginx, ...); the tables give each figure's median
 #   BENCH_UPSTREAM_WORKERS=1 nginx worker processes of the upstream
 #   IDLE_CONNECTIONS=10000   idle keep-alive connections held open per proxy (0 skips the phase)
 #   IDLE_BATCH=500           connections opened at a time
@@ -39,6 +41,7 @@ BENCH_NOFILE=${BENCH_NOFILE:-65536}
 BENCH_OUT=${BENCH_OUT:-}
 BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-30}
 BENCH_FLOOR=${BENCH_FLOOR:-1}
+BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -283,7 +286,7 @@ run_wrk() {
     local pids=${PROXY_PIDS:-}
     shift 2
     limit=$(($(duration_secs "$BENCH_DURATION") + $(duration_secs "$BENCH_WARMUP") + 30))
-    out="$WORK/wrk-$(echo "$name" | tr -c 'A-Za-z0-9\n' '-').txt"
+    out="$WORK/wrk-$(echo "$name" | tr -c 'A-Za-z0-9\n' '-')-round${ROUND:-1}.txt"
     busy=$(wait_quiet)
     if [ "$busy" -gt 10 ]; then
         BUSY_WARNINGS+=("before \"$name\", ${busy}% of the CPUs were busy with other work")
@@ -311,15 +314,24 @@ run_wrk() {
     sed 's/^/    /' "$out" >&2
     parsed=$(parse_wrk "$out") || die "$name: cannot read wrk's output (see above)"
     read -r rps p50 p99 errors <<<"$parsed"
-    RPS[$name]=$rps P50[$name]=$p50 P99[$name]=$p99 ERRORS[$name]=$errors
+    # One value per round, in round order; the tables take medians.
+    RPS[$name]="${RPS[$name]:-} $rps" P50[$name]="${P50[$name]:-} $p50"
+    P99[$name]="${P99[$name]:-} $p99" ERRORS[$name]=$((${ERRORS[$name]:-0} + errors))
     if [ -n "$pids" ]; then
         # CPU microseconds per request: ticks * 1e6 / CLK_TCK / (req/s * seconds of the run).
-        CPU_US[$name]=$(awk -v t=$((cpu_after - cpu_before)) -v hz="$(getconf CLK_TCK)" -v r="$rps" \
+        CPU_US[$name]="${CPU_US[$name]:-} "$(awk -v t=$((cpu_after - cpu_before)) -v hz="$(getconf CLK_TCK)" -v r="$rps" \
             -v d="$(duration_secs "$BENCH_DURATION")" 'BEGIN { printf "%.1f", t * 1000000 / hz / (r * d) }')
         MEM_AFTER[$name]=$(status_kib VmRSS $pids)
         MEM_PEAK[$name]=$(status_kib VmHWM $pids)
     fi
-    ROWS+=("$name")
+    case " ${ROWS[*]:-} " in *" $name "*) ;; *) ROWS+=("$name") ;; esac
+}
+
+# median VALUES...: the middle value (the mean of the two middle ones for an even count).
+median() {
+    printf '%s\n' $* | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) exit 1
+        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
@@ -330,9 +342,9 @@ print_wrk_table() {
     echo "| target | req/s | p50 | p99 | errors | proxy CPU per request | proxy RSS after run | proxy peak RSS |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     for name in "${ROWS[@]}"; do
-        printf '| %s | %.0f | %s | %s | %s | %s | %s | %s |\n' "$name" "${RPS[$name]}" \
-            "$(ms "${P50[$name]}")" "$(ms "${P99[$name]}")" "${ERRORS[$name]}" \
-            "$([ -n "${CPU_US[$name]:-}" ] && echo "${CPU_US[$name]} µs" || echo -)" \
+        printf '| %s | %.0f | %s | %s | %s | %s | %s | %s |\n' "$name" "$(median ${RPS[$name]})" \
+            "$(ms "$(median ${P50[$name]})")" "$(ms "$(median ${P99[$name]})")" "${ERRORS[$name]}" \
+            "$([ -n "${CPU_US[$name]:-}" ] && printf '%.1f µs' "$(median ${CPU_US[$name]})" || echo -)" \
             "$([ -n "${MEM_AFTER[$name]:-}" ] && mib "${MEM_AFTER[$name]}" || echo -)" \
             "$([ -n "${MEM_PEAK[$name]:-}" ] && mib "${MEM_PEAK[$name]}" || echo -)"
     done
@@ -340,11 +352,20 @@ print_wrk_table() {
     for name in "${ROWS[@]}"; do
         case $name in "upstream (direct)" | "nginx proxy") continue ;; esac
         [ -n "${RPS[nginx proxy]:-}" ] || continue
-        awk -v n="$name" -v r="${RPS[$name]}" -v rn="${RPS[nginx proxy]}" \
-            -v p="${P99[$name]}" -v pn="${P99[nginx proxy]}" \
-            -v c="${CPU_US[$name]:-0}" -v cn="${CPU_US[nginx proxy]:-0}" 'BEGIN {
+        awk -v n="$name" -v r="$(median ${RPS[$name]})" -v rn="$(median ${RPS[nginx proxy]})" \
+            -v p="$(median ${P99[$name]})" -v pn="$(median ${P99[nginx proxy]})" \
+            -v c="$(median ${CPU_US[$name]:-0})" -v cn="$(median ${CPU_US[nginx proxy]:-0})" \
+            -v rl="${RPS[$name]}" -v rnl="${RPS[nginx proxy]}" \
+            -v pl="${P99[$name]}" -v pnl="${P99[nginx proxy]}" 'BEGIN {
                 printf "%s / nginx proxy: req/s x%.2f, p99 x%.2f", n, r / rn, p / pn
                 if (c > 0 && cn > 0) printf ", CPU per request x%.2f", c / cn
+                k = split(rl, a, " "); split(rnl, b, " "); split(pl, x, " "); split(pnl, y, " ")
+                if (k > 1) {
+                    printf "; round by round, req/s"
+                    for (i = 1; i <= k; i++) printf " x%.2f", a[i] / b[i]
+                    printf ", p99"
+                    for (i = 1; i <= k; i++) printf " x%.2f", x[i] / y[i]
+                }
                 printf "\n"
             }'
     done
@@ -387,6 +408,7 @@ print_idle_table() {
 
 # --- main ---------------------------------------------------------------------------------------
 
+[[ "$BENCH_ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a whole number above zero, not '$BENCH_ROUNDS'"
 ensure_tools
 [ "$IDLE_CONNECTIONS" -gt 0 ] && raise_nofile || NOFILE=$(ulimit -n)
 build_pagegate
@@ -443,15 +465,21 @@ fi
     echo "- pagegate $commit; $("$NGINX" -v 2>&1 | sed 's/.*version: //'); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
     echo "- CPU: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; memory $(free -h | awk '/^Mem:/ { print $2 }'); kernel $(uname -r)"
     echo "- wrk: $BENCH_THREADS thread(s), $BENCH_CONNECTIONS keep-alive connections, $BENCH_WARMUP warm-up + $BENCH_DURATION measured, GET /1k (1024-byte static file); upstream nginx workers: $BENCH_UPSTREAM_WORKERS"
+    echo "- $BENCH_ROUNDS round(s) of the proxies' runs, taking turns; each figure below is the median of its rounds"
     echo
 } >"$WORK/results.md"
 
 run_wrk "upstream (direct)" "http://127.0.0.1:$UPSTREAM_PORT/1k"
-PROXY_PIDS=$(pids_of_nginx "$PROXY_PID") run_wrk "nginx proxy" "http://127.0.0.1:$PROXY_PORT/1k"
-PROXY_PIDS=$PG_PID run_wrk "pagegate" "http://127.0.0.1:$PG_PORT/1k"
-if [ -n "$FLOOR_PID" ]; then
-    PROXY_PIDS=$FLOOR_PID run_wrk "hyper floor (bare_proxy)" "http://127.0.0.1:$FLOOR_PORT/1k"
-fi
+# The proxies take turns, so that a change in the machine's speed during the benchmark (this is
+# often a virtual machine) touches all of them alike.
+for ROUND in $(seq "$BENCH_ROUNDS"); do
+    say "round $ROUND of $BENCH_ROUNDS"
+    PROXY_PIDS=$(pids_of_nginx "$PROXY_PID") run_wrk "nginx proxy" "http://127.0.0.1:$PROXY_PORT/1k"
+    PROXY_PIDS=$PG_PID run_wrk "pagegate" "http://127.0.0.1:$PG_PORT/1k"
+    if [ -n "$FLOOR_PID" ]; then
+        PROXY_PIDS=$FLOOR_PID run_wrk "hyper floor (bare_proxy)" "http://127.0.0.1:$FLOOR_PORT/1k"
+    fi
+done
 print_wrk_table >>"$WORK/results.md"
 if [ ${#BUSY_WARNINGS[@]} -gt 0 ]; then
     {
