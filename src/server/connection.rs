@@ -189,44 +189,13 @@ impl Connection {
         );
         let mut io = TokioIo::new(io);
         loop {
-            // Boxed, so the parked task does not carry hyper's connection state inline.
-            let mut conn = Box::pin(
-                self.settings
-                    .http1
-                    .serve_connection(io, service.clone())
-                    .with_upgrades(),
-            );
-            let parked = serve_until_idle(conn.as_mut(), &framing, &exchanges, &self.shutdown);
-            let outcome = Box::pin(parked).await;
-            // `None` once upgraded: the socket belongs to the tunnel then.
-            let parts = Pin::into_inner(conn).into_parts();
-            match outcome {
-                Ok(true) => {}
-                // hyper ended the connection itself: `Connection: close`, an early answer to a
-                // request whose body it did not read, an error, or the shutdown.
-                ended => {
-                    if let Err(e) = ended {
-                        tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
-                    }
-                    if let (Some(parts), false) = (parts, self.shutdown.is_cancelled()) {
-                        Box::pin(close_lingering(parts.io.into_inner().into_inner())).await;
-                    }
-                    return;
-                }
-            }
-            let Some(parts) = parts else {
+            // A function of its own, so that what serving needs (hyper's connection parts, the
+            // outcome) is not also kept in the parked task's state: that task is what an idle
+            // connection costs.
+            let served = self.serve_until_parked(io, &service, &framing, &exchanges);
+            let Some(next) = Box::pin(served).await else {
                 return;
             };
-            let hyper::server::conn::http1::Parts {
-                io: next, read_buf, ..
-            } = parts;
-            if !read_buf.is_empty() {
-                // Cannot happen on a request boundary; never resume mid-stream.
-                tracing::debug!(peer = %self.peer, "unread bytes at a request boundary; closing");
-                return;
-            }
-            // The read buffer's memory goes with it: nothing of hyper's is kept while parked.
-            drop(read_buf);
             io = next;
             framing.keep_open(false);
             let socket = io.inner().get_ref();
@@ -239,6 +208,54 @@ impl Connection {
                 () = self.shutdown.cancelled() => return,
             }
         }
+    }
+
+    /// Serves requests on a new hyper connection until the client goes quiet on a request
+    /// boundary; returns the socket to park, or `None` once the connection is over (closed,
+    /// upgraded, or ended by hyper, in which case it has been closed lingering).
+    async fn serve_until_parked<S>(
+        &self,
+        io: TokioIo<FramingWatch<TcpStream>>,
+        service: &S,
+        framing: &Arc<FramingVerdict>,
+        exchanges: &Arc<Exchanges>,
+    ) -> Option<TokioIo<FramingWatch<TcpStream>>>
+    where
+        S: hyper::service::HttpService<Incoming, ResBody = TrackedBody> + Clone,
+        S::Error: Into<BoxError>,
+    {
+        // Boxed, so the parked task does not carry hyper's connection state inline.
+        let mut conn = Box::pin(
+            self.settings
+                .http1
+                .serve_connection(io, service.clone())
+                .with_upgrades(),
+        );
+        let outcome = serve_until_idle(conn.as_mut(), framing, exchanges, &self.shutdown).await;
+        // `None` once upgraded: the socket belongs to the tunnel then.
+        let parts = Pin::into_inner(conn).into_parts();
+        match outcome {
+            Ok(true) => {}
+            // hyper ended the connection itself: `Connection: close`, an early answer to a
+            // request whose body it did not read, an error, or the shutdown.
+            ended => {
+                if let Err(e) = ended {
+                    tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                }
+                if let (Some(parts), false) = (parts, self.shutdown.is_cancelled()) {
+                    Box::pin(close_lingering(parts.io.into_inner().into_inner())).await;
+                }
+                return None;
+            }
+        }
+        let hyper::server::conn::http1::Parts { io, read_buf, .. } = parts?;
+        if !read_buf.is_empty() {
+            // Cannot happen on a request boundary; never resume mid-stream.
+            tracing::debug!(peer = %self.peer, "unread bytes at a request boundary; closing");
+            return None;
+        }
+        // The read buffer's memory goes with it: nothing of hyper's is kept while parked.
+        Some(io)
     }
 }
 
