@@ -131,23 +131,10 @@ impl Connection {
             framing.clone(),
             exchanges.clone(),
         );
-        let mut conn = Box::pin(
-            self.settings
-                .http1
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades(),
-        );
         // The same driver as plain connections, which with parking ruled out runs to the end.
-        let ended = serve_until_idle(conn.as_mut(), &framing, &exchanges, &self.shutdown).await;
-        if let Err(e) = ended {
-            tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
-        }
-        if let (Some(parts), false) = (
-            Pin::into_inner(conn).into_parts(),
-            self.shutdown.is_cancelled(),
-        ) {
-            close_lingering(parts.io.into_inner().into_inner()).await;
-        }
+        let _never_parked = self
+            .serve_until_parked(TokioIo::new(io), &service, &framing, &exchanges)
+            .await;
     }
 
     /// One hyper connection (HTTP/1.1 or HTTP/2, upgrades allowed) for the connection's life.
@@ -213,14 +200,15 @@ impl Connection {
     /// Serves requests on a new hyper connection until the client goes quiet on a request
     /// boundary; returns the socket to park, or `None` once the connection is over (closed,
     /// upgraded, or ended by hyper, in which case it has been closed lingering).
-    async fn serve_until_parked<S>(
+    async fn serve_until_parked<I, S>(
         &self,
-        io: TokioIo<FramingWatch<TcpStream>>,
+        io: TokioIo<FramingWatch<I>>,
         service: &S,
         framing: &Arc<FramingVerdict>,
         exchanges: &Arc<Exchanges>,
-    ) -> Option<TokioIo<FramingWatch<TcpStream>>>
+    ) -> Option<TokioIo<FramingWatch<I>>>
     where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         S: hyper::service::HttpService<Incoming, ResBody = TrackedBody> + Clone,
         S::Error: Into<BoxError>,
     {
