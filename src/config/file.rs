@@ -227,6 +227,8 @@ pub(crate) struct FileSite {
     pub(crate) connect_timeout: Option<Spanned<String>>,
     /// How long the upstream may take to send response headers before answering 504.
     pub(crate) response_timeout: Option<Spanned<String>>,
+    /// Idle keep-alive connections to the upstream kept per worker.
+    pub(crate) upstream_keepalive: Option<Spanned<i64>>,
     /// The site's public base URL, e.g. `https://course.example.com`; links in mail use it.
     pub(crate) public_url: Option<Spanned<String>>,
     /// Certificate and key served for this site's hosts on `tls_listen` (chosen by SNI).

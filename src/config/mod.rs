@@ -313,6 +313,9 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Bound on waiting for response headers.
     pub response_timeout: Duration,
+    /// Idle HTTP/1.1 connections kept per worker after their answers (0: none, each request
+    /// opens its own).
+    pub keepalive: usize,
 }
 
 /// Certificate and key files of a site.

@@ -18,10 +18,17 @@ use super::{
     SmtpConfig, SmtpSecurity, StoreConfig, TlsFiles, UpstreamConfig,
 };
 
-/// Default `mail.retry_for`: long enough to ride out a mail server's restart or greylisting,
-/// and no longer than the default `auth.code_ttl`, past which a code mail is useless anyway.
 /// More connection workers than any machine pagegate runs on has cores.
 const MAX_WORKERS: usize = 1024;
+/// Default `site.upstream_keepalive`: what nginx deployments commonly set with `keepalive`. A
+/// burst's extra connections close as their answers end instead of staying pooled, each holding
+/// about 27 KiB here and a worker or a socket on the upstream; a busy upstream that sees steady
+/// concurrency above it per worker wants it raised.
+const DEFAULT_UPSTREAM_KEEPALIVE: usize = 64;
+/// Upper bound of `site.upstream_keepalive`, against a typo keeping a million sockets.
+const MAX_UPSTREAM_KEEPALIVE: usize = 65_536;
+/// Default `mail.retry_for`: long enough to ride out a mail server's restart or greylisting,
+/// and no longer than the default `auth.code_ttl`, past which a code mail is useless anyway.
 const DEFAULT_MAIL_RETRY: Duration = Duration::from_secs(10 * 60);
 /// Upper bound of `mail.retry_for`: the retry queue is in memory, on purpose (see `mail`).
 /// Mail that must survive longer outages belongs to a local mail relay with a disk queue.
@@ -643,6 +650,21 @@ impl Ctx<'_> {
                 s.response_timeout.as_ref(),
                 Duration::from_secs(60),
             )?,
+            keepalive: match &s.upstream_keepalive {
+                None => DEFAULT_UPSTREAM_KEEPALIVE,
+                Some(n) => usize::try_from(*n.get_ref())
+                    .ok()
+                    .filter(|n| *n <= MAX_UPSTREAM_KEEPALIVE)
+                    .ok_or_else(|| {
+                        self.invalid(
+                            &format!("site[{i}].upstream_keepalive"),
+                            Some(n.span()),
+                            format!(
+                                "expected a whole number from 0 to {MAX_UPSTREAM_KEEPALIVE}"
+                            ),
+                        )
+                    })?,
+            },
         })
     }
 
@@ -1487,7 +1509,21 @@ upstream = "http://127.0.0.1:8000"
         assert_eq!(c.sites[0].name, "localhost");
         assert_eq!(c.sites[0].upstream.connect_timeout, Duration::from_secs(5));
         assert!(c.sites[0].upstream.preserve_host);
+        assert_eq!(c.sites[0].upstream.keepalive, 64);
         assert_eq!(c.data_dir, Path::new("/nonexistent-base/data"));
+    }
+
+    #[test]
+    fn upstream_keepalive_is_a_bounded_count() {
+        let with = |n: &str| format!("{MINIMAL}upstream_keepalive = {n}\n");
+        let c = parse(&with("0")).expect("0 turns keep-alive off");
+        assert_eq!(c.sites[0].upstream.keepalive, 0);
+        for bad in ["-1", "1000000"] {
+            let err = parse(&with(bad)).expect_err(bad);
+            let msg = err.to_string();
+            assert!(msg.contains("`site[0].upstream_keepalive`"), "{msg}");
+            assert!(msg.contains("from 0 to 65536"), "{msg}");
+        }
     }
 
     #[test]

@@ -36,8 +36,6 @@ use crate::config::UpstreamConfig;
 /// An idle HTTP/1.1 connection older than this is closed rather than reused: the upstream may
 /// be about to close it (nginx's default `keepalive_timeout` is 75 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle HTTP/1.1 connections kept per upstream and worker; more are closed as their requests end.
-const MAX_IDLE: usize = 1024;
 /// TCP keep-alive probes on upstream connections, so a dead peer is noticed.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
@@ -72,6 +70,9 @@ struct Pool {
     tls: Option<Tls>,
     http2_only: bool,
     connect_timeout: Duration,
+    /// Idle HTTP/1.1 connections kept per worker (`upstream_keepalive`); more are closed as
+    /// their answers end.
+    max_idle: usize,
     /// Idle HTTP/1.1 connections, one stack per worker (see [`Pool::idle_here`]).
     idle: Box<[Mutex<VecDeque<Idle>>]>,
     shared_h2: Mutex<Option<http2::SendRequest<Incoming>>>,
@@ -111,7 +112,7 @@ impl Checkin {
             return;
         }
         if let Ok(mut idle) = self.pool.idle_here().lock() {
-            if idle.len() < MAX_IDLE {
+            if idle.len() < self.pool.max_idle {
                 idle.push_back(Idle {
                     sender: self.sender,
                     since: Instant::now(),
@@ -164,6 +165,7 @@ pub(super) fn build(config: &UpstreamConfig) -> Result<UpstreamClient, String> {
             tls,
             http2_only: config.http2,
             connect_timeout: config.connect_timeout,
+            max_idle: config.keepalive,
             idle: (0..idle_stacks())
                 .map(|_| Mutex::new(VecDeque::new()))
                 .collect(),
@@ -305,7 +307,7 @@ impl Pool {
     /// worker. Requests drop stale connections as they pass ([`Pool::take_idle`]), but a site
     /// that goes quiet after a burst would otherwise keep the burst's connections, about 27 KiB
     /// each (hyper's two 8 KiB buffers, its request channel and the connection's task), and up
-    /// to [`MAX_IDLE`] per worker, until its next request.
+    /// to `upstream_keepalive` per worker, until its next request.
     fn prune_idle(&self, max_age: Duration) -> usize {
         let mut closed = 0;
         for stack in &self.idle {
@@ -510,7 +512,7 @@ mod tests {
         (addr, open)
     }
 
-    fn client_for(addr: std::net::SocketAddr) -> UpstreamClient {
+    fn client_for(addr: std::net::SocketAddr, keepalive: usize) -> UpstreamClient {
         build(&UpstreamConfig {
             scheme: http::uri::Scheme::HTTP,
             authority: addr.to_string().parse().expect("authority"),
@@ -519,6 +521,7 @@ mod tests {
             preserve_host: false,
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(5),
+            keepalive,
         })
         .expect("client")
     }
@@ -535,7 +538,7 @@ mod tests {
     #[tokio::test]
     async fn a_quiet_pool_gives_its_idle_connections_back() {
         let (addr, open) = upstream().await;
-        let client = client_for(addr);
+        let client = client_for(addr, 64);
         for _ in 0..3 {
             let Conn::Http1 { sender, .. } = client.pool.connect(false).await.expect("connects")
             else {
@@ -557,5 +560,38 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(client.pool.prune_idle(Duration::from_millis(1)), 3);
         assert_eq!(settle(&open, 0).await, 0, "the upstream saw them closed");
+    }
+
+    /// Opens `n` connections at once, as a burst of concurrent requests would, and checks each
+    /// back in.
+    async fn burst(client: &UpstreamClient, n: usize) {
+        let mut senders = Vec::new();
+        for _ in 0..n {
+            let Conn::Http1 { sender, .. } = client.pool.connect(false).await.expect("connects")
+            else {
+                panic!("a plain upstream speaks HTTP/1.1");
+            };
+            senders.push(sender);
+        }
+        for sender in senders {
+            Checkin {
+                sender,
+                pool: client.pool.clone(),
+            }
+            .check_in();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_keeps_only_upstream_keepalive_connections() {
+        let (addr, open) = upstream().await;
+        let client = client_for(addr, 2);
+        burst(&client, 5).await;
+        assert_eq!(settle(&open, 2).await, 2, "three closed as they came back");
+
+        let (addr, open) = upstream().await;
+        let client = client_for(addr, 0);
+        burst(&client, 3).await;
+        assert_eq!(settle(&open, 0).await, 0, "keepalive 0 keeps none");
     }
 }
