@@ -659,9 +659,7 @@ impl Ctx<'_> {
                         self.invalid(
                             &format!("site[{i}].upstream_keepalive"),
                             Some(n.span()),
-                            format!(
-                                "expected a whole number from 0 to {MAX_UPSTREAM_KEEPALIVE}"
-                            ),
+                            format!("expected a whole number from 0 to {MAX_UPSTREAM_KEEPALIVE}"),
                         )
                     })?,
             },
