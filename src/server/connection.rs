@@ -2,10 +2,11 @@
 //!
 //! HTTP/1.1 over plain TCP is served by a hyper connection per burst of requests: when every
 //! request read so far has been answered and nothing of the next one has arrived, that hyper
-//! connection is ended without closing the socket, and the socket waits for its next request
-//! holding nothing but itself. An idle keep-alive connection therefore costs a socket and a small
-//! task instead of hyper's read and write buffers (16 KiB and more), the way nginx gives an idle
-//! connection's buffers back. The hand-over happens only on an exact request boundary, as the
+//! connection is ended without closing the socket, the connection's task ends, and the socket
+//! waits for its next request in its worker's parking lot ([`super::parking`]), which starts a
+//! new task for it when the client speaks again. An idle keep-alive connection therefore costs a
+//! socket and a slot of about a hundred bytes instead of a task and hyper's read and write
+//! buffers (16 KiB and more), the way nginx gives an idle connection's buffers back. The hand-over happens only on an exact request boundary, as the
 //! framing watch ([`super::framing`]) follows it below hyper; whenever that is not certain
 //! (pipelined or partial requests, `Connection: close`, HTTP/1.0, upgrades) the hyper connection
 //! simply goes on.
@@ -50,17 +51,23 @@ const LINGER: Duration = Duration::from_millis(100);
 /// What an HTTP/2 client sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// An accepted client connection and what it holds until it closes.
+/// An accepted client connection and what it holds until it closes, parked or not: kept small,
+/// since it is all a quiet connection holds besides its socket.
 pub(super) struct Connection {
     pub(super) live: Arc<Live>,
     pub(super) settings: Arc<ConnectionSettings>,
     /// Cancelled when the server shuts down: in-flight requests finish, idle connections close.
+    /// Its worker's token, so that polling it never contends with another worker.
     pub(super) shutdown: CancellationToken,
+    /// The worker (0-based) that serves the connection, and whose lot it parks in.
+    pub(super) worker: usize,
     pub(super) peer: SocketAddr,
     /// Released when the connection ends.
     pub(super) _slot: tokio::sync::OwnedSemaphorePermit,
     /// Counted in `pagegate_open_connections` until the connection ends.
     pub(super) _open: crate::metrics::OpenConnection,
+    /// Waited for at shutdown until the connection ends, parked or not.
+    pub(super) _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
 impl Connection {
@@ -77,8 +84,8 @@ impl Connection {
             _ => return,
         };
         if H2_PREFACE.starts_with(&first[..n]) {
-            // HTTP/2 by prior knowledge, or too little read to tell: hyper decides. Boxed, like
-            // the hyper connection below, so that a parked connection's task stays small.
+            // HTTP/2 by prior knowledge, or too little read to tell: hyper decides. Boxed, so
+            // that a connection's task is small while it waits for its first request.
             Box::pin(self.serve_whole(stream, false, None)).await;
         } else {
             self.serve_http1_parking(stream).await;
@@ -162,7 +169,22 @@ impl Connection {
         }
     }
 
-    /// HTTP/1.1 on plain TCP, parked without hyper's buffers between requests.
+    /// A parked connection whose client spoke again: served on a task of its own from here.
+    /// Called by the lot's task, on the connection's worker.
+    pub(super) fn resume(socket: std::net::TcpStream, conn: Connection) {
+        tokio::spawn(async move {
+            match TcpStream::from_std(socket) {
+                Ok(stream) => conn.serve_http1_parking(stream).await,
+                Err(e) => {
+                    tracing::debug!(peer = %conn.peer, error = %e, "cannot resume a quiet connection");
+                }
+            }
+        });
+    }
+
+    /// HTTP/1.1 on plain TCP, until it ends or goes quiet; then parked, without a task or
+    /// hyper's buffers, until the client's next request (a new hyper connection, framing watch
+    /// and request count then: nothing of this request boundary carries over).
     async fn serve_http1_parking(self, stream: TcpStream) {
         let (io, framing) = FramingWatch::new(stream);
         let exchanges = Arc::new(Exchanges::default());
@@ -174,25 +196,25 @@ impl Connection {
             framing.clone(),
             exchanges.clone(),
         );
-        let mut io = TokioIo::new(io);
-        loop {
-            // A function of its own, so that what serving needs (hyper's connection parts, the
-            // outcome) is not also kept in the parked task's state: that task is what an idle
-            // connection costs.
-            let served = self.serve_until_parked(io, &service, &framing, &exchanges);
-            let Some(next) = Box::pin(served).await else {
-                return;
-            };
-            io = next;
-            framing.keep_open(false);
-            let socket = io.inner().get_ref();
-            tokio::select! {
-                readable = tokio::time::timeout(self.settings.idle_timeout, socket.readable()) => {
-                    if !matches!(readable, Ok(Ok(()))) {
-                        return;
-                    }
-                }
-                () = self.shutdown.cancelled() => return,
+        let served = self.serve_until_parked(TokioIo::new(io), &service, &framing, &exchanges);
+        if let Some(io) = served.await {
+            self.park(io.into_inner().into_inner());
+        }
+    }
+
+    /// Hands a quiet socket to the worker's lot; this task ends.
+    fn park(self, stream: TcpStream) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let Some(lot) = self.settings.lots.get(self.worker).cloned() else {
+            return;
+        };
+        // Leaves the runtime's reactor: the lot's epoll instance watches it from now on.
+        match stream.into_std() {
+            Ok(socket) => lot.park(socket, self),
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "cannot park a quiet connection")
             }
         }
     }

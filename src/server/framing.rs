@@ -121,11 +121,6 @@ impl<IO> FramingWatch<IO> {
         (watch, verdict)
     }
 
-    /// The stream watched.
-    pub(crate) fn get_ref(&self) -> &IO {
-        &self.inner
-    }
-
     /// The stream, no longer watched.
     pub(crate) fn into_inner(self) -> IO {
         self.inner

@@ -8,6 +8,7 @@
 
 mod connection;
 mod framing;
+mod parking;
 pub mod reload;
 mod tls;
 pub(crate) mod workers;
@@ -106,7 +107,18 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let store: Arc<dyn crate::store::Store> = Arc::new(store);
     let workers = workers::Workers::start(config.server.workers, config.server.pin_workers)
         .map_err(|e| StartError::Setup(format!("cannot start the connection workers: {e}")))?;
-    let settings = Arc::new(ConnectionSettings::new(&config, workers));
+    let shutdown = CancellationToken::new();
+    let settings = Arc::new(
+        ConnectionSettings::new(&config, workers, &shutdown).map_err(|e| {
+            StartError::Setup(format!("cannot set up idle connection keeping: {e}"))
+        })?,
+    );
+    for (worker, lot) in settings.lots.iter().enumerate() {
+        let lot = lot.clone();
+        settings
+            .workers
+            .spawn_on(worker, async move { lot.run(Connection::resume).await });
+    }
     let data_dir = config.data_dir.clone();
     // The metrics listener is bound once, so its token is the one read at start.
     let metrics_exporter = metrics_listener
@@ -116,7 +128,6 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let live = Arc::new(
         Live::new(config, store, https_addr.map(|a| a.port())).map_err(StartError::Setup)?,
     );
-    let shutdown = CancellationToken::new();
     crate::api::control::serve(live.clone(), &data_dir, shutdown.clone())
         .await
         .map_err(|e| StartError::Setup(format!("control socket in {}: {e}", data_dir.display())))?;
@@ -175,6 +186,8 @@ struct ConnectionSettings {
     connection_slots: Arc<tokio::sync::Semaphore>,
     /// Where connections are served.
     workers: workers::Workers,
+    /// Each worker's quiet keep-alive connections, by worker.
+    lots: Vec<Arc<parking::Lot<Connection>>>,
 }
 
 /// The HTTP/1.1 settings, applied alike to hyper-util's auto builder and to hyper's own: the two
@@ -190,7 +203,11 @@ macro_rules! http1_settings {
 }
 
 impl ConnectionSettings {
-    fn new(config: &Config, workers: workers::Workers) -> ConnectionSettings {
+    fn new(
+        config: &Config,
+        workers: workers::Workers,
+        shutdown: &CancellationToken,
+    ) -> std::io::Result<ConnectionSettings> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         http1_settings!(builder.http1(), config);
         let mut http1 = hyper::server::conn::http1::Builder::new();
@@ -203,13 +220,22 @@ impl ConnectionSettings {
             .keep_alive_timeout(Duration::from_secs(20))
             .max_header_list_size(64 * 1024)
             .adaptive_window(true);
-        ConnectionSettings {
+        // A shutdown token per worker: connections poll theirs often, and one token shared by
+        // every worker would be a lock they all take.
+        let lots = (0..workers.count())
+            .map(|_| {
+                parking::Lot::new(config.server.header_read_timeout, shutdown.child_token())
+                    .map(Arc::new)
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(ConnectionSettings {
             builder,
             http1,
             idle_timeout: config.server.header_read_timeout,
             connection_slots: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
             workers,
-        }
+            lots,
+        })
     }
 }
 
@@ -322,18 +348,22 @@ async fn accept_loop(
                 continue;
             }
         };
+        let worker = settings.workers.next();
+        let Some(lot) = settings.lots.get(worker) else {
+            continue;
+        };
         let conn = Connection {
             live: live.clone(),
             settings: settings.clone(),
-            // A token of its own: checking it locks only this connection's node, where the
-            // shared token would be one lock every connection on every worker takes per poll.
-            shutdown: shutdown.child_token(),
+            shutdown: lot.shutdown().clone(),
+            worker,
             peer,
             _slot: slot,
             _open: crate::metrics::global().connection_opened(),
+            _tracked: connections.token(),
         };
         let tls = tls.clone();
-        let fut = connections.track_future(async move {
+        let fut = async move {
             let stream = match TcpStream::from_std(stream) {
                 Ok(stream) => stream,
                 Err(e) => {
@@ -347,7 +377,7 @@ async fn accept_loop(
                 // otherwise be as large, idle or not.
                 Some(acceptor) => Box::pin(conn.serve_tls(stream, acceptor)).await,
             }
-        });
-        settings.workers.spawn(fut);
+        };
+        settings.workers.spawn_on(worker, fut);
     }
 }

@@ -83,13 +83,33 @@ impl Workers {
         })
     }
 
-    /// Runs a connection's future on the next worker, round robin.
-    pub(crate) fn spawn<F>(&self, future: F)
+    /// How many workers there are.
+    pub(crate) fn count(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// The worker (0-based) the next connection goes to, round robin.
+    pub(crate) fn next(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len()
+    }
+
+    /// Runs a future on worker `worker` (0-based, below [`Workers::count`]; the last one
+    /// otherwise).
+    pub(crate) fn spawn_on<F>(&self, worker: usize, future: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        self.handles[turn].spawn(future);
+        let last = self.handles.len() - 1;
+        self.handles[worker.min(last)].spawn(future);
+    }
+
+    /// Runs a connection's future on the next worker, round robin.
+    #[cfg(test)]
+    fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_on(self.next(), future);
     }
 
     /// Ends the worker threads, dropping any connection they still serve, and waits for them.
