@@ -5,11 +5,11 @@
 //! connection is ended without closing the socket, the connection's task ends, and the socket
 //! waits for its next request in its worker's parking lot ([`super::parking`]), which starts a
 //! new task for it when the client speaks again. An idle keep-alive connection therefore costs a
-//! socket and a slot of about a hundred bytes instead of a task and hyper's read and write
-//! buffers (16 KiB and more), the way nginx gives an idle connection's buffers back. The hand-over happens only on an exact request boundary, as the
-//! framing watch ([`super::framing`]) follows it below hyper; whenever that is not certain
-//! (pipelined or partial requests, `Connection: close`, HTTP/1.0, upgrades) the hyper connection
-//! simply goes on.
+//! socket and a slot of about 150 bytes instead of a task and hyper's read and write buffers
+//! (16 KiB and more), the way nginx gives an idle connection's buffers back. The hand-over
+//! happens only on an exact request boundary, as the framing watch ([`super::framing`]) follows
+//! it below hyper; whenever that is not certain (pipelined or partial requests,
+//! `Connection: close`, HTTP/1.0, upgrades) the hyper connection simply goes on.
 //!
 //! TLS connections and HTTP/2 (prior knowledge on plain TCP) are served by one hyper connection
 //! from start to end. Every HTTP/1.1 connection that pagegate closes, plain or TLS, closes
@@ -202,11 +202,9 @@ impl Connection {
         }
     }
 
-    /// Hands a quiet socket to the worker's lot; this task ends.
+    /// Hands a quiet socket to the worker's lot (which closes it if the server is shutting
+    /// down); this task ends.
     fn park(self, stream: TcpStream) {
-        if self.shutdown.is_cancelled() {
-            return;
-        }
         let Some(lot) = self.settings.lots.get(self.worker).cloned() else {
             return;
         };

@@ -5,7 +5,7 @@
 //! it is (its permit, peer, settings). The lot watches every socket it holds with one epoll
 //! instance of its own, driven by one task, and hands a socket to a new connection task when its
 //! client speaks again. So a quiet connection holds no task, no timer and no registration with
-//! the runtime's reactor: a slot of about a hundred bytes in a slab, the way nginx keeps an idle
+//! the runtime's reactor: a slot of about 150 bytes in a slab, the way nginx keeps an idle
 //! connection as a small struct and an epoll entry. A waiting task, by contrast, is a kilobyte
 //! or more, spread over the heap in allocations made while the connection was busy, which the
 //! allocator can then not give back.
