@@ -46,6 +46,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
     if present == 0 {
         return false;
     }
+    if present == 1 && remove_plain_connection(headers) {
+        return false;
+    }
     let wants_trailers = headers
         .get_all(header::TE)
         .iter()
@@ -75,6 +78,27 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
         }
     }
     wants_trailers
+}
+
+/// Removes a `Connection` header that is one line naming no other header (`keep-alive` or
+/// `close`, what nearly every upstream response carries) in one lookup; `false`, touching
+/// nothing, for anything else.
+fn remove_plain_connection(headers: &mut HeaderMap) -> bool {
+    let header::Entry::Occupied(entry) = headers.entry(header::CONNECTION) else {
+        return false;
+    };
+    let mut values = entry.iter();
+    let plain = match (values.next(), values.next()) {
+        (Some(only), None) => {
+            let token = only.as_bytes().trim_ascii();
+            token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close")
+        }
+        _ => false,
+    };
+    if plain {
+        entry.remove();
+    }
+    plain
 }
 
 /// Prefix of the headers pagegate uses to tell the upstream who is signed in.
@@ -400,6 +424,25 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn a_plain_connection_line_goes_and_a_listing_one_still_removes_what_it_names() {
+        for value in ["keep-alive", " Keep-Alive ", "close"] {
+            let mut h = map(&[("connection", value), ("content-length", "3")]);
+            assert!(!remove_hop_by_hop(&mut h));
+            assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["content-length"]);
+        }
+        let mut h = map(&[("connection", "keep-alive, x-secret"), ("x-secret", "1")]);
+        remove_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "left: {h:?}");
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "left: {h:?}");
     }
 
     #[test]
