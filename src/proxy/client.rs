@@ -16,6 +16,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -70,12 +71,23 @@ struct Pool {
     tls: Option<Tls>,
     http2_only: bool,
     connect_timeout: Duration,
-    /// Idle HTTP/1.1 connections kept per worker (`upstream_keepalive`); more are closed as
-    /// their answers end.
-    max_idle: usize,
     /// Idle HTTP/1.1 connections, one stack per worker (see [`Pool::idle_here`]).
-    idle: Box<[Mutex<VecDeque<Idle>>]>,
+    idle: Box<[Arc<IdleStack>]>,
     shared_h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    /// Set once an HTTP/2 connection has been made, so that an HTTP/1.1-only upstream's
+    /// requests never take `shared_h2`'s lock, which every worker would share.
+    h2_seen: AtomicBool,
+}
+
+/// One worker's idle HTTP/1.1 connections. A separate allocation per worker, aligned to its own
+/// cache lines, and referenced per request through its own `Arc`: the lock and the reference
+/// count a request touches are written by its worker alone, so two workers never pass a cache
+/// line back and forth on every request.
+#[repr(align(128))]
+struct IdleStack {
+    idle: Mutex<VecDeque<Idle>>,
+    /// Idle connections kept (`upstream_keepalive`); more are closed as their answers end.
+    max_idle: usize,
 }
 
 struct Tls {
@@ -103,7 +115,7 @@ enum Conn {
 /// Gives an HTTP/1.1 connection back to its pool once the response body has been read whole.
 pub(super) struct Checkin {
     sender: http1::SendRequest<Incoming>,
-    pool: Arc<Pool>,
+    stack: Arc<IdleStack>,
 }
 
 impl Checkin {
@@ -111,8 +123,8 @@ impl Checkin {
         if self.sender.is_closed() {
             return;
         }
-        if let Ok(mut idle) = self.pool.idle_here().lock() {
-            if idle.len() < self.pool.max_idle {
+        if let Ok(mut idle) = self.stack.idle.lock() {
+            if idle.len() < self.stack.max_idle {
                 idle.push_back(Idle {
                     sender: self.sender,
                     since: Instant::now(),
@@ -120,12 +132,6 @@ impl Checkin {
             }
         }
     }
-}
-
-/// One idle stack per possible worker number (0 for threads that are no worker); worker
-/// numbers beyond it share stacks, which is correct, only slower.
-fn idle_stacks() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()) + 1
 }
 
 /// Builds a site's client. Fails only on an unreadable CA file or when no root is available for
@@ -165,11 +171,16 @@ pub(super) fn build(config: &UpstreamConfig) -> Result<UpstreamClient, String> {
             tls,
             http2_only: config.http2,
             connect_timeout: config.connect_timeout,
-            max_idle: config.keepalive,
-            idle: (0..idle_stacks())
-                .map(|_| Mutex::new(VecDeque::new()))
+            idle: (0..crate::server::workers::shares())
+                .map(|_| {
+                    Arc::new(IdleStack {
+                        idle: Mutex::new(VecDeque::new()),
+                        max_idle: config.keepalive,
+                    })
+                })
                 .collect(),
             shared_h2: Mutex::new(None),
+            h2_seen: AtomicBool::new(false),
         }),
     })
 }
@@ -210,7 +221,7 @@ impl UpstreamClient {
                     Ok(response) => {
                         let checkin = (!upgrade).then(|| Checkin {
                             sender,
-                            pool: self.pool.clone(),
+                            stack: self.pool.idle_here().clone(),
                         });
                         return Ok((response, checkin));
                     }
@@ -277,11 +288,14 @@ impl Pool {
 
     /// This worker's idle stack. Threads that are no worker (tests driving the gateway on their
     /// own runtime) share the first.
-    fn idle_here(&self) -> &Mutex<VecDeque<Idle>> {
-        &self.idle[crate::server::workers::current() % self.idle.len()]
+    fn idle_here(&self) -> &Arc<IdleStack> {
+        &self.idle[crate::server::workers::share(self.idle.len())]
     }
 
     fn live_h2(&self) -> Option<http2::SendRequest<Incoming>> {
+        if !self.h2_seen.load(Ordering::Acquire) {
+            return None;
+        }
         let mut shared = self.shared_h2.lock().ok()?;
         match shared.as_ref() {
             Some(sender) if !sender.is_closed() => Some(sender.clone()),
@@ -296,7 +310,7 @@ impl Pool {
     /// The most recently used idle connection; expired and closed ones at the old end are
     /// dropped on the way.
     fn take_idle(&self) -> Option<http1::SendRequest<Incoming>> {
-        let mut idle = self.idle_here().lock().ok()?;
+        let mut idle = self.idle_here().idle.lock().ok()?;
         while idle.front().is_some_and(|i| i.is_stale(IDLE_TIMEOUT)) {
             idle.pop_front();
         }
@@ -311,7 +325,7 @@ impl Pool {
     fn prune_idle(&self, max_age: Duration) -> usize {
         let mut closed = 0;
         for stack in &self.idle {
-            if let Ok(mut idle) = stack.lock() {
+            if let Ok(mut idle) = stack.idle.lock() {
                 let before = idle.len();
                 idle.retain(|i| !i.is_stale(max_age));
                 closed += before - idle.len();
@@ -373,6 +387,7 @@ impl Pool {
         });
         if let Ok(mut shared) = self.shared_h2.lock() {
             *shared = Some(sender.clone());
+            self.h2_seen.store(true, Ordering::Release);
         }
         Ok(Conn::Http2(sender))
     }
@@ -546,7 +561,7 @@ mod tests {
             };
             Checkin {
                 sender,
-                pool: client.pool.clone(),
+                stack: client.pool.idle_here().clone(),
             }
             .check_in();
         }
@@ -576,7 +591,7 @@ mod tests {
         for sender in senders {
             Checkin {
                 sender,
-                pool: client.pool.clone(),
+                stack: client.pool.idle_here().clone(),
             }
             .check_in();
         }

@@ -431,7 +431,10 @@ mod tests {
         for value in ["keep-alive", " Keep-Alive ", "close"] {
             let mut h = map(&[("connection", value), ("content-length", "3")]);
             assert!(!remove_hop_by_hop(&mut h));
-            assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["content-length"]);
+            assert_eq!(
+                h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+                ["content-length"]
+            );
         }
         let mut h = map(&[("connection", "keep-alive, x-secret"), ("x-secret", "1")]);
         remove_hop_by_hop(&mut h);

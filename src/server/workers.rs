@@ -36,6 +36,19 @@ pub(crate) fn current() -> usize {
     WORKER.with(Cell::get)
 }
 
+/// How many per-worker shares state written on every request should have: one per worker a
+/// machine of this size runs by default, plus share 0 for threads that are no worker. Workers
+/// beyond it (an explicit `server.workers` above the CPU count) share, which is correct, only
+/// slower.
+pub(crate) fn shares() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) + 1
+}
+
+/// This thread's share among `len` (from [`shares`]).
+pub(crate) fn share(len: usize) -> usize {
+    current() % len.max(1)
+}
+
 /// The running workers.
 pub(crate) struct Workers {
     handles: Vec<Handle>,
