@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::error::HttpError;
+use crate::server::coarse_timer;
 use client::{ClientError, PooledBody, UpstreamClient};
 pub use headers::Forwarding;
 
@@ -89,7 +90,8 @@ impl Upstream {
         *req.uri_mut() = origin_form(req.uri());
         *req.version_mut() = Version::HTTP_11;
 
-        let sent = tokio::time::timeout(
+        // On the worker's coarse timer: armed on every request, it almost never fires.
+        let sent = coarse_timer::timeout(
             self.response_timeout,
             self.client.send(req, upgrade.is_some()),
         )

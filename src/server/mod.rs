@@ -6,6 +6,7 @@
 //! an open connection. Shutdown stops accepting at once, asks every connection to finish its
 //! in-flight requests, and gives up after `shutdown_grace`.
 
+pub(crate) mod coarse_timer;
 mod connection;
 mod framing;
 mod parking;
@@ -195,7 +196,7 @@ struct ConnectionSettings {
 macro_rules! http1_settings {
     ($builder:expr, $config:expr) => {
         $builder
-            .timer(TokioTimer::new())
+            .timer(coarse_timer::CoarseTimer)
             .header_read_timeout($config.server.header_read_timeout)
             .keep_alive(true)
             .max_buf_size(64 * 1024)

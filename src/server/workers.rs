@@ -77,6 +77,8 @@ impl Workers {
                 .name(format!("pagegate-worker-{number}"))
                 .spawn(move || {
                     WORKER.with(|w| w.set(number));
+                    // The worker's per-request deadlines (header reads, upstream answers).
+                    runtime.spawn(super::coarse_timer::Wheel::install());
                     if let Some(cpu) = cpu {
                         if let Err(e) = pin_current_thread(cpu) {
                             tracing::warn!(worker = number, cpu, error = %e, "cannot keep the worker on its CPU; it runs unpinned");
