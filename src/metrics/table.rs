@@ -1,7 +1,7 @@
 //! The per-request metrics: plain atomics the request path bumps, and the collectors that turn
 //! them into exposition text at scrape time.
 //!
-//! Every counter is kept once per worker ([`crate::server::workers::share`]) and summed when
+//! Every counter is kept once per worker ([`PerWorker`]) and summed when
 //! scraped. Two workers adding to one atomic pass its cache line between their cores on every
 //! request, which cost about 0.4 µs of CPU per proxied request on two cores
 //! (docs/performance.md); a worker's own share is only ever written by that worker.
@@ -28,6 +28,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::registry::Unit;
 
+use crate::server::workers::PerWorker;
+
 /// Status codes hyper can represent: 100 to 999, in nine classes of a hundred.
 const FIRST_STATUS: u16 = 100;
 const STATUS_CLASSES: usize = 9;
@@ -45,7 +47,7 @@ type Share = [OnceLock<Box<ClassCounters>>; STATUS_CLASSES];
 pub struct RequestSeries {
     site: String,
     page: String,
-    shares: Box<[Share]>,
+    shares: PerWorker<Share>,
 }
 
 /// The class block and the slot in it of a status code; `None` for none hyper can represent.
@@ -60,9 +62,7 @@ impl RequestSeries {
         RequestSeries {
             site: site.to_owned(),
             page: page.to_owned(),
-            shares: (0..crate::server::workers::shares())
-                .map(|_| std::array::from_fn(|_| OnceLock::new()))
-                .collect(),
+            shares: PerWorker::new(|| std::array::from_fn(|_| OnceLock::new())),
         }
     }
 
@@ -71,8 +71,7 @@ impl RequestSeries {
         let Some((class, slot)) = status_slot(status.as_u16()) else {
             return;
         };
-        let share = &self.shares[crate::server::workers::share(self.shares.len())];
-        let block = share[class]
+        let block = self.shares.here()[class]
             .get_or_init(|| Box::new(ClassCounters(std::array::from_fn(|_| AtomicU64::new(0)))));
         block.0[slot].fetch_add(1, Ordering::Relaxed);
     }
@@ -102,7 +101,7 @@ impl RequestSeries {
     /// Every status code counted so far, with its count, in ascending order.
     fn counted(&self) -> Vec<(u16, u64)> {
         let mut totals = [[0u64; 100]; STATUS_CLASSES];
-        for share in &self.shares {
+        for share in self.shares.iter() {
             for (class, block) in share.iter().enumerate() {
                 if let Some(block) = block.get() {
                     for (slot, counter) in block.0.iter().enumerate() {
@@ -210,11 +209,10 @@ const UPSTREAM_BUCKETS_NS: [u64; 15] = [
 /// worker.
 pub struct UpstreamTimer {
     site: String,
-    shares: Box<[TimerShare]>,
+    shares: PerWorker<TimerShare>,
 }
 
-/// One worker's observations, in cache lines of their own.
-#[repr(align(128))]
+/// One worker's observations.
 struct TimerShare {
     /// Observations per bucket, not cumulative; the last one is `+Inf`.
     buckets: [AtomicU64; UPSTREAM_BUCKETS.len() + 1],
@@ -225,12 +223,10 @@ impl UpstreamTimer {
     fn new(site: &str) -> UpstreamTimer {
         UpstreamTimer {
             site: site.to_owned(),
-            shares: (0..crate::server::workers::shares())
-                .map(|_| TimerShare {
-                    buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-                    sum_ns: AtomicU64::new(0),
-                })
-                .collect(),
+            shares: PerWorker::new(|| TimerShare {
+                buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+                sum_ns: AtomicU64::new(0),
+            }),
         }
     }
 
@@ -241,7 +237,7 @@ impl UpstreamTimer {
             .iter()
             .position(|bound| ns <= *bound)
             .unwrap_or(UPSTREAM_BUCKETS_NS.len());
-        let share = &self.shares[crate::server::workers::share(self.shares.len())];
+        let share = self.shares.here();
         share.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         share.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }

@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::UpstreamConfig;
+use crate::server::workers::PerWorker;
 
 /// An idle HTTP/1.1 connection older than this is closed rather than reused: the upstream may
 /// be about to close it (nginx's default `keepalive_timeout` is 75 s).
@@ -72,17 +73,16 @@ struct Pool {
     http2_only: bool,
     connect_timeout: Duration,
     /// Idle HTTP/1.1 connections, one stack per worker (see [`Pool::idle_here`]).
-    idle: Box<[Arc<IdleStack>]>,
+    idle: PerWorker<Arc<IdleStack>>,
     shared_h2: Mutex<Option<http2::SendRequest<Incoming>>>,
     /// Set once an HTTP/2 connection has been made, so that an HTTP/1.1-only upstream's
     /// requests never take `shared_h2`'s lock, which every worker would share.
     h2_seen: AtomicBool,
 }
 
-/// One worker's idle HTTP/1.1 connections. A separate allocation per worker, aligned to its own
-/// cache lines, and referenced per request through its own `Arc`: the lock and the reference
-/// count a request touches are written by its worker alone, so two workers never pass a cache
-/// line back and forth on every request.
+/// One worker's idle HTTP/1.1 connections, referenced per request through its own `Arc`. The
+/// `Arc`'s allocation is what a request writes (the lock, the reference count), so it is
+/// aligned to cache lines of its own, as [`PerWorker`] does for the shares it holds inline.
 #[repr(align(128))]
 struct IdleStack {
     idle: Mutex<VecDeque<Idle>>,
@@ -171,14 +171,12 @@ pub(super) fn build(config: &UpstreamConfig) -> Result<UpstreamClient, String> {
             tls,
             http2_only: config.http2,
             connect_timeout: config.connect_timeout,
-            idle: (0..crate::server::workers::shares())
-                .map(|_| {
-                    Arc::new(IdleStack {
-                        idle: Mutex::new(VecDeque::new()),
-                        max_idle: config.keepalive,
-                    })
+            idle: PerWorker::new(|| {
+                Arc::new(IdleStack {
+                    idle: Mutex::new(VecDeque::new()),
+                    max_idle: config.keepalive,
                 })
-                .collect(),
+            }),
             shared_h2: Mutex::new(None),
             h2_seen: AtomicBool::new(false),
         }),
@@ -289,7 +287,7 @@ impl Pool {
     /// This worker's idle stack. Threads that are no worker (tests driving the gateway on their
     /// own runtime) share the first.
     fn idle_here(&self) -> &Arc<IdleStack> {
-        &self.idle[crate::server::workers::share(self.idle.len())]
+        self.idle.here()
     }
 
     fn live_h2(&self) -> Option<http2::SendRequest<Incoming>> {
@@ -324,7 +322,7 @@ impl Pool {
     /// to `upstream_keepalive` per worker, until its next request.
     fn prune_idle(&self, max_age: Duration) -> usize {
         let mut closed = 0;
-        for stack in &self.idle {
+        for stack in self.idle.iter() {
             if let Ok(mut idle) = stack.idle.lock() {
                 let before = idle.len();
                 idle.retain(|i| !i.is_stale(max_age));

@@ -46,7 +46,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> bool {
     if present == 0 {
         return false;
     }
-    if present == 1 && remove_plain_connection(headers) {
+    // Bit 0 is `Connection`, the first of `HOP_BY_HOP`: the only hop-by-hop header most
+    // upstream responses carry.
+    if present == 1 << 0 && remove_plain_connection(headers) {
         return false;
     }
     let wants_trailers = headers

@@ -36,17 +36,32 @@ pub(crate) fn current() -> usize {
     WORKER.with(Cell::get)
 }
 
-/// How many per-worker shares state written on every request should have: one per worker a
-/// machine of this size runs by default, plus share 0 for threads that are no worker. Workers
-/// beyond it (an explicit `server.workers` above the CPU count) share, which is correct, only
-/// slower.
-pub(crate) fn shares() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()) + 1
-}
+/// State written on every request, one share per worker, each in cache lines of its own: two
+/// workers writing to one line pass it back and forth between their cores on every request.
+///
+/// There is a share per worker a machine of this size runs by default, plus share 0 for threads
+/// that are no worker. Workers beyond that (an explicit `server.workers` above the CPU count)
+/// share, which is correct, only slower.
+pub(crate) struct PerWorker<T>(Box<[Padded<T>]>);
 
-/// This thread's share among `len` (from [`shares`]).
-pub(crate) fn share(len: usize) -> usize {
-    current() % len.max(1)
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> PerWorker<T> {
+    pub(crate) fn new(mut make: impl FnMut() -> T) -> PerWorker<T> {
+        let shares = std::thread::available_parallelism().map_or(1, |n| n.get()) + 1;
+        PerWorker((0..shares).map(|_| Padded(make())).collect())
+    }
+
+    /// The share of the worker this code runs on.
+    pub(crate) fn here(&self) -> &T {
+        &self.0[current() % self.0.len()].0
+    }
+
+    /// Every share, to sum or sweep them.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map(|padded| &padded.0)
+    }
 }
 
 /// The running workers.
