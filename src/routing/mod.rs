@@ -80,19 +80,45 @@ pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
         }
     };
     let host = host.strip_suffix('.').unwrap_or(host);
-    if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b))
-    {
+    if host.is_empty() {
         return None;
     }
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+    // One pass over the name: it runs on every request.
+    let mut kinds = 0u8;
+    for b in host.bytes() {
+        kinds |= HOST_BYTE[usize::from(b)];
+    }
+    if kinds & INVALID != 0 {
+        None
+    } else if kinds & UPPER != 0 {
         Some(Cow::Owned(host.to_ascii_lowercase()))
     } else {
         Some(Cow::Borrowed(host))
     }
 }
+
+const INVALID: u8 = 1;
+const UPPER: u8 = 2;
+
+/// What each byte of a host name is: letters, digits and `-._[]:` may appear (upper-case letters
+/// are lowered); anything else makes the name invalid.
+static HOST_BYTE: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_uppercase() {
+            table[b] = UPPER;
+        } else if c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(c, b'-' | b'.' | b'_' | b'[' | b']' | b':')
+        {
+            table[b] = 0;
+        }
+        b += 1;
+    }
+    table
+};
 
 fn is_port(p: &str) -> bool {
     !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
