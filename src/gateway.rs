@@ -165,17 +165,33 @@ impl Gateway {
     }
 
     /// Answers one request; never fails, errors become pages.
-    pub async fn handle(&self, req: Request<Incoming>, conn: ConnectionInfo) -> Response<Body> {
-        let started = self.access_log_started();
-        // Kept for the log lines; both are shared, not copied.
-        let method = req.method().clone();
-        let uri = req.uri().clone();
-        let mut note = RequestNote::default();
-        let response = match self.route(req, conn, &mut note).await {
-            Ok(response) => response,
-            Err(err) => error_response(&err, &method, &self.path_for_log(uri.path()), conn),
-        };
-        self.finish(response, note, started, conn, method, &uri)
+    ///
+    /// This and the functions it awaits on a proxied request's way (`route`,
+    /// `Upstream::forward`, the upstream client's `send`) return `async move` blocks instead of
+    /// being `async fn`s: an `async fn` keeps its arguments in its state and then a second copy
+    /// of the request (264 bytes) once the body takes it, at every level. The nested future
+    /// is moved into place on every request; this halved it (4.6 KiB to 2.2 KiB).
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn doubles the request in its state"
+    )]
+    pub fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnectionInfo,
+    ) -> impl Future<Output = Response<Body>> {
+        async move {
+            let started = self.access_log_started();
+            // Kept for the log lines; both are shared, not copied.
+            let method = req.method().clone();
+            let uri = req.uri().clone();
+            let mut note = RequestNote::default();
+            let response = match self.route(req, conn, &mut note).await {
+                Ok(response) => response,
+                Err(err) => error_response(&err, &method, &self.path_for_log(uri.path()), conn),
+            };
+            self.finish(response, note, started, conn, method, &uri)
+        }
     }
 
     /// Answers a request the connection layer already found unacceptable.
@@ -244,114 +260,120 @@ impl Gateway {
         access_log::wrap(response, entry)
     }
 
-    async fn route(
+    /// Not an `async fn`, like [`Gateway::handle`].
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn doubles the request in its state"
+    )]
+    fn route(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         conn: ConnectionInfo,
         note: &mut RequestNote,
-    ) -> Result<Response<Body>, HttpError> {
-        check_framing(&req)?;
-        if req.method() == Method::CONNECT {
-            return Err(HttpError::BadRequest(
-                "CONNECT is not supported by this server.",
-            ));
-        }
-        if req.uri().path() == self.healthz {
-            return Ok(healthz(req.method()));
-        }
-        let raw_host = request_host(&req)?;
-        let host = raw_host
-            .to_str()
-            .ok()
-            .and_then(normalize_host)
-            .ok_or(HttpError::BadRequest("The Host header is not valid."))?;
-        let site_id = self
-            .router
-            .site_for_host(&host)
-            .ok_or(HttpError::UnknownHost)?;
-        let site = &self.sites[site_id];
-        note.site = Some(site_id);
-        // Over TLS, only the site the handshake was for, and only sites that have a certificate:
-        // a client that sent no server name cannot reach a plain-HTTP-only site this way.
-        if conn.tls && (!site.has_tls || conn.sni_site.is_some_and(|sni| sni != site_id)) {
-            return Err(HttpError::Misdirected);
-        }
-        if !conn.tls && site.redirect_http {
-            if let Some(port) = self.https_port {
-                return Ok(redirect_to_https(&host, port, req.uri()));
+    ) -> impl Future<Output = Result<Response<Body>, HttpError>> {
+        async move {
+            check_framing(&req)?;
+            if req.method() == Method::CONNECT {
+                return Err(HttpError::BadRequest(
+                    "CONNECT is not supported by this server.",
+                ));
             }
-        }
-        let peer_trusted = is_trusted(&self.trusted_proxies, conn.peer.ip());
-        let visitor = Visitor {
-            ip: client_ip(&req, conn, &self.trusted_proxies),
-            secure: conn.tls || (peer_trusted && forwarded_proto_is_https(&req)),
-        };
-        note.client = Some(visitor.ip);
-        if let Some(sub_path) = under_prefix(req.uri().path(), &self.prefix) {
-            // pagegate's own endpoints are boxed: their futures are large and rare, and inline
-            // they would make every proxied request's future (moved into place per request)
-            // as large as the largest of them.
-            let sub_path = sub_path.to_owned();
-            if let (Some(exporter), "/metrics") = (&self.metrics, sub_path.as_str()) {
-                return Ok(Box::pin(exporter.answer(&req)).await);
+            if req.uri().path() == self.healthz {
+                return Ok(healthz(req.method()));
             }
-            if let (Some(api), Some(rest)) = (&self.api, section(&sub_path, "/api/v1")) {
-                return Box::pin(api.handle_api(site_id, rest, req, visitor)).await;
+            let raw_host = request_host(&req)?;
+            let host = raw_host
+                .to_str()
+                .ok()
+                .and_then(normalize_host)
+                .ok_or(HttpError::BadRequest("The Host header is not valid."))?;
+            let site_id = self
+                .router
+                .site_for_host(&host)
+                .ok_or(HttpError::UnknownHost)?;
+            let site = &self.sites[site_id];
+            note.site = Some(site_id);
+            // Over TLS, only the site the handshake was for, and only sites that have a certificate:
+            // a client that sent no server name cannot reach a plain-HTTP-only site this way.
+            if conn.tls && (!site.has_tls || conn.sni_site.is_some_and(|sni| sni != site_id)) {
+                return Err(HttpError::Misdirected);
             }
-            if let (Some(api), Some(rest)) = (&self.api, section(&sub_path, "/admin")) {
-                return Box::pin(api.handle_admin_page(site_id, rest, req, visitor)).await;
+            if !conn.tls && site.redirect_http {
+                if let Some(port) = self.https_port {
+                    return Ok(redirect_to_https(&host, port, req.uri()));
+                }
             }
-            return match &self.auth {
-                Some(auth) => Box::pin(auth.endpoint(site_id, &sub_path, req, visitor)).await,
-                None => Err(HttpError::NotFound),
+            let peer_trusted = is_trusted(&self.trusted_proxies, conn.peer.ip());
+            let visitor = Visitor {
+                ip: client_ip(&req, conn, &self.trusted_proxies),
+                secure: conn.tls || (peer_trusted && forwarded_proto_is_https(&req)),
             };
-        }
-        let mut identity = None;
-        if !site.pages.is_empty() {
-            let protected = site
-                .pages
-                .pages_for(req.uri().path())
-                .map_err(|e| HttpError::BadRequest(e.0))?;
-            if !protected.is_empty() {
-                note.page = protected.first().copied();
-                let Some(auth) = &self.auth else {
-                    return Err(HttpError::Unauthorized);
+            note.client = Some(visitor.ip);
+            if let Some(sub_path) = under_prefix(req.uri().path(), &self.prefix) {
+                // pagegate's own endpoints are boxed: their futures are large and rare, and inline
+                // they would make every proxied request's future (moved into place per request)
+                // as large as the largest of them.
+                let sub_path = sub_path.to_owned();
+                if let (Some(exporter), "/metrics") = (&self.metrics, sub_path.as_str()) {
+                    return Ok(Box::pin(exporter.answer(&req)).await);
+                }
+                if let (Some(api), Some(rest)) = (&self.api, section(&sub_path, "/api/v1")) {
+                    return Box::pin(api.handle_api(site_id, rest, req, visitor)).await;
+                }
+                if let (Some(api), Some(rest)) = (&self.api, section(&sub_path, "/admin")) {
+                    return Box::pin(api.handle_admin_page(site_id, rest, req, visitor)).await;
+                }
+                return match &self.auth {
+                    Some(auth) => Box::pin(auth.endpoint(site_id, &sub_path, req, visitor)).await,
+                    None => Err(HttpError::NotFound),
                 };
-                match auth.gate(site_id, &protected, &req, visitor)? {
-                    Gate::Allow(who) => {
-                        if self.access_log_email {
-                            note.email = Some(who.email.clone());
+            }
+            let mut identity = None;
+            if !site.pages.is_empty() {
+                let protected = site
+                    .pages
+                    .pages_for(req.uri().path())
+                    .map_err(|e| HttpError::BadRequest(e.0))?;
+                if !protected.is_empty() {
+                    note.page = protected.first().copied();
+                    let Some(auth) = &self.auth else {
+                        return Err(HttpError::Unauthorized);
+                    };
+                    match auth.gate(site_id, &protected, &req, visitor)? {
+                        Gate::Allow(who) => {
+                            if self.access_log_email {
+                                note.email = Some(who.email.clone());
+                            }
+                            identity = Some(who);
                         }
-                        identity = Some(who);
+                        Gate::Deny(response) => return Ok(response),
                     }
-                    Gate::Deny(response) => return Ok(response),
                 }
             }
+            cookies::strip_own(req.headers_mut());
+            let identity_headers = identity
+                .as_ref()
+                .map(|who| self.identity.headers_for(who))
+                .unwrap_or_default();
+            let fwd = Forwarding {
+                peer: conn.peer,
+                peer_trusted,
+                proto: if visitor.secure { "https" } else { "http" },
+                host: &raw_host,
+                strip: &self.identity.names,
+                identity: &identity_headers,
+            };
+            let forwarded_at = Instant::now();
+            site.upstream
+                .forward(req, &fwd)
+                .await
+                .inspect(|_| site.metrics.observe_upstream(forwarded_at.elapsed()))
+                .inspect_err(|e| {
+                    if e.is_server_side() {
+                        tracing::debug!(site = %site.name, "upstream error");
+                    }
+                })
         }
-        let mut req = req;
-        cookies::strip_own(req.headers_mut());
-        let identity_headers = identity
-            .as_ref()
-            .map(|who| self.identity.headers_for(who))
-            .unwrap_or_default();
-        let fwd = Forwarding {
-            peer: conn.peer,
-            peer_trusted,
-            proto: if visitor.secure { "https" } else { "http" },
-            host: &raw_host,
-            strip: &self.identity.names,
-            identity: &identity_headers,
-        };
-        let forwarded_at = Instant::now();
-        site.upstream
-            .forward(req, &fwd)
-            .await
-            .inspect(|_| site.metrics.observe_upstream(forwarded_at.elapsed()))
-            .inspect_err(|e| {
-                if e.is_server_side() {
-                    tracing::debug!(site = %site.name, "upstream error");
-                }
-            })
     }
 }
 

@@ -198,33 +198,41 @@ impl UpstreamClient {
     /// Sends the request on a pooled or new connection. For an HTTP/1.1 answer, the returned
     /// [`Checkin`] gives the connection back once the body has been read ([`PooledBody`] does
     /// that). A request that a reused connection could not even start sending (the upstream
-    /// closed it meanwhile) is retried once on a new connection.
-    pub(super) async fn send(
+    /// closed it meanwhile) is retried once on a new connection. Not an `async fn`, like
+    /// [`crate::gateway::Gateway::handle`].
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn doubles the request in its state"
+    )]
+    pub(super) fn send(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         upgrade: bool,
-    ) -> Result<(Response<Incoming>, Option<Checkin>), ClientError> {
-        let mut req = req;
-        loop {
-            let conn = self.pool.checkout(upgrade).await?;
-            match conn {
-                Conn::Http2(mut sender) => {
-                    self.pool.to_h2_form(&mut req)?;
-                    return match sender.try_send_request(req).await {
-                        Ok(response) => Ok((response, None)),
-                        Err(e) => Err(e.into_error().into()),
-                    };
-                }
-                Conn::Http1 { mut sender, reused } => match sender.try_send_request(req).await {
-                    Ok(response) => {
-                        let checkin = (!upgrade).then(|| Checkin {
-                            sender,
-                            stack: self.pool.idle_here().clone(),
-                        });
-                        return Ok((response, checkin));
+    ) -> impl Future<Output = Result<(Response<Incoming>, Option<Checkin>), ClientError>> {
+        async move {
+            loop {
+                let conn = self.pool.checkout(upgrade).await?;
+                match conn {
+                    Conn::Http2(mut sender) => {
+                        self.pool.to_h2_form(&mut req)?;
+                        return match sender.try_send_request(req).await {
+                            Ok(response) => Ok((response, None)),
+                            Err(e) => Err(e.into_error().into()),
+                        };
                     }
-                    Err(e) => req = retry_or_fail(e, reused)?,
-                },
+                    Conn::Http1 { mut sender, reused } => {
+                        match sender.try_send_request(req).await {
+                            Ok(response) => {
+                                let checkin = (!upgrade).then(|| Checkin {
+                                    sender,
+                                    stack: self.pool.idle_here().clone(),
+                                });
+                                return Ok((response, checkin));
+                            }
+                            Err(e) => req = retry_or_fail(e, reused)?,
+                        }
+                    }
+                }
             }
         }
     }

@@ -48,75 +48,82 @@ impl Upstream {
         self.client.prune_idle()
     }
 
-    /// Sends the request upstream and returns the upstream's answer, streaming.
-    pub async fn forward(
+    /// Sends the request upstream and returns the upstream's answer, streaming. Not an
+    /// `async fn`, like [`crate::gateway::Gateway::handle`].
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn doubles the request in its state"
+    )]
+    pub fn forward(
         &self,
         mut req: Request<Incoming>,
         fwd: &Forwarding<'_>,
-    ) -> Result<Response<Body>, HttpError> {
-        let client_version = req.version();
-        let upgrade = if client_version == Version::HTTP_11 {
-            headers::requested_upgrade(req.headers())
-        } else {
-            None
-        };
-        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-
-        let headers = req.headers_mut();
-        let wants_trailers = headers::remove_hop_by_hop(headers);
-        headers::remove_identity_headers(headers, fwd.strip);
-        headers::remove_path_overrides(headers);
-        // Room for the headers added below in one step: a typical request's map was sized for
-        // its own few headers and would otherwise grow, rehashing, two or three times.
-        let _ = headers.try_reserve(8 + fwd.identity.len());
-        if wants_trailers {
-            headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        }
-        if let Some(protocol) = &upgrade {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(header::UPGRADE, protocol.clone());
-        }
-        let host = if self.preserve_host {
-            fwd.host
-        } else {
-            &self.authority
-        };
-        headers.insert(header::HOST, host.clone());
-        headers::set_forwarding(headers, fwd);
-        for (name, value) in fwd.identity {
-            headers.insert(name.clone(), value.clone());
-        }
-
-        *req.uri_mut() = origin_form(req.uri());
-        *req.version_mut() = Version::HTTP_11;
-
-        // On the worker's coarse timer: armed on every request, it almost never fires.
-        let sent = coarse_timer::timeout(
-            self.response_timeout,
-            self.client.send(req, upgrade.is_some()),
-        )
-        .await;
-        let (mut response, checkin) = match sent {
-            Err(_) => return Err(HttpError::UpstreamTimeout),
-            Ok(Err(e)) => return Err(classify_client_error(e)),
-            Ok(Ok(answer)) => answer,
-        };
-
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let Some(client_upgrade) = client_upgrade else {
-                return Err(HttpError::UpstreamUnavailable(
-                    "upstream switched protocols without being asked".into(),
-                ));
+    ) -> impl Future<Output = Result<Response<Body>, HttpError>> {
+        async move {
+            let client_version = req.version();
+            let upgrade = if client_version == Version::HTTP_11 {
+                headers::requested_upgrade(req.headers())
+            } else {
+                None
             };
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
-            let (parts, _) = response.into_parts();
-            return Ok(Response::from_parts(parts, body::empty()));
-        }
+            let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
-        headers::remove_hop_by_hop(response.headers_mut());
-        *response.version_mut() = client_version;
-        Ok(response.map(|incoming| body::boxed(PooledBody::new(incoming, checkin))))
+            let headers = req.headers_mut();
+            let wants_trailers = headers::remove_hop_by_hop(headers);
+            headers::remove_identity_headers(headers, fwd.strip);
+            headers::remove_path_overrides(headers);
+            // Room for the headers added below in one step: a typical request's map was sized for
+            // its own few headers and would otherwise grow, rehashing, two or three times.
+            let _ = headers.try_reserve(8 + fwd.identity.len());
+            if wants_trailers {
+                headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+            if let Some(protocol) = &upgrade {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                headers.insert(header::UPGRADE, protocol.clone());
+            }
+            let host = if self.preserve_host {
+                fwd.host
+            } else {
+                &self.authority
+            };
+            headers.insert(header::HOST, host.clone());
+            headers::set_forwarding(headers, fwd);
+            for (name, value) in fwd.identity {
+                headers.insert(name.clone(), value.clone());
+            }
+
+            *req.uri_mut() = origin_form(req.uri());
+            *req.version_mut() = Version::HTTP_11;
+
+            // On the worker's coarse timer: armed on every request, it almost never fires.
+            let sent = coarse_timer::timeout(
+                self.response_timeout,
+                self.client.send(req, upgrade.is_some()),
+            )
+            .await;
+            let (mut response, checkin) = match sent {
+                Err(_) => return Err(HttpError::UpstreamTimeout),
+                Ok(Err(e)) => return Err(classify_client_error(e)),
+                Ok(Ok(answer)) => answer,
+            };
+
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let Some(client_upgrade) = client_upgrade else {
+                    return Err(HttpError::UpstreamUnavailable(
+                        "upstream switched protocols without being asked".into(),
+                    ));
+                };
+                let upstream_upgrade = hyper::upgrade::on(&mut response);
+                tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+                let (parts, _) = response.into_parts();
+                return Ok(Response::from_parts(parts, body::empty()));
+            }
+
+            headers::remove_hop_by_hop(response.headers_mut());
+            *response.version_mut() = client_version;
+            Ok(response.map(|incoming| body::boxed(PooledBody::new(incoming, checkin))))
+        }
     }
 }
 

@@ -193,28 +193,49 @@ impl hyper::rt::Timer for CoarseTimer {
 pub(crate) struct Elapsed;
 
 /// `future`'s output, or [`Elapsed`] once `duration` has passed (up to a tick later).
-pub(crate) async fn timeout<F: Future>(
-    duration: Duration,
-    future: F,
-) -> Result<F::Output, Elapsed> {
-    let Some(wheel) = Wheel::here() else {
-        return tokio::time::timeout(duration, future)
-            .await
-            .map_err(|_| Elapsed);
+pub(crate) fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    let clock = match Wheel::here() {
+        Some(wheel) => Clock::Wheel(Deadline {
+            wheel,
+            at: Instant::now() + duration,
+            key: None,
+        }),
+        None => Clock::Tokio(Box::pin(tokio::time::sleep(duration))),
     };
-    let mut deadline = Deadline {
-        wheel,
-        at: Instant::now() + duration,
-        key: None,
-    };
-    let mut future = std::pin::pin!(future);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+    Timeout { future, clock }
+}
+
+pin_project_lite::pin_project! {
+    /// What [`timeout`] returns: the future and its deadline side by side. Written out rather
+    /// than as an `async fn`, whose state kept a second slot the size of the future: this one
+    /// wraps every proxied request's, which is moved into place on each request.
+    pub(crate) struct Timeout<F> {
+        #[pin]
+        future: F,
+        clock: Clock,
+    }
+}
+
+/// The deadline of a [`Timeout`]: on the worker's wheel, or tokio's timer off the workers.
+enum Clock {
+    Wheel(Deadline),
+    Tokio(Pin<Box<tokio::time::Sleep>>),
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        deadline.poll_elapsed(cx).map(|()| Err(Elapsed))
-    })
-    .await
+        let elapsed = match this.clock {
+            Clock::Wheel(deadline) => deadline.poll_elapsed(cx),
+            Clock::Tokio(sleep) => sleep.as_mut().poll(cx),
+        };
+        elapsed.map(|()| Err(Elapsed))
+    }
 }
 
 #[cfg(test)]
