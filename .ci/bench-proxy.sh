@@ -11,8 +11,9 @@
 #   BENCH_WARMUP=3s          warm-up wrk run per target, not reported
 #   BENCH_CONNECTIONS=64     wrk keep-alive connections
 #   BENCH_THREADS=1          wrk threads
-#   BENCH_ROUNDS=3           rounds of the proxies' measured runs, interleaved (nginx, pagegate,
-#                            floor, nginx, ...); the tables give each figure's median
+#   BENCH_ROUNDS=4           rounds of the proxies' measured runs, interleaved, the order
+#                            reversed every other round (nginx, pagegate, floor; floor,
+#                            pagegate, nginx; ...); the tables give each figure's median
 #   BENCH_UPSTREAM_WORKERS=1 nginx worker processes of the upstream
 #   IDLE_CONNECTIONS=10000   idle keep-alive connections held open per proxy (0 skips the phase)
 #   IDLE_BATCH=500           connections opened at a time
@@ -41,7 +42,7 @@ BENCH_NOFILE=${BENCH_NOFILE:-65536}
 BENCH_OUT=${BENCH_OUT:-}
 BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-30}
 BENCH_FLOOR=${BENCH_FLOOR:-1}
-BENCH_ROUNDS=${BENCH_ROUNDS:-3}
+BENCH_ROUNDS=${BENCH_ROUNDS:-4}
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -465,19 +466,32 @@ fi
     echo "- pagegate $commit; $("$NGINX" -v 2>&1 | sed 's/.*version: //'); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
     echo "- CPU: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; memory $(free -h | awk '/^Mem:/ { print $2 }'); kernel $(uname -r)"
     echo "- wrk: $BENCH_THREADS thread(s), $BENCH_CONNECTIONS keep-alive connections, $BENCH_WARMUP warm-up + $BENCH_DURATION measured, GET /1k (1024-byte static file); upstream nginx workers: $BENCH_UPSTREAM_WORKERS"
-    echo "- $BENCH_ROUNDS round(s) of the proxies' runs, taking turns; each figure below is the median of its rounds"
+    echo "- $BENCH_ROUNDS round(s) of the proxies' runs, taking turns, the order reversed every other round; each figure below is the median of its rounds"
     echo
 } >"$WORK/results.md"
 
 run_wrk "upstream (direct)" "http://127.0.0.1:$UPSTREAM_PORT/1k"
 # The proxies take turns, so that a change in the machine's speed during the benchmark (this is
-# often a virtual machine) touches all of them alike.
-for ROUND in $(seq "$BENCH_ROUNDS"); do
-    say "round $ROUND of $BENCH_ROUNDS"
-    PROXY_PIDS=$(pids_of_nginx "$PROXY_PID") run_wrk "nginx proxy" "http://127.0.0.1:$PROXY_PORT/1k"
-    PROXY_PIDS=$PG_PID run_wrk "pagegate" "http://127.0.0.1:$PG_PORT/1k"
+# often a virtual machine) touches all of them alike; and the order turns round every other round
+# (nginx first, then last), so that neither proxy always runs in the same place of a round.
+run_nginx() { PROXY_PIDS=$(pids_of_nginx "$PROXY_PID") run_wrk "nginx proxy" "http://127.0.0.1:$PROXY_PORT/1k"; }
+run_pagegate() { PROXY_PIDS=$PG_PID run_wrk "pagegate" "http://127.0.0.1:$PG_PORT/1k"; }
+run_floor() {
     if [ -n "$FLOOR_PID" ]; then
         PROXY_PIDS=$FLOOR_PID run_wrk "hyper floor (bare_proxy)" "http://127.0.0.1:$FLOOR_PORT/1k"
+    fi
+}
+for ROUND in $(seq "$BENCH_ROUNDS"); do
+    if [ $((ROUND % 2)) = 1 ]; then
+        say "round $ROUND of $BENCH_ROUNDS (nginx, pagegate, floor)"
+        run_nginx
+        run_pagegate
+        run_floor
+    else
+        say "round $ROUND of $BENCH_ROUNDS (floor, pagegate, nginx)"
+        run_floor
+        run_pagegate
+        run_nginx
     fi
 done
 print_wrk_table >>"$WORK/results.md"
