@@ -293,8 +293,9 @@ impl Gateway {
                 .ok_or(HttpError::UnknownHost)?;
             let site = &self.sites[site_id];
             note.site = Some(site_id);
-            // Over TLS, only the site the handshake was for, and only sites that have a certificate:
-            // a client that sent no server name cannot reach a plain-HTTP-only site this way.
+            // Over TLS, only the site the handshake was for, and only sites that have a
+            // certificate: a client that sent no server name cannot reach a plain-HTTP-only site
+            // this way.
             if conn.tls && (!site.has_tls || conn.sni_site.is_some_and(|sni| sni != site_id)) {
                 return Err(HttpError::Misdirected);
             }
@@ -310,9 +311,9 @@ impl Gateway {
             };
             note.client = Some(visitor.ip);
             if let Some(sub_path) = under_prefix(req.uri().path(), &self.prefix) {
-                // pagegate's own endpoints are boxed: their futures are large and rare, and inline
-                // they would make every proxied request's future (moved into place per request)
-                // as large as the largest of them.
+                // pagegate's own endpoints are boxed: their futures are large and rare, and
+                // inline they would make every proxied request's future (moved into place per
+                // request) as large as the largest of them.
                 let sub_path = sub_path.to_owned();
                 if let (Some(exporter), "/metrics") = (&self.metrics, sub_path.as_str()) {
                     return Ok(Box::pin(exporter.answer(&req)).await);
