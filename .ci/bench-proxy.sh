@@ -242,7 +242,7 @@ children_ticks() {
 
 ROWS=()
 BUSY_WARNINGS=()
-declare -A RPS P50 P99 ERRORS CPU_US MEM_AFTER MEM_PEAK
+declare -A RPS P50 P99 ERRORS CPU_US CPU_USER_US MEM_AFTER MEM_PEAK
 
 # parse_wrk FILE: prints "req/s p50_us p99_us errors" from wrk --latency output.
 parse_wrk() {
@@ -277,12 +277,26 @@ cpu_ticks() {
     echo "$total"
 }
 
+# user_ticks PID...: user-space CPU time alone (clock ticks, all threads) of the processes. The
+# kernel's share of a proxied request (its four socket calls, loopback TCP, the scheduler) is
+# much the same for every proxy here; the user-space share is where they differ.
+user_ticks() {
+    local pid total=0 f
+    for pid in "$@"; do
+        f=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+        set -- $f
+        total=$((total + ${12}))
+    done
+    echo "$total"
+}
+
 # [PROXY_PIDS="PID..."] run_wrk NAME URL [EXTRA WRK ARGS...]: warm-up, then the measured run;
 # adds a row NAME. Extra arguments go to both runs, e.g. -H "Cookie: session=..." for an
 # authenticated scenario. With PROXY_PIDS, the row also gets those processes' CPU time per
 # request during the measured run and their memory after it.
 run_wrk() {
     local name=$1 url=$2 limit out parsed rps p50 p99 errors busy cpu_before cpu_after
+    local user_before user_after
     local ours mine_before mine_after all_before all_after other
     local pids=${PROXY_PIDS:-}
     shift 2
@@ -298,11 +312,11 @@ run_wrk() {
     # Everything this benchmark runs, to tell other work on the machine apart during the run.
     ours=$(pids_of_nginx "$UPSTREAM_PID")
     ours="$ours $(pids_of_nginx "$PROXY_PID") $PG_PID $FLOOR_PID"
-    cpu_before=$(cpu_ticks $pids) mine_before=$(($(cpu_ticks $ours) + $(children_ticks)))
+    cpu_before=$(cpu_ticks $pids) user_before=$(user_ticks $pids) mine_before=$(($(cpu_ticks $ours) + $(children_ticks)))
     all_before=$(machine_ticks)
     timeout "$limit" wrk -t "$BENCH_THREADS" -c "$BENCH_CONNECTIONS" -d "$BENCH_DURATION" --latency "$@" "$url" >"$out" ||
         die "$name: wrk run failed"
-    cpu_after=$(cpu_ticks $pids) mine_after=$(($(cpu_ticks $ours) + $(children_ticks)))
+    cpu_after=$(cpu_ticks $pids) user_after=$(user_ticks $pids) mine_after=$(($(cpu_ticks $ours) + $(children_ticks)))
     all_after=$(machine_ticks)
     # Share of the machine's CPU time used by processes other than ours during the run.
     other=$(awk -v all=$((all_after - all_before)) -v mine=$((mine_after - mine_before)) \
@@ -322,6 +336,8 @@ run_wrk() {
         # CPU microseconds per request: ticks * 1e6 / CLK_TCK / (req/s * seconds of the run).
         CPU_US[$name]="${CPU_US[$name]:-} "$(awk -v t=$((cpu_after - cpu_before)) -v hz="$(getconf CLK_TCK)" -v r="$rps" \
             -v d="$(duration_secs "$BENCH_DURATION")" 'BEGIN { printf "%.1f", t * 1000000 / hz / (r * d) }')
+        CPU_USER_US[$name]="${CPU_USER_US[$name]:-} "$(awk -v t=$((user_after - user_before)) -v hz="$(getconf CLK_TCK)" -v r="$rps" \
+            -v d="$(duration_secs "$BENCH_DURATION")" 'BEGIN { printf "%.1f", t * 1000000 / hz / (r * d) }')
         MEM_AFTER[$name]=$(status_kib VmRSS $pids)
         MEM_PEAK[$name]=$(status_kib VmHWM $pids)
     fi
@@ -340,12 +356,12 @@ ms() { awk -v u="$1" 'BEGIN { printf "%.2f ms", u / 1000 }'; }
 
 print_wrk_table() {
     local name
-    echo "| target | req/s | p50 | p99 | errors | proxy CPU per request | proxy RSS after run | proxy peak RSS |"
+    echo "| target | req/s | p50 | p99 | errors | proxy CPU per request (user space) | proxy RSS after run | proxy peak RSS |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     for name in "${ROWS[@]}"; do
         printf '| %s | %.0f | %s | %s | %s | %s | %s | %s |\n' "$name" "$(median ${RPS[$name]})" \
             "$(ms "$(median ${P50[$name]})")" "$(ms "$(median ${P99[$name]})")" "${ERRORS[$name]}" \
-            "$([ -n "${CPU_US[$name]:-}" ] && printf '%.1f µs' "$(median ${CPU_US[$name]})" || echo -)" \
+            "$([ -n "${CPU_US[$name]:-}" ] && printf '%.1f µs (%.1f)' "$(median ${CPU_US[$name]})" "$(median ${CPU_USER_US[$name]})" || echo -)" \
             "$([ -n "${MEM_AFTER[$name]:-}" ] && mib "${MEM_AFTER[$name]}" || echo -)" \
             "$([ -n "${MEM_PEAK[$name]:-}" ] && mib "${MEM_PEAK[$name]}" || echo -)"
     done
@@ -356,10 +372,12 @@ print_wrk_table() {
         awk -v n="$name" -v r="$(median ${RPS[$name]})" -v rn="$(median ${RPS[nginx proxy]})" \
             -v p="$(median ${P99[$name]})" -v pn="$(median ${P99[nginx proxy]})" \
             -v c="$(median ${CPU_US[$name]:-0})" -v cn="$(median ${CPU_US[nginx proxy]:-0})" \
+            -v cu="$(median ${CPU_USER_US[$name]:-0})" -v cnu="$(median ${CPU_USER_US[nginx proxy]:-0})" \
             -v rl="${RPS[$name]}" -v rnl="${RPS[nginx proxy]}" \
             -v pl="${P99[$name]}" -v pnl="${P99[nginx proxy]}" 'BEGIN {
                 printf "%s / nginx proxy: req/s x%.2f, p99 x%.2f", n, r / rn, p / pn
                 if (c > 0 && cn > 0) printf ", CPU per request x%.2f", c / cn
+                if (cu > 0 && cnu > 0) printf " (user space x%.2f)", cu / cnu
                 k = split(rl, a, " "); split(rnl, b, " "); split(pl, x, " "); split(pnl, y, " ")
                 if (k > 1) {
                     printf "; round by round, req/s"
