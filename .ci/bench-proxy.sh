@@ -266,28 +266,29 @@ parse_wrk() {
         }' "$1"
 }
 
-# cpu_ticks PID...: user + system CPU time (clock ticks, all threads) of the processes.
+# cpu_ticks [user] PID...: CPU time (clock ticks, all threads) of the processes: user + system,
+# or with `user` first, user space alone. The kernel's share of a proxied request (its socket
+# calls, loopback TCP, the scheduler) is much the same for every proxy here; the user-space
+# share is where they differ.
 cpu_ticks() {
-    local pid total=0 f
+    local pid total=0 f system=1
+    if [ "${1:-}" = user ]; then
+        system=0
+        shift
+    fi
     for pid in "$@"; do
         f=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
         set -- $f
-        total=$((total + ${12} + ${13}))
+        total=$((total + ${12} + system * ${13}))
     done
     echo "$total"
 }
 
-# user_ticks PID...: user-space CPU time alone (clock ticks, all threads) of the processes. The
-# kernel's share of a proxied request (its four socket calls, loopback TCP, the scheduler) is
-# much the same for every proxy here; the user-space share is where they differ.
-user_ticks() {
-    local pid total=0 f
-    for pid in "$@"; do
-        f=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
-        set -- $f
-        total=$((total + ${12}))
-    done
-    echo "$total"
+# us_per_request TICKS REQ_PER_SEC: CPU microseconds per request over a measured run,
+# ticks * 1e6 / CLK_TCK / (req/s * seconds of the run).
+us_per_request() {
+    awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v r="$2" -v d="$(duration_secs "$BENCH_DURATION")" \
+        'BEGIN { printf "%.1f", t * 1000000 / hz / (r * d) }'
 }
 
 # [PROXY_PIDS="PID..."] run_wrk NAME URL [EXTRA WRK ARGS...]: warm-up, then the measured run;
@@ -312,11 +313,11 @@ run_wrk() {
     # Everything this benchmark runs, to tell other work on the machine apart during the run.
     ours=$(pids_of_nginx "$UPSTREAM_PID")
     ours="$ours $(pids_of_nginx "$PROXY_PID") $PG_PID $FLOOR_PID"
-    cpu_before=$(cpu_ticks $pids) user_before=$(user_ticks $pids) mine_before=$(($(cpu_ticks $ours) + $(children_ticks)))
+    cpu_before=$(cpu_ticks $pids) user_before=$(cpu_ticks user $pids) mine_before=$(($(cpu_ticks $ours) + $(children_ticks)))
     all_before=$(machine_ticks)
     timeout "$limit" wrk -t "$BENCH_THREADS" -c "$BENCH_CONNECTIONS" -d "$BENCH_DURATION" --latency "$@" "$url" >"$out" ||
         die "$name: wrk run failed"
-    cpu_after=$(cpu_ticks $pids) user_after=$(user_ticks $pids) mine_after=$(($(cpu_ticks $ours) + $(children_ticks)))
+    cpu_after=$(cpu_ticks $pids) user_after=$(cpu_ticks user $pids) mine_after=$(($(cpu_ticks $ours) + $(children_ticks)))
     all_after=$(machine_ticks)
     # Share of the machine's CPU time used by processes other than ours during the run.
     other=$(awk -v all=$((all_after - all_before)) -v mine=$((mine_after - mine_before)) \
@@ -333,11 +334,8 @@ run_wrk() {
     RPS[$name]="${RPS[$name]:-} $rps" P50[$name]="${P50[$name]:-} $p50"
     P99[$name]="${P99[$name]:-} $p99" ERRORS[$name]=$((${ERRORS[$name]:-0} + errors))
     if [ -n "$pids" ]; then
-        # CPU microseconds per request: ticks * 1e6 / CLK_TCK / (req/s * seconds of the run).
-        CPU_US[$name]="${CPU_US[$name]:-} "$(awk -v t=$((cpu_after - cpu_before)) -v hz="$(getconf CLK_TCK)" -v r="$rps" \
-            -v d="$(duration_secs "$BENCH_DURATION")" 'BEGIN { printf "%.1f", t * 1000000 / hz / (r * d) }')
-        CPU_USER_US[$name]="${CPU_USER_US[$name]:-} "$(awk -v t=$((user_after - user_before)) -v hz="$(getconf CLK_TCK)" -v r="$rps" \
-            -v d="$(duration_secs "$BENCH_DURATION")" 'BEGIN { printf "%.1f", t * 1000000 / hz / (r * d) }')
+        CPU_US[$name]="${CPU_US[$name]:-} $(us_per_request $((cpu_after - cpu_before)) "$rps")"
+        CPU_USER_US[$name]="${CPU_USER_US[$name]:-} $(us_per_request $((user_after - user_before)) "$rps")"
         MEM_AFTER[$name]=$(status_kib VmRSS $pids)
         MEM_PEAK[$name]=$(status_kib VmHWM $pids)
     fi
