@@ -15,10 +15,10 @@ use ipnet::IpNet;
 use crate::api::web::Api;
 use crate::auth::{Auth, Gate, Identity, Visitor, cookies};
 use crate::body::{self, Body};
-use crate::config::Config;
+use crate::config::{Config, PageCache};
 use crate::error::HttpError;
 use crate::metrics::{Exporter, RequestSeries, SiteMetrics};
-use crate::proxy::{Forwarding, Upstream};
+use crate::proxy::{Forwarding, Upstream, headers};
 use crate::routing::path::PageMatcher;
 use crate::routing::{Router, SiteId, normalize_host};
 use crate::{access_log, metrics, ui};
@@ -64,6 +64,8 @@ struct SiteRuntime {
     has_tls: bool,
     redirect_http: bool,
     pages: PageMatcher,
+    /// By page index: whether its answers are `no-store` rather than `private`.
+    no_store: Vec<bool>,
     metrics: SiteMetrics,
 }
 
@@ -98,6 +100,11 @@ impl Gateway {
                 has_tls: site.tls.is_some(),
                 redirect_http: site.redirect_http,
                 pages: PageMatcher::new(&site.pages),
+                no_store: site
+                    .pages
+                    .iter()
+                    .map(|p| p.cache == PageCache::NoStore)
+                    .collect(),
                 metrics: metrics::global().site(&site.name, &page_ids),
             });
         }
@@ -315,21 +322,17 @@ impl Gateway {
                 // inline they would make every proxied request's future (moved into place per
                 // request) as large as the largest of them.
                 let sub_path = sub_path.to_owned();
-                if let (Some(exporter), "/metrics") = (&self.metrics, sub_path.as_str()) {
-                    return Ok(Box::pin(exporter.answer(&req)).await);
+                // HTTP/2 requests carry their authority in `:authority`, not `Host`; checks that
+                // compare with the request's own origin read it from `Host`.
+                if !req.headers().contains_key(header::HOST) {
+                    req.headers_mut().insert(header::HOST, raw_host.clone());
                 }
-                if let (Some(api), Some(rest)) = (&self.api, section(&sub_path, "/api/v1")) {
-                    return Box::pin(api.handle_api(site_id, rest, req, visitor)).await;
-                }
-                if let (Some(api), Some(rest)) = (&self.api, section(&sub_path, "/admin")) {
-                    return Box::pin(api.handle_admin_page(site_id, rest, req, visitor)).await;
-                }
-                return match &self.auth {
-                    Some(auth) => Box::pin(auth.endpoint(site_id, &sub_path, req, visitor)).await,
-                    None => Err(HttpError::NotFound),
-                };
+                return Box::pin(self.own_endpoint(site_id, &sub_path, req, visitor))
+                    .await
+                    .map(never_stored_by_default);
             }
             let mut identity = None;
+            let mut no_store = false;
             if !site.pages.is_empty() {
                 let protected = site
                     .pages
@@ -345,6 +348,9 @@ impl Gateway {
                             if self.access_log_email {
                                 note.email = Some(who.email.clone());
                             }
+                            no_store = protected
+                                .iter()
+                                .any(|&i| site.no_store.get(i).copied().unwrap_or(true));
                             identity = Some(who);
                         }
                         Gate::Deny(response) => return Ok(response),
@@ -365,9 +371,16 @@ impl Gateway {
                 identity: &identity_headers,
             };
             let forwarded_at = Instant::now();
+            let signed_in = identity.is_some();
             site.upstream
                 .forward(req, &fwd)
                 .await
+                .map(|mut response| {
+                    if signed_in {
+                        headers::keep_from_shared_caches(response.headers_mut(), no_store);
+                    }
+                    response
+                })
                 .inspect(|_| site.metrics.observe_upstream(forwarded_at.elapsed()))
                 .inspect_err(|e| {
                     if e.is_server_side() {
@@ -376,6 +389,46 @@ impl Gateway {
                 })
         }
     }
+}
+
+impl Gateway {
+    /// pagegate's own endpoints under the prefix: metrics, the API, the admin page and the
+    /// sign-in flow. Boxed by the caller: their futures are large and rare, and inline they would
+    /// make every proxied request's future (moved into place per request) as large as the
+    /// largest of them.
+    async fn own_endpoint(
+        &self,
+        site_id: SiteId,
+        sub_path: &str,
+        req: Request<Incoming>,
+        visitor: Visitor,
+    ) -> Result<Response<Body>, HttpError> {
+        if let (Some(exporter), "/metrics") = (&self.metrics, sub_path) {
+            return Ok(exporter.answer(&req).await);
+        }
+        if let (Some(api), Some(rest)) = (&self.api, section(sub_path, "/api/v1")) {
+            return api.handle_api(site_id, rest, req, visitor).await;
+        }
+        if let (Some(api), Some(rest)) = (&self.api, section(sub_path, "/admin")) {
+            return api.handle_admin_page(site_id, rest, req, visitor).await;
+        }
+        match &self.auth {
+            Some(auth) => auth.endpoint(site_id, sub_path, req, visitor).await,
+            None => Err(HttpError::NotFound),
+        }
+    }
+}
+
+/// pagegate's own answers speak of one visitor (forms with their anti-forgery token, a
+/// visitor's sign-in state, an admin's lists), and even a plain 404 or 405 is storable by
+/// default: whatever an endpoint did not mark otherwise is `no-store`.
+fn never_stored_by_default(mut response: Response<Body>) -> Response<Body> {
+    if !response.headers().contains_key(header::CACHE_CONTROL) {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 /// The identity headers the upstream receives, and every spelling a client must not send.
@@ -391,8 +444,11 @@ impl IdentityHeaders {
         if !self.enabled {
             return Vec::new();
         }
+        // An address may be UTF-8 (a local part in Cyrillic, an IDN domain): like the name, it
+        // is percent-encoded rather than dropped, so the site never sees a signed-in request
+        // without an email. ASCII addresses without `%` pass unchanged.
         let values = [
-            who.email.clone(),
+            header_text(&who.email),
             header_text(&who.name),
             who.pages.join(","),
         ];

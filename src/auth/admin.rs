@@ -40,6 +40,7 @@ use crate::store::{
 };
 use crate::ui::{AdminFrame, AdminMail, AdminPage, html_response};
 use cookies::CookieNames;
+use super::keys::CookiePurpose;
 
 /// How long an admin session lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
@@ -101,14 +102,23 @@ impl Auth {
     ) -> Result<AdminRequest, HttpError> {
         let site = &self.sites[site_id];
         let names = CookieNames::for_site(&format!("admin:{}", site.name));
-        let (csrf, csrf_cookie) = self.csrf_token(names.csrf(visitor.secure), req, visitor.secure);
+        let (csrf, csrf_cookie) = self.csrf_token(
+            names.csrf(visitor.secure),
+            CookiePurpose::AdminCsrf,
+            req,
+            visitor.secure,
+        );
         let mut admin = None;
         let mut session_hash = None;
         // The session was stored under the hash key of the secret that signed its cookie.
         let signed = self
             .keys
             .load()
-            .read_cookie(req.headers(), names.session(visitor.secure))
+            .read_cookie(
+                req.headers(),
+                names.session(visitor.secure),
+                CookiePurpose::AdminSession,
+            )
             .map(|(id, by)| by.hash("admin-session", &[id.as_bytes()]));
         if let Some(hash) = signed {
             let access = self.store.session_access(&hash, &[]).map_err(store_error)?;
@@ -167,7 +177,12 @@ impl Auth {
     /// Whether a form posted to the admin page carries the right token and comes from this
     /// origin (the browser's fetch metadata, when sent, must say `same-origin`).
     pub fn admin_csrf_ok(&self, ar: &AdminRequest, headers: &http::HeaderMap, token: &str) -> bool {
-        self.csrf_matches(headers, ar.names.csrf(ar.secure), token)
+        self.csrf_matches(
+            headers,
+            ar.secure,
+            (ar.names.csrf(ar.secure), CookiePurpose::AdminCsrf),
+            token,
+        )
     }
 
     /// Path prefix of pagegate's endpoints.
@@ -207,7 +222,7 @@ impl Auth {
             ar.secure,
             SameSite::Strict,
             Some(Duration::from_secs(120)),
-            self.keys.load().cookie_key(),
+            self.keys.load().cookie_key(CookiePurpose::AdminFlash),
         )
     }
 
@@ -220,7 +235,7 @@ impl Auth {
         let (text, _) = self
             .keys
             .load()
-            .read_cookie(req.headers(), &ar.flash_name)?;
+            .read_cookie(req.headers(), &ar.flash_name, CookiePurpose::AdminFlash)?;
         Some((text, cookies::clear(&ar.flash_name, ar.secure)?))
     }
 }
@@ -428,7 +443,7 @@ impl SignIn<'_> {
             self.ar.secure,
             SameSite::Strict,
             Some(SESSION_LIFETIME),
-            keys.cookie_key(),
+            keys.cookie_key(CookiePurpose::AdminSession),
         )
         .ok_or_else(|| HttpError::Internal("admin session cookie could not be built".into()))?;
         response.headers_mut().append(header::SET_COOKIE, cookie);

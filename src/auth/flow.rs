@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use rand::{Rng, RngCore};
 use subtle::ConstantTimeEq;
 
-use super::keys::Keys;
+use super::keys::{CookiePurpose, Keys};
 use super::{Auth, SiteAuth, Visitor, cookies, input, redirect, store_error};
 use crate::body::Body;
 use crate::config::Language;
@@ -62,8 +62,12 @@ impl Auth {
         visitor: Visitor,
     ) -> Result<Response<Body>, HttpError> {
         let site = &self.sites[site_id];
-        let (csrf, csrf_cookie) =
-            self.csrf_token(site.cookies.csrf(visitor.secure), &req, visitor.secure);
+        let (csrf, csrf_cookie) = self.csrf_token(
+            site.cookies.csrf(visitor.secure),
+            CookiePurpose::Csrf,
+            &req,
+            visitor.secure,
+        );
         let ctx = Ctx {
             auth: self,
             site_id,
@@ -198,8 +202,14 @@ impl Ctx<'_> {
     /// browser does not say the request is cross-site.
     fn csrf_ok(&self, headers: &http::HeaderMap, form: &HashMap<String, String>) -> bool {
         let given = form.get("csrf").map(String::as_str).unwrap_or("");
+        let secure = self.visitor.secure;
         self.auth
-            .csrf_matches(headers, self.site.cookies.csrf(self.visitor.secure), given)
+            .csrf_matches(
+                headers,
+                secure,
+                (self.site.cookies.csrf(secure), CookiePurpose::Csrf),
+                given,
+            )
     }
 
     async fn request_code(&self, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
@@ -397,7 +407,7 @@ impl Ctx<'_> {
     async fn logout(&self, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
         // Sites link to logout from their own pages, which cannot carry pagegate's CSRF token;
         // a cross-site logout is refused by the browser's own origin headers instead.
-        if !same_origin(req.headers()) {
+        if !same_origin(req.headers(), self.visitor.secure) {
             return Err(HttpError::BadRequest("Sign-out must come from this site."));
         }
         let name = self.site.cookies.session(self.visitor.secure);
@@ -405,7 +415,7 @@ impl Ctx<'_> {
             .auth
             .keys
             .load()
-            .read_cookie(req.headers(), name)
+            .read_cookie(req.headers(), name, CookiePurpose::Session)
             .map(|(id, by)| by.hash("session", &[id.as_bytes()]));
         if let Some(hash) = signed {
             let event = self.event(AuditKind::Logout, None, "");
@@ -447,7 +457,7 @@ impl Ctx<'_> {
             self.visitor.secure,
             SameSite::Lax,
             Some(self.site.max_lifetime),
-            keys.cookie_key(),
+            keys.cookie_key(CookiePurpose::Session),
         )
         .ok_or_else(|| HttpError::Internal("session cookie could not be built".into()))?;
         response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -600,11 +610,12 @@ impl Auth {
     pub(super) fn csrf_token<B>(
         &self,
         name: &str,
+        purpose: CookiePurpose,
         req: &Request<B>,
         secure: bool,
     ) -> (String, Option<HeaderValue>) {
         let keys = self.keys.load();
-        if let Some((token, _)) = keys.read_cookie(req.headers(), name) {
+        if let Some((token, _)) = keys.read_cookie(req.headers(), name, purpose) {
             return (token, None);
         }
         let token = random_token(18);
@@ -614,21 +625,27 @@ impl Auth {
             secure,
             SameSite::Strict,
             None,
-            keys.cookie_key(),
+            keys.cookie_key(purpose),
         );
         (token, cookie)
     }
 
     /// Whether a form comes from this origin: its token `given` matches the signed cookie `name`
     /// (compared in constant time), and the browser's origin headers do not say otherwise.
-    pub(super) fn csrf_matches(&self, headers: &http::HeaderMap, name: &str, given: &str) -> bool {
+    pub(super) fn csrf_matches(
+        &self,
+        headers: &http::HeaderMap,
+        secure: bool,
+        (name, purpose): (&str, CookiePurpose),
+        given: &str,
+    ) -> bool {
         let cookie = self
             .keys
             .load()
-            .read_cookie(headers, name)
+            .read_cookie(headers, name, purpose)
             .map(|(token, _)| token);
         let token_ok = cookie.is_some_and(|c| c.as_bytes().ct_eq(given.as_bytes()).into());
-        token_ok && same_origin(headers)
+        token_ok && same_origin(headers, secure)
     }
 
     /// The "too many requests" page, with `Retry-After`.
@@ -844,12 +861,15 @@ pub(super) fn random_token(bytes: usize) -> String {
 }
 
 /// Whether the browser's origin headers (when it sends them) say the request comes from this
-/// very origin. Stricter than the visitors' check: a sibling subdomain (`same-site`) is refused.
+/// very origin: the same scheme (`secure`: the visitor reached the site over HTTPS) and the same
+/// host and port as the request's effective authority, which the gateway has put in `Host` for
+/// every request, HTTP/2's `:authority` included. Stricter than the visitors' check: a sibling
+/// subdomain (`same-site`) is refused.
 ///
 /// pagegate's pages send `Referrer-Policy: no-referrer`, under which browsers send `Origin: null`
 /// with a form POST even to the same origin; the fetch metadata (`Sec-Fetch-Site`), which a page
 /// cannot forge, then decides.
-pub(super) fn same_origin(headers: &http::HeaderMap) -> bool {
+pub(super) fn same_origin(headers: &http::HeaderMap, secure: bool) -> bool {
     let fetch_site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
     if let Some(site) = fetch_site {
         if !(site.eq_ignore_ascii_case(b"same-origin") || site.eq_ignore_ascii_case(b"none")) {
@@ -862,15 +882,22 @@ pub(super) fn same_origin(headers: &http::HeaderMap) -> bool {
     if origin == "null" && fetch_site.is_some_and(|s| s.eq_ignore_ascii_case(b"same-origin")) {
         return true;
     }
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin_authority = origin
-        .split_once("://")
-        .map(|(_, rest)| rest.trim_end_matches('/'));
-    match (origin_authority, host) {
-        (Some(o), Some(h)) => o.eq_ignore_ascii_case(h),
-        (Some(_), None) => true,
-        (None, _) => false,
-    }
+    let scheme = if secure { "https" } else { "http" };
+    let Some((origin_scheme, origin_authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    origin_scheme.eq_ignore_ascii_case(scheme)
+        && without_default_port(origin_authority.trim_end_matches('/'), scheme)
+            .eq_ignore_ascii_case(without_default_port(host, scheme))
+}
+
+/// `authority` without the scheme's default port, as browsers write an `Origin`.
+fn without_default_port<'a>(authority: &'a str, scheme: &str) -> &'a str {
+    let default = if scheme == "https" { ":443" } else { ":80" };
+    authority.strip_suffix(default).unwrap_or(authority)
 }
 
 pub(super) async fn read_form(
@@ -931,33 +958,35 @@ mod tests {
 
     #[test]
     fn origin_checks() {
-        assert!(same_origin(&headers(&[("host", "a.example")])));
-        assert!(same_origin(&headers(&[
-            ("host", "a.example"),
-            ("origin", "https://a.example")
-        ])));
-        assert!(same_origin(&headers(&[
+        let plain = |pairs: &[(&str, &str)]| same_origin(&headers(pairs), false);
+        let tls = |pairs: &[(&str, &str)]| same_origin(&headers(pairs), true);
+        assert!(plain(&[("host", "a.example")]));
+        assert!(tls(&[("host", "a.example"), ("origin", "https://a.example")]));
+        assert!(tls(&[("host", "a.example:443"), ("origin", "https://a.example")]));
+        assert!(plain(&[
             ("host", "a.example:8080"),
             ("origin", "http://a.example:8080")
-        ])));
-        assert!(!same_origin(&headers(&[
+        ]));
+        assert!(!plain(&[
             ("host", "a.example"),
             ("origin", "https://evil.example")
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("host", "a.example"),
-            ("origin", "null")
-        ])));
+        ]));
+        assert!(!plain(&[("host", "a.example"), ("origin", "null")]));
+        // The same host over the other scheme is another origin.
+        assert!(!tls(&[("host", "a.example"), ("origin", "http://a.example")]));
+        assert!(!plain(&[("host", "a.example"), ("origin", "https://a.example")]));
+        // Without an authority to compare with, an Origin is never taken as ours.
+        assert!(!tls(&[("origin", "https://a.example")]));
         // A form on a `Referrer-Policy: no-referrer` page, as Chromium and Firefox send it.
-        assert!(same_origin(&headers(&[
+        assert!(plain(&[
             ("host", "a.example"),
             ("origin", "null"),
             ("sec-fetch-site", "same-origin")
-        ])));
-        assert!(!same_origin(&headers(&[
+        ]));
+        assert!(!plain(&[
             ("host", "a.example"),
             ("sec-fetch-site", "cross-site")
-        ])));
+        ]));
         // The admin forms' cases: only the site's own origin, whatever the fetch metadata says.
         for bad in [
             [
@@ -975,7 +1004,7 @@ mod tests {
         ] {
             let mut h = headers(&bad);
             h.insert(header::HOST, HeaderValue::from_static("a.example"));
-            assert!(!same_origin(&h), "{bad:?}");
+            assert!(!same_origin(&h, true), "{bad:?}");
         }
     }
 

@@ -33,9 +33,49 @@ use super::cookies;
 use crate::config::AuthConfig;
 use crate::store::{SecretHash, Timestamp, now};
 
+/// What a signed cookie is for. Each purpose has a signing key of its own: the cookie crate's
+/// signature covers a cookie's value but not its name, so under one shared key a value minted
+/// for one cookie (a CSRF token, an admin page's message) would verify as another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookiePurpose {
+    /// A visitor's session.
+    Session,
+    /// A visitor's anti-forgery token.
+    Csrf,
+    /// An admin's session.
+    AdminSession,
+    /// The admin page's anti-forgery token.
+    AdminCsrf,
+    /// A message the admin page leaves for the page a change redirects to.
+    AdminFlash,
+}
+
+impl CookiePurpose {
+    const ALL: [CookiePurpose; 5] = [
+        CookiePurpose::Session,
+        CookiePurpose::Csrf,
+        CookiePurpose::AdminSession,
+        CookiePurpose::AdminCsrf,
+        CookiePurpose::AdminFlash,
+    ];
+
+    /// The derivation label of the purpose's key. Visitors' sessions keep the label of the
+    /// single cookie key earlier versions used, so an upgrade signs no visitor out.
+    fn label(self) -> &'static [u8] {
+        match self {
+            CookiePurpose::Session => b"pagegate/cookie-key/v1",
+            CookiePurpose::Csrf => b"pagegate/cookie-key/csrf/v1",
+            CookiePurpose::AdminSession => b"pagegate/cookie-key/admin-session/v1",
+            CookiePurpose::AdminCsrf => b"pagegate/cookie-key/admin-csrf/v1",
+            CookiePurpose::AdminFlash => b"pagegate/cookie-key/admin-flash/v1",
+        }
+    }
+}
+
 /// The keys derived from one master secret.
 pub struct KeySet {
-    cookie: cookie::Key,
+    /// One per [`CookiePurpose`], in the order of [`CookiePurpose::ALL`].
+    cookies: [cookie::Key; CookiePurpose::ALL.len()],
     hash: [u8; 32],
 }
 
@@ -49,14 +89,15 @@ impl KeySet {
     /// Derives the keys; `master` must be at least 32 bytes of entropy.
     pub fn from_master(master: &[u8]) -> KeySet {
         KeySet {
-            cookie: cookie::Key::derive_from(&derive(master, b"pagegate/cookie-key/v1")),
+            cookies: CookiePurpose::ALL
+                .map(|purpose| cookie::Key::derive_from(&derive(master, purpose.label()))),
             hash: derive(master, b"pagegate/hash-key/v1"),
         }
     }
 
-    /// The key the cookie jar signs and verifies with.
-    pub fn cookie_key(&self) -> &cookie::Key {
-        &self.cookie
+    /// The key cookies of `purpose` are signed and verified with.
+    pub fn cookie_key(&self, purpose: CookiePurpose) -> &cookie::Key {
+        &self.cookies[purpose as usize]
     }
 
     /// A keyed hash of a secret, so a copy of the database does not reveal codes, tokens or
@@ -167,9 +208,9 @@ impl Keys {
         &self.current
     }
 
-    /// The key new cookies are signed with.
-    pub fn cookie_key(&self) -> &cookie::Key {
-        self.current.cookie_key()
+    /// The key new cookies of `purpose` are signed with.
+    pub fn cookie_key(&self, purpose: CookiePurpose) -> &cookie::Key {
+        self.current.cookie_key(purpose)
     }
 
     /// A keyed hash under the current key, for storing something new.
@@ -201,11 +242,18 @@ impl Keys {
             .collect()
     }
 
-    /// The verified value of the signed cookie `name` and the keys that signed it. A session id
-    /// read this way is looked up under the same keys' hash: one sign-in made both.
-    pub fn read_cookie(&self, headers: &HeaderMap, name: &str) -> Option<(String, &KeySet)> {
+    /// The verified value of the signed cookie `name`, signed for `purpose`, and the keys that
+    /// signed it. A session id read this way is looked up under the same keys' hash: one sign-in
+    /// made both.
+    pub fn read_cookie(
+        &self,
+        headers: &HeaderMap,
+        name: &str,
+        purpose: CookiePurpose,
+    ) -> Option<(String, &KeySet)> {
         let accepted = self.accepted();
-        let cookie_keys: Vec<&cookie::Key> = accepted.iter().map(|k| k.cookie_key()).collect();
+        let cookie_keys: Vec<&cookie::Key> =
+            accepted.iter().map(|k| k.cookie_key(purpose)).collect();
         let (value, index) = cookies::read_signed_any(headers, name, &cookie_keys)?;
         Some((value, accepted.get(index).copied()?))
     }
@@ -638,6 +686,7 @@ mod tests {
 
     #[test]
     fn a_cookie_is_read_with_the_key_that_signed_it() {
+        let session = CookiePurpose::Session;
         let old = KeySet::from_master(&[1; 32]);
         let keys = Keys {
             current: KeySet::from_master(&[2; 32]),
@@ -650,20 +699,65 @@ mod tests {
             )
         };
         let (value, by) = keys
-            .read_cookie(&set(old.cookie_key()), "c")
+            .read_cookie(&set(old.cookie_key(session)), "c", session)
             .expect("old cookie");
         assert_eq!(value, "id");
         assert!(same(by, &old));
         let (_, by) = keys
-            .read_cookie(&set(keys.cookie_key()), "c")
+            .read_cookie(&set(keys.cookie_key(session)), "c", session)
             .expect("new cookie");
         assert!(same(by, keys.current()));
         let stranger = KeySet::from_master(&[3; 32]);
-        assert!(keys.read_cookie(&set(stranger.cookie_key()), "c").is_none());
+        assert!(
+            keys.read_cookie(&set(stranger.cookie_key(session)), "c", session)
+                .is_none()
+        );
         let expired = Keys {
             current: KeySet::from_master(&[2; 32]),
             previous: vec![(KeySet::from_master(&[1; 32]), Some(now() - 1))],
         };
-        assert!(expired.read_cookie(&set(old.cookie_key()), "c").is_none());
+        assert!(
+            expired
+                .read_cookie(&set(old.cookie_key(session)), "c", session)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_cookie_signed_for_one_purpose_verifies_for_no_other() {
+        let keys = Keys::from_master(&[5; 32]);
+        for minted in CookiePurpose::ALL {
+            let headers = cookies::request_with(
+                &cookies::set_signed(
+                    "c",
+                    "value",
+                    true,
+                    cookie::SameSite::Strict,
+                    None,
+                    keys.cookie_key(minted),
+                )
+                .expect("cookie"),
+            );
+            for read_as in CookiePurpose::ALL {
+                let read = keys.read_cookie(&headers, "c", read_as).map(|(v, _)| v);
+                if read_as == minted {
+                    assert_eq!(read.as_deref(), Some("value"));
+                } else {
+                    assert_eq!(read, None, "{minted:?} read as {read_as:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_session_cookie_key_is_the_one_earlier_versions_signed_with() {
+        // Upgrading must not sign visitors out: their cookies were signed with the key derived
+        // under this label.
+        let legacy = cookie::Key::derive_from(&derive(&[9; 32], b"pagegate/cookie-key/v1"));
+        let keys = KeySet::from_master(&[9; 32]);
+        assert_eq!(
+            keys.cookie_key(CookiePurpose::Session).master(),
+            legacy.master()
+        );
     }
 }

@@ -32,7 +32,7 @@ use crate::routing::path::PageMatcher;
 use crate::store::{AttemptPolicy, Retention, Store, StoreError, now};
 use crate::ui::Templates;
 use cookies::CookieNames;
-use keys::{KeyError, Keys, Rotation};
+use keys::{CookiePurpose, KeyError, Keys, Rotation};
 use limits::Limits;
 
 /// One protected page, as the flow needs it.
@@ -273,7 +273,11 @@ impl Auth {
         let keys = self.keys.load();
         // The session was stored under the hash key of the secret that signed its cookie.
         let Some((session_id, signed_by)) =
-            keys.read_cookie(req.headers(), site.cookies.session(visitor.secure))
+            keys.read_cookie(
+                req.headers(),
+                site.cookies.session(visitor.secure),
+                CookiePurpose::Session,
+            )
         else {
             return Ok(None);
         };

@@ -264,4 +264,6 @@ pub(crate) struct FilePage {
     pub(crate) paths: Option<Spanned<Vec<Spanned<String>>>>,
     /// How long a sign-in lasts for this page, e.g. "30d".
     pub(crate) session_lifetime: Option<Spanned<String>>,
+    /// What caches may keep of this page's answers: "private" or "no-store".
+    pub(crate) cache: Option<Spanned<String>>,
 }

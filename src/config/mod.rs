@@ -349,6 +349,22 @@ pub struct PageConfig {
     pub paths: Vec<String>,
     /// How long a sign-in lasts for this page.
     pub session_lifetime: Duration,
+    /// What caches may keep of the answers to signed-in visitors.
+    pub cache: PageCache,
+}
+
+/// What caches may keep of a protected page's answers. Shared caches (a CDN, a caching proxy in
+/// front of the gateway) never may: one visitor's paid file would be served to the next without
+/// pagegate seeing the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PageCache {
+    /// `Cache-Control: private`: the visitor's own browser may keep and reuse the answer
+    /// (videos and downloads resume from it), shared caches may not.
+    #[default]
+    Private,
+    /// `Cache-Control: no-store`: nothing may keep it, not even the browser (personal pages
+    /// that must be gone from a shared computer after signing out).
+    NoStore,
 }
 
 /// Why a configuration was refused.

@@ -14,7 +14,7 @@ use super::file::{
 };
 use super::{
     ApiKeyConfig, AuthConfig, Config, ConfigError, DEFAULT_PREFIX, HostPattern, Language,
-    MailConfig, MailTransport, MetricsConfig, PageConfig, Scope, Secret, ServerConfig, SiteConfig,
+    MailConfig, MailTransport, MetricsConfig, PageCache, PageConfig, Scope, Secret, ServerConfig, SiteConfig,
     SmtpConfig, SmtpSecurity, StoreConfig, TlsFiles, UpstreamConfig,
 };
 
@@ -752,6 +752,20 @@ impl Ctx<'_> {
                 p.session_lifetime.as_ref(),
                 auth.session_lifetime,
             )?,
+            cache: match &p.cache {
+                None => PageCache::Private,
+                Some(c) => match c.get_ref().trim() {
+                    "private" => PageCache::Private,
+                    "no-store" => PageCache::NoStore,
+                    other => {
+                        return Err(self.invalid(
+                            &format!("{key}.cache"),
+                            Some(c.span()),
+                            format!("expected \"private\" or \"no-store\", got {other:?}"),
+                        ));
+                    }
+                },
+            },
         })
     }
 

@@ -106,49 +106,171 @@ fn remove_plain_connection(headers: &mut HeaderMap) -> bool {
 /// Prefix of the headers pagegate uses to tell the upstream who is signed in.
 const IDENTITY_PREFIX: &str = "x-pagegate-";
 
-/// Removes every header a client could use to pose as a signed-in visitor: any name starting
-/// with `x-pagegate-` and any of the configured identity header names `also`, in any spelling
-/// with underscores (some upstream frameworks read `X_Pagegate_Email` as `X-Pagegate-Email`).
-/// Runs on every request, protected or not.
-pub fn remove_identity_headers(headers: &mut HeaderMap, also: &[HeaderName]) {
-    let same = |a: &[u8], b: &[u8]| {
-        a.iter()
-            .zip(b)
-            .all(|(x, y)| x == y || (*x == b'_' && *y == b'-'))
-    };
-    let is_identity = |name: &HeaderName| {
-        let name = name.as_str().as_bytes();
-        (name.len() >= IDENTITY_PREFIX.len()
-            && same(&name[..IDENTITY_PREFIX.len()], IDENTITY_PREFIX.as_bytes()))
-            || also
-                .iter()
-                .any(|a| a.as_str().len() == name.len() && same(name, a.as_str().as_bytes()))
-    };
-    if !headers.keys().any(is_identity) {
+/// Headers some frameworks (IIS URL Rewrite, Symfony, Laravel behind some proxies) use to
+/// replace the request path. pagegate decides protection on the path it sees, so a client must
+/// not be able to hand the upstream a different one.
+const PATH_OVERRIDES: [&str; 3] = ["x-original-url", "x-rewrite-url", "x-original-uri"];
+
+/// Headers pagegate sets itself for every request ([`set_forwarding`]); a client's copy in the
+/// hyphenated spelling is replaced there, and one in any other spelling must go.
+const SET_BY_GATEWAY: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "forwarded",
+];
+
+/// Forwarding headers pagegate does not set, which frameworks and allow-lists behind it still
+/// believe (Rails and Symfony build URLs from the port, prefix and scheme ones; Spring, CDN-aware
+/// apps and IP allow-lists take the client address from the rest). Only a trusted front proxy
+/// may send them.
+const CLAIMED_BY_FRONT_PROXIES: [&str; 19] = [
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-protocol",
+    "x-forwarded-server",
+    "x-forwarded",
+    "forwarded-for",
+    "x-url-scheme",
+    "front-end-https",
+    "x-original-forwarded-for",
+    "true-client-ip",
+    "x-client-ip",
+    "client-ip",
+    "cf-connecting-ip",
+    "cf-connecting-ipv6",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
+    "x-envoy-external-address",
+];
+
+/// Whether header name `name` (lower case, as `HeaderName`s are) is `canonical` in some
+/// spelling: `_` for `-` anywhere (CGI, PHP, WSGI and many frameworks read `X_Forwarded_Port` as
+/// `X-Forwarded-Port`). Returns `Some(true)` when it is the canonical spelling itself.
+fn spelled_as(name: &[u8], canonical: &str) -> Option<bool> {
+    let canonical = canonical.as_bytes();
+    if name.len() != canonical.len() {
+        return None;
+    }
+    let mut exact = true;
+    for (n, c) in name.iter().zip(canonical) {
+        if n != c {
+            if *n == b'_' && *c == b'-' {
+                exact = false;
+            } else {
+                return None;
+            }
+        }
+    }
+    Some(exact)
+}
+
+/// Whether a client's header must not reach the upstream: anything posing as a signed-in
+/// visitor (`x-pagegate-*` and the configured identity names `also`), a path override, and,
+/// unless the peer is a trusted front proxy, any forwarding claim. Every check also catches the
+/// `_` spellings; pagegate's own forwarding headers in their exact spelling are left to
+/// [`set_forwarding`], which replaces or extends them.
+fn is_client_claim(name: &HeaderName, also: &[HeaderName], peer_trusted: bool) -> bool {
+    let name = name.as_str().as_bytes();
+    let prefix = IDENTITY_PREFIX.len();
+    if name.len() >= prefix && spelled_as(&name[..prefix], IDENTITY_PREFIX).is_some() {
+        return true;
+    }
+    // Every other name checked below starts with one of these letters; most of a request's
+    // headers (host, accept-*, user-agent, cookie, sec-*) are passed over here.
+    let first = name.first();
+    let may_be_configured = also.iter().any(|a| a.as_str().as_bytes().first() == first);
+    if !may_be_configured && !matches!(first, Some(b'x' | b'f' | b't' | b'c')) {
+        return false;
+    }
+    let any = |list: &[&str]| list.iter().any(|c| spelled_as(name, c).is_some());
+    if also.iter().any(|a| spelled_as(name, a.as_str()).is_some()) || any(&PATH_OVERRIDES) {
+        return true;
+    }
+    if SET_BY_GATEWAY
+        .iter()
+        .any(|c| spelled_as(name, c) == Some(false))
+    {
+        return true;
+    }
+    !peer_trusted && any(&CLAIMED_BY_FRONT_PROXIES)
+}
+
+/// Removes from a client's request every header a client could use to make the upstream believe
+/// something pagegate did not check (see [`is_client_claim`]). Runs on every proxied request, so
+/// a request carrying none (nearly all) costs one look at each name and no allocation.
+pub fn remove_client_claims(headers: &mut HeaderMap, also: &[HeaderName], peer_trusted: bool) {
+    if !headers
+        .keys()
+        .any(|n| is_client_claim(n, also, peer_trusted))
+    {
         return;
     }
-    let found: Vec<HeaderName> = headers.keys().filter(|n| is_identity(n)).cloned().collect();
+    let found: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_client_claim(n, also, peer_trusted))
+        .cloned()
+        .collect();
     for name in found {
         headers.remove(name);
     }
 }
 
-/// Headers some frameworks (IIS URL Rewrite, Symfony, Laravel behind some proxies) use to
-/// replace the request path. pagegate decides protection on the path it sees, so a client must
-/// not be able to hand the upstream a different one.
-static PATH_OVERRIDES: [HeaderName; 2] = [
-    HeaderName::from_static("x-original-url"),
-    HeaderName::from_static("x-rewrite-url"),
+/// Headers by which CDNs and caching proxies take caching orders meant for them alone, over
+/// `Cache-Control` (Fastly, Akamai, Cloudflare, nginx's `proxy_cache`).
+const SHARED_CACHE_ORDERS: [&str; 5] = [
+    "surrogate-control",
+    "cdn-cache-control",
+    "cloudflare-cdn-cache-control",
+    "edge-control",
+    "x-accel-expires",
 ];
 
-/// Removes path-override headers from a client's request. Almost no request carries one, and
-/// a look at a request's few names is cheaper than hashing each override name into the map.
-pub fn remove_path_overrides(headers: &mut HeaderMap) {
-    if !headers.keys().any(|name| PATH_OVERRIDES.contains(name)) {
-        return;
-    }
-    for name in &PATH_OVERRIDES {
+/// Makes an answer to a signed-in visitor unusable for shared caches, whatever the upstream
+/// said: a CDN or caching proxy in front of the gateway that stored it would hand a paid file to
+/// the next visitor without pagegate ever seeing that request.
+///
+/// `Cache-Control` keeps the upstream's directives for the visitor's own browser (`max-age`,
+/// `no-cache`, `immutable`, …) but loses `public`, `s-maxage` and a field-qualified `private`
+/// (which leaves the rest of the answer storable), and gains a bare `private`, or becomes
+/// `no-store` when `no_store`. `Expires` goes (a cache that ignores `Cache-Control` would obey
+/// it), and so do the CDN-only caching headers. `Vary: Cookie` is added for caches that key on
+/// it rather than honour `private`.
+pub fn keep_from_shared_caches(headers: &mut HeaderMap, no_store: bool) {
+    for name in SHARED_CACHE_ORDERS {
         headers.remove(name);
+    }
+    headers.remove(header::EXPIRES);
+    let directives = if no_store {
+        "no-store".to_owned()
+    } else {
+        let mut kept = vec!["private"];
+        for value in headers.get_all(header::CACHE_CONTROL) {
+            for directive in tokens(value) {
+                let name = directive
+                    .split('=')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                if !matches!(name.as_str(), "public" | "s-maxage" | "private")
+                    && !kept.contains(&directive)
+                {
+                    kept.push(directive);
+                }
+            }
+        }
+        kept.join(", ")
+    };
+    replace(headers, &header::CACHE_CONTROL, &directives);
+    let varies_by_cookie = headers.get_all(header::VARY).iter().any(|v| {
+        tokens(v).any(|t| t == "*" || t.eq_ignore_ascii_case("cookie"))
+    });
+    if !varies_by_cookie {
+        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
     }
 }
 
@@ -506,10 +628,96 @@ mod tests {
             ("x-remote-userx", "kept"),
             ("accept", "*/*"),
         ]);
-        remove_identity_headers(&mut h, &[HeaderName::from_static("x-remote-user")]);
+        remove_client_claims(&mut h, &[HeaderName::from_static("x-remote-user")], true);
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["accept", "x-pagegatex", "x-remote-userx"]);
+    }
+
+    #[test]
+    fn forwarding_claims_are_believed_from_trusted_proxies_only() {
+        let claims = [
+            ("x-forwarded-prefix", "/admin"),
+            ("X_Forwarded_Port", "443"),
+            ("x-forwarded-ssl", "on"),
+            ("x-forwarded-scheme", "https"),
+            ("front-end-https", "on"),
+            ("true-client-ip", "10.0.0.1"),
+            ("x-client-ip", "10.0.0.1"),
+            ("cf-connecting-ip", "10.0.0.1"),
+            ("x_cluster_client_ip", "10.0.0.1"),
+            ("fastly-client-ip", "10.0.0.1"),
+        ];
+        let mut untrusted = map(&claims);
+        untrusted.append("accept", HeaderValue::from_static("*/*"));
+        remove_client_claims(&mut untrusted, &[], false);
+        assert_eq!(untrusted.keys().collect::<Vec<_>>(), ["accept"]);
+
+        // A front proxy sets the hyphenated ones; an underscore spelling came from its client.
+        let mut trusted = map(&claims);
+        remove_client_claims(&mut trusted, &[], true);
+        assert!(trusted.contains_key("x-forwarded-prefix"));
+        assert!(trusted.contains_key("cf-connecting-ip"));
+        assert!(!trusted.contains_key("x_forwarded_port"));
+        assert!(!trusted.contains_key("x_cluster_client_ip"));
+    }
+
+    #[test]
+    fn path_overrides_and_odd_spellings_of_our_own_headers_always_go() {
+        for trusted in [false, true] {
+            let mut h = map(&[
+                ("x-original-url", "/course/"),
+                ("X_Rewrite_Url", "/course/"),
+                ("x-original-uri", "/course/"),
+                ("x_forwarded_for", "6.6.6.6"),
+                ("X_Real_IP", "6.6.6.6"),
+                ("x-forwarded-for", "203.0.113.5"),
+                ("x-real-ip", "203.0.113.5"),
+            ]);
+            remove_client_claims(&mut h, &[], trusted);
+            let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            left.sort_unstable();
+            // The exact spellings are left to set_forwarding, which replaces or extends them.
+            assert_eq!(left, ["x-forwarded-for", "x-real-ip"], "trusted: {trusted}");
+        }
+    }
+
+    #[test]
+    fn answers_to_signed_in_visitors_are_kept_from_shared_caches() {
+        let mut h = map(&[
+            ("cache-control", "public, max-age=86400"),
+            ("cache-control", "s-maxage=600, immutable"),
+            ("expires", "Thu, 01 Jan 2037 00:00:00 GMT"),
+            ("surrogate-control", "max-age=3600"),
+            ("cdn-cache-control", "max-age=3600"),
+            ("x-accel-expires", "3600"),
+            ("vary", "Accept-Encoding"),
+            ("etag", "\"v1\""),
+        ]);
+        keep_from_shared_caches(&mut h, false);
+        assert_eq!(h["cache-control"], "private, max-age=86400, immutable");
+        assert_eq!(
+            h.get_all("vary").iter().collect::<Vec<_>>(),
+            ["Accept-Encoding", "Cookie"]
+        );
+        for gone in ["expires", "surrogate-control", "cdn-cache-control", "x-accel-expires"] {
+            assert!(!h.contains_key(gone), "{gone} kept");
+        }
+        assert!(h.contains_key("etag"));
+
+        // A field-qualified private leaves the body storable: it becomes a bare one.
+        let mut h = map(&[("cache-control", "private=\"set-cookie\", max-age=60")]);
+        keep_from_shared_caches(&mut h, false);
+        assert_eq!(h["cache-control"], "private, max-age=60");
+
+        let mut h = map(&[("vary", "cookie")]);
+        keep_from_shared_caches(&mut h, false);
+        assert_eq!(h["cache-control"], "private");
+        assert_eq!(h.get_all("vary").iter().count(), 1);
+
+        let mut h = map(&[("cache-control", "public, max-age=60")]);
+        keep_from_shared_caches(&mut h, true);
+        assert_eq!(h["cache-control"], "no-store");
     }
 
     static A_EXAMPLE: HeaderValue = HeaderValue::from_static("a.example");

@@ -70,8 +70,7 @@ impl Upstream {
 
             let headers = req.headers_mut();
             let wants_trailers = headers::remove_hop_by_hop(headers);
-            headers::remove_identity_headers(headers, fwd.strip);
-            headers::remove_path_overrides(headers);
+            headers::remove_client_claims(headers, fwd.strip, fwd.peer_trusted);
             // Room for the headers added below in one step: a typical request's map was sized for
             // its own few headers and would otherwise grow, rehashing, two or three times.
             let _ = headers.try_reserve(8 + fwd.identity.len());

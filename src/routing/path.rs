@@ -405,6 +405,7 @@ mod tests {
             title: id.to_string(),
             paths: paths.iter().map(|p| p.to_string()).collect(),
             session_lifetime: Duration::from_secs(60),
+            cache: crate::config::PageCache::Private,
         }
     }
 
