@@ -28,6 +28,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::flow::{method_not_allowed, random_token, read_form};
+use super::keys::CookiePurpose;
 use super::{Auth, SiteAuth, Visitor, cookies, input, redirect, store_error};
 use crate::body::Body;
 use crate::config::Language;
@@ -40,7 +41,6 @@ use crate::store::{
 };
 use crate::ui::{AdminFrame, AdminMail, AdminPage, html_response};
 use cookies::CookieNames;
-use super::keys::CookiePurpose;
 
 /// How long an admin session lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
@@ -232,10 +232,11 @@ impl Auth {
         ar: &AdminRequest,
         req: &Request<B>,
     ) -> Option<(String, HeaderValue)> {
-        let (text, _) = self
-            .keys
-            .load()
-            .read_cookie(req.headers(), &ar.flash_name, CookiePurpose::AdminFlash)?;
+        let (text, _) = self.keys.load().read_cookie(
+            req.headers(),
+            &ar.flash_name,
+            CookiePurpose::AdminFlash,
+        )?;
         Some((text, cookies::clear(&ar.flash_name, ar.secure)?))
     }
 }
@@ -349,16 +350,21 @@ impl SignIn<'_> {
         }
         self.count(LoginEvent::CodeRequested);
         // The same read for every address, admin or not; the mail goes out after the answer.
+        let browser = self.auth.browser_binding(&self.ar.csrf);
         let locked = self
             .auth
             .store
-            .is_locked(&ns, &email, now(), self.auth.policy())
+            .is_locked(&ns, &email, &browser, now(), self.auth.policy())
             .map_err(store_error)?;
         let listed = self.admins.contains(&email);
         if listed && !locked {
             let auth = self.auth.clone();
             let (site_id, lang, email) = (self.ar.site_id, self.ar.lang, email.clone());
-            tokio::spawn(async move { auth.admin_issue_and_mail(site_id, &email, lang).await });
+            let browser = browser.first().copied();
+            tokio::spawn(async move {
+                auth.admin_issue_and_mail(site_id, &email, lang, browser)
+                    .await
+            });
         }
         self.code_form(StatusCode::OK, &email, &next, None)
     }
@@ -394,7 +400,13 @@ impl SignIn<'_> {
         }
         let checked = self
             .auth
-            .check_code(&ns, &email, "admin-code", field("code"))
+            .check_code(
+                &ns,
+                &email,
+                "admin-code",
+                field("code"),
+                self.auth.browser_binding(&self.ar.csrf),
+            )
             .await?;
         let listed = self.admins.contains(&email);
         match checked {
@@ -501,7 +513,13 @@ impl SignIn<'_> {
 impl Auth {
     /// Issues an admin code and mails it. Runs after the answer, so its timing says nothing
     /// about the admin list. A failure is noted for the code form.
-    async fn admin_issue_and_mail(self: Arc<Self>, site_id: SiteId, email: &str, lang: Language) {
+    async fn admin_issue_and_mail(
+        self: Arc<Self>,
+        site_id: SiteId,
+        email: &str,
+        lang: Language,
+        browser: Option<SecretHash>,
+    ) {
         let site = &self.sites[site_id];
         let ns = namespace(&site.name);
         let code = self.new_code();
@@ -522,6 +540,7 @@ impl Auth {
             next: next.clone(),
             issued_at: now,
             expires_at,
+            browser,
         };
         let token = TokenRecord {
             site: ns.clone(),
@@ -529,6 +548,7 @@ impl Auth {
             page: String::new(),
             next,
             expires_at,
+            browser,
         };
         if !self.store_code(&ns, email, record, token).await {
             tracing::error!(site = %site.name, "could not store a new admin code");

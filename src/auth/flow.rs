@@ -106,6 +106,11 @@ impl Ctx<'_> {
         }
     }
 
+    /// This browser, as codes and links are bound to it.
+    fn browser(&self) -> Vec<SecretHash> {
+        self.auth.browser_binding(&self.csrf)
+    }
+
     fn frame_for<'b>(&'b self, next: &str) -> Frame<'b> {
         Frame {
             site_title: &self.site.title,
@@ -203,13 +208,12 @@ impl Ctx<'_> {
     fn csrf_ok(&self, headers: &http::HeaderMap, form: &HashMap<String, String>) -> bool {
         let given = form.get("csrf").map(String::as_str).unwrap_or("");
         let secure = self.visitor.secure;
-        self.auth
-            .csrf_matches(
-                headers,
-                secure,
-                (self.site.cookies.csrf(secure), CookiePurpose::Csrf),
-                given,
-            )
+        self.auth.csrf_matches(
+            headers,
+            secure,
+            (self.site.cookies.csrf(secure), CookiePurpose::Csrf),
+            given,
+        )
     }
 
     async fn request_code(&self, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
@@ -246,10 +250,11 @@ impl Ctx<'_> {
                 .store
                 .client(&page.id, &email)
                 .map_err(store_error)?;
+            let browser = self.browser();
             let locked = self
                 .auth
                 .store
-                .is_locked(&self.site.name, &email, now(), self.auth.policy())
+                .is_locked(&self.site.name, &email, &browser, now(), self.auth.policy())
                 .map_err(store_error)?;
             let eligible = client.is_some_and(|c| c.has_access(now())) && !locked;
             if eligible {
@@ -257,8 +262,9 @@ impl Ctx<'_> {
                 let (site_id, page_id, lang, next) =
                     (self.site_id, page.id.clone(), self.lang, next.clone());
                 let email = email.clone();
+                let browser = browser.first().copied();
                 tokio::spawn(async move {
-                    auth.issue_and_mail(site_id, &page_id, &email, &next, lang)
+                    auth.issue_and_mail(site_id, &page_id, &email, &next, lang, browser)
                         .await
                 });
             }
@@ -296,7 +302,7 @@ impl Ctx<'_> {
         let typed = form.get("code").map(String::as_str).unwrap_or("");
         let checked = self
             .auth
-            .check_code(&self.site.name, &email, "code", typed)
+            .check_code(&self.site.name, &email, "code", typed, self.browser())
             .await?;
         match checked {
             CodeCheck::Accepted(_) => {
@@ -326,27 +332,9 @@ impl Ctx<'_> {
     fn link_confirm(&self, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
         let query = query_map(req);
         let token = query.get("t").map(String::as_str).unwrap_or("");
-        let mut record = None;
-        for hash in self.auth.keys.load().hashes("token", &[token.as_bytes()]) {
-            record = self
-                .auth
-                .store
-                .peek_token(&hash, now())
-                .map_err(store_error)?;
-            if record.is_some() {
-                break;
-            }
-        }
-        match record.filter(|r| r.site == self.site.name) {
-            Some(record) => self.render(
-                StatusCode::OK,
-                &Page::LinkConfirm {
-                    frame: self.frame_for(&record.next),
-                    token,
-                    next: &record.next,
-                    csrf: &self.csrf,
-                },
-            ),
+        let hashes = self.auth.keys.load().hashes("token", &[token.as_bytes()]);
+        match self.peek_link(&hashes)? {
+            Some(record) => self.confirm_page(StatusCode::OK, token, &record, None),
             None => self.render(
                 StatusCode::GONE,
                 &Page::Message {
@@ -356,6 +344,54 @@ impl Ctx<'_> {
                 },
             ),
         }
+    }
+
+    /// The one-button page a mailed link opens, naming the account it signs into. Opened in a
+    /// browser other than the one that asked for it, it warns that someone may have sent their
+    /// own link and asks the visitor to confirm the account.
+    fn confirm_page(
+        &self,
+        status: StatusCode,
+        token: &str,
+        record: &TokenRecord,
+        error: Option<&str>,
+    ) -> Result<Response<Body>, HttpError> {
+        self.render(
+            status,
+            &Page::LinkConfirm {
+                frame: self.frame_for(&record.next),
+                token,
+                next: &record.next,
+                csrf: &self.csrf,
+                account: &input::mask_email(&record.email),
+                elsewhere: !self.asked_here(record),
+                error,
+            },
+        )
+    }
+
+    /// The live link token of this site stored under one of `hashes` (its hash under each
+    /// accepted key), without spending it.
+    fn peek_link(&self, hashes: &[SecretHash]) -> Result<Option<TokenRecord>, HttpError> {
+        for hash in hashes {
+            let record = self
+                .auth
+                .store
+                .peek_token(hash, now())
+                .map_err(store_error)?;
+            if let Some(record) = record {
+                return Ok((record.site == self.site.name).then_some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether this browser asked for the link. A link stored by an earlier version knows no
+    /// browser and counts as asked for elsewhere.
+    fn asked_here(&self, record: &TokenRecord) -> bool {
+        record
+            .browser
+            .is_some_and(|b| matches_any(&b, &self.browser()))
     }
 
     async fn link_sign_in(&self, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
@@ -372,6 +408,21 @@ impl Ctx<'_> {
         }
         let token = form.get("token").map(String::as_str).unwrap_or("");
         let hashes = self.auth.keys.load().hashes("token", &[token.as_bytes()]);
+        // A link opened in another browser is spent only once the visitor confirmed the account
+        // it signs into.
+        let confirmed = form.get("confirm_account").is_some_and(|v| v == "yes");
+        if !confirmed {
+            if let Some(record) = self.peek_link(&hashes)? {
+                if !self.asked_here(&record) {
+                    return self.confirm_page(
+                        StatusCode::BAD_REQUEST,
+                        token,
+                        &record,
+                        Some("link_confirm_account"),
+                    );
+                }
+            }
+        }
         let auth = self.auth.clone();
         let taken = tokio::task::spawn_blocking(move || {
             for hash in &hashes {
@@ -500,6 +551,7 @@ impl Auth {
         email: &str,
         next: &str,
         lang: Language,
+        browser: Option<SecretHash>,
     ) {
         let site = &self.sites[site_id];
         let Some(page) = site.pages.iter().find(|p| p.id == page_id) else {
@@ -524,6 +576,7 @@ impl Auth {
             next: next.to_owned(),
             issued_at: now,
             expires_at,
+            browser,
         };
         let token_record = TokenRecord {
             site: site.name.clone(),
@@ -531,6 +584,7 @@ impl Auth {
             page: page.id.clone(),
             next: next.to_owned(),
             expires_at,
+            browser,
         };
         let name = self
             .store
@@ -695,6 +749,7 @@ impl Auth {
         email: &str,
         purpose: &'static str,
         typed: &str,
+        browser: Vec<SecretHash>,
     ) -> Result<CodeCheck, HttpError> {
         let code: String = typed
             .chars()
@@ -708,13 +763,20 @@ impl Auth {
         let (ns, email, policy) = (ns.to_owned(), email.to_owned(), self.policy());
         tokio::task::spawn_blocking(move || {
             auth.store
-                .check_code(&ns, &email, now(), policy, &|record| {
+                .check_code(&ns, &email, &browser, now(), policy, &|record| {
                     matches_any(&record.code_hash, &expected)
                 })
         })
         .await
         .map_err(|e| HttpError::Internal(format!("code check task: {e}")))?
         .map_err(store_error)
+    }
+
+    /// The binding of codes and links to the browser that asked for them: its anti-forgery
+    /// token `csrf` (a random value in a signed cookie of that browser only), hashed under each
+    /// accepted key, current first.
+    pub(super) fn browser_binding(&self, csrf: &str) -> Vec<SecretHash> {
+        self.keys.load().hashes("browser", &[csrf.as_bytes()])
     }
 
     /// A new one-time code: `code_length` random digits.
@@ -961,8 +1023,14 @@ mod tests {
         let plain = |pairs: &[(&str, &str)]| same_origin(&headers(pairs), false);
         let tls = |pairs: &[(&str, &str)]| same_origin(&headers(pairs), true);
         assert!(plain(&[("host", "a.example")]));
-        assert!(tls(&[("host", "a.example"), ("origin", "https://a.example")]));
-        assert!(tls(&[("host", "a.example:443"), ("origin", "https://a.example")]));
+        assert!(tls(&[
+            ("host", "a.example"),
+            ("origin", "https://a.example")
+        ]));
+        assert!(tls(&[
+            ("host", "a.example:443"),
+            ("origin", "https://a.example")
+        ]));
         assert!(plain(&[
             ("host", "a.example:8080"),
             ("origin", "http://a.example:8080")
@@ -973,8 +1041,14 @@ mod tests {
         ]));
         assert!(!plain(&[("host", "a.example"), ("origin", "null")]));
         // The same host over the other scheme is another origin.
-        assert!(!tls(&[("host", "a.example"), ("origin", "http://a.example")]));
-        assert!(!plain(&[("host", "a.example"), ("origin", "https://a.example")]));
+        assert!(!tls(&[
+            ("host", "a.example"),
+            ("origin", "http://a.example")
+        ]));
+        assert!(!plain(&[
+            ("host", "a.example"),
+            ("origin", "https://a.example")
+        ]));
         // Without an authority to compare with, an Origin is never taken as ours.
         assert!(!tls(&[("origin", "https://a.example")]));
         // A form on a `Referrer-Policy: no-referrer` page, as Chromium and Firefox send it.

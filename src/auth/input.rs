@@ -12,6 +12,16 @@ pub fn normalize_email(raw: &str) -> Option<String> {
     email.parse::<lettre::Address>().ok().map(|_| email)
 }
 
+/// An address as the link confirm page shows it: enough for its owner to recognise (the first
+/// characters of the local part and the whole domain), not the whole address to whoever looks at
+/// the screen.
+pub fn mask_email(email: &str) -> String {
+    let (local, domain) = email.rsplit_once('@').unwrap_or((email, ""));
+    let shown = if local.chars().count() > 3 { 2 } else { 1 };
+    let start: String = local.chars().take(shown).collect();
+    format!("{start}***@{domain}")
+}
+
 /// `next` if it is a path on this site, else `None`. Anything that a browser could read as
 /// another origin (`//evil`, `/\evil`, `https://…`, their encoded forms) is refused.
 pub fn safe_next(raw: &str) -> Option<&str> {
@@ -52,7 +62,15 @@ pub fn safe_next(raw: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
+
+    #[test]
+    fn masked_addresses_keep_a_start_and_the_domain() {
+        assert_eq!(mask_email("anna@example.com"), "an***@example.com");
+        assert_eq!(mask_email("ann@example.com"), "a***@example.com");
+        assert_eq!(mask_email("анна@пример.рф"), "ан***@пример.рф");
+    }
 
     #[test]
     fn emails_are_canonical() {

@@ -242,6 +242,7 @@ impl Auth {
     fn policy(&self) -> AttemptPolicy {
         AttemptPolicy {
             max_attempts: self.config.max_attempts,
+            max_attempts_per_email: self.config.max_attempts_per_email,
             window: self.config.attempt_window.as_secs() as i64,
         }
     }
@@ -272,13 +273,11 @@ impl Auth {
     ) -> Result<Option<Identity>, HttpError> {
         let keys = self.keys.load();
         // The session was stored under the hash key of the secret that signed its cookie.
-        let Some((session_id, signed_by)) =
-            keys.read_cookie(
-                req.headers(),
-                site.cookies.session(visitor.secure),
-                CookiePurpose::Session,
-            )
-        else {
+        let Some((session_id, signed_by)) = keys.read_cookie(
+            req.headers(),
+            site.cookies.session(visitor.secure),
+            CookiePurpose::Session,
+        ) else {
             return Ok(None);
         };
         let hash = signed_by.hash("session", &[session_id.as_bytes()]);

@@ -133,8 +133,10 @@ pub(crate) struct FileAuth {
     pub(crate) code_length: Option<Spanned<i64>>,
     /// How long a code and its sign-in link stay valid.
     pub(crate) code_ttl: Option<Spanned<String>>,
-    /// Wrong codes allowed per email before its codes die.
+    /// Wrong codes allowed per email in one browser before its codes die there.
     pub(crate) max_attempts: Option<Spanned<i64>>,
+    /// Wrong codes allowed per email over all browsers.
+    pub(crate) max_attempts_per_email: Option<Spanned<i64>>,
     /// How long wrong tries are remembered (and a locked email stays locked).
     pub(crate) attempt_window: Option<Spanned<String>>,
     /// Default session lifetime for pages that do not set one.

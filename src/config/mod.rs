@@ -183,8 +183,10 @@ pub struct AuthConfig {
     pub code_length: usize,
     /// Validity of a code and its link.
     pub code_ttl: Duration,
-    /// Wrong codes allowed per email within `attempt_window`.
+    /// Wrong codes allowed per email in one browser within `attempt_window`.
     pub max_attempts: u32,
+    /// Wrong codes allowed per email over all browsers within `attempt_window`.
+    pub max_attempts_per_email: u32,
     /// How long wrong tries count.
     pub attempt_window: Duration,
     /// Default session lifetime.

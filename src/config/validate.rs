@@ -14,8 +14,8 @@ use super::file::{
 };
 use super::{
     ApiKeyConfig, AuthConfig, Config, ConfigError, DEFAULT_PREFIX, HostPattern, Language,
-    MailConfig, MailTransport, MetricsConfig, PageCache, PageConfig, Scope, Secret, ServerConfig, SiteConfig,
-    SmtpConfig, SmtpSecurity, StoreConfig, TlsFiles, UpstreamConfig,
+    MailConfig, MailTransport, MetricsConfig, PageCache, PageConfig, Scope, Secret, ServerConfig,
+    SiteConfig, SmtpConfig, SmtpSecurity, StoreConfig, TlsFiles, UpstreamConfig,
 };
 
 /// More connection workers than any machine pagegate runs on has cores.
@@ -954,6 +954,13 @@ impl Ctx<'_> {
                 "email_header, name_header and page_header must be three different names",
             ));
         }
+        let max_attempts = self.count("auth.max_attempts", a.max_attempts.as_ref(), 5, 1..=100)?;
+        let max_attempts_per_email = self.count(
+            "auth.max_attempts_per_email",
+            a.max_attempts_per_email.as_ref(),
+            100.max(max_attempts),
+            max_attempts..=100_000,
+        )?;
         Ok(AuthConfig {
             code_length: self.count("auth.code_length", a.code_length.as_ref(), 6, 4..=10)?
                 as usize,
@@ -962,7 +969,8 @@ impl Ctx<'_> {
                 a.code_ttl.as_ref(),
                 Duration::from_secs(600),
             )?,
-            max_attempts: self.count("auth.max_attempts", a.max_attempts.as_ref(), 5, 1..=100)?,
+            max_attempts,
+            max_attempts_per_email,
             attempt_window: self.duration(
                 "auth.attempt_window",
                 a.attempt_window.as_ref(),

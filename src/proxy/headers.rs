@@ -186,8 +186,9 @@ fn is_client_claim(name: &HeaderName, also: &[HeaderName], peer_trusted: bool) -
     if !may_be_configured && !matches!(first, Some(b'x' | b'f' | b't' | b'c')) {
         return false;
     }
-    let any = |list: &[&str]| list.iter().any(|c| spelled_as(name, c).is_some());
-    if also.iter().any(|a| spelled_as(name, a.as_str()).is_some()) || any(&PATH_OVERRIDES) {
+    if also.iter().any(|a| spelled_as(name, a.as_str()).is_some())
+        || PATH_OVERRIDES.iter().any(|c| spelled_as(name, c).is_some())
+    {
         return true;
     }
     if SET_BY_GATEWAY
@@ -196,7 +197,10 @@ fn is_client_claim(name: &HeaderName, also: &[HeaderName], peer_trusted: bool) -
     {
         return true;
     }
-    !peer_trusted && any(&CLAIMED_BY_FRONT_PROXIES)
+    // A front proxy writes these with hyphens: an underscore spelling came from its client.
+    CLAIMED_BY_FRONT_PROXIES
+        .iter()
+        .any(|c| spelled_as(name, c).is_some_and(|exact| !peer_trusted || !exact))
 }
 
 /// Removes from a client's request every header a client could use to make the upstream believe
@@ -266,9 +270,10 @@ pub fn keep_from_shared_caches(headers: &mut HeaderMap, no_store: bool) {
         kept.join(", ")
     };
     replace(headers, &header::CACHE_CONTROL, &directives);
-    let varies_by_cookie = headers.get_all(header::VARY).iter().any(|v| {
-        tokens(v).any(|t| t == "*" || t.eq_ignore_ascii_case("cookie"))
-    });
+    let varies_by_cookie = headers
+        .get_all(header::VARY)
+        .iter()
+        .any(|v| tokens(v).any(|t| t == "*" || t.eq_ignore_ascii_case("cookie")));
     if !varies_by_cookie {
         headers.append(header::VARY, HeaderValue::from_static("Cookie"));
     }
@@ -700,7 +705,12 @@ mod tests {
             h.get_all("vary").iter().collect::<Vec<_>>(),
             ["Accept-Encoding", "Cookie"]
         );
-        for gone in ["expires", "surrogate-control", "cdn-cache-control", "x-accel-expires"] {
+        for gone in [
+            "expires",
+            "surrogate-control",
+            "cdn-cache-control",
+            "x-accel-expires",
+        ] {
             assert!(!h.contains_key(gone), "{gone} kept");
         }
         assert!(h.contains_key("etag"));

@@ -127,6 +127,11 @@ pub struct CodeRecord {
     pub issued_at: Timestamp,
     /// When it stops working.
     pub expires_at: Timestamp,
+    /// The browser that asked for the code (a keyed hash of its anti-forgery token): the only
+    /// one where the code works and where wrong tries count. `None` for a code stored by an
+    /// earlier version, which works in any browser.
+    #[serde(default)]
+    pub browser: Option<SecretHash>,
 }
 
 /// What a sign-in link's token leads to.
@@ -142,6 +147,10 @@ pub struct TokenRecord {
     pub next: String,
     /// When it stops working.
     pub expires_at: Timestamp,
+    /// The browser that asked for the code and link, as in [`CodeRecord::browser`]: opened in
+    /// another one, the link asks for a confirmation that names the account.
+    #[serde(default)]
+    pub browser: Option<SecretHash>,
 }
 
 /// A signed-in visitor.
@@ -162,20 +171,25 @@ pub struct SessionRecord {
 pub enum CodeCheck {
     /// Right code: it is spent; sign the visitor in.
     Accepted(CodeRecord),
-    /// Wrong or no code; the failure was counted.
+    /// Wrong code, or no code pending for the email in this browser; the failure was counted
+    /// (see [`Store::check_code`]).
     Rejected {
-        /// Tries left before the email is locked.
+        /// Tries left before this browser is locked out of the email.
         attempts_left: u32,
     },
     /// Too many wrong tries: no code works until the window passes.
     Locked,
 }
 
-/// Limits for counting wrong codes.
+/// Limits for counting wrong codes. Tries count per (email, browser that asked for the code),
+/// so a stranger who asks for a code for someone else's email and guesses wrong locks only their
+/// own browser out; an overall count per email stops guessing spread over many browsers.
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptPolicy {
-    /// Wrong codes allowed.
+    /// Wrong codes allowed per email in one browser.
     pub max_attempts: u32,
+    /// Wrong codes allowed per email over all browsers.
+    pub max_attempts_per_email: u32,
     /// How long failures are remembered, in seconds.
     pub window: i64,
 }
@@ -466,25 +480,33 @@ pub trait Store: Send + Sync + 'static {
         code: &CodeRecord,
         token: &TokenRecord,
     ) -> Result<(), StoreError>;
-    /// Whether (site, email) is locked by too many wrong codes at `now`.
+    /// Whether (site, email) is locked at `now` for the browser `browser` (its binding hash
+    /// under each accepted key, current first): by too many wrong codes in that browser, or
+    /// over all browsers.
     fn is_locked(
         &self,
         site: &str,
         email: &str,
+        browser: &[SecretHash],
         now: Timestamp,
         policy: AttemptPolicy,
     ) -> Result<bool, StoreError>;
-    /// Checks a code atomically: `matches` compares the stored hash in constant time. A right
-    /// code is consumed; a wrong one counts against the email, whatever code is current.
+    /// Checks a code typed in browser `browser` atomically: `matches` compares the stored hash
+    /// in constant time. A right code is consumed. A wrong one counts against the email in that
+    /// browser, and against the email over all browsers only while a code asked for in that
+    /// browser is pending: a stranger typing codes for someone's email locks out only their own
+    /// browser, and gets the same answers whether or not the email is listed.
     fn check_code(
         &self,
         site: &str,
         email: &str,
+        browser: &[SecretHash],
         now: Timestamp,
         policy: AttemptPolicy,
         matches: &dyn Fn(&CodeRecord) -> bool,
     ) -> Result<CodeCheck, StoreError>;
-    /// A link token's record without spending it (for the confirm page).
+    /// A link token's record without spending it (for the confirm page, and to see in which
+    /// browser it was asked for before spending it).
     fn peek_token(
         &self,
         token_hash: &SecretHash,

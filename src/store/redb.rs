@@ -68,7 +68,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const CLIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("clients");
 /// `site \0 email` → CodeRecord.
 const CODES: TableDefinition<&str, &[u8]> = TableDefinition::new("codes");
-/// `site \0 email` → Attempts.
+/// `site \0 email` → Attempts over all browsers; `site \0 email \0 browser hex` → Attempts in
+/// one browser.
 const ATTEMPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("attempts");
 /// token hash → TokenRecord.
 const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tokens");
@@ -92,7 +93,7 @@ struct GrantRecord {
 }
 
 /// Wrong-code bookkeeping for one (site, email).
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 struct Attempts {
     failures: u32,
     window_start: Timestamp,
@@ -106,6 +107,13 @@ impl Attempts {
             self.window_start = now;
         }
         self
+    }
+
+    /// Whether the counters over all browsers (`overall`) and in the trying browser (`mine`)
+    /// lock the email there.
+    fn locks(overall: &Attempts, mine: Option<&Attempts>, policy: AttemptPolicy) -> bool {
+        overall.failures >= policy.max_attempts_per_email
+            || mine.is_some_and(|m| m.failures >= policy.max_attempts)
     }
 }
 
@@ -320,6 +328,45 @@ impl RedbStore {
     }
 }
 
+/// The attempts key of (site, email) in one browser.
+fn browser_key(site: &str, email: &str, browser: &SecretHash) -> String {
+    let mut k = key(site, email);
+    k.push('\0');
+    for b in browser {
+        k.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        k.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    k
+}
+
+/// The wrong-code counters of (site, email) at `now`: over all browsers, and in `browser` (the
+/// first of its hashes, under the current key).
+fn counters(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    site: &str,
+    email: &str,
+    browser: &[SecretHash],
+    now: Timestamp,
+    policy: AttemptPolicy,
+) -> Result<(Attempts, Option<Attempts>), StoreError> {
+    let fresh = Attempts {
+        failures: 0,
+        window_start: now,
+    };
+    let overall = get_record::<_, Attempts>(table, "attempts", key(site, email).as_str())?
+        .unwrap_or_else(|| fresh.clone())
+        .current(now, policy);
+    let mine = match browser.first() {
+        Some(b) => Some(
+            get_record::<_, Attempts>(table, "attempts", browser_key(site, email, b).as_str())?
+                .unwrap_or(fresh)
+                .current(now, policy),
+        ),
+        None => None,
+    };
+    Ok((overall, mine))
+}
+
 fn append_audit(txn: &WriteTransaction, event: &AuditEvent) -> Result<u64, StoreError> {
     let mut audit = txn.open_table(AUDIT)?;
     let next = audit.last()?.map_or(1, |(k, _)| k.value() + 1);
@@ -415,22 +462,21 @@ impl Store for RedbStore {
         &self,
         site: &str,
         email: &str,
+        browser: &[SecretHash],
         now: Timestamp,
         policy: AttemptPolicy,
     ) -> Result<bool, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(ATTEMPTS)?;
-        let found = get_record::<_, Attempts>(&table, "attempts", key(site, email).as_str())?;
-        let Some(attempts) = found else {
-            return Ok(false);
-        };
-        Ok(attempts.current(now, policy).failures >= policy.max_attempts)
+        let (overall, mine) = counters(&table, site, email, browser, now, policy)?;
+        Ok(Attempts::locks(&overall, mine.as_ref(), policy))
     }
 
     fn check_code(
         &self,
         site: &str,
         email: &str,
+        browser: &[SecretHash],
         now: Timestamp,
         policy: AttemptPolicy,
         matches: &dyn Fn(&CodeRecord) -> bool,
@@ -438,36 +484,44 @@ impl Store for RedbStore {
         self.write(|txn| {
             let k = key(site, email);
             let mut attempts_table = txn.open_table(ATTEMPTS)?;
-            let attempts =
-                get_record(&attempts_table, "attempts", k.as_str())?.unwrap_or(Attempts {
-                    failures: 0,
-                    window_start: now,
-                });
-            let mut attempts = attempts.current(now, policy);
-            if attempts.failures >= policy.max_attempts {
+            let (mut overall, mut mine) =
+                counters(&attempts_table, site, email, browser, now, policy)?;
+            if Attempts::locks(&overall, mine.as_ref(), policy) {
                 return Ok(CodeCheck::Locked);
             }
             let mut codes = txn.open_table(CODES)?;
-            let code = get_record::<_, CodeRecord>(&codes, "codes", k.as_str())?;
+            let pending = get_record::<_, CodeRecord>(&codes, "codes", k.as_str())?
+                .filter(|c| c.expires_at > now && c.browser.is_none_or(|b| browser.contains(&b)));
             let mut tokens = txn.open_table(TOKENS)?;
-            if let Some(code) = code.filter(|c| c.expires_at > now && matches(c)) {
+            let browser_attempts = browser.first().map(|b| browser_key(site, email, b));
+            if let Some(code) = pending.as_ref().filter(|c| matches(c)) {
                 codes.remove(k.as_str())?;
                 tokens.remove(code.token_hash.as_slice())?;
-                attempts_table.remove(k.as_str())?;
-                return Ok(CodeCheck::Accepted(code));
+                if let Some(bk) = &browser_attempts {
+                    attempts_table.remove(bk.as_str())?;
+                }
+                return Ok(CodeCheck::Accepted(code.clone()));
             }
-            attempts.failures += 1;
-            attempts_table.insert(k.as_str(), encode(&attempts)?.as_slice())?;
-            if attempts.failures >= policy.max_attempts {
+            if let (Some(bk), Some(mine)) = (&browser_attempts, mine.as_mut()) {
+                mine.failures += 1;
+                attempts_table.insert(bk.as_str(), encode(&*mine)?.as_slice())?;
+            }
+            if pending.is_some() {
+                overall.failures += 1;
+                attempts_table.insert(k.as_str(), encode(&overall)?.as_slice())?;
+            }
+            if Attempts::locks(&overall, mine.as_ref(), policy) {
                 // The code dies with the last allowed failure, and so does its link.
-                if let Some(old) = remove_record::<_, CodeRecord>(&mut codes, "codes", k.as_str())?
-                {
-                    tokens.remove(old.token_hash.as_slice())?;
+                if let Some(code) = &pending {
+                    codes.remove(k.as_str())?;
+                    tokens.remove(code.token_hash.as_slice())?;
                 }
                 return Ok(CodeCheck::Locked);
             }
+            let left_overall = policy.max_attempts_per_email - overall.failures;
+            let left_here = mine.map_or(left_overall, |m| policy.max_attempts - m.failures);
             Ok(CodeCheck::Rejected {
-                attempts_left: policy.max_attempts - attempts.failures,
+                attempts_left: left_here.min(left_overall),
             })
         })
     }
@@ -1243,8 +1297,13 @@ mod tests {
 
     const POLICY: AttemptPolicy = AttemptPolicy {
         max_attempts: 5,
+        max_attempts_per_email: 8,
         window: 3600,
     };
+
+    /// The browser that asks for codes in these tests, and a stranger's.
+    const MINE: [u8; 32] = [1; 32];
+    const STRANGER: [u8; 32] = [2; 32];
 
     fn store() -> (tempfile::TempDir, RedbStore) {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -1309,6 +1368,7 @@ mod tests {
                 next: "/course/".into(),
                 issued_at: 0,
                 expires_at,
+                browser: Some(MINE),
             },
             TokenRecord {
                 site: "s".into(),
@@ -1316,6 +1376,7 @@ mod tests {
                 page: "course".into(),
                 next: "/course/".into(),
                 expires_at,
+                browser: Some(MINE),
             },
         )
     }
@@ -1327,9 +1388,21 @@ mod tests {
     }
 
     fn check(store: &RedbStore, guess: u8, now: Timestamp) -> CodeCheck {
+        check_in(store, MINE, guess, now)
+    }
+
+    fn check_in(store: &RedbStore, browser: SecretHash, guess: u8, now: Timestamp) -> CodeCheck {
         store
-            .check_code("s", "a@x.org", now, POLICY, &|c| c.code_hash == [guess; 32])
+            .check_code("s", "a@x.org", &[browser], now, POLICY, &|c| {
+                c.code_hash == [guess; 32]
+            })
             .expect("check")
+    }
+
+    fn locked_in(store: &RedbStore, browser: SecretHash, now: Timestamp) -> bool {
+        store
+            .is_locked("s", "a@x.org", &[browser], now, POLICY)
+            .expect("lock state")
     }
 
     #[test]
@@ -1447,12 +1520,82 @@ mod tests {
             CodeCheck::Locked,
             "right code after five wrong ones"
         );
-        assert!(store.is_locked("s", "a@x.org", 10, POLICY).expect("locked"));
+        assert!(locked_in(&store, MINE, 10));
+        assert!(!locked_in(&store, MINE, 10 + 3600), "window passed");
+    }
+
+    #[test]
+    fn without_a_code_of_its_own_a_browser_locks_out_only_itself() {
+        let (_dir, store) = store();
+        // No code at all: the typing browser locks itself out, as it would for any email (listed
+        // or not, the answers are the same), and nobody else.
+        for _ in 0..4 {
+            assert!(matches!(
+                check_in(&store, STRANGER, 1, 10),
+                CodeCheck::Rejected { .. }
+            ));
+        }
+        assert_eq!(check_in(&store, STRANGER, 1, 10), CodeCheck::Locked);
+        assert!(!locked_in(&store, MINE, 10));
+        // A code asked for in my browser does not work in a stranger's, even when right.
+        issue(&store, 7, 8, 1000);
+        assert!(matches!(
+            check_in(&store, [3; 32], 7, 10),
+            CodeCheck::Rejected { .. }
+        ));
+        assert!(matches!(check(&store, 7, 10), CodeCheck::Accepted(_)));
+    }
+
+    #[test]
+    fn a_stranger_who_guesses_wrong_locks_out_only_their_own_browser() {
+        let (_dir, store) = store();
+        // The stranger asked for a code in their browser and guesses five times.
+        let (mut c, mut t) = code(7, 8, 1000);
+        c.browser = Some(STRANGER);
+        t.browser = Some(STRANGER);
+        store.issue_code("s", "a@x.org", &c, &t).expect("issue");
+        for _ in 0..4 {
+            assert!(matches!(
+                check_in(&store, STRANGER, 1, 10),
+                CodeCheck::Rejected { .. }
+            ));
+        }
+        assert_eq!(check_in(&store, STRANGER, 1, 10), CodeCheck::Locked);
+        assert!(locked_in(&store, STRANGER, 10));
+        // The client's own browser asks for a fresh code and signs in.
+        assert!(!locked_in(&store, MINE, 10));
+        issue(&store, 9, 10, 1000);
+        assert!(matches!(check(&store, 9, 10), CodeCheck::Accepted(_)));
+    }
+
+    #[test]
+    fn guesses_spread_over_browsers_meet_the_cap_per_email() {
+        let (_dir, store) = store();
+        // Eight wrong tries allowed per email (POLICY), five per browser: four from each of two
+        // browsers, each with a code of its own, reach the overall cap.
+        for (n, browser) in [[3u8; 32], [4; 32]].into_iter().enumerate() {
+            let (mut c, mut t) = code(7, 8 + n as u8, 1000);
+            c.browser = Some(browser);
+            t.browser = Some(browser);
+            store.issue_code("s", "a@x.org", &c, &t).expect("issue");
+            for _ in 0..3 {
+                assert!(matches!(
+                    check_in(&store, browser, 1, 10),
+                    CodeCheck::Rejected { .. }
+                ));
+            }
+            let last = check_in(&store, browser, 1, 10);
+            if n == 0 {
+                assert!(matches!(last, CodeCheck::Rejected { .. }), "{last:?}");
+            } else {
+                assert_eq!(last, CodeCheck::Locked);
+            }
+        }
         assert!(
-            !store
-                .is_locked("s", "a@x.org", 10 + 3600, POLICY)
-                .expect("window passed")
+            locked_in(&store, MINE, 10),
+            "the cap holds for every browser"
         );
+        assert!(!locked_in(&store, MINE, 10 + 3600));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub const MESSAGE_KEYS: &[&str] = &[
     "link_used",
     "link_invalid_title",
     "link_invalid",
+    "link_confirm_account",
     "error_title",
     "error",
 ];
@@ -195,6 +196,17 @@ const EN: &[(&str, &str)] = &[
         "To finish signing in, press the button below.",
     ),
     ("link_button", "Sign in"),
+    ("link_account", "You will be signed in as {email}."),
+    (
+        "link_elsewhere",
+        "This link was asked for in another browser. Continue only if you asked for it \
+         yourself: anyone can send you a sign-in link to their own account, and what you then \
+         do here would be done as them.",
+    ),
+    (
+        "link_elsewhere_confirm",
+        "I asked for this link, and {email} is my address",
+    ),
     // Rate limit.
     ("rate_limited_heading", "Too many attempts"),
     (
@@ -231,6 +243,10 @@ const EN: &[(&str, &str)] = &[
         "This sign-in link was already used or has expired.",
     ),
     ("link_invalid_title", "Link not valid"),
+    (
+        "link_confirm_account",
+        "Please confirm that this is your account.",
+    ),
     (
         "link_invalid",
         "This sign-in link is not valid: it was already used or has expired. Open the page again to get a new code.",
@@ -492,6 +508,17 @@ const RU: &[(&str, &str)] = &[
         "Чтобы завершить вход, нажмите кнопку ниже.",
     ),
     ("link_button", "Войти"),
+    ("link_account", "Вы войдёте как {email}."),
+    (
+        "link_elsewhere",
+        "Эту ссылку запросили в другом браузере. Продолжайте, только если вы запросили её сами: \
+         кто угодно может прислать вам ссылку для входа в свою учётную запись, и всё, что вы \
+         затем сделаете здесь, будет сделано от его имени.",
+    ),
+    (
+        "link_elsewhere_confirm",
+        "Я запросил(а) эту ссылку, и {email} — мой адрес",
+    ),
     // Rate limit.
     ("rate_limited_heading", "Слишком много попыток"),
     (
@@ -528,6 +555,10 @@ const RU: &[(&str, &str)] = &[
         "Эта ссылка для входа уже использована, или срок её действия истёк.",
     ),
     ("link_invalid_title", "Ссылка недействительна"),
+    (
+        "link_confirm_account",
+        "Подтвердите, что это ваша учётная запись.",
+    ),
     (
         "link_invalid",
         "Эта ссылка для входа недействительна: она уже использована, или срок её действия истёк. Откройте страницу снова, чтобы получить новый код.",

@@ -128,6 +128,12 @@ pub enum Page<'a> {
         next: &'a str,
         /// Anti-forgery token.
         csrf: &'a str,
+        /// The account the link signs into, masked.
+        account: &'a str,
+        /// The link was asked for in another browser: the visitor must confirm the account.
+        elsewhere: bool,
+        /// Message key of a problem with the last submission.
+        error: Option<&'a str>,
     },
     /// "Too many attempts, try again in N minutes".
     RateLimited {
@@ -332,11 +338,20 @@ impl Templates {
                 ctx.extend(error_fields(error, lang));
             }
             Page::LinkConfirm {
-                token, next, csrf, ..
+                token,
+                next,
+                csrf,
+                account,
+                elsewhere,
+                error,
+                ..
             } => {
                 ctx.push(("token", Value::from(token)));
                 ctx.push(("next", Value::from(next)));
                 ctx.push(("csrf", Value::from(csrf)));
+                ctx.push(("account", Value::from(account)));
+                ctx.push(("elsewhere", Value::from(elsewhere)));
+                ctx.extend(error_fields(error, lang));
             }
             Page::RateLimited {
                 retry_after_minutes,
@@ -579,12 +594,17 @@ pub(crate) fn sample_pages(frame: Frame<'_>) -> Vec<Page<'_>> {
             error,
         });
     }
-    pages.push(Page::LinkConfirm {
-        frame,
-        token: "token",
-        next: "/page",
-        csrf: "csrf",
-    });
+    for (elsewhere, error) in [(false, None), (true, Some("link_confirm_account"))] {
+        pages.push(Page::LinkConfirm {
+            frame,
+            token: "token",
+            next: "/page",
+            csrf: "csrf",
+            account: "a***@example.com",
+            elsewhere,
+            error,
+        });
+    }
     pages.push(Page::RateLimited {
         frame,
         retry_after_minutes: 5,

@@ -131,6 +131,9 @@ fn forms_post_the_right_fields_to_the_right_endpoints() {
                 token: "T0K3N",
                 next: "/course/1",
                 csrf: "tok",
+                account: "an***@example.com",
+                elsewhere: false,
+                error: None,
             },
             Language::En,
         )
@@ -142,6 +145,29 @@ fn forms_post_the_right_fields_to_the_right_endpoints() {
     assert!(html.contains(r#"name="token" value="T0K3N""#));
     assert!(html.contains(r#"name="next" value="/course/1""#));
     assert!(html.contains(r#"name="csrf" value="tok""#));
+    assert!(html.contains("an***@example.com"), "the account is named");
+    assert!(
+        !html.contains("confirm_account"),
+        "same browser: one button"
+    );
+
+    let html = templates
+        .page(
+            &Page::LinkConfirm {
+                frame: FRAME,
+                token: "T0K3N",
+                next: "/course/1",
+                csrf: "tok",
+                account: "an***@example.com",
+                elsewhere: true,
+                error: Some("link_confirm_account"),
+            },
+            Language::En,
+        )
+        .expect("render");
+    assert!(html.contains(r#"name="confirm_account" value="yes" required"#));
+    assert!(html.contains("another browser"), "{html}");
+    assert!(html.contains("Please confirm that this is your account."));
 }
 
 #[test]
@@ -174,6 +200,9 @@ fn hostile_input_is_escaped() {
             token: evil,
             next: evil,
             csrf: evil,
+            account: evil,
+            elsewhere: true,
+            error: None,
         },
         Page::RateLimited {
             frame,
@@ -709,6 +738,9 @@ fn dump_samples() {
                     token: "t",
                     next: "/course/",
                     csrf: "c",
+                    account: "an***@example.com",
+                    elsewhere: true,
+                    error: None,
                 },
             ),
             (
