@@ -10,6 +10,7 @@ pub mod client;
 pub mod nginx;
 pub mod observe;
 pub mod process;
+pub mod school;
 pub mod smtp;
 pub mod upstream;
 

@@ -176,8 +176,10 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
         headers: req.headers().clone(),
     });
     let path = req.uri().path().to_string();
+    // `?cache=public` on any path: the answer tells every cache it may keep it for a day.
+    let cacheable = req.uri().query() == Some("cache=public");
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    match (parts.next().unwrap_or(""), parts.next()) {
+    let mut response = match (parts.next().unwrap_or(""), parts.next()) {
         ("big", Some(n)) => big(n.parse().unwrap_or(0)),
         ("upload", _) => upload(req.into_body()).await,
         ("video", _) => video(req.headers()),
@@ -207,7 +209,20 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
             r
         }
         _ => text(StatusCode::OK, &format!("hello from upstream {target}")),
+    };
+    if cacheable {
+        let h = response.headers_mut();
+        for (name, value) in [
+            ("cache-control", "public, max-age=86400, s-maxage=86400"),
+            ("expires", "Thu, 01 Jan 2037 00:00:00 GMT"),
+            ("surrogate-control", "max-age=86400"),
+            ("cdn-cache-control", "max-age=86400"),
+            ("x-accel-expires", "86400"),
+        ] {
+            h.insert(name, HeaderValue::from_static(value));
+        }
     }
+    response
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
