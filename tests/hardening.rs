@@ -22,20 +22,8 @@ const ANN: &str = "ann@example.com";
 /// hand the lesson to the next visitor without the gateway ever seeing the request.
 #[tokio::test]
 async fn a_shared_cache_never_gets_to_keep_a_signed_in_visitors_answer() {
-    let upstream = TestUpstream::start().await;
-    let smtp = TestSmtp::start();
-    // The "extra" page is a personal one: nothing may keep it, not even the browser.
-    let toml = school_toml(&upstream, &smtp, "").replace(
-        "paths = [\"/extra/\"]",
-        "paths = [\"/extra/\"]\ncache = \"no-store\"",
-    );
-    let school = School {
-        gateway: TestGateway::start(&toml).await,
-        upstream,
-        smtp,
-    };
+    let school = School::open("").await;
     school.add_client("course", ANN, "Ann", None).await;
-    school.add_client("extra", ANN, "Ann", None).await;
     let mut browser = school.browser();
 
     let asked = browser.get("/course/lesson-1?cache=public").await;
@@ -60,10 +48,6 @@ async fn a_shared_cache_never_gets_to_keep_a_signed_in_visitors_answer() {
     }
     assert_eq!(lesson.header("vary"), Some("Cookie"));
 
-    let personal = browser.get("/extra/account?cache=public").await;
-    assert_eq!(personal.status, 200);
-    assert_eq!(personal.header("cache-control"), Some("no-store"));
-
     // pagegate's own answers: even a plain 404 under the prefix is not to be kept.
     let missing = browser.get("/_pagegate/no-such-page").await;
     assert_eq!(missing.status, 404);
@@ -75,6 +59,31 @@ async fn a_shared_cache_never_gets_to_keep_a_signed_in_visitors_answer() {
         home.header("cache-control"),
         Some("public, max-age=86400, s-maxage=86400")
     );
+}
+
+/// A personal page set to `no-store`: not even the visitor's browser may keep it.
+#[tokio::test]
+async fn a_no_store_page_is_kept_by_no_cache_at_all() {
+    let upstream = TestUpstream::start().await;
+    let smtp = TestSmtp::start();
+    let toml = school_toml(&upstream, &smtp, "").replace(
+        "paths = [\"/extra/\"]",
+        "paths = [\"/extra/\"]\ncache = \"no-store\"",
+    );
+    let school = School {
+        gateway: TestGateway::start(&toml).await,
+        upstream,
+        smtp,
+    };
+    // A sign-in covers every page of the site the client is on.
+    school.add_client("course", ANN, "Ann", None).await;
+    school.add_client("extra", ANN, "Ann", None).await;
+    let mut browser = school.browser();
+    assert_eq!(school.sign_in(&mut browser, ANN).await.status, 303);
+    let personal = browser.get("/extra/account?cache=public").await;
+    assert_eq!(personal.status, 200);
+    assert_eq!(personal.header("cache-control"), Some("no-store"));
+    assert_eq!(personal.header("expires"), None);
 }
 
 /// A visitor (no trusted proxy in between) claims to come through the site's CDN from an
