@@ -389,13 +389,9 @@ impl Gateway {
                 })
         }
     }
-}
 
-impl Gateway {
     /// pagegate's own endpoints under the prefix: metrics, the API, the admin page and the
-    /// sign-in flow. Boxed by the caller: their futures are large and rare, and inline they would
-    /// make every proxied request's future (moved into place per request) as large as the
-    /// largest of them.
+    /// sign-in flow.
     async fn own_endpoint(
         &self,
         site_id: SiteId,
