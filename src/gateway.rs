@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use ipnet::IpNet;
 
 use crate::api::web::Api;
+use crate::auth::watch::WatchedBody;
 use crate::auth::{Auth, Gate, Identity, Visitor, cookies};
 use crate::body::{self, Body};
 use crate::config::Config;
@@ -345,6 +346,17 @@ impl Gateway {
                             if self.access_log_email {
                                 note.email = Some(who.email.clone());
                             }
+                            if is_upgrade(&req) {
+                                // A tunnel no request will check again: watched from the start,
+                                // and handed to the proxy with the request.
+                                let watched = auth
+                                    .watch(site_id, &who.session, who.pages.clone())
+                                    .map_err(|e| HttpError::Internal(format!("store: {e}")))?;
+                                match watched {
+                                    Some(watched) => req.extensions_mut().insert(watched),
+                                    None => return Ok(auth.sign_in_required(&req)),
+                                };
+                            }
                             identity = Some(who);
                         }
                         Gate::Deny(response) => return Ok(response),
@@ -365,7 +377,8 @@ impl Gateway {
                 identity: &identity_headers,
             };
             let forwarded_at = Instant::now();
-            site.upstream
+            let response = site
+                .upstream
                 .forward(req, &fwd)
                 .await
                 .inspect(|_| site.metrics.observe_upstream(forwarded_at.elapsed()))
@@ -373,9 +386,34 @@ impl Gateway {
                     if e.is_server_side() {
                         tracing::debug!(site = %site.name, "upstream error");
                     }
-                })
+                })?;
+            // A protected body may stream for as long as the upstream likes: it is cut off when
+            // access ends (it joins the watch only if it is still streaming after a second).
+            match (identity, &self.auth) {
+                (Some(who), Some(auth)) if !http_body::Body::is_end_stream(response.body()) => {
+                    let auth = auth.clone();
+                    Ok(response.map(|inner| {
+                        body::boxed(WatchedBody::new(
+                            inner,
+                            auth,
+                            site_id,
+                            who.session,
+                            who.pages,
+                        ))
+                    }))
+                }
+                _ => Ok(response),
+            }
         }
     }
+}
+
+/// Whether the request asks to switch protocols (a WebSocket): hyper marks such HTTP/1.1
+/// requests, and only those, with the means to take the connection over.
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.extensions()
+        .get::<hyper::upgrade::OnUpgrade>()
+        .is_some()
 }
 
 /// The identity headers the upstream receives, and every spelling a client must not send.
