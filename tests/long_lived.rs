@@ -247,7 +247,7 @@ async fn closed_within(ws: &mut WebSocketStream<TcpStream>, wait: Duration, why:
     .await;
     assert!(
         closed.is_ok(),
-        "the tunnel was still open {wait:?} after {why}"
+        "{why}, yet the tunnel was still open when the test gave up waiting ({wait:?})"
     );
 }
 
