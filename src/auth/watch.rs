@@ -14,6 +14,12 @@
 //! ([`super::access_ends`]), against the configuration in force, so access ends for a tunnel at
 //! most about two seconds after it ends for a new request.
 //!
+//! A body is cut when it is next polled. A watched one is woken for it; a young one is not: a
+//! response that goes quiet within its first second stays open while quiet, and joins (with its
+//! fresh check, which may end it) only when its upstream sends again, so nothing reaches a
+//! visitor who lost access. The price of that is a connection held while nothing flows; the
+//! price of the alternative would be a timer for every protected response.
+//!
 //! Runtime rule relied on: a [`CancellationToken`] may be cancelled from any thread and wakes the
 //! task waiting on it wherever that task runs. The loop runs on the main runtime and the checks on
 //! its blocking pool, while the tunnels and bodies they end are served on the connection workers'
