@@ -62,9 +62,6 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub(super) struct Connection {
     pub(super) live: Arc<Live>,
     pub(super) settings: Arc<ConnectionSettings>,
-    /// Cancelled when the server shuts down: in-flight requests finish, idle connections close.
-    /// Its worker's token, so that polling it never contends with another worker.
-    pub(super) shutdown: CancellationToken,
     /// The worker (0-based) that serves the connection, and whose lot it parks in.
     pub(super) worker: usize,
     pub(super) peer: SocketAddr,
@@ -75,6 +72,9 @@ pub(super) struct Connection {
 /// What an open client connection holds from the server, given back when the connection and
 /// any tunnel it became have both ended.
 pub(super) struct Hold {
+    /// Cancelled when the server shuts down: in-flight requests finish, idle connections close,
+    /// tunnels close. Its worker's token, so that polling it never contends with another worker.
+    pub(super) shutdown: CancellationToken,
     /// Its slot under `server.max_connections`.
     pub(super) _slot: tokio::sync::OwnedSemaphorePermit,
     /// Its count in `pagegate_open_connections`.
@@ -83,19 +83,16 @@ pub(super) struct Hold {
     pub(super) _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
-/// A connection's [`Hold`] and the shutdown signal, for the tunnel an upgrade request may turn
-/// the connection into ([`crate::proxy`]): the server puts one on every upgrade request as a
-/// request extension. The tunnel keeps it while it runs and ends when the signal comes.
+/// A connection's [`Hold`], for the tunnel an upgrade request may turn the connection into
+/// ([`crate::proxy`]): the server puts one on every upgrade request as a request extension. The
+/// tunnel keeps it while it runs, and ends when the shutdown signal comes.
 #[derive(Clone)]
-pub(crate) struct Lease {
-    _hold: Arc<Hold>,
-    shutdown: CancellationToken,
-}
+pub(crate) struct Lease(Arc<Hold>);
 
 impl Lease {
     /// Cancelled when the server shuts down.
     pub(crate) fn shutdown(&self) -> &CancellationToken {
-        &self.shutdown
+        &self.0.shutdown
     }
 }
 
@@ -106,7 +103,7 @@ impl Connection {
         let idle = self.settings.idle_timeout;
         let peeked = tokio::select! {
             peeked = tokio::time::timeout(idle, stream.peek(&mut first)) => peeked,
-            () = self.shutdown.cancelled() => return,
+            () = self.shutdown().cancelled() => return,
         };
         let n = match peeked {
             Ok(Ok(n)) if n > 0 => n,
@@ -197,7 +194,7 @@ impl Connection {
         let mut conn = pin!(conn);
         let ended = tokio::select! {
             ended = conn.as_mut() => ended,
-            () = self.shutdown.cancelled() => {
+            () = self.shutdown().cancelled() => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
@@ -242,10 +239,11 @@ impl Connection {
     }
 
     fn lease(&self) -> Lease {
-        Lease {
-            _hold: self.hold.clone(),
-            shutdown: self.shutdown.clone(),
-        }
+        Lease(self.hold.clone())
+    }
+
+    fn shutdown(&self) -> &CancellationToken {
+        &self.hold.shutdown
     }
 
     /// Hands a quiet socket to the worker's lot (which closes it if the server is shutting
@@ -285,7 +283,7 @@ impl Connection {
                 .serve_connection(io, service.clone())
                 .with_upgrades(),
         );
-        let outcome = serve_until_idle(conn.as_mut(), framing, exchanges, &self.shutdown).await;
+        let outcome = serve_until_idle(conn.as_mut(), framing, exchanges, self.shutdown()).await;
         // `None` once upgraded: the socket belongs to the tunnel then.
         let parts = Pin::into_inner(conn).into_parts();
         match outcome {
@@ -296,7 +294,7 @@ impl Connection {
                 if let Err(e) = ended {
                     tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
                 }
-                if let (Some(parts), false) = (parts, self.shutdown.is_cancelled()) {
+                if let (Some(parts), false) = (parts, self.shutdown().is_cancelled()) {
                     Box::pin(close_lingering(parts.io.into_inner().into_inner())).await;
                 }
                 return None;

@@ -387,10 +387,10 @@ async fn accept_loop(
         let conn = Connection {
             live: live.clone(),
             settings: settings.clone(),
-            shutdown: lot.shutdown().clone(),
             worker,
             peer,
             hold: Arc::new(Hold {
+                shutdown: lot.shutdown().clone(),
                 _slot: slot,
                 _open: crate::metrics::global().connection_opened(),
                 _tracked: connections.token(),
