@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use ipnet::IpNet;
 
 use crate::api::web::Api;
+use crate::auth::watch::WatchedBody;
 use crate::auth::{Auth, Gate, Identity, Visitor, cookies};
 use crate::body::{self, Body};
 use crate::config::{Config, PageCache};
@@ -351,6 +352,17 @@ impl Gateway {
                             no_store = protected
                                 .iter()
                                 .any(|&i| site.no_store.get(i).copied().unwrap_or(true));
+                            if is_upgrade(&req) {
+                                // A tunnel no request will check again: watched from the start,
+                                // and handed to the proxy with the request.
+                                let watched = auth
+                                    .watch(site_id, &who.session, who.pages.clone())
+                                    .map_err(|e| HttpError::Internal(format!("store: {e}")))?;
+                                match watched {
+                                    Some(watched) => req.extensions_mut().insert(watched),
+                                    None => return Ok(auth.sign_in_required(&req)),
+                                };
+                            }
                             identity = Some(who);
                         }
                         Gate::Deny(response) => return Ok(response),
@@ -371,22 +383,37 @@ impl Gateway {
                 identity: &identity_headers,
             };
             let forwarded_at = Instant::now();
-            let signed_in = identity.is_some();
-            site.upstream
+            let mut response = site
+                .upstream
                 .forward(req, &fwd)
                 .await
-                .map(|mut response| {
-                    if signed_in {
-                        headers::keep_from_shared_caches(response.headers_mut(), no_store);
-                    }
-                    response
-                })
                 .inspect(|_| site.metrics.observe_upstream(forwarded_at.elapsed()))
                 .inspect_err(|e| {
                     if e.is_server_side() {
                         tracing::debug!(site = %site.name, "upstream error");
                     }
-                })
+                })?;
+            let Some(who) = identity else {
+                return Ok(response);
+            };
+            headers::keep_from_shared_caches(response.headers_mut(), no_store);
+            // A protected body may stream for as long as the upstream likes: it is cut off when
+            // access ends (it joins the watch only if it is still streaming after a second).
+            match &self.auth {
+                Some(auth) if !http_body::Body::is_end_stream(response.body()) => {
+                    let auth = auth.clone();
+                    Ok(response.map(|inner| {
+                        body::boxed(WatchedBody::new(
+                            inner,
+                            auth,
+                            site_id,
+                            who.session,
+                            who.pages,
+                        ))
+                    }))
+                }
+                _ => Ok(response),
+            }
         }
     }
 
@@ -425,6 +452,14 @@ fn never_stored_by_default(mut response: Response<Body>) -> Response<Body> {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
+}
+
+/// Whether the request asks to switch protocols (a WebSocket): hyper marks such HTTP/1.1
+/// requests, and only those, with the means to take the connection over.
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.extensions()
+        .get::<hyper::upgrade::OnUpgrade>()
+        .is_some()
 }
 
 /// The identity headers the upstream receives, and every spelling a client must not send.

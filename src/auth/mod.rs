@@ -2,8 +2,9 @@
 //! (email form → mailed code or link → session cookie) under `{prefix}/`.
 //!
 //! The pieces: [`keys`] (secrets), [`cookies`] (signed cookies), [`input`] (emails, `next`),
-//! [`limits`] (rate limits), [`flow`] (the endpoints). State lives in the [`Store`]; this module
-//! holds only what can be rebuilt (limiters, a note of failed mail sends).
+//! [`limits`] (rate limits), [`flow`] (the endpoints), [`watch`] (requests that stay open, ended
+//! when access ends). State lives in the [`Store`]; this module holds only what can be rebuilt
+//! (limiters, a note of failed mail sends, the open requests being watched).
 
 pub mod admin;
 pub mod cookies;
@@ -11,6 +12,7 @@ mod flow;
 pub mod input;
 pub mod keys;
 pub mod limits;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -29,11 +31,14 @@ use crate::error::HttpError;
 use crate::mail::Mailer;
 use crate::routing::SiteId;
 use crate::routing::path::PageMatcher;
-use crate::store::{AttemptPolicy, Retention, Store, StoreError, now};
+use crate::store::{
+    AttemptPolicy, Retention, SecretHash, SessionAccess, Store, StoreError, Timestamp, now,
+};
 use crate::ui::Templates;
 use cookies::CookieNames;
 use keys::{CookiePurpose, KeyError, Keys, Rotation};
 use limits::Limits;
+use watch::{Subject, Verdict, Watch, Watched};
 
 /// One protected page, as the flow needs it.
 #[derive(Debug, Clone)]
@@ -64,7 +69,7 @@ pub struct SiteAuth {
 }
 
 /// The signed-in visitor a protected request is forwarded for.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Identity {
     /// Normalised email.
     pub email: String,
@@ -72,6 +77,18 @@ pub struct Identity {
     pub name: String,
     /// Ids of the pages the request falls under.
     pub pages: Vec<String>,
+    /// The keyed hash of the session id, for watching a request that stays open.
+    pub session: SecretHash,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("email", &self.email)
+            .field("name", &self.name)
+            .field("pages", &self.pages)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the gate decided for a protected request.
@@ -115,6 +132,9 @@ pub struct Auth {
     /// When housekeeping next applies `retention`: hourly, as those limits are days long, and
     /// on every tick while a backlog is being worked through.
     retention_due: Mutex<Instant>,
+    /// Requests that stay open (tunnels, long bodies), ended when access ends; shared by every
+    /// `Auth` a reload builds, as they outlive the configuration that let them in.
+    watch: Arc<Watch>,
 }
 
 /// How often audit entries and grant orders past their retention are looked for.
@@ -181,6 +201,7 @@ impl Auth {
             failed_sends: Arc::new(Mutex::new(HashMap::new())),
             retention: config.store.retention(),
             retention_due: Mutex::new(Instant::now()),
+            watch: Watch::new(),
         })
     }
 
@@ -204,6 +225,7 @@ impl Auth {
             next.limits = self.limits.clone();
         }
         next.failed_sends = self.failed_sends.clone();
+        next.watch = self.watch.clone();
         Ok(next)
     }
 
@@ -294,35 +316,97 @@ impl Auth {
         else {
             return Ok(None);
         };
-        let now = now();
-        let session = &access.session;
-        if session.site != site.name || session.expires_at <= now {
-            return Ok(None);
+        let on_pages = pages.iter().map(|&i| site.pages.get(i));
+        match access_ends(site, on_pages, &access) {
+            Some(ends) if now() < ends => {}
+            _ => return Ok(None),
         }
-        let mut name = None;
-        for (&page_index, client) in pages.iter().zip(&access.clients) {
-            let Some(page) = site.pages.get(page_index) else {
-                return Ok(None);
-            };
-            let lifetime = page.lifetime.as_secs() as i64;
-            match client {
-                Some(c)
-                    if c.has_access(now) && now < session.created_at.saturating_add(lifetime) =>
-                {
-                    name.get_or_insert_with(|| c.name.clone());
-                }
-                _ => return Ok(None),
-            }
-        }
+        let name = access
+            .clients
+            .first()
+            .and_then(Option::as_ref)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        let SessionAccess { session, .. } = access;
         Ok(Some(Identity {
-            email: session.email.clone(),
-            name: name.unwrap_or_default(),
+            email: session.email,
+            name,
             pages: ids.into_iter().map(str::to_owned).collect(),
+            session: hash,
         }))
     }
 
+    /// The registry of requests watched for the end of their access.
+    pub fn watch_registry(&self) -> &Arc<Watch> {
+        &self.watch
+    }
+
+    /// Puts a request that will stay open (a tunnel, a long body) in the watch, after checking
+    /// afresh that `session` still has access to `pages` (ids) of `site`; `None` when it has
+    /// not. Reads the store once.
+    pub fn watch(
+        &self,
+        site: SiteId,
+        session: &SecretHash,
+        pages: Vec<String>,
+    ) -> Result<Option<Watched>, StoreError> {
+        let Some(site) = self.sites.get(site) else {
+            return Ok(None);
+        };
+        let subject = Subject {
+            session: *session,
+            site: site.name.clone(),
+            pages,
+        };
+        // Read before the check: a change committed after it moves the count past this.
+        let changes = self.store.changes();
+        let now = now();
+        Ok(match self.access_until(&subject)? {
+            Some(ends) if now < ends => Some(self.watch.join(subject, changes, ends)),
+            _ => None,
+        })
+    }
+
+    /// Checks the watched requests that are due (see [`watch`]) against the store and the
+    /// configuration of this `Auth`, and ends those whose access has ended; returns how many.
+    /// Blocking (store reads).
+    pub fn recheck_watched(&self) -> usize {
+        let changes = self.store.changes();
+        let now = now();
+        let due = self.watch.due(changes, now);
+        if due.is_empty() {
+            return 0;
+        }
+        let verdicts: Vec<(watch::Due, Verdict)> = due
+            .into_iter()
+            .map(|d| {
+                let verdict = self.access_until(&d.subject);
+                (d, verdict)
+            })
+            .collect();
+        let ended = self.watch.settle(changes, now, verdicts);
+        if ended > 0 {
+            tracing::info!(ended, "access ended: open tunnels and downloads closed");
+        }
+        ended
+    }
+
+    /// Until when `subject`'s session may use its pages under this configuration: `None` for no
+    /// access at all, including a site or page it no longer has.
+    fn access_until(&self, subject: &Subject) -> Verdict {
+        let Some(site) = self.sites.iter().find(|s| s.name == subject.site) else {
+            return Ok(None);
+        };
+        let ids: Vec<&str> = subject.pages.iter().map(String::as_str).collect();
+        let Some(access) = self.store.session_access(&subject.session, &ids)? else {
+            return Ok(None);
+        };
+        let on_pages = ids.iter().map(|id| site.pages.iter().find(|p| p.id == *id));
+        Ok(access_ends(site, on_pages, &access))
+    }
+
     /// A browser asking for a page is sent to the email form; anything else gets 401.
-    fn sign_in_required<B>(&self, req: &Request<B>) -> Response<Body> {
+    pub(crate) fn sign_in_required<B>(&self, req: &Request<B>) -> Response<Body> {
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let wants_page =
             (req.method() == Method::GET || req.method() == Method::HEAD) && !asks_for_json(req);
@@ -438,6 +522,115 @@ fn redirect(status: StatusCode, location: &str) -> Response<Body> {
     response
 }
 
+/// Until when (exclusive) `access` lets its session use `pages` of `site`: the earliest of the
+/// session's own end, its lifetime on each page, and each page's client's end of access. `None`
+/// when it gives no access at all: a session of another site, an email missing from a page's
+/// list, a page that does not exist (`None` in `pages`). The gate and the watch on open requests
+/// both decide by it, so a tunnel or a download ends on the terms a new request is refused.
+fn access_ends<'a>(
+    site: &SiteAuth,
+    pages: impl Iterator<Item = Option<&'a PageAuth>>,
+    access: &SessionAccess,
+) -> Option<Timestamp> {
+    let session = &access.session;
+    if session.site != site.name {
+        return None;
+    }
+    let mut ends = session.expires_at;
+    let mut clients = access.clients.iter();
+    for page in pages {
+        let (page, client) = (page?, clients.next()?.as_ref()?);
+        let lifetime = page.lifetime.as_secs() as i64;
+        ends = ends.min(session.created_at.saturating_add(lifetime));
+        if let Some(until) = client.access_until {
+            ends = ends.min(until);
+        }
+    }
+    Some(ends)
+}
+
 fn store_error(e: StoreError) -> HttpError {
     HttpError::Internal(format!("store: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Client, SessionRecord, Source};
+
+    fn site() -> SiteAuth {
+        let page = |id: &str, hours: u64| PageAuth {
+            id: id.into(),
+            title: id.into(),
+            first_path: format!("/{id}/"),
+            lifetime: Duration::from_secs(hours * 3600),
+        };
+        SiteAuth {
+            name: "school".into(),
+            title: "School".into(),
+            language: Language::En,
+            public_url: None,
+            pages: vec![page("course", 24), page("extra", 1)],
+            matcher: PageMatcher::new(&[]),
+            cookies: CookieNames::for_site("school"),
+            max_lifetime: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    fn client(access_until: Option<Timestamp>) -> Client {
+        Client {
+            email: "ann@example.com".into(),
+            name: "Ann".into(),
+            created_at: 0,
+            updated_at: 0,
+            access_until,
+            source: Source::Admin,
+            last_login: None,
+        }
+    }
+
+    fn access(site: &str, clients: Vec<Option<Client>>) -> SessionAccess {
+        SessionAccess {
+            session: SessionRecord {
+                site: site.into(),
+                email: "ann@example.com".into(),
+                created_at: 1_000,
+                expires_at: 1_000 + 24 * 3600,
+            },
+            clients,
+        }
+    }
+
+    #[test]
+    fn access_ends_at_the_earliest_of_session_lifetime_and_access_period() {
+        let site = site();
+        let [course, extra] = [Some(&site.pages[0]), Some(&site.pages[1])];
+        let session_end = 1_000 + 24 * 3600;
+        let on = |pages: Vec<Option<&PageAuth>>, access: &SessionAccess| {
+            access_ends(&site, pages.into_iter(), access)
+        };
+        // Unlimited client: the session's own end.
+        let unlimited = access("school", vec![Some(client(None))]);
+        assert_eq!(on(vec![course], &unlimited), Some(session_end));
+        // The client's access period ends first.
+        let until = access("school", vec![Some(client(Some(5_000)))]);
+        assert_eq!(on(vec![course], &until), Some(5_000));
+        // A page with a shorter session lifetime, among two.
+        let both = access("school", vec![Some(client(None)), Some(client(None))]);
+        assert_eq!(on(vec![course, extra], &both), Some(1_000 + 3600));
+        // No access at all: another site's session, a page's list without the email, a page
+        // that is not configured (any more).
+        assert_eq!(
+            on(vec![course], &access("club", vec![Some(client(None))])),
+            None
+        );
+        assert_eq!(
+            on(
+                vec![course, extra],
+                &access("school", vec![Some(client(None)), None])
+            ),
+            None
+        );
+        assert_eq!(on(vec![None], &unlimited), None);
+    }
 }

@@ -21,6 +21,7 @@
 //! | `pagegate_grants_total` | counter | `key`, `outcome` | grant requests by API key name (`""` when no key was recognised) and [`GrantOutcome`] |
 //! | `pagegate_active_sessions` | gauge | `site`, `kind` | live sessions in the store, `kind` `visitor` or `admin` |
 //! | `pagegate_open_connections` | gauge | | client connections open on the site listeners |
+//! | `pagegate_open_tunnels` | gauge | | of those, connections upgraded to a byte tunnel (WebSocket) |
 //! | `pagegate_build_info` | info | `version` | the running build |
 //! | `pagegate_start_time_seconds` | gauge | | when the process started, Unix time |
 //!
@@ -185,6 +186,7 @@ pub struct Metrics {
     mail_waiting: Gauge,
     grants: Family<GrantLabels, Counter>,
     open_connections: Gauge,
+    open_tunnels: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -244,6 +246,12 @@ impl Metrics {
             "Client connections open on the site listeners",
             open_connections.clone(),
         );
+        let open_tunnels = Gauge::default();
+        registry.register(
+            "open_tunnels",
+            "Client connections upgraded to a byte tunnel (WebSocket), counted among the open connections",
+            open_tunnels.clone(),
+        );
         registry.register(
             "build",
             "The running build",
@@ -266,6 +274,7 @@ impl Metrics {
             mail_waiting,
             grants,
             open_connections,
+            open_tunnels,
         }
     }
 
@@ -346,6 +355,13 @@ impl Metrics {
         OpenConnection(self.open_connections.clone())
     }
 
+    /// Counts a tunnel as open until the returned guard is dropped. Its connection stays counted
+    /// in `pagegate_open_connections` meanwhile.
+    pub fn tunnel_opened(&self) -> OpenTunnel {
+        self.open_tunnels.inc();
+        OpenTunnel(self.open_tunnels.clone())
+    }
+
     /// The exposition text: every metric, then the store's session counts when given, then
     /// the end marker. `sessions` is [`Store::count_active_sessions`](crate::store::Store)'s
     /// answer.
@@ -370,6 +386,16 @@ impl Metrics {
 pub struct OpenConnection(Gauge);
 
 impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// One tunnel, counted in `pagegate_open_tunnels` while it lives.
+#[derive(Debug)]
+pub struct OpenTunnel(Gauge);
+
+impl Drop for OpenTunnel {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -454,6 +480,7 @@ mod tests {
             "{out}"
         );
         assert!(has(&out, "pagegate_open_connections 0"), "{out}");
+        assert!(has(&out, "pagegate_open_tunnels 0"), "{out}");
         assert!(
             out.lines()
                 .any(|l| l.starts_with("pagegate_start_time_seconds 1")),
@@ -481,6 +508,7 @@ mod tests {
         }
         m.mail_waiting_left();
         let connection = m.connection_opened();
+        let tunnel = m.tunnel_opened();
         let out = text(
             &m,
             Some(vec![
@@ -500,14 +528,17 @@ mod tests {
             "pagegate_mail_waiting 3",
             "pagegate_grants_total{key=\"shop\",outcome=\"created\"} 2",
             "pagegate_open_connections 1",
+            "pagegate_open_tunnels 1",
             "# TYPE pagegate_active_sessions gauge",
             "pagegate_active_sessions{site=\"school\",kind=\"admin\"} 1",
             "pagegate_active_sessions{site=\"school\",kind=\"visitor\"} 4",
         ] {
             assert!(has(&out, line), "no {line:?} in:\n{out}");
         }
-        drop(connection);
-        assert!(has(&text(&m, None), "pagegate_open_connections 0"));
+        drop((connection, tunnel));
+        let after = text(&m, None);
+        assert!(has(&after, "pagegate_open_connections 0"), "{after}");
+        assert!(has(&after, "pagegate_open_tunnels 0"), "{after}");
         // Exactly one end marker, at the end, after the store's sessions.
         assert_eq!(out.matches("# EOF").count(), 1);
         assert!(out.ends_with("# EOF\n"));

@@ -2,10 +2,11 @@
 //!
 //! Bodies are never buffered: hyper's streams pass through with back-pressure both ways, so an
 //! upload or download of any size costs a bounded amount of memory. Upgrades (WebSocket) become
-//! a byte tunnel once both sides agreed to switch.
+//! a byte tunnel once both sides agreed to switch ([`tunnel`]).
 
 mod client;
 pub mod headers;
+mod tunnel;
 
 use std::error::Error as _;
 
@@ -13,12 +14,12 @@ use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 
+use crate::auth::watch::Watched;
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::error::HttpError;
-use crate::server::coarse_timer;
+use crate::server::{Lease, coarse_timer};
 use client::{ClientError, PooledBody, UpstreamClient};
 pub use headers::Forwarding;
 
@@ -66,7 +67,15 @@ impl Upstream {
             } else {
                 None
             };
-            let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+            // What the tunnel will need, taken off the request before it goes upstream: the
+            // client's side of the switch, the connection's lease (from the server) and, on a
+            // protected page, the access watch (from the gate).
+            let tunnel_terms = upgrade.as_ref().map(|_| {
+                let extensions = req.extensions_mut();
+                let lease = extensions.remove::<Lease>();
+                let access = extensions.remove::<Watched>();
+                (hyper::upgrade::on(&mut req), lease, access)
+            });
 
             let headers = req.headers_mut();
             let wants_trailers = headers::remove_hop_by_hop(headers);
@@ -108,13 +117,13 @@ impl Upstream {
             };
 
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                let Some(client_upgrade) = client_upgrade else {
+                let Some((client_upgrade, lease, access)) = tunnel_terms else {
                     return Err(HttpError::UpstreamUnavailable(
                         "upstream switched protocols without being asked".into(),
                     ));
                 };
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
-                tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+                tokio::spawn(tunnel::run(client_upgrade, upstream_upgrade, lease, access));
                 let (parts, _) = response.into_parts();
                 return Ok(Response::from_parts(parts, body::empty()));
             }
@@ -135,23 +144,6 @@ fn origin_form(original: &Uri) -> Uri {
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     Uri::from(path_and_query)
-}
-
-/// Copies bytes both ways between the client and the upstream after a 101 answer, until either
-/// side closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade did not complete");
-            return;
-        }
-    };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
-    }
 }
 
 /// Connect timeouts answer 504 like response timeouts; every other failure to talk to the

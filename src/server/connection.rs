@@ -14,6 +14,12 @@
 //! TLS connections and HTTP/2 (prior knowledge on plain TCP) are served by one hyper connection
 //! from start to end. Every HTTP/1.1 connection that pagegate closes, plain or TLS, closes
 //! lingering ([`close_lingering`]), so an answer given before a request body was read survives.
+//!
+//! A connection that switches protocols (a WebSocket) stops being a hyper connection: hyper ends
+//! the connection's future and hands the socket to the tunnel the proxy spawns. What the
+//! connection holds from the server ([`Hold`]: its slot, its place in the shutdown wait) is
+//! therefore shared, through a [`Lease`] that travels with every upgrade request, with that
+//! tunnel, and given back only when both are gone.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -56,18 +62,38 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub(super) struct Connection {
     pub(super) live: Arc<Live>,
     pub(super) settings: Arc<ConnectionSettings>,
-    /// Cancelled when the server shuts down: in-flight requests finish, idle connections close.
-    /// Its worker's token, so that polling it never contends with another worker.
-    pub(super) shutdown: CancellationToken,
     /// The worker (0-based) that serves the connection, and whose lot it parks in.
     pub(super) worker: usize,
     pub(super) peer: SocketAddr,
-    /// Released when the connection ends.
+    /// Shared with the tunnel the connection may become.
+    pub(super) hold: Arc<Hold>,
+}
+
+/// What an open client connection holds from the server, given back when the connection and
+/// any tunnel it became have both ended.
+pub(super) struct Hold {
+    /// Cancelled when the server shuts down: in-flight requests finish, idle connections close,
+    /// tunnels close. Its worker's token, so that polling it never contends with another worker.
+    pub(super) shutdown: CancellationToken,
+    /// Its slot under `server.max_connections`.
     pub(super) _slot: tokio::sync::OwnedSemaphorePermit,
-    /// Counted in `pagegate_open_connections` until the connection ends.
+    /// Its count in `pagegate_open_connections`.
     pub(super) _open: crate::metrics::OpenConnection,
-    /// Waited for at shutdown until the connection ends, parked or not.
+    /// Its place in what the shutdown waits for.
     pub(super) _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
+}
+
+/// A connection's [`Hold`], for the tunnel an upgrade request may turn the connection into
+/// ([`crate::proxy`]): the server puts one on every upgrade request as a request extension. The
+/// tunnel keeps it while it runs, and ends when the shutdown signal comes.
+#[derive(Clone)]
+pub(crate) struct Lease(Arc<Hold>);
+
+impl Lease {
+    /// Cancelled when the server shuts down.
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
+        &self.0.shutdown
+    }
 }
 
 impl Connection {
@@ -77,7 +103,7 @@ impl Connection {
         let idle = self.settings.idle_timeout;
         let peeked = tokio::select! {
             peeked = tokio::time::timeout(idle, stream.peek(&mut first)) => peeked,
-            () = self.shutdown.cancelled() => return,
+            () = self.shutdown().cancelled() => return,
         };
         let n = match peeked {
             Ok(Ok(n)) if n > 0 => n,
@@ -137,6 +163,7 @@ impl Connection {
             sni,
             framing.clone(),
             exchanges.clone(),
+            self.lease(),
         );
         // The same driver as plain connections, which with parking ruled out runs to the end.
         let _never_parked = self
@@ -151,7 +178,15 @@ impl Connection {
     {
         let (io, framing) = FramingWatch::new(io);
         let exchanges = Arc::new(Exchanges::default());
-        let service = service(self.live.clone(), self.peer, tls, sni, framing, exchanges);
+        let service = service(
+            self.live.clone(),
+            self.peer,
+            tls,
+            sni,
+            framing,
+            exchanges,
+            self.lease(),
+        );
         let conn = self
             .settings
             .builder
@@ -159,7 +194,7 @@ impl Connection {
         let mut conn = pin!(conn);
         let ended = tokio::select! {
             ended = conn.as_mut() => ended,
-            () = self.shutdown.cancelled() => {
+            () = self.shutdown().cancelled() => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
@@ -195,11 +230,20 @@ impl Connection {
             None,
             framing.clone(),
             exchanges.clone(),
+            self.lease(),
         );
         let served = self.serve_until_parked(TokioIo::new(io), &service, &framing, &exchanges);
         if let Some(io) = served.await {
             self.park(io.into_inner().into_inner());
         }
+    }
+
+    fn lease(&self) -> Lease {
+        Lease(self.hold.clone())
+    }
+
+    fn shutdown(&self) -> &CancellationToken {
+        &self.hold.shutdown
     }
 
     /// Hands a quiet socket to the worker's lot (which closes it if the server is shutting
@@ -239,7 +283,7 @@ impl Connection {
                 .serve_connection(io, service.clone())
                 .with_upgrades(),
         );
-        let outcome = serve_until_idle(conn.as_mut(), framing, exchanges, &self.shutdown).await;
+        let outcome = serve_until_idle(conn.as_mut(), framing, exchanges, self.shutdown()).await;
         // `None` once upgraded: the socket belongs to the tunnel then.
         let parts = Pin::into_inner(conn).into_parts();
         match outcome {
@@ -250,7 +294,7 @@ impl Connection {
                 if let Err(e) = ended {
                     tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
                 }
-                if let (Some(parts), false) = (parts, self.shutdown.is_cancelled()) {
+                if let (Some(parts), false) = (parts, self.shutdown().is_cancelled()) {
                     Box::pin(close_lingering(parts.io.into_inner().into_inner())).await;
                 }
                 return None;
@@ -275,6 +319,7 @@ fn service(
     sni: Option<Arc<str>>,
     framing: Arc<FramingVerdict>,
     exchanges: Arc<Exchanges>,
+    lease: Lease,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<TrackedBody>,
@@ -283,10 +328,18 @@ fn service(
 > + Clone
 + Send
 + 'static {
-    service_fn(move |req: Request<Incoming>| {
+    service_fn(move |mut req: Request<Incoming>| {
         // The state in force as the request arrives serves it to the end, even if a reload
         // swaps another one in meanwhile.
         let state = live.load();
+        // hyper marks the requests that may take the connection over, and only those.
+        if req
+            .extensions()
+            .get::<hyper::upgrade::OnUpgrade>()
+            .is_some()
+        {
+            req.extensions_mut().insert(lease.clone());
+        }
         let exchange = Exchange::begin(&exchanges, &req);
         let ambiguous = framing.is_ambiguous(exchange.seq);
         let sni = sni.clone();

@@ -28,7 +28,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::store::redb::RedbStore;
-use connection::Connection;
+pub(crate) use connection::Lease;
+use connection::{Connection, Hold};
 use reload::Live;
 
 /// Why the gateway could not start.
@@ -292,6 +293,9 @@ async fn serve(
             }
         });
     }
+    // Runs on through the shutdown: downloads finishing in the grace period stay watched.
+    let watching = CancellationToken::new();
+    tokio::spawn(watch_access(live.clone(), watching.clone()));
     shutdown.cancelled().await;
     if let Some(auth) = live.load().gateway.auth() {
         // Mail waiting for a retry is dropped rather than waited for.
@@ -308,7 +312,34 @@ async fn serve(
             tracing::warn!(grace = ?grace, "shutdown grace period over; closing remaining connections");
         }
     }
+    watching.cancel();
     settings.workers.stop().await;
+}
+
+/// Every second, ends the open tunnels and long downloads whose visitor lost access since they
+/// were last checked (`auth::watch`): the store changed, or an access period or session reached
+/// its end. The checks read the store, so they run on the blocking pool, all in one task.
+async fn watch_access(live: Arc<Live>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        // The sign-in state in force: its configuration decides, its store answers. Every
+        // state shares one registry.
+        let Some(auth) = live.load().gateway.auth().cloned() else {
+            continue;
+        };
+        auth.watch_registry().tick();
+        if auth.watch_registry().is_empty() {
+            continue;
+        }
+        if let Err(e) = tokio::task::spawn_blocking(move || auth.recheck_watched()).await {
+            tracing::warn!(error = %e, "checking the access of open requests failed");
+        }
+    }
 }
 
 async fn accept_loop(
@@ -356,12 +387,14 @@ async fn accept_loop(
         let conn = Connection {
             live: live.clone(),
             settings: settings.clone(),
-            shutdown: lot.shutdown().clone(),
             worker,
             peer,
-            _slot: slot,
-            _open: crate::metrics::global().connection_opened(),
-            _tracked: connections.token(),
+            hold: Arc::new(Hold {
+                shutdown: lot.shutdown().clone(),
+                _slot: slot,
+                _open: crate::metrics::global().connection_opened(),
+                _tracked: connections.token(),
+            }),
         };
         let tls = tls.clone();
         let fut = async move {

@@ -2,13 +2,13 @@
 //!
 //! A plain HTTP/1.1 connection that has gone quiet on a request boundary (`connection.rs`) ends
 //! its task and leaves its socket here, in its worker's lot, with the few words that say whose
-//! it is (its permit, peer, settings). The lot watches every socket it holds with one epoll
-//! instance of its own, driven by one task, and hands a socket to a new connection task when its
-//! client speaks again. So a quiet connection holds no task, no timer and no registration with
-//! the runtime's reactor: a slot of about 150 bytes in a slab, the way nginx keeps an idle
-//! connection as a small struct and an epoll entry. A waiting task, by contrast, is a kilobyte
-//! or more, spread over the heap in allocations made while the connection was busy, which the
-//! allocator can then not give back.
+//! it is (its hold on a connection slot, peer, settings). The lot watches every socket it holds
+//! with one epoll instance of its own, driven by one task, and hands a socket to a new connection
+//! task when its client speaks again. So a quiet connection holds no task, no timer and no
+//! registration with the runtime's reactor: a slot of about 150 bytes in a slab, the way nginx
+//! keeps an idle connection as a small struct and an epoll entry. A waiting task, by contrast, is
+//! a kilobyte or more, spread over the heap in allocations made while the connection was busy,
+//! which the allocator can then not give back.
 //!
 //! Parking and resuming cost three system calls (an epoll change each way, the lot's wait) and
 //! a task spawn, which is why a connection parks only after being quiet for a while.

@@ -5,7 +5,8 @@
 //! reach the store in clear: codes, sign-in tokens and session ids arrive as keyed hashes.
 //!
 //! Writes that answer "done" are committed durably before they return. The per-request session
-//! check ([`Store::session_access`]) only reads.
+//! check ([`Store::session_access`]) only reads. [`Store::changes`] tells requests that outlive
+//! their check (tunnels, long downloads) that the data behind it may have changed.
 //!
 //! A backup ([`Store::backup_to`]) is a copy of one consistent snapshot, so it can be taken while
 //! the gateway serves. It holds the same hashes as the database, never a code or session in
@@ -550,6 +551,15 @@ pub trait Store: Send + Sync + 'static {
     /// for visitors, an admin namespace for admins), ordered by it. Reads only; for the metrics,
     /// which call it at scrape time off the async workers.
     fn count_active_sessions(&self, now: Timestamp) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// A count that moves forward whenever something that decides access may have changed
+    /// (client lists, sessions), and never goes back. Requests that stay open long after their
+    /// check (WebSocket tunnels, long downloads) compare it to know when to check again, so a
+    /// backend shared by several gateways must move it for every gateway's writes, not only its
+    /// own. Moving it more often than needed only costs a check; missing a change would leave
+    /// such a request open after access ended. Cheap: called once a second, and read without a
+    /// transaction.
+    fn changes(&self) -> u64;
 
     /// Changes one client atomically: `update` gets the stored record and returns the new one.
     /// When the new email differs, the record moves to it, unless the page already lists that

@@ -602,6 +602,12 @@ impl Store for RedbStore {
         Ok(access)
     }
 
+    /// The write generation: this process is the database's only writer (redb locks the file),
+    /// and every committed write moves it.
+    fn changes(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     fn delete_session(
         &self,
         session_hash: &SecretHash,
@@ -1639,6 +1645,39 @@ mod tests {
                 .is_none()
         );
         assert_eq!(store.session_count().expect("count"), 0);
+    }
+
+    #[test]
+    fn every_change_to_access_moves_the_change_count_and_reads_do_not() {
+        let (_dir, store) = store();
+        let mut last = store.changes();
+        let moved = |store: &RedbStore, last: &mut u64, what: &str| {
+            let now = store.changes();
+            assert!(now > *last, "{what} did not move the change count");
+            *last = now;
+        };
+        add(&store, "course", "a@x.org", None);
+        moved(&store, &mut last, "adding a client");
+        sign_in(&store, 1, &session(), &["course".into()]);
+        moved(&store, &mut last, "a sign-in");
+        store
+            .session_access(&[1; 32], &["course"])
+            .expect("read")
+            .expect("session");
+        assert_eq!(store.changes(), last, "a read moved the change count");
+        store
+            .delete_session(&[1; 32], Some(&event(AuditKind::Logout)))
+            .expect("logout");
+        moved(&store, &mut last, "a sign-out");
+        sign_in(&store, 2, &session(), &["course".into()]);
+        store
+            .revoke_sessions(Some("s"), "a@x.org", &event(AuditKind::SessionsRevoked))
+            .expect("revoke");
+        moved(&store, &mut last, "a revocation");
+        store
+            .remove_client("course", "a@x.org", &event(AuditKind::ClientRemoved))
+            .expect("remove");
+        moved(&store, &mut last, "a removal");
     }
 
     #[test]

@@ -27,7 +27,8 @@ impl Browser {
         }
     }
 
-    fn cookie_header(&self) -> Option<String> {
+    /// The `Cookie` header the browser would send, if it holds any cookie.
+    pub fn cookie_header(&self) -> Option<String> {
         (!self.cookies.is_empty()).then(|| {
             self.cookies
                 .iter()

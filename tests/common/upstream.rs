@@ -181,6 +181,7 @@ async fn handle(mut req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Resp
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let mut response = match (parts.next().unwrap_or(""), parts.next()) {
         ("big", Some(n)) => big(n.parse().unwrap_or(0)),
+        ("drip", Some(n)) => drip(n.parse().unwrap_or(0)),
         ("upload", _) => upload(req.into_body()).await,
         ("video", _) => video(req.headers()),
         ("ws", _) => websocket(&mut req),
@@ -250,6 +251,27 @@ fn big(n: u64) -> Response<Body> {
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
     r.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    r
+}
+
+/// How long [`drip`] waits between two chunks.
+pub const DRIP_EVERY: Duration = Duration::from_millis(200);
+
+/// A slow download: `n` lines `chunk {i}\n`, one every [`DRIP_EVERY`], with no length given.
+fn drip(n: usize) -> Response<Body> {
+    let chunks = stream::unfold(0usize, move |sent| async move {
+        if sent >= n {
+            return None;
+        }
+        if sent > 0 {
+            tokio::time::sleep(DRIP_EVERY).await;
+        }
+        let chunk = Bytes::from(format!("chunk {sent}\n"));
+        Some((Ok::<_, BoxError>(Frame::data(chunk)), sent + 1))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r
 }
 
