@@ -759,14 +759,14 @@ async fn csv_import_applies_good_rows_reports_bad_ones_and_exports_back() {
     assert_eq!(lines.len(), 4, "{}", export.body);
     assert_eq!(
         lines[0],
-        "name,email,until,active,source,created_at,last_login"
+        "\"name\",\"email\",\"until\",\"active\",\"source\",\"created_at\",\"last_login\""
     );
     assert!(
-        lines[1].starts_with("Ann,ann@example.com,2099-12-31,true,import,"),
+        lines[1].starts_with("\"Ann\",\"ann@example.com\",\"2099-12-31\",\"true\",\"import\","),
         "{}",
         lines[1]
     );
-    assert!(lines[2].starts_with("Bob,bob@example.com,,true,import,"));
+    assert!(lines[2].starts_with("\"Bob\",\"bob@example.com\",\"\",\"true\",\"import\","));
 
     let again = body(&import(export.body.clone()).await);
     assert_eq!(
@@ -858,6 +858,84 @@ async fn keys_limited_to_a_site_or_page_see_and_touch_only_that() {
             .await
             .status,
         201
+    );
+}
+
+/// A buyer's name reaches the export as the shop sent it. Excel with a `;` list separator (as
+/// in Russian, German or French settings) splits a cell at `;`, so every place a spreadsheet
+/// could start a cell must be defused, not only the cell's start.
+#[tokio::test]
+async fn a_buyer_name_never_becomes_a_spreadsheet_formula_in_an_export() {
+    let gate = Gate::open().await;
+    let names = [
+        "x;=HYPERLINK(\"http://evil\",\"click\")",
+        "Ann, +1 555 0100",
+        "a|@SUM(1)",
+        "=1+1",
+        "'-2",
+        "Bob ; '=cmd",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let email = format!("buyer{i}@example.com");
+        let granted = gate
+            .grant(
+                SHOP,
+                json!({"page": "course", "email": email, "name": name}),
+            )
+            .await;
+        assert_eq!(granted.status, 201, "{}", granted.body);
+    }
+    let admin = Cred::Bearer(ADMIN);
+    let export = gate.api.get("/pages/course/clients.csv", &admin).await;
+    assert_eq!(export.status, 200);
+    assert!(
+        export
+            .body
+            .contains("\"x;'=HYPERLINK(\"\"http://evil\"\",\"\"click\"\")\""),
+        "{}",
+        export.body
+    );
+    for line in export.body.lines() {
+        assert!(line.starts_with('"') && line.ends_with('"'), "{line}");
+        // However a spreadsheet splits the line, no piece starts a formula.
+        for piece in line.split([',', ';', '|', '\t']) {
+            let start = piece.trim_start_matches([' ', '"']);
+            assert!(
+                !start.starts_with(['=', '+', '-', '@']),
+                "{piece:?} of {line}"
+            );
+        }
+    }
+
+    // Read back, the export changes nobody.
+    let again = gate
+        .api
+        .send(
+            "POST",
+            "/pages/course/clients.csv",
+            &admin,
+            Some("text/csv"),
+            export.body.clone().into_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (&body(&again)["accepted"], &body(&again)["rejected"]),
+        (&json!(names.len()), &json!([]))
+    );
+    for (i, name) in names.iter().enumerate() {
+        let client = gate
+            .api
+            .get(
+                &format!("/pages/course/clients/buyer{i}@example.com"),
+                &admin,
+            )
+            .await;
+        assert_eq!(body(&client)["name"], *name);
+    }
+    assert_eq!(
+        gate.api.get("/pages/course/clients.csv", &admin).await.body,
+        export.body,
+        "exported again, the same file"
     );
 }
 
