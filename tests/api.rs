@@ -23,9 +23,11 @@ const ADMIN: &str = "admin-secret-0123456789abcdef";
 const SCHOOL_ADMIN: &str = "school-admin-secret-0123456789";
 /// `grant` scope, limited to the page "course".
 const COURSE_SHOP: &str = "course-shop-secret-0123456789";
+/// `admin` scope, limited to the page "course".
+const COURSE_ADMIN: &str = "course-admin-secret-0123456789";
 
 /// Two sites: "school" (pages course and extra) and "club" (page members), mailing through a
-/// test SMTP server, with four API keys.
+/// test SMTP server, with five API keys.
 struct Gate {
     upstream: TestUpstream,
     smtp: TestSmtp,
@@ -52,7 +54,9 @@ impl Gate {
              [[api_key]]\nname = \"school-admin\"\nsecret = \"{SCHOOL_ADMIN}\"\n\
              scopes = [\"admin\"]\nsites = [\"school\"]\n\n\
              [[api_key]]\nname = \"course-shop\"\nsecret = \"{COURSE_SHOP}\"\n\
-             scopes = [\"grant\"]\npages = [\"course\"]\n",
+             scopes = [\"grant\"]\npages = [\"course\"]\n\n\
+             [[api_key]]\nname = \"course-admin\"\nsecret = \"{COURSE_ADMIN}\"\n\
+             scopes = [\"admin\"]\npages = [\"course\"]\n",
             up = upstream.addr,
             mail = smtp.mail_toml("Demo School <school@example.com>"),
         );
@@ -793,6 +797,86 @@ async fn csv_import_applies_good_rows_reports_bad_ones_and_exports_back() {
         gate.emails("course").await.len(),
         3,
         "refused files change nothing"
+    );
+}
+
+/// A session belongs to a site, so ending one reaches every page of that site: a key may end
+/// only the sessions of its own page's clients, and a visitor who is no client of that page
+/// keeps theirs.
+#[tokio::test]
+async fn a_revocation_reaches_only_the_clients_of_the_page_it_names() {
+    let gate = Gate::open().await;
+    for (page, email) in [("course", "ann@example.com"), ("extra", "zed@example.com")] {
+        let granted = gate
+            .grant(SHOP, json!({"page": page, "email": email}))
+            .await;
+        assert_eq!(granted.status, 201, "{}", granted.body);
+    }
+    let mut ann = gate.browser();
+    assert_eq!(
+        gate.sign_in(&mut ann, "ann@example.com", "/course/")
+            .await
+            .status,
+        303
+    );
+    let mut zed = gate.browser();
+    assert_eq!(
+        gate.sign_in(&mut zed, "zed@example.com", "/extra/")
+            .await
+            .status,
+        303
+    );
+    assert_eq!(zed.get("/extra/").await.status, 200);
+    let revoke = |key: &'static str, page: &str, email: &str| {
+        let (api, path) = (
+            gate.api.clone(),
+            format!("/pages/{page}/clients/{email}/revoke"),
+        );
+        async move {
+            api.send("POST", &path, &Cred::Bearer(key), None, Vec::new())
+                .await
+        }
+    };
+
+    // Zed is on the same site but no client of the course: the course's key cannot reach him,
+    // neither through its own page nor through his.
+    let through_course = revoke(COURSE_ADMIN, "course", "zed@example.com").await;
+    assert_eq!(
+        error(&through_course),
+        (
+            404,
+            "zed@example.com is not a client of course".into(),
+            String::new()
+        )
+    );
+    assert_eq!(
+        revoke(COURSE_ADMIN, "extra", "zed@example.com")
+            .await
+            .status,
+        403
+    );
+    // Nor can a key that covers every page, through a page he is not on.
+    assert_eq!(revoke(ADMIN, "course", "zed@example.com").await.status, 404);
+    assert_eq!(
+        zed.get("/extra/").await.status,
+        200,
+        "zed is still signed in"
+    );
+
+    // Its own page's client: her session ends.
+    let ended = revoke(COURSE_ADMIN, "course", "ann@example.com").await;
+    assert_eq!(body(&ended), json!({"revoked": 1}));
+    assert_eq!(ann.get("/course/").await.status, 302, "ann is signed out");
+    let revocations: Vec<Value> = gate
+        .audit(ADMIN)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "sessions_revoked")
+        .collect();
+    assert_eq!(revocations.len(), 1, "{revocations:?}");
+    assert_eq!(
+        (&revocations[0]["email"], &revocations[0]["actor"]),
+        (&json!("ann@example.com"), &json!("course-admin"))
     );
 }
 

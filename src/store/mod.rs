@@ -517,13 +517,17 @@ pub trait Store: Send + Sync + 'static {
         session_hash: &SecretHash,
         audit: Option<&AuditEvent>,
     ) -> Result<(), StoreError>;
-    /// Ends every session of an email (on one site, or all); returns how many.
+    /// Ends every session of `email` on `site`, the site of `page`, and records `audit`; returns
+    /// how many there were. Only when `page` lists the email (checked in the same transaction):
+    /// otherwise nothing ends and `None` comes back. A session opens every page of its site, so
+    /// whoever may act on one page may end only the sessions of that page's clients.
     fn revoke_sessions(
         &self,
-        site: Option<&str>,
+        site: &str,
+        page: &str,
         email: &str,
         audit: &AuditEvent,
-    ) -> Result<usize, StoreError>;
+    ) -> Result<Option<usize>, StoreError>;
     /// How many sessions are live at `now`, per the `site` their records carry (a site's name
     /// for visitors, an admin namespace for admins), ordered by it. Reads only; for the metrics,
     /// which call it at scrape time off the async workers.

@@ -565,25 +565,24 @@ impl Store for RedbStore {
 
     fn revoke_sessions(
         &self,
-        site: Option<&str>,
+        site: &str,
+        page: &str,
         email: &str,
         audit: &AuditEvent,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Option<usize>, StoreError> {
         self.write(|txn| {
+            if txn
+                .open_table(CLIENTS)?
+                .get(key(page, email).as_str())?
+                .is_none()
+            {
+                return Ok(None);
+            }
             let mut hashes: Vec<Vec<u8>> = Vec::new();
             {
                 let index = txn.open_multimap_table(SESSIONS_BY_EMAIL)?;
-                for entry in index.iter()? {
-                    let (k, values) = entry?;
-                    let matches = match k.value().split_once('\0') {
-                        Some((s, e)) => e == email && site.is_none_or(|want| want == s),
-                        None => false,
-                    };
-                    if matches {
-                        for v in values {
-                            hashes.push(v?.value().to_vec());
-                        }
-                    }
+                for v in index.get(key(site, email).as_str())? {
+                    hashes.push(v?.value().to_vec());
                 }
             }
             let mut revoked = 0;
@@ -593,7 +592,7 @@ impl Store for RedbStore {
                 }
             }
             append_audit(txn, audit)?;
-            Ok(revoked)
+            Ok(Some(revoked))
         })
     }
 
@@ -1483,19 +1482,32 @@ mod tests {
         assert_eq!(course.last_login, Some(10));
         assert!(course.has_access(49) && !course.has_access(50));
         assert!(access.clients[1].is_none());
-        assert_eq!(
+        let elsewhere = SessionRecord {
+            site: "t".into(),
+            ..session()
+        };
+        sign_in(&store, 3, &elsewhere, &[]);
+        let audited = store.audit_log(None, 100).expect("log").len();
+        let revoke = |page: &str| {
             store
-                .revoke_sessions(Some("s"), "a@x.org", &event(AuditKind::SessionsRevoked))
-                .expect("revoke"),
-            2
-        );
+                .revoke_sessions("s", page, "a@x.org", &event(AuditKind::SessionsRevoked))
+                .expect("revoke")
+        };
+        assert_eq!(revoke("other"), None, "not a client of that page");
+        assert_eq!(store.session_count().expect("count"), 3, "nothing ended");
+        assert_eq!(store.audit_log(None, 100).expect("log").len(), audited);
+        assert_eq!(revoke("course"), Some(2));
         assert!(
             store
                 .session_access(&[1; 32], &["course"])
                 .expect("read")
                 .is_none()
         );
-        assert_eq!(store.session_count().expect("count"), 0);
+        assert!(
+            store.session_access(&[3; 32], &[]).expect("read").is_some(),
+            "the session on another site stays"
+        );
+        assert_eq!(store.session_count().expect("count"), 1);
     }
 
     #[test]
