@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::api::{ApiClient, BASE, Cred, body, error, signature, unix_now};
 use common::browser::Browser;
 use common::client::Answer;
+use common::process::GatewayProcess;
 use common::smtp::TestSmtp;
 use common::{TestGateway, TestUpstream};
 use serde_json::{Value, json};
@@ -291,6 +292,68 @@ async fn signatures_are_checked_over_the_raw_body_and_work_once() {
         ["bea@example.com", "cy@example.com"]
     );
     assert_eq!(grants_in(&gate.audit(ADMIN).await).len(), 2);
+}
+
+/// A captured signed grant stays spent across a restart: the real binary is stopped and started
+/// again on the same data directory, and the very same request, sent again within its five
+/// minutes, is refused as before the restart.
+#[tokio::test]
+async fn a_signature_spent_before_a_restart_stays_spent_after_it() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = common::write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n\
+             [[site]]\nname = \"school\"\nhosts = [\"school.test\"]\n\
+             upstream = \"http://{}\"\npublic_url = \"http://school.test\"\n\n\
+             [[site.page]]\nid = \"course\"\npaths = [\"/course/\"]\n\n\
+             [[api_key]]\nname = \"shop\"\nsecret = \"{SHOP}\"\nscopes = [\"grant\"]\n\n\
+             [[api_key]]\nname = \"admin\"\nsecret = \"{ADMIN}\"\nscopes = [\"admin\"]\n",
+            upstream.addr
+        ),
+    );
+    let grant =
+        serde_json::to_vec(&json!({"page": "course", "email": "ann@example.com", "days": 7}))
+            .expect("json");
+    let t = unix_now();
+    let captured = signature(SHOP, t, &grant);
+    let send = |addr, header: String| {
+        let body = grant.clone();
+        async move {
+            ApiClient::new(addr, "school.test")
+                .send(
+                    "POST",
+                    "/grants",
+                    &Cred::Signature(header),
+                    Some("application/json"),
+                    body,
+                )
+                .await
+        }
+    };
+
+    let mut gateway = GatewayProcess::serve(&config);
+    let first = send(gateway.addr, captured.clone()).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    gateway.stop();
+
+    let gateway = GatewayProcess::serve(&config);
+    let replayed = send(gateway.addr, captured).await;
+    assert_eq!(
+        error(&replayed),
+        (401, "replayed signature".into(), String::new())
+    );
+    // The shop's own retry, signed anew, is a new delivery and goes through.
+    let resigned = send(gateway.addr, signature(SHOP, t + 1, &grant)).await;
+    assert_eq!(resigned.status, 200, "{}", resigned.body);
+    let audit = ApiClient::new(gateway.addr, "school.test")
+        .get("/audit", &Cred::Bearer(ADMIN))
+        .await;
+    assert_eq!(
+        grants_in(body(&audit)["entries"].as_array().expect("entries")).len(),
+        2
+    );
 }
 
 #[tokio::test]
