@@ -429,18 +429,16 @@ async fn an_admin_manages_a_page_and_every_change_is_audited_with_their_email() 
     let mut lines = csv.body.lines();
     assert_eq!(
         lines.next(),
-        Some("name,email,until,active,source,created_at,last_login")
+        Some("\"name\",\"email\",\"until\",\"active\",\"source\",\"created_at\",\"last_login\"")
     );
     assert!(
         lines
             .next()
-            .is_some_and(|l| l.starts_with("Ann L.,ann@example.com,"))
+            .is_some_and(|l| l.starts_with("\"Ann L.\",\"ann@example.com\","))
     );
-    assert!(
-        lines
-            .next()
-            .is_some_and(|l| l.starts_with("Bob,bob@example.com,2999-12-31,true,import,"))
-    );
+    assert!(lines.next().is_some_and(|l| {
+        l.starts_with("\"Bob\",\"bob@example.com\",\"2999-12-31\",\"true\",\"import\",")
+    }));
 
     // Remove.
     let removed = post(&mut browser, "remove", &[("email", "bob@example.com")]).await;

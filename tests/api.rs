@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::api::{ApiClient, BASE, Cred, body, error, signature, unix_now};
 use common::browser::Browser;
 use common::client::Answer;
+use common::process::GatewayProcess;
 use common::smtp::TestSmtp;
 use common::{TestGateway, TestUpstream};
 use serde_json::{Value, json};
@@ -23,9 +24,11 @@ const ADMIN: &str = "admin-secret-0123456789abcdef";
 const SCHOOL_ADMIN: &str = "school-admin-secret-0123456789";
 /// `grant` scope, limited to the page "course".
 const COURSE_SHOP: &str = "course-shop-secret-0123456789";
+/// `admin` scope, limited to the page "course".
+const COURSE_ADMIN: &str = "course-admin-secret-0123456789";
 
 /// Two sites: "school" (pages course and extra) and "club" (page members), mailing through a
-/// test SMTP server, with four API keys.
+/// test SMTP server, with five API keys.
 struct Gate {
     upstream: TestUpstream,
     smtp: TestSmtp,
@@ -52,7 +55,9 @@ impl Gate {
              [[api_key]]\nname = \"school-admin\"\nsecret = \"{SCHOOL_ADMIN}\"\n\
              scopes = [\"admin\"]\nsites = [\"school\"]\n\n\
              [[api_key]]\nname = \"course-shop\"\nsecret = \"{COURSE_SHOP}\"\n\
-             scopes = [\"grant\"]\npages = [\"course\"]\n",
+             scopes = [\"grant\"]\npages = [\"course\"]\n\n\
+             [[api_key]]\nname = \"course-admin\"\nsecret = \"{COURSE_ADMIN}\"\n\
+             scopes = [\"admin\"]\npages = [\"course\"]\n",
             up = upstream.addr,
             mail = smtp.mail_toml("Demo School <school@example.com>"),
         );
@@ -287,6 +292,68 @@ async fn signatures_are_checked_over_the_raw_body_and_work_once() {
         ["bea@example.com", "cy@example.com"]
     );
     assert_eq!(grants_in(&gate.audit(ADMIN).await).len(), 2);
+}
+
+/// A captured signed grant stays spent across a restart: the real binary is stopped and started
+/// again on the same data directory, and the very same request, sent again within its five
+/// minutes, is refused as before the restart.
+#[tokio::test]
+async fn a_signature_spent_before_a_restart_stays_spent_after_it() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = common::write_config(
+        dir.path(),
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n\
+             [[site]]\nname = \"school\"\nhosts = [\"school.test\"]\n\
+             upstream = \"http://{}\"\npublic_url = \"http://school.test\"\n\n\
+             [[site.page]]\nid = \"course\"\npaths = [\"/course/\"]\n\n\
+             [[api_key]]\nname = \"shop\"\nsecret = \"{SHOP}\"\nscopes = [\"grant\"]\n\n\
+             [[api_key]]\nname = \"admin\"\nsecret = \"{ADMIN}\"\nscopes = [\"admin\"]\n",
+            upstream.addr
+        ),
+    );
+    let grant =
+        serde_json::to_vec(&json!({"page": "course", "email": "ann@example.com", "days": 7}))
+            .expect("json");
+    let t = unix_now();
+    let captured = signature(SHOP, t, &grant);
+    let send = |addr, header: String| {
+        let body = grant.clone();
+        async move {
+            ApiClient::new(addr, "school.test")
+                .send(
+                    "POST",
+                    "/grants",
+                    &Cred::Signature(header),
+                    Some("application/json"),
+                    body,
+                )
+                .await
+        }
+    };
+
+    let mut gateway = GatewayProcess::serve(&config);
+    let first = send(gateway.addr, captured.clone()).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    gateway.stop();
+
+    let gateway = GatewayProcess::serve(&config);
+    let replayed = send(gateway.addr, captured).await;
+    assert_eq!(
+        error(&replayed),
+        (401, "replayed signature".into(), String::new())
+    );
+    // The shop's own retry, signed anew, is a new delivery and goes through.
+    let resigned = send(gateway.addr, signature(SHOP, t + 1, &grant)).await;
+    assert_eq!(resigned.status, 200, "{}", resigned.body);
+    let audit = ApiClient::new(gateway.addr, "school.test")
+        .get("/audit", &Cred::Bearer(ADMIN))
+        .await;
+    assert_eq!(
+        grants_in(body(&audit)["entries"].as_array().expect("entries")).len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -759,14 +826,14 @@ async fn csv_import_applies_good_rows_reports_bad_ones_and_exports_back() {
     assert_eq!(lines.len(), 4, "{}", export.body);
     assert_eq!(
         lines[0],
-        "name,email,until,active,source,created_at,last_login"
+        "\"name\",\"email\",\"until\",\"active\",\"source\",\"created_at\",\"last_login\""
     );
     assert!(
-        lines[1].starts_with("Ann,ann@example.com,2099-12-31,true,import,"),
+        lines[1].starts_with("\"Ann\",\"ann@example.com\",\"2099-12-31\",\"true\",\"import\","),
         "{}",
         lines[1]
     );
-    assert!(lines[2].starts_with("Bob,bob@example.com,,true,import,"));
+    assert!(lines[2].starts_with("\"Bob\",\"bob@example.com\",\"\",\"true\",\"import\","));
 
     let again = body(&import(export.body.clone()).await);
     assert_eq!(
@@ -793,6 +860,86 @@ async fn csv_import_applies_good_rows_reports_bad_ones_and_exports_back() {
         gate.emails("course").await.len(),
         3,
         "refused files change nothing"
+    );
+}
+
+/// A session belongs to a site, so ending one reaches every page of that site: a key may end
+/// only the sessions of its own page's clients, and a visitor who is no client of that page
+/// keeps theirs.
+#[tokio::test]
+async fn a_revocation_reaches_only_the_clients_of_the_page_it_names() {
+    let gate = Gate::open().await;
+    for (page, email) in [("course", "ann@example.com"), ("extra", "zed@example.com")] {
+        let granted = gate
+            .grant(SHOP, json!({"page": page, "email": email}))
+            .await;
+        assert_eq!(granted.status, 201, "{}", granted.body);
+    }
+    let mut ann = gate.browser();
+    assert_eq!(
+        gate.sign_in(&mut ann, "ann@example.com", "/course/")
+            .await
+            .status,
+        303
+    );
+    let mut zed = gate.browser();
+    assert_eq!(
+        gate.sign_in(&mut zed, "zed@example.com", "/extra/")
+            .await
+            .status,
+        303
+    );
+    assert_eq!(zed.get("/extra/").await.status, 200);
+    let revoke = |key: &'static str, page: &str, email: &str| {
+        let (api, path) = (
+            gate.api.clone(),
+            format!("/pages/{page}/clients/{email}/revoke"),
+        );
+        async move {
+            api.send("POST", &path, &Cred::Bearer(key), None, Vec::new())
+                .await
+        }
+    };
+
+    // Zed is on the same site but no client of the course: the course's key cannot reach him,
+    // neither through its own page nor through his.
+    let through_course = revoke(COURSE_ADMIN, "course", "zed@example.com").await;
+    assert_eq!(
+        error(&through_course),
+        (
+            404,
+            "zed@example.com is not a client of course".into(),
+            String::new()
+        )
+    );
+    assert_eq!(
+        revoke(COURSE_ADMIN, "extra", "zed@example.com")
+            .await
+            .status,
+        403
+    );
+    // Nor can a key that covers every page, through a page he is not on.
+    assert_eq!(revoke(ADMIN, "course", "zed@example.com").await.status, 404);
+    assert_eq!(
+        zed.get("/extra/").await.status,
+        200,
+        "zed is still signed in"
+    );
+
+    // Its own page's client: her session ends.
+    let ended = revoke(COURSE_ADMIN, "course", "ann@example.com").await;
+    assert_eq!(body(&ended), json!({"revoked": 1}));
+    assert_eq!(ann.get("/course/").await.status, 302, "ann is signed out");
+    let revocations: Vec<Value> = gate
+        .audit(ADMIN)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "sessions_revoked")
+        .collect();
+    assert_eq!(revocations.len(), 1, "{revocations:?}");
+    assert_eq!(
+        (&revocations[0]["email"], &revocations[0]["actor"]),
+        (&json!("ann@example.com"), &json!("course-admin"))
     );
 }
 
@@ -858,6 +1005,84 @@ async fn keys_limited_to_a_site_or_page_see_and_touch_only_that() {
             .await
             .status,
         201
+    );
+}
+
+/// A buyer's name reaches the export as the shop sent it. Excel with a `;` list separator (as
+/// in Russian, German or French settings) splits a cell at `;`, so every place a spreadsheet
+/// could start a cell must be defused, not only the cell's start.
+#[tokio::test]
+async fn a_buyer_name_never_becomes_a_spreadsheet_formula_in_an_export() {
+    let gate = Gate::open().await;
+    let names = [
+        "x;=HYPERLINK(\"http://evil\",\"click\")",
+        "Ann, +1 555 0100",
+        "a|@SUM(1)",
+        "=1+1",
+        "'-2",
+        "Bob ; '=cmd",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let email = format!("buyer{i}@example.com");
+        let granted = gate
+            .grant(
+                SHOP,
+                json!({"page": "course", "email": email, "name": name}),
+            )
+            .await;
+        assert_eq!(granted.status, 201, "{}", granted.body);
+    }
+    let admin = Cred::Bearer(ADMIN);
+    let export = gate.api.get("/pages/course/clients.csv", &admin).await;
+    assert_eq!(export.status, 200);
+    assert!(
+        export
+            .body
+            .contains("\"x;'=HYPERLINK(\"\"http://evil\"\",\"\"click\"\")\""),
+        "{}",
+        export.body
+    );
+    for line in export.body.lines() {
+        assert!(line.starts_with('"') && line.ends_with('"'), "{line}");
+        // However a spreadsheet splits the line, no piece starts a formula.
+        for piece in line.split([',', ';', '|', '\t']) {
+            let start = piece.trim_start_matches([' ', '"']);
+            assert!(
+                !start.starts_with(['=', '+', '-', '@']),
+                "{piece:?} of {line}"
+            );
+        }
+    }
+
+    // Read back, the export changes nobody.
+    let again = gate
+        .api
+        .send(
+            "POST",
+            "/pages/course/clients.csv",
+            &admin,
+            Some("text/csv"),
+            export.body.clone().into_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (&body(&again)["accepted"], &body(&again)["rejected"]),
+        (&json!(names.len()), &json!([]))
+    );
+    for (i, name) in names.iter().enumerate() {
+        let client = gate
+            .api
+            .get(
+                &format!("/pages/course/clients/buyer{i}@example.com"),
+                &admin,
+            )
+            .await;
+        assert_eq!(body(&client)["name"], *name);
+    }
+    assert_eq!(
+        gate.api.get("/pages/course/clients.csv", &admin).await.body,
+        export.body,
+        "exported again, the same file"
     );
 }
 

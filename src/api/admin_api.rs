@@ -6,7 +6,9 @@
 //! signature covers the body but not the method and path, so a captured signed request for one
 //! route could be replayed against another; signatures are for `POST /grants` only. A key's
 //! `sites` and `pages` limits apply to every route: other pages are 403, and the page list and
-//! the audit log show only what the key covers.
+//! the audit log show only what the key covers. Every route that names a client acts on that
+//! page's record alone, except revoking sessions, which reaches the whole site's session: it
+//! needs the email to be a client of the page ([`clients::revoke_sessions`]).
 
 use std::sync::Arc;
 

@@ -501,7 +501,10 @@ pub fn edit_client(
 }
 
 /// Ends every session of `email` on the site of `page`, at once; returns how many there were.
-/// The email need not be a client (any more): a removed client's sessions can be ended too.
+/// The email must be a client of `page` (404 otherwise, and nothing ends): a session opens
+/// every page of its site, so without this a caller allowed one page could sign a visitor out
+/// of pages it has no part in. What ends is the whole session, on that site only: a session
+/// cannot be narrowed to some of its pages, and the visitor signs in again for the others.
 pub fn revoke_sessions(
     config: &Config,
     store: &dyn Store,
@@ -520,7 +523,9 @@ pub fn revoke_sessions(
         actor: actor.to_owned(),
         detail: String::new(),
     };
-    Ok(store.revoke_sessions(Some(&site.name), &email, &event)?)
+    store
+        .revoke_sessions(&site.name, page, &email, &event)?
+        .ok_or_else(|| not_a_client(&email, page))
 }
 
 #[cfg(test)]

@@ -9,8 +9,10 @@
 //! access. A file whose first line has semicolons and no commas (spreadsheets in many locales save
 //! so) is read with `;`.
 //!
-//! Cells that a spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, tab or
-//! carriage return) are written with a leading `'`, which the import removes again.
+//! Nothing an export holds may run as a spreadsheet formula, whatever the spreadsheet splits
+//! cells on: every cell is quoted, and a `'` is written before a formula character wherever a
+//! cell could be read to start (`defuse`); the import removes exactly those again (`restore`),
+//! so an export reads back unchanged.
 //!
 //! The admin page takes lines typed by hand as well as files, and reads them a little more
 //! freely ([`Reading::Typed`]): the header row may be left out, `until` may say `unlimited`, and
@@ -41,41 +43,87 @@ const READ_ONLY_COLUMNS: [&str; 5] = ["active", "source", "created_at", "updated
 /// A page's clients as CSV text.
 pub fn export(clients: &[Client], now: Timestamp) -> Result<Vec<u8>, ApiError> {
     let failed = |e: ::csv::Error| ApiError::invalid("body", format!("cannot write CSV: {e}"));
-    let mut out = ::csv::Writer::from_writer(Vec::new());
+    // Quoted, a cell's commas, semicolons and line breaks are data to every CSV reader, and a
+    // reader that splits anyway meets the defused text below.
+    let mut out = ::csv::WriterBuilder::new()
+        .quote_style(::csv::QuoteStyle::Always)
+        .from_writer(Vec::new());
     out.write_record(EXPORT_COLUMNS).map_err(failed)?;
     for c in clients {
-        out.write_record([
-            escape_formula(&c.name),
-            escape_formula(&c.email),
+        let cells = [
+            c.name.clone(),
+            c.email.clone(),
             c.access_until.map(last_day).unwrap_or_default(),
             c.has_access(now).to_string(),
             c.source.name().to_owned(),
             rfc3339(c.created_at),
             c.last_login.map(rfc3339).unwrap_or_default(),
-        ])
-        .map_err(failed)?;
+        ];
+        out.write_record(cells.iter().map(|cell| defuse(cell)))
+            .map_err(failed)?;
     }
     out.into_inner()
         .map_err(|e| ApiError::invalid("body", format!("cannot write CSV: {e}")))
 }
 
-fn starts_like_formula(text: &str) -> bool {
-    text.starts_with(['=', '+', '-', '@', '\t', '\r'])
+/// Characters that make a spreadsheet read a cell as a formula when they start it: `=`, `+`,
+/// `-`, `@`, tab and carriage return, and the full-width forms of the first four, which some
+/// spreadsheets and input methods take for them.
+fn is_trigger(c: char) -> bool {
+    matches!(
+        c,
+        '=' | '+' | '-' | '@' | '\t' | '\r' | '\u{FF1D}' | '\u{FF0B}' | '\u{FF0D}' | '\u{FF20}'
+    )
 }
 
-fn escape_formula(text: &str) -> String {
-    if starts_like_formula(text) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
-    }
+/// Characters a spreadsheet may split a cell on: the list separators in use around the world
+/// (`,` and `;`), `|`, tab and line breaks. Excel with a `;` list separator reads a comma file's
+/// quoted cell `"x;=1+1"` as the two cells `x` and `=1+1`.
+fn is_separator(c: char) -> bool {
+    matches!(c, ',' | ';' | '|' | '\t' | '\n' | '\r')
 }
 
-fn unescape_formula(text: &str) -> &str {
-    match text.strip_prefix('\'') {
-        Some(rest) if starts_like_formula(rest) => rest,
-        _ => text,
+/// Whether the place a cell could start that `rest` follows gets a `'`: when a formula
+/// character comes first once spaces and `'`s are skipped. Skipping spaces covers spreadsheets
+/// that trim cells; skipping `'`s makes the mark reversible, since a text that already has a
+/// `'` there gets one more and the import takes exactly one away.
+fn starts_formula(rest: &str) -> bool {
+    rest.trim_start_matches([' ', '\''])
+        .chars()
+        .next()
+        .is_some_and(is_trigger)
+}
+
+/// `text` with a `'` put in at every place a cell could start (the start, and right after a
+/// separator) where a formula would otherwise start. The `'` makes a spreadsheet take what
+/// follows as text. [`restore`] undoes it exactly: it removes one `'` at each such place that
+/// is followed by a formula once the spaces and `'`s are skipped, and a `'` was added at
+/// precisely those places (the added `'` is no separator, so the places are the same).
+fn defuse(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    let mut cell_start = true;
+    for (i, c) in text.char_indices() {
+        if cell_start && starts_formula(&text[i..]) {
+            out.push('\'');
+        }
+        out.push(c);
+        cell_start = is_separator(c);
     }
+    out
+}
+
+/// The text [`defuse`] was given.
+fn restore(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut cell_start = true;
+    for (i, c) in text.char_indices() {
+        let added = cell_start && c == '\'' && starts_formula(&text[i + 1..]);
+        if !added {
+            out.push(c);
+        }
+        cell_start = is_separator(c);
+    }
+    out
 }
 
 /// How an import is read. The front ends differ only where the admin page takes lines a person
@@ -441,7 +489,7 @@ fn row(
             None => return Ok(None),
         };
         let text = std::str::from_utf8(raw).map_err(|_| Fault::NotText(title))?;
-        Ok(Some(unescape_formula(text.trim()).to_owned()))
+        Ok(Some(restore(text.trim())))
     };
     let extra = record
         .iter()
@@ -545,12 +593,14 @@ mod tests {
         let text = export(&clients, 1_700_000_000).expect("export");
         let text = String::from_utf8(text).expect("utf-8");
         assert!(
-            text.starts_with("name,email,until,active,source,created_at,last_login\n"),
+            text.starts_with(
+                "\"name\",\"email\",\"until\",\"active\",\"source\",\"created_at\",\"last_login\"\n"
+            ),
             "{text}"
         );
         assert!(text.contains("\"'=HYPERLINK(\"\"x\"\")\""), "{text}");
         assert!(
-            text.contains(",2027-01-31,true,grant,2023-11-14T22:13:20Z,"),
+            text.contains(",\"2027-01-31\",\"true\",\"grant\",\"2023-11-14T22:13:20Z\",\"\"\n"),
             "{text}"
         );
         let import = parse_import(text.as_bytes()).expect("import");
@@ -572,6 +622,97 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// Texts that start a formula somewhere a spreadsheet could start a cell, and their
+    /// neighbours that must pass untouched.
+    const TRICKY: &[&str] = &[
+        "x;=HYPERLINK(\"http://evil\",\"click\")",
+        "=1+1",
+        "+1",
+        "-1",
+        "@SUM(A1)",
+        "\t=1",
+        "\r=1",
+        "a,=1",
+        "a, =1",
+        "a;@x",
+        "a|+x",
+        "a\n-x",
+        "a\r\n=x",
+        "a,\t=x",
+        "a;;=x",
+        "'=x",
+        "''=x",
+        "' =x",
+        "a;'=x",
+        "a;''-x",
+        "\u{FF1D}1+1",
+        "a;\u{FF20}x",
+        "",
+        "'",
+        "a;'",
+        "O'Brien",
+        "Ann-Marie",
+        "ann+tag@example.com",
+        "a;b,c|d",
+        "a;' b",
+        "1 + 1 = 2",
+    ];
+
+    /// Whether a spreadsheet would run `piece` as a formula: a formula character after any
+    /// spaces (a `'` in front makes it text).
+    fn runs(piece: &str) -> bool {
+        piece.trim_start_matches(' ').starts_with(is_trigger)
+    }
+
+    #[test]
+    fn defused_text_starts_no_formula_wherever_it_is_split_and_reads_back_exactly() {
+        for text in TRICKY {
+            let defused = defuse(text);
+            assert_eq!(restore(&defused), *text, "{defused:?}");
+            for piece in defused.split(is_separator) {
+                assert!(!runs(piece), "{text:?}: piece {piece:?}");
+            }
+            if !text.contains(|c| is_separator(c) || c == '\'') && !starts_formula(text) {
+                assert_eq!(defused, *text, "left alone");
+            }
+        }
+        assert_eq!(defuse("x;=HYPERLINK(\"a\")"), "x;'=HYPERLINK(\"a\")");
+        assert_eq!(defuse("a, +1"), "a,' +1");
+        assert_eq!(defuse("'=x"), "''=x");
+    }
+
+    #[test]
+    fn an_export_defuses_every_cell_and_reads_back_exactly() {
+        // Names cannot hold control characters: those texts are for the functions alone.
+        let names: Vec<&str> = TRICKY
+            .iter()
+            .copied()
+            .filter(|n| !n.contains(char::is_control))
+            .collect();
+        let clients: Vec<Client> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| client(&format!("c{i:02}@example.com"), name, None))
+            .collect();
+        let text = export(&clients, 1_700_000_000).expect("export");
+        let text = String::from_utf8(text).expect("utf-8");
+        for piece in text.split(is_separator) {
+            assert!(
+                !runs(piece.trim_start_matches('"')),
+                "piece {piece:?} of\n{text}"
+            );
+        }
+        let import = parse_import(text.as_bytes()).expect("import");
+        assert!(import.problems.is_empty(), "{:?}", import.problems);
+        let read: Vec<&str> = import
+            .rows
+            .iter()
+            .map(|r| r.name.as_deref().unwrap_or("?"))
+            .collect();
+        assert_eq!(read, names);
+        assert!(names.len() > 20, "most texts are names");
     }
 
     #[test]

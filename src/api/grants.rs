@@ -9,6 +9,12 @@
 //! same order id for another page or email is a conflict (409). Every check runs before the one
 //! write, so a refused request changes nothing.
 //!
+//! A signed request's signature is spent by that same write ([`crate::store::Grant::signature`]),
+//! so a spent signature costs the grant no write of its own, is refused after a restart too, and
+//! is never spent by a request refused before the write: sent again, that one gets the same
+//! refusal. A signature spent before answers `401 replayed signature`, as the signature check
+//! itself would.
+//!
 //! `"notify": true` mails the buyer a welcome message with the page's link after the answer is
 //! sent; retries do not mail again.
 
@@ -24,13 +30,15 @@ use super::clients::{
     ClientView, MAX_DAYS, access_end, check_email, check_name, find_page, last_day, rfc3339,
 };
 use super::json::{self, Object};
-use super::keys::{Credentials, credentials, require_cover, require_scope};
+use super::keys::{self, Credentials, credentials, require_cover, require_scope};
 use super::web::{Api, JSON_LIMIT, blocking, read_body};
 use crate::body::Body;
 use crate::config::{ApiKeyConfig, Config, Scope};
 use crate::mail::{Delivery, MailError, Outgoing};
 use crate::metrics::{self, GrantOutcome, MailKind};
-use crate::store::{AuditEvent, AuditKind, Client, Grant, GrantResult, Source, Timestamp, now};
+use crate::store::{
+    AuditEvent, AuditKind, Client, Grant, GrantResult, Source, SpentSignature, Timestamp, now,
+};
 use crate::ui::WelcomeMail;
 
 /// Most characters in an order id.
@@ -151,18 +159,23 @@ async fn apply(
     key_name: &mut Option<String>,
 ) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
-    let (key, bytes) = match credentials(&parts.headers)? {
+    let (key, bytes, signature): (_, _, Option<SpentSignature>) = match credentials(&parts.headers)?
+    {
         Credentials::Bearer(token) => {
             let key = api.keys().bearer(token)?;
             *key_name = Some(key.name.clone());
             require_scope(key, Scope::Grant)?;
-            (key, read_body(body, &parts.headers, JSON_LIMIT).await?)
+            (
+                key,
+                read_body(body, &parts.headers, JSON_LIMIT).await?,
+                None,
+            )
         }
         Credentials::Signature(header) => {
             let bytes = read_body(body, &parts.headers, JSON_LIMIT).await?;
-            let key = api.keys().signature(header, &bytes, now())?;
+            let (key, spent) = api.keys().signature(header, &bytes, now())?;
             *key_name = Some(key.name.clone());
-            (key, bytes)
+            (key, bytes, Some(spent))
         }
     };
     require_scope(key, Scope::Grant)?;
@@ -188,6 +201,7 @@ async fn apply(
                     name: grant.name.as_deref(),
                     access_until: grant.access_until,
                     order: grant.order_id.as_deref().map(|o| (actor.as_str(), o)),
+                    signature,
                     source: Source::Grant,
                     now,
                 },
@@ -200,6 +214,7 @@ async fn apply(
     let (client, created, replayed) = match result {
         GrantResult::Applied { client, created } => (client, created, false),
         GrantResult::Replayed { client, created } => (client, created, true),
+        GrantResult::SignatureSpent => return Err(keys::replayed()),
         GrantResult::Conflict => {
             return Err(ApiError::Conflict {
                 field: "order_id",

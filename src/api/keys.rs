@@ -5,11 +5,11 @@
 //! Bearer tokens are compared through their SHA-256 digests, in constant time and against every
 //! key, so neither the length nor the first differing byte of a secret shows in the timing.
 //! Signatures are checked over the exact bytes received, must be at most [`TOLERANCE`] seconds
-//! from now, and work once: an accepted signature is remembered until its timestamp is stale
-//! anyway, and a second use is refused. Secrets and signatures never reach the logs.
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+//! from now, and work once: checking one gives the [`SpentSignature`] that the grant it carries
+//! spends in the store, in the grant's own transaction, and the store refuses a second use until
+//! the timestamp is stale anyway. Kept in the store rather than in memory, a spent signature
+//! stays spent across a restart, and for every gateway sharing the store. Secrets and
+//! signatures never reach the logs.
 
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 
 use super::ApiError;
 use crate::config::{ApiKeyConfig, Config, Scope};
-use crate::store::Timestamp;
+use crate::store::{SpentSignature, Timestamp};
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "pagegate-signature";
@@ -27,26 +27,14 @@ pub const TOLERANCE: i64 = 300;
 /// Most `v1=` entries looked at in one header (several allow rotating a secret).
 const MAX_SIGNATURES: usize = 8;
 
-/// The configured keys and the signatures already used.
+/// The configured keys.
 pub struct KeyRing {
     keys: Vec<Key>,
-    /// Shared with the ring of a reloaded configuration ([`KeyRing::reloaded`]): a reload must
-    /// not make a spent signature usable again.
-    seen: Arc<Mutex<Seen>>,
 }
 
 struct Key {
     config: ApiKeyConfig,
     digest: [u8; 32],
-}
-
-/// Accepted signatures, (digest of the key's secret, MAC) → the time after which the timestamp
-/// is stale anyway. Keyed by the secret rather than the key's place in the list, which a reload
-/// may change.
-#[derive(Default)]
-struct Seen {
-    entries: HashMap<([u8; 32], [u8; 32]), Timestamp>,
-    next_sweep: Timestamp,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -115,15 +103,6 @@ impl KeyRing {
                     config: k.clone(),
                 })
                 .collect(),
-            seen: Arc::new(Mutex::new(Seen::default())),
-        }
-    }
-
-    /// The keys of a reloaded configuration, remembering the signatures this ring has seen.
-    pub fn reloaded(&self, config: &Config) -> KeyRing {
-        KeyRing {
-            seen: self.seen.clone(),
-            ..KeyRing::new(config)
         }
     }
 
@@ -140,14 +119,15 @@ impl KeyRing {
         found.ok_or_else(|| unauthorized("invalid credentials"))
     }
 
-    /// The key that signed `body` with `header`, at `now`. The signature is spent: the same one
-    /// is refused from then on.
+    /// The key that signed `body` with `header`, at `now`, and the signature for the grant to
+    /// spend. Nothing is spent here: a request refused before its grant is written may be sent
+    /// again and gets the same answer, and the store refuses the second grant of one signature.
     pub fn signature(
         &self,
         header: &str,
         body: &[u8],
         now: Timestamp,
-    ) -> Result<&ApiKeyConfig, ApiError> {
+    ) -> Result<(&ApiKeyConfig, SpentSignature), ApiError> {
         let (t, t_text, macs) = parse_signature(header)?;
         let mut found = None;
         for (index, key) in self.keys.iter().enumerate() {
@@ -166,34 +146,29 @@ impl KeyRing {
                 "stale timestamp: the signature's t is more than 5 minutes from the server's clock",
             ));
         }
-        self.spend(index, mac, t + TOLERANCE, now)?;
-        Ok(&self.keys[index].config)
+        let key = &self.keys[index];
+        let spent = SpentSignature {
+            hash: signature_id(&key.digest, &mac),
+            until: t.saturating_add(TOLERANCE),
+        };
+        Ok((&key.config, spent))
     }
+}
 
-    /// Remembers an accepted signature until `stale_at`; refuses one already remembered.
-    fn spend(
-        &self,
-        index: usize,
-        mac: [u8; 32],
-        stale_at: Timestamp,
-        now: Timestamp,
-    ) -> Result<(), ApiError> {
-        // The map stays consistent whatever panicked while holding the lock: keep using it.
-        let mut seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if now >= seen.next_sweep {
-            seen.entries.retain(|_, until| *until >= now);
-            seen.next_sweep = now + 30;
-        }
-        let id = (self.keys[index].digest, mac);
-        if seen.entries.contains_key(&id) {
-            return Err(unauthorized("replayed signature"));
-        }
-        seen.entries.insert(id, stale_at);
-        Ok(())
-    }
+/// What identifies a spent signature in the store: SHA-256 of the key's secret digest and the
+/// MAC. Keyed by the secret rather than the key's name or place in the list, which a reload may
+/// change; the MAC itself (which proves nothing without the body) is not stored either.
+fn signature_id(key_digest: &[u8; 32], mac: &[u8; 32]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(b"pagegate spent signature\0");
+    hash.update(key_digest);
+    hash.update(mac);
+    hash.finalize().into()
+}
+
+/// The answer to a signature the store found spent.
+pub fn replayed() -> ApiError {
+    unauthorized("replayed signature")
 }
 
 /// `t`, its text as signed, and the `v1` MACs of a signature header. Unknown schemes are skipped.
@@ -313,7 +288,6 @@ mod tests {
                     },
                 })
                 .collect(),
-            seen: Arc::new(Mutex::new(Seen::default())),
         }
     }
 
@@ -347,17 +321,14 @@ mod tests {
     }
 
     #[test]
-    fn signatures_verify_expire_and_work_once() {
+    fn signatures_verify_and_expire() {
         let keys = ring(&[("other", "zyxwvutsrqponmlkjihgfedcba"), ("shop", SECRET)]);
         let body = br#"{"page":"course"}"#;
         let now = 1_700_000_000;
         let header = signature_header(SECRET, now - 10, body);
-        assert_eq!(
-            keys.signature(&header, body, now).expect("valid").name,
-            "shop"
-        );
-        let again = keys.signature(&header, body, now).expect_err("replay");
-        assert_eq!(again.to_string(), "replayed signature");
+        let (key, spent) = keys.signature(&header, body, now).expect("valid");
+        assert_eq!(key.name, "shop");
+        assert_eq!(spent.until, now - 10 + TOLERANCE, "spent while fresh");
         let tampered = keys
             .signature(&signature_header(SECRET, now, body), b"{}", now)
             .expect_err("tampered");
@@ -397,37 +368,30 @@ mod tests {
     }
 
     #[test]
-    fn replay_memory_forgets_stale_signatures() {
-        let keys = ring(&[("shop", SECRET)]);
-        let now = 1_700_000_000;
-        for i in 0..100 {
-            let h = signature_header(SECRET, now, format!("{i}").as_bytes());
-            keys.signature(&h, format!("{i}").as_bytes(), now)
-                .expect("valid");
-        }
-        let later = now + TOLERANCE + 60;
-        let h = signature_header(SECRET, later, b"x");
-        keys.signature(&h, b"x", later).expect("valid");
-        let seen = keys.seen.lock().expect("lock");
-        assert_eq!(seen.entries.len(), 1, "stale entries were swept");
-    }
-
-    #[test]
-    fn a_reload_does_not_make_a_spent_signature_usable_again() {
+    fn a_signature_is_known_again_by_its_secret_and_mac_alone() {
         let keys = ring(&[
             ("other", "another-secret-of-enough-length"),
             ("shop", SECRET),
         ]);
         let now = 1_700_000_000;
         let h = signature_header(SECRET, now, b"order");
-        keys.signature(&h, b"order", now).expect("first use");
-        // The reloaded list has the key in another place.
-        let mut reloaded = ring(&[("shop", SECRET)]);
-        reloaded.seen = keys.seen.clone();
-        assert!(matches!(
-            reloaded.signature(&h, b"order", now),
-            Err(ApiError::Unauthorized(_))
-        ));
+        let (_, first) = keys.signature(&h, b"order", now).expect("valid");
+        // A reloaded list, the key renamed and in another place: the same signature, spent.
+        let reloaded = ring(&[("renamed", SECRET)]);
+        let (_, again) = reloaded.signature(&h, b"order", now + 100).expect("valid");
+        assert_eq!(again, first);
+        // Another body, time or secret is another signature.
+        for (secret, t, body) in [
+            (SECRET, now, b"other".as_slice()),
+            (SECRET, now + 1, b"order".as_slice()),
+            ("another-secret-of-enough-length", now, b"order".as_slice()),
+        ] {
+            let h = signature_header(secret, t, body);
+            let (_, other) = keys.signature(&h, body, now).expect("valid");
+            assert_ne!(other.hash, first.hash, "{secret} {t}");
+        }
+        let mac = sign(SECRET, &now.to_string(), b"order");
+        assert_ne!(first.hash, mac, "the MAC is not stored as it is");
     }
 
     #[test]

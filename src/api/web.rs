@@ -216,15 +216,10 @@ impl Api {
         }
     }
 
-    /// The admin interfaces of a reloaded configuration: new keys and settings, the memory of
-    /// spent signatures kept.
+    /// The admin interfaces of a reloaded configuration: new keys and settings. Spent
+    /// signatures are in the store, which the reload keeps.
     pub fn reloaded(&self, config: Arc<Config>, auth: Arc<Auth>) -> Api {
-        Api {
-            keys: self.keys.reloaded(&config),
-            openapi: openapi_for(&config.server.prefix),
-            config,
-            auth,
-        }
+        Api::new(config, auth)
     }
 
     /// The configuration the gateway runs.
@@ -242,7 +237,7 @@ impl Api {
         self.auth.store()
     }
 
-    /// The API keys and the signatures already used.
+    /// The API keys.
     pub fn keys(&self) -> &KeyRing {
         &self.keys
     }

@@ -1,4 +1,5 @@
-//! The client lists, one-time codes, sessions and audit log, behind one narrow interface.
+//! The client lists, one-time codes, sessions, spent grant signatures and audit log, behind one
+//! narrow interface.
 //!
 //! [`Store`] is what the rest of pagegate sees; [`redb::RedbStore`] is the embedded backend. A
 //! shared backend (several gateways, one list) would implement the same trait. Secrets never
@@ -272,6 +273,20 @@ pub enum GrantResult {
     },
     /// The order id was used before for another page or email.
     Conflict,
+    /// The grant's signature was spent before: nothing changed.
+    SignatureSpent,
+}
+
+/// A webhook signature that a grant spends, so that the same signed request is refused from
+/// then on, after a restart too and by every gateway sharing the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpentSignature {
+    /// A hash of the key's secret digest and the MAC: the same signature always gives the same
+    /// hash, and the hash gives away neither.
+    pub hash: SecretHash,
+    /// When the signature's timestamp is stale: from then on it is refused anyway, and the
+    /// record may go.
+    pub until: Timestamp,
 }
 
 /// A grant to apply.
@@ -287,6 +302,10 @@ pub struct Grant<'a> {
     pub access_until: Option<Timestamp>,
     /// `(key name, order id)` for idempotency.
     pub order: Option<(&'a str, &'a str)>,
+    /// The signature the request was signed with, to spend in the grant's own transaction: a
+    /// signature spent before refuses the grant ([`GrantResult::SignatureSpent`]). An order
+    /// replayed spends it too; a conflict does not, since it changes nothing.
+    pub signature: Option<SpentSignature>,
     /// Who added the client, if new.
     pub source: Source,
     /// Now.
@@ -387,6 +406,8 @@ pub struct Pruned {
     pub audit: usize,
     /// Grant order records older than the grant retention.
     pub grants: usize,
+    /// Spent signatures whose timestamp is stale.
+    pub signatures: usize,
 }
 
 impl Pruned {
@@ -540,13 +561,17 @@ pub trait Store: Send + Sync + 'static {
         session_hash: &SecretHash,
         audit: Option<&AuditEvent>,
     ) -> Result<(), StoreError>;
-    /// Ends every session of an email (on one site, or all); returns how many.
+    /// Ends every session of `email` on `site`, the site of `page`, and records `audit`; returns
+    /// how many there were. Only when `page` lists the email (checked in the same transaction):
+    /// otherwise nothing ends and `None` comes back. A session opens every page of its site, so
+    /// whoever may act on one page may end only the sessions of that page's clients.
     fn revoke_sessions(
         &self,
-        site: Option<&str>,
+        site: &str,
+        page: &str,
         email: &str,
         audit: &AuditEvent,
-    ) -> Result<usize, StoreError>;
+    ) -> Result<Option<usize>, StoreError>;
     /// How many sessions are live at `now`, per the `site` their records carry (a site's name
     /// for visitors, an admin namespace for admins), ordered by it. Reads only; for the metrics,
     /// which call it at scrape time off the async workers.
@@ -581,8 +606,9 @@ pub trait Store: Send + Sync + 'static {
         audit: &dyn Fn(&Client, bool) -> AuditEvent,
     ) -> Result<Vec<(Client, bool)>, StoreError>;
 
-    /// Applies a grant atomically with its idempotency record and audit entry: an order seen
-    /// before changes nothing and answers as the first time.
+    /// Applies a grant atomically with its idempotency record, its spent signature and its
+    /// audit entry: an order seen before changes nothing and answers as the first time; a
+    /// signature spent before refuses the grant.
     fn grant(&self, grant: &Grant<'_>, audit: &AuditEvent) -> Result<GrantResult, StoreError>;
 
     /// Appends an audit entry on its own.
@@ -594,8 +620,9 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(u64, AuditEvent)>, StoreError>;
 
-    /// Removes expired codes, tokens, sessions and stale counters, and audit entries and grant
-    /// order records past their `retention` (at most [`PRUNE_BATCH`] of each per call).
+    /// Removes expired codes, tokens, sessions, spent signatures and stale counters, and audit
+    /// entries and grant order records past their `retention` (at most [`PRUNE_BATCH`] of each
+    /// per call).
     fn prune(
         &self,
         now: Timestamp,

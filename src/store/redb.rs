@@ -82,6 +82,14 @@ const SESSIONS_BY_EMAIL: MultimapTableDefinition<&str, &[u8]> =
 const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
 /// sequence → AuditEvent.
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// hash of (key digest, MAC) → SignatureRecord: the webhook signatures grants have spent.
+const SIGNATURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("signatures");
+
+/// A spent signature: refused until its timestamp is stale, and pruned after.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SignatureRecord {
+    until: Timestamp,
+}
 
 /// The first answer to an order, kept to answer retries the same way.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -270,6 +278,8 @@ impl RedbStore {
             txn.open_multimap_table(SESSIONS_BY_EMAIL)?;
             txn.open_table(AUDIT)?;
             txn.open_table(GRANTS)?;
+            // Added after schema version 1: an older file gets it here, empty.
+            txn.open_table(SIGNATURES)?;
         }
         txn.commit()?;
         Ok(())
@@ -283,6 +293,23 @@ impl RedbStore {
         let out = f(&txn)?;
         txn.commit()?;
         self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(out)
+    }
+
+    /// A write transaction that is committed only when `f` says it changed something, and
+    /// otherwise dropped: an answer that changes nothing costs no sync to disk.
+    fn write_if_changed<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<(T, bool), StoreError>,
+    ) -> Result<T, StoreError> {
+        let txn = self.db.begin_write()?;
+        let (out, changed) = f(&txn)?;
+        if changed {
+            txn.commit()?;
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        } else {
+            txn.abort()?;
+        }
         Ok(out)
     }
 
@@ -625,25 +652,24 @@ impl Store for RedbStore {
 
     fn revoke_sessions(
         &self,
-        site: Option<&str>,
+        site: &str,
+        page: &str,
         email: &str,
         audit: &AuditEvent,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Option<usize>, StoreError> {
         self.write(|txn| {
+            if txn
+                .open_table(CLIENTS)?
+                .get(key(page, email).as_str())?
+                .is_none()
+            {
+                return Ok(None);
+            }
             let mut hashes: Vec<Vec<u8>> = Vec::new();
             {
                 let index = txn.open_multimap_table(SESSIONS_BY_EMAIL)?;
-                for entry in index.iter()? {
-                    let (k, values) = entry?;
-                    let matches = match k.value().split_once('\0') {
-                        Some((s, e)) => e == email && site.is_none_or(|want| want == s),
-                        None => false,
-                    };
-                    if matches {
-                        for v in values {
-                            hashes.push(v?.value().to_vec());
-                        }
-                    }
+                for v in index.get(key(site, email).as_str())? {
+                    hashes.push(v?.value().to_vec());
                 }
             }
             let mut revoked = 0;
@@ -653,7 +679,7 @@ impl Store for RedbStore {
                 }
             }
             append_audit(txn, audit)?;
-            Ok(revoked)
+            Ok(Some(revoked))
         })
     }
 
@@ -672,7 +698,25 @@ impl Store for RedbStore {
     }
 
     fn grant(&self, grant: &Grant<'_>, audit: &AuditEvent) -> Result<GrantResult, StoreError> {
-        self.write(|txn| {
+        self.write_if_changed(|txn| {
+            let mut signatures = txn.open_table(SIGNATURES)?;
+            if let Some(signature) = &grant.signature {
+                // A record still here is not stale: the caller checked the timestamp, and the
+                // record lasts as long as the timestamp is fresh.
+                if signatures.get(signature.hash.as_slice())?.is_some() {
+                    return Ok((GrantResult::SignatureSpent, false));
+                }
+            }
+            let mut spend = || -> Result<bool, StoreError> {
+                let Some(signature) = &grant.signature else {
+                    return Ok(false);
+                };
+                let record = SignatureRecord {
+                    until: signature.until,
+                };
+                signatures.insert(signature.hash.as_slice(), encode(&record)?.as_slice())?;
+                Ok(true)
+            };
             let mut grants = txn.open_table(GRANTS)?;
             let order_key = grant.order.map(|(k, o)| key(k, o));
             if let Some(order_key) = &order_key {
@@ -680,14 +724,16 @@ impl Store for RedbStore {
                     get_record::<_, GrantRecord>(&grants, "grants", order_key.as_str())?
                 {
                     if first.page != grant.page || first.email != grant.email {
-                        return Ok(GrantResult::Conflict);
+                        return Ok((GrantResult::Conflict, false));
                     }
-                    return Ok(GrantResult::Replayed {
+                    let replayed = GrantResult::Replayed {
                         client: first.client,
                         created: first.created,
-                    });
+                    };
+                    return Ok((replayed, spend()?));
                 }
             }
+            spend()?;
             let mut clients = txn.open_table(CLIENTS)?;
             let k = key(grant.page, grant.email);
             let existing = get_record(&clients, "clients", k.as_str())?;
@@ -704,7 +750,7 @@ impl Store for RedbStore {
                 grants.insert(order_key.as_str(), encode(&record)?.as_slice())?;
             }
             append_audit(txn, audit)?;
-            Ok(GrantResult::Applied { client, created })
+            Ok((GrantResult::Applied { client, created }, true))
         })
     }
 
@@ -802,6 +848,10 @@ impl Store for RedbStore {
             let attempts = prune_table::<_, Attempts>(txn, ATTEMPTS, "attempts", .., all, |a| {
                 now - a.window_start >= policy.window
             })?;
+            let signatures =
+                prune_table::<_, SignatureRecord>(txn, SIGNATURES, "signatures", .., all, |r| {
+                    r.until < now
+                })?;
             let audit = match retention.audit {
                 None => 0,
                 Some(keep) => {
@@ -833,6 +883,7 @@ impl Store for RedbStore {
                 attempts: attempts.len(),
                 audit,
                 grants,
+                signatures: signatures.len(),
             })
         })
     }
@@ -984,6 +1035,8 @@ impl RedbStore {
         }
         let grants = copy_table(&snapshot, &txn, GRANTS)?;
         let audit = copy_table(&snapshot, &txn, AUDIT)?;
+        // A restored copy must not take spent signatures for fresh ones.
+        copy_table(&snapshot, &txn, SIGNATURES)?;
         // The default durability: the copy is on disk when this returns.
         txn.commit()?;
         Ok(StoreCounts {
@@ -1066,6 +1119,19 @@ impl RedbStore {
         let audit = check(check_table::<_, AuditEvent>(&txn, AUDIT, "audit"))?;
         txn.open_multimap_table(SESSIONS_BY_EMAIL)
             .map_err(|e| bad(format!("table sessions_by_email: {e}")))?;
+        // A backup from before spent signatures were kept has no such table; opening the
+        // restored file creates it.
+        match txn.open_table(SIGNATURES) {
+            Ok(_) => {
+                check(check_table::<_, SignatureRecord>(
+                    &txn,
+                    SIGNATURES,
+                    "signatures",
+                ))?;
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(bad(format!("table signatures: {e}"))),
+        }
         Ok(StoreCounts {
             clients,
             sessions,
@@ -1299,7 +1365,7 @@ fn restrict_file(path: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{AuditKind, Source};
+    use crate::store::{AuditKind, Source, SpentSignature};
 
     const POLICY: AttemptPolicy = AttemptPolicy {
         max_attempts: 5,
@@ -1632,19 +1698,32 @@ mod tests {
         assert_eq!(course.last_login, Some(10));
         assert!(course.has_access(49) && !course.has_access(50));
         assert!(access.clients[1].is_none());
-        assert_eq!(
+        let elsewhere = SessionRecord {
+            site: "t".into(),
+            ..session()
+        };
+        sign_in(&store, 3, &elsewhere, &[]);
+        let audited = store.audit_log(None, 100).expect("log").len();
+        let revoke = |page: &str| {
             store
-                .revoke_sessions(Some("s"), "a@x.org", &event(AuditKind::SessionsRevoked))
-                .expect("revoke"),
-            2
-        );
+                .revoke_sessions("s", page, "a@x.org", &event(AuditKind::SessionsRevoked))
+                .expect("revoke")
+        };
+        assert_eq!(revoke("other"), None, "not a client of that page");
+        assert_eq!(store.session_count().expect("count"), 3, "nothing ended");
+        assert_eq!(store.audit_log(None, 100).expect("log").len(), audited);
+        assert_eq!(revoke("course"), Some(2));
         assert!(
             store
                 .session_access(&[1; 32], &["course"])
                 .expect("read")
                 .is_none()
         );
-        assert_eq!(store.session_count().expect("count"), 0);
+        assert!(
+            store.session_access(&[3; 32], &[]).expect("read").is_some(),
+            "the session on another site stays"
+        );
+        assert_eq!(store.session_count().expect("count"), 1);
     }
 
     #[test]
@@ -1671,7 +1750,7 @@ mod tests {
         moved(&store, &mut last, "a sign-out");
         sign_in(&store, 2, &session(), &["course".into()]);
         store
-            .revoke_sessions(Some("s"), "a@x.org", &event(AuditKind::SessionsRevoked))
+            .revoke_sessions("s", "course", "a@x.org", &event(AuditKind::SessionsRevoked))
             .expect("revoke");
         moved(&store, &mut last, "a revocation");
         store
@@ -1715,9 +1794,147 @@ mod tests {
             name: Some("Ann"),
             access_until: until,
             order,
+            signature: None,
             source: Source::Grant,
             now: 10,
         }
+    }
+
+    /// A grant signed with the signature `n`, fresh until 400.
+    fn signed<'a>(n: u8, order: Option<(&'a str, &'a str)>, email: &'a str) -> Grant<'a> {
+        Grant {
+            signature: Some(SpentSignature {
+                hash: [n; 32],
+                until: 400,
+            }),
+            ..grant(order, None, email)
+        }
+    }
+
+    #[test]
+    fn a_signature_is_spent_by_its_grant_once_and_for_good() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ev = event(AuditKind::Grant);
+        {
+            let store = RedbStore::open(dir.path()).expect("open");
+            let first = store
+                .grant(&signed(1, None, "a@x.org"), &ev)
+                .expect("grant");
+            assert!(matches!(first, GrantResult::Applied { created: true, .. }));
+            assert_eq!(
+                store
+                    .grant(&signed(1, None, "a@x.org"), &ev)
+                    .expect("again"),
+                GrantResult::SignatureSpent
+            );
+            // An order replayed under a new signature answers as the first time and spends it.
+            let order = Some(("shop", "o-1"));
+            store
+                .grant(&signed(2, order, "a@x.org"), &ev)
+                .expect("order");
+            let retried = store
+                .grant(&signed(3, order, "a@x.org"), &ev)
+                .expect("retry");
+            assert!(
+                matches!(retried, GrantResult::Replayed { .. }),
+                "{retried:?}"
+            );
+            assert_eq!(
+                store
+                    .grant(&signed(3, order, "a@x.org"), &ev)
+                    .expect("again"),
+                GrantResult::SignatureSpent
+            );
+            // A conflict changes nothing, and so spends nothing.
+            let conflict = store
+                .grant(&signed(4, order, "b@x.org"), &ev)
+                .expect("conflict");
+            assert_eq!(conflict, GrantResult::Conflict);
+            let fresh = store
+                .grant(&signed(4, None, "b@x.org"), &ev)
+                .expect("grant");
+            assert!(matches!(fresh, GrantResult::Applied { .. }), "{fresh:?}");
+        }
+        let store = RedbStore::open(dir.path()).expect("reopen");
+        for n in 1..=4 {
+            assert_eq!(
+                store
+                    .grant(&signed(n, None, "c@x.org"), &ev)
+                    .expect("after reopening"),
+                GrantResult::SignatureSpent,
+                "signature {n}"
+            );
+        }
+        let emails: Vec<String> = store
+            .clients("course")
+            .expect("list")
+            .into_iter()
+            .map(|c| c.email)
+            .collect();
+        assert_eq!(
+            emails,
+            ["a@x.org", "b@x.org"],
+            "refused grants changed nothing"
+        );
+        assert_eq!(
+            store.audit_log(None, 100).expect("log").len(),
+            3,
+            "one entry per applied grant"
+        );
+
+        let kept = store
+            .prune(400, POLICY, Retention::default())
+            .expect("prune");
+        assert_eq!(kept.signatures, 0, "fresh through its last second");
+        let pruned = store
+            .prune(401, POLICY, Retention::default())
+            .expect("prune");
+        assert_eq!(pruned.signatures, 4);
+        assert!(matches!(
+            store
+                .grant(&signed(1, None, "c@x.org"), &ev)
+                .expect("stale"),
+            GrantResult::Applied { .. }
+        ));
+    }
+
+    #[test]
+    fn a_database_from_before_spent_signatures_opens_and_restores() {
+        let (dir, store) = filled_store();
+        store
+            .write(|txn| {
+                txn.delete_table(SIGNATURES)?;
+                Ok(())
+            })
+            .expect("make it an older file");
+        drop(store);
+        let old = dir.path().join(DB_FILE);
+        let data = tempfile::tempdir().expect("data");
+        RedbStore::restore(data.path(), &old).expect("an older backup restores");
+        let store = RedbStore::open(data.path()).expect("and opens");
+        let ev = event(AuditKind::Grant);
+        store
+            .grant(&signed(1, None, "d@x.org"), &ev)
+            .expect("grant");
+        assert_eq!(
+            store
+                .grant(&signed(1, None, "d@x.org"), &ev)
+                .expect("again"),
+            GrantResult::SignatureSpent
+        );
+        let copy = data.path().join("copy.redb");
+        store.backup_to(&copy, false).expect("backup");
+        drop(store);
+        let restored = tempfile::tempdir().expect("data");
+        RedbStore::restore(restored.path(), &copy).expect("restore");
+        let store = RedbStore::open(restored.path()).expect("open");
+        assert_eq!(
+            store
+                .grant(&signed(1, None, "d@x.org"), &ev)
+                .expect("restored"),
+            GrantResult::SignatureSpent,
+            "a backup keeps spent signatures"
+        );
     }
 
     #[test]
