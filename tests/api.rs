@@ -822,6 +822,7 @@ async fn csv_import_applies_good_rows_reports_bad_ones_and_exports_back() {
         export.header("content-disposition"),
         Some("attachment; filename=\"course-clients.csv\"")
     );
+    assert_eq!(export.header("x-content-type-options"), Some("nosniff"));
     let lines: Vec<&str> = export.body.lines().collect();
     assert_eq!(lines.len(), 4, "{}", export.body);
     assert_eq!(

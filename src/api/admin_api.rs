@@ -287,6 +287,11 @@ fn csv_response(text: Vec<u8>, file_name: &str) -> Response<Body> {
         HeaderValue::from_static("text/csv; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // A browser that sniffed the list as HTML would run whatever a client's name holds.
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }

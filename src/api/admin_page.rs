@@ -38,7 +38,7 @@ use crate::body::{self, Body};
 use crate::config::{Config, HostPattern, PageConfig, SiteConfig};
 use crate::error::HttpError;
 use crate::routing::SiteId;
-use crate::store::{AuditEvent, AuditKind, Client, Source, Store, Timestamp, now};
+use crate::store::{AuditEvent, AuditKind, Client, ClientEdit, Source, Store, Timestamp, now};
 use crate::ui::{AddForm, AdminPage, ClientRow, ClientsView, Notice, PageSummary, SiteSummary};
 
 /// Clients per screen.
@@ -522,29 +522,29 @@ impl Admin<'_> {
         };
         let (store, page, actor) = (self.store(), target.page.id.clone(), self.admin.to_owned());
         let email2 = email.clone();
-        let changed = blocking(move || {
-            let Some(old) = store.client(&page, &email2)? else {
-                return Ok(false);
+        let edited = blocking(move || {
+            let update = |old: &Client| {
+                Some(Client {
+                    name: name.clone(),
+                    access_until: new_end.unwrap_or(old.access_until),
+                    updated_at: now,
+                    ..old.clone()
+                })
             };
-            let client = Client {
-                name,
-                access_until: new_end.unwrap_or(old.access_until),
-                updated_at: now,
-                ..old
+            let audit = |client: &Client| {
+                change_event(
+                    AuditKind::ClientUpdated,
+                    &page,
+                    client,
+                    &actor,
+                    "edited on the admin page",
+                )
             };
-            let event = change_event(
-                AuditKind::ClientUpdated,
-                &page,
-                &client,
-                &actor,
-                "edited on the admin page",
-            );
-            store.put_client(&page, &client, &event)?;
-            Ok::<_, crate::store::StoreError>(true)
+            store.edit_client(&page, &email2, &update, &audit)
         })
         .await?
         .map_err(store_error)?;
-        if !changed {
+        if matches!(edited, ClientEdit::Missing) {
             return Ok(Err(missing(&email)));
         }
         Ok(Ok(Some(Notice::ok("admin_updated").with("email", email))))
@@ -557,35 +557,35 @@ impl Admin<'_> {
         let (store, page, actor) = (self.store(), target.page.id.clone(), self.admin.to_owned());
         let email2 = email.clone();
         let result = blocking(move || {
-            let Some(old) = store.client(&page, &email2)? else {
-                return Ok(None);
-            };
-            let Some(end) = old.access_until else {
-                // Unlimited access has nothing to extend.
-                return Ok(Some(false));
-            };
             let now = now();
-            let client = Client {
-                access_until: Some(end.max(now).saturating_add(i64::from(EXTEND_DAYS) * 86_400)),
-                updated_at: now,
-                ..old
+            // Unlimited access has nothing to extend.
+            let update = |old: &Client| {
+                let end = old.access_until?;
+                Some(Client {
+                    access_until: Some(
+                        end.max(now).saturating_add(i64::from(EXTEND_DAYS) * 86_400),
+                    ),
+                    updated_at: now,
+                    ..old.clone()
+                })
             };
-            let event = change_event(
-                AuditKind::ClientUpdated,
-                &page,
-                &client,
-                &actor,
-                &format!("extended by {EXTEND_DAYS} days on the admin page"),
-            );
-            store.put_client(&page, &client, &event)?;
-            Ok::<_, crate::store::StoreError>(Some(true))
+            let audit = |client: &Client| {
+                change_event(
+                    AuditKind::ClientUpdated,
+                    &page,
+                    client,
+                    &actor,
+                    &format!("extended by {EXTEND_DAYS} days on the admin page"),
+                )
+            };
+            store.edit_client(&page, &email2, &update, &audit)
         })
         .await?
         .map_err(store_error)?;
         match result {
-            None => Ok(Err(missing(&email))),
-            Some(false) => Ok(Ok(None)),
-            Some(true) => Ok(Ok(Some(
+            ClientEdit::Missing | ClientEdit::EmailTaken => Ok(Err(missing(&email))),
+            ClientEdit::Unchanged(_) => Ok(Ok(None)),
+            ClientEdit::Edited(_) => Ok(Ok(Some(
                 Notice::ok("admin_extended")
                     .with("email", email)
                     .with("n", EXTEND_DAYS.to_string()),

@@ -480,15 +480,19 @@ pub fn edit_client(
         actor: actor.to_owned(),
         detail: detail.join("; "),
     };
-    let update = |old: &Client| Client {
-        email: new_email.clone().unwrap_or_else(|| old.email.clone()),
-        name: name.clone().unwrap_or_else(|| old.name.clone()),
-        access_until: period.unwrap_or(old.access_until),
-        updated_at: now,
-        ..old.clone()
+    let update = |old: &Client| {
+        Some(Client {
+            email: new_email.clone().unwrap_or_else(|| old.email.clone()),
+            name: name.clone().unwrap_or_else(|| old.name.clone()),
+            access_until: period.unwrap_or(old.access_until),
+            updated_at: now,
+            ..old.clone()
+        })
     };
-    match store.edit_client(page, &email, &update, &event)? {
-        ClientEdit::Edited(client) => Ok(ClientView::new(page, &client, now)),
+    match store.edit_client(page, &email, &update, &|_| event.clone())? {
+        ClientEdit::Edited(client) | ClientEdit::Unchanged(client) => {
+            Ok(ClientView::new(page, &client, now))
+        }
         ClientEdit::Missing => Err(not_a_client(&email, page)),
         ClientEdit::EmailTaken => Err(ApiError::Conflict {
             field: "email",

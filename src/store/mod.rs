@@ -391,6 +391,8 @@ pub enum ClientEdit {
     Missing,
     /// The edit changes the email to one the page already lists: nothing changed.
     EmailTaken,
+    /// The update left the record as it was (the record as stored); nothing was written.
+    Unchanged(Client),
 }
 
 /// What pruning removed.
@@ -586,15 +588,17 @@ pub trait Store: Send + Sync + 'static {
     /// transaction.
     fn changes(&self) -> u64;
 
-    /// Changes one client atomically: `update` gets the stored record and returns the new one.
-    /// When the new email differs, the record moves to it, unless the page already lists that
-    /// email. Records `audit` when the client was edited.
+    /// Changes one client atomically: `update` gets the stored record and returns the new one,
+    /// or `None` to leave it as it is. When the new email differs, the record moves to it,
+    /// unless the page already lists that email. Records the audit entry `audit` makes of the
+    /// new record when the client was edited. Reading and writing in one transaction is what
+    /// keeps a grant landing meanwhile from being overwritten.
     fn edit_client(
         &self,
         page: &str,
         email: &str,
-        update: &dyn Fn(&Client) -> Client,
-        audit: &AuditEvent,
+        update: &dyn Fn(&Client) -> Option<Client>,
+        audit: &dyn Fn(&Client) -> AuditEvent,
     ) -> Result<ClientEdit, StoreError>;
     /// Sets several clients of a page in one transaction (see [`merge_set`]), appending the audit
     /// entry `audit` makes of each stored record and whether it is new. Returns the same, in

@@ -758,8 +758,8 @@ impl Store for RedbStore {
         &self,
         page: &str,
         email: &str,
-        update: &dyn Fn(&Client) -> Client,
-        audit: &AuditEvent,
+        update: &dyn Fn(&Client) -> Option<Client>,
+        audit: &dyn Fn(&Client) -> AuditEvent,
     ) -> Result<ClientEdit, StoreError> {
         self.write(|txn| {
             let mut clients = txn.open_table(CLIENTS)?;
@@ -767,7 +767,9 @@ impl Store for RedbStore {
             let Some(old) = get_record::<_, Client>(&clients, "clients", old_key.as_str())? else {
                 return Ok(ClientEdit::Missing);
             };
-            let new = update(&old);
+            let Some(new) = update(&old) else {
+                return Ok(ClientEdit::Unchanged(old));
+            };
             let new_key = key(page, &new.email);
             if new_key != old_key {
                 if clients.get(new_key.as_str())?.is_some() {
@@ -776,7 +778,7 @@ impl Store for RedbStore {
                 clients.remove(old_key.as_str())?;
             }
             clients.insert(new_key.as_str(), encode(&new)?.as_slice())?;
-            append_audit(txn, audit)?;
+            append_audit(txn, &audit(&new))?;
             Ok(ClientEdit::Edited(new))
         })
     }
@@ -2009,27 +2011,30 @@ mod tests {
         }
         let before = store.audit_log(None, 100).expect("log").len();
         let rename = |to: &'static str| {
-            move |c: &Client| Client {
-                email: to.to_owned(),
-                name: "Renamed".into(),
-                ..c.clone()
+            move |c: &Client| {
+                Some(Client {
+                    email: to.to_owned(),
+                    name: "Renamed".into(),
+                    ..c.clone()
+                })
             }
         };
+        let audit = |_: &Client| ev.clone();
         assert_eq!(
             store
-                .edit_client("course", "a@x.org", &rename("b@x.org"), &ev)
+                .edit_client("course", "a@x.org", &rename("b@x.org"), &audit)
                 .expect("edit"),
             ClientEdit::EmailTaken
         );
         assert_eq!(
             store
-                .edit_client("course", "z@x.org", &rename("y@x.org"), &ev)
+                .edit_client("course", "z@x.org", &rename("y@x.org"), &audit)
                 .expect("edit"),
             ClientEdit::Missing
         );
         assert_eq!(store.audit_log(None, 100).expect("log").len(), before);
         let moved = store
-            .edit_client("course", "a@x.org", &rename("c@x.org"), &ev)
+            .edit_client("course", "a@x.org", &rename("c@x.org"), &audit)
             .expect("edit");
         assert!(matches!(moved, ClientEdit::Edited(ref c) if c.email == "c@x.org"));
         let emails: Vec<String> = store
