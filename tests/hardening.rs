@@ -8,7 +8,7 @@ use bytes::Bytes;
 use common::browser::{Browser, hidden};
 use common::certs::TestCa;
 use common::client::{self, read_answer};
-use common::school::{MAIL_WAIT, School, school_toml};
+use common::school::{MAIL_WAIT, School, link_in, school_toml};
 use common::smtp::TestSmtp;
 use common::{TestGateway, TestUpstream};
 use http_body_util::Full;
@@ -314,13 +314,7 @@ async fn a_sign_in_link_opened_in_another_browser_names_the_account_and_asks_fir
     school.add_client("course", ANN, "Ann", None).await;
     let mut ann = school.browser();
     let mail = school.request_code(&mut ann, ANN).await;
-    let text = mail.text().expect("text part");
-    let link = text
-        .split_whitespace()
-        .find(|w| w.starts_with("http://school.test/_pagegate/link?t="))
-        .expect("a link in the mail")
-        .trim_start_matches("http://school.test")
-        .to_string();
+    let link = link_in(&mail);
 
     let mut victim = school.browser();
     let page = victim.get(&link).await;
@@ -355,13 +349,7 @@ async fn a_link_confirmed_in_another_browser_signs_in() {
     school.add_client("course", ANN, "Ann", None).await;
     let mut laptop = school.browser();
     let mail = school.request_code(&mut laptop, ANN).await;
-    let text = mail.text().expect("text part");
-    let link = text
-        .split_whitespace()
-        .find(|w| w.starts_with("http://school.test/_pagegate/link?t="))
-        .expect("a link in the mail")
-        .trim_start_matches("http://school.test")
-        .to_string();
+    let link = link_in(&mail);
     let mut phone = school.browser();
     let page = phone.get(&link).await;
     let csrf = hidden(&page.body, "csrf").expect("csrf");

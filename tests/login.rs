@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::browser::hidden;
-use common::school::{MAIL_WAIT, School, school_toml};
+use common::school::{MAIL_WAIT, School, link_in, school_toml};
 use common::smtp::{Refusal, TestSmtp};
 use common::{TestGateway, TestUpstream};
 
@@ -231,12 +231,7 @@ async fn the_mailed_link_needs_a_click_and_works_once() {
         .await;
     let mut browser = school.browser();
     let mail = school.request_code(&mut browser, "ann@example.com").await;
-    let text = mail.text().expect("text");
-    let link = text
-        .split_whitespace()
-        .find(|w| w.starts_with("http://school.test/_pagegate/link?t="))
-        .expect("link");
-    let path = link.trim_start_matches("http://school.test");
+    let path = &link_in(&mail);
 
     // A mail scanner fetching the link twice neither signs in nor burns it.
     let mut scanner = school.browser();

@@ -1461,6 +1461,14 @@ mod tests {
         store.issue_code("s", "a@x.org", &c, &t).expect("issue");
     }
 
+    /// Issues a@x.org a code, valid until 1000, asked for in `browser`.
+    fn issue_in(store: &RedbStore, browser: SecretHash, hash: u8, token: u8) {
+        let (mut c, mut t) = code(hash, token, 1000);
+        c.browser = Some(browser);
+        t.browser = Some(browser);
+        store.issue_code("s", "a@x.org", &c, &t).expect("issue");
+    }
+
     fn check(store: &RedbStore, guess: u8, now: Timestamp) -> CodeCheck {
         check_in(store, MINE, guess, now)
     }
@@ -1624,10 +1632,7 @@ mod tests {
     fn a_stranger_who_guesses_wrong_locks_out_only_their_own_browser() {
         let (_dir, store) = store();
         // The stranger asked for a code in their browser and guesses five times.
-        let (mut c, mut t) = code(7, 8, 1000);
-        c.browser = Some(STRANGER);
-        t.browser = Some(STRANGER);
-        store.issue_code("s", "a@x.org", &c, &t).expect("issue");
+        issue_in(&store, STRANGER, 7, 8);
         for _ in 0..4 {
             assert!(matches!(
                 check_in(&store, STRANGER, 1, 10),
@@ -1648,10 +1653,7 @@ mod tests {
         // Eight wrong tries allowed per email (POLICY), five per browser: four from each of two
         // browsers, each with a code of its own, reach the overall cap.
         for (n, browser) in [[3u8; 32], [4; 32]].into_iter().enumerate() {
-            let (mut c, mut t) = code(7, 8 + n as u8, 1000);
-            c.browser = Some(browser);
-            t.browser = Some(browser);
-            store.issue_code("s", "a@x.org", &c, &t).expect("issue");
+            issue_in(&store, browser, 7, 8 + n as u8);
             for _ in 0..3 {
                 assert!(matches!(
                     check_in(&store, browser, 1, 10),

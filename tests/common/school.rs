@@ -137,3 +137,14 @@ impl School {
             .await
     }
 }
+
+/// The path and query of the sign-in link in `mail` (`/_pagegate/link?t=…`), as a browser of
+/// the school opens it.
+pub fn link_in(mail: &super::smtp::Received) -> String {
+    let text = mail.text().expect("text part");
+    text.split_whitespace()
+        .find(|w| w.starts_with("http://school.test/_pagegate/link?t="))
+        .expect("a link in the mail")
+        .trim_start_matches("http://school.test")
+        .to_string()
+}
