@@ -359,3 +359,13 @@ async fn bypass_corpus(kind: Kind) {
 async fn nginx_auth_request_bypass_corpus() {
     bypass_corpus(Kind::Nginx).await;
 }
+
+#[tokio::test]
+async fn caddy_forward_auth_story() {
+    story(Kind::Caddy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_forward_auth_bypass_corpus() {
+    bypass_corpus(Kind::Caddy).await;
+}

@@ -217,7 +217,7 @@ fn caddy(dir: &Path, addr: SocketAddr, site: SocketAddr, gateway: SocketAddr) ->
         &format!("http://school.example:{} {{", addr.port()),
     );
     let global = format!(
-        "{{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n\tdefault_bind {}\n}}\n\n",
+        "{{\n\tadmin off\n\tauto_https off\n\tdefault_bind {}\n}}\n\n",
         addr.ip()
     );
     std::fs::write(dir.join("Caddyfile"), global + &snippet).expect("write the Caddyfile");
