@@ -461,7 +461,7 @@ impl Gateway {
             None => Ok(forward::sign_in(
                 edge,
                 crate::auth::wants_page(&original.method, req.headers()),
-                &auth.login_location(&original.target),
+                &original.url_of(&auth.login_location(&original.target)),
                 auth.sign_in_json(),
             )),
         }

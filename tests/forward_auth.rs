@@ -120,14 +120,14 @@ async fn a_signed_in_visitor_is_allowed_with_identity_and_others_are_sent_to_sig
     assert_eq!(answer.status, 302);
     assert_eq!(
         answer.header("location"),
-        Some("/_pagegate/login?next=%2Fcourse%2Flesson-1%3Ft%3D30")
+        Some("http://school.test/_pagegate/login?next=%2Fcourse%2Flesson-1%3Ft%3D30")
     );
     assert_eq!(answer.header("cache-control"), Some("no-store"));
     let answer = ask(&school, REQUEST, &nginx("/course/lesson-1?t=30", "")).await;
     assert_eq!(answer.status, 401);
     assert_eq!(
         answer.header("x-pagegate-login"),
-        Some("/_pagegate/login?next=%2Fcourse%2Flesson-1%3Ft%3D30")
+        Some("http://school.test/_pagegate/login?next=%2Fcourse%2Flesson-1%3Ft%3D30")
     );
     assert_eq!(answer.header("cache-control"), Some("no-store"));
     // A form post or an API call is no navigation: 401, as the full proxy answers it.

@@ -126,7 +126,7 @@ async fn story(kind: Kind) {
     assert_eq!(first.status, 302, "{kind:?}: {}\n{}", first.body, log());
     assert_eq!(
         first.header("location"),
-        Some("/_pagegate/login?next=%2Fcourse%2Flesson-1%3Ft%3D30"),
+        Some("http://school.example/_pagegate/login?next=%2Fcourse%2Flesson-1%3Ft%3D30"),
         "{kind:?}"
     );
     assert!(s.site_saw("/course/lesson-1?t=30").is_empty());
@@ -368,4 +368,19 @@ async fn caddy_forward_auth_story() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caddy_forward_auth_bypass_corpus() {
     bypass_corpus(Kind::Caddy).await;
+}
+
+#[tokio::test]
+async fn traefik_forward_auth_story() {
+    story(Kind::Traefik).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_forward_auth_bypass_corpus() {
+    bypass_corpus(Kind::Traefik).await;
+}
+
+#[tokio::test]
+async fn traefik_docker_labels_story() {
+    story(Kind::TraefikLabels).await;
 }

@@ -90,6 +90,8 @@ pub struct Original {
     pub method: Method,
     /// Its host, normalised ([`normalize_host`]): chooses the site.
     pub host: String,
+    /// Its host with the port the visitor wrote, if any: where the visitor is sent back to.
+    pub authority: String,
     /// Its target in origin form (path and query), still percent-encoded, exactly as the edge
     /// forwards it.
     pub target: String,
@@ -116,6 +118,16 @@ pub enum OriginalError {
     /// A header only a client can have added: the other edge's, or a `_` spelling.
     #[error("unexpected header {0}")]
     Foreign(String),
+}
+
+impl Original {
+    /// The absolute address of `path` (starting with `/`) on the visitor's site, as the visitor
+    /// reached it. Traefik resolves a relative `Location` from the auth service against the
+    /// service's own address, so the sign-in redirect is always absolute.
+    pub fn url_of(&self, path: &str) -> String {
+        let scheme = if self.secure { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.authority)
+    }
 }
 
 impl OriginalError {
@@ -186,7 +198,7 @@ pub fn read_original(headers: &HeaderMap, edge: Edge) -> Result<Original, Origin
                 .ok_or(OriginalError::Invalid("X-Forwarded-Host"))
         })
         .transpose()?;
-    let (secure, host) = match (absolute, proto, host) {
+    let (secure, (host, port)) = match (absolute, proto, host) {
         (Some(url), proto, host) => {
             if proto.is_some_and(|p| p != url.secure)
                 || host
@@ -195,15 +207,20 @@ pub fn read_original(headers: &HeaderMap, edge: Edge) -> Result<Original, Origin
             {
                 return Err(OriginalError::Disagrees);
             }
-            (url.secure, url.host)
+            (url.secure, (url.host, url.port))
         }
-        (None, Some(secure), Some((host, _))) => (secure, host),
+        (None, Some(secure), Some(host)) => (secure, host),
         (None, None, _) => return Err(OriginalError::Missing("X-Forwarded-Proto")),
         (None, _, None) => return Err(OriginalError::Missing("X-Forwarded-Host")),
+    };
+    let authority = match port {
+        Some(port) => format!("{host}:{port}"),
+        None => host.clone(),
     };
     Ok(Original {
         method,
         host,
+        authority,
         target: path.to_owned(),
         secure,
     })
@@ -407,6 +424,7 @@ mod tests {
         Original {
             method: Method::GET,
             host: "school.test".into(),
+            authority: "school.test".into(),
             target: target.into(),
             secure: false,
         }
@@ -433,6 +451,7 @@ mod tests {
         let original = read_original(&https, Edge::ForwardAuth).expect("valid");
         assert!(original.secure);
         assert_eq!(original.host, "school.test");
+        assert_eq!(original.url_of("/x"), "https://school.test:8443/x");
         assert_eq!(original.method, Method::POST);
     }
 

