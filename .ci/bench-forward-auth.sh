@@ -9,6 +9,9 @@
 #                                    service, the floor of this architecture
 #   pagegate full proxy              pagegate in front of the same upstream, no edge
 #
+# Besides requests per second and latency, each run gives the CPU time per request of the auth
+# service it asks (pagegate, or the floor's nginx worker; pagegate itself as the full proxy).
+#
 # Everything runs on 127.0.0.1 in a temporary directory removed on exit with every process
 # started here. The session is real: signed in through the edge by the email form, the code read
 # from the mail the file transport writes. See docs/performance.md.
@@ -91,6 +94,7 @@ snippet edge-floor "$EDGE_FLOOR_PORT" "$FLOOR_PORT"
 for conf in upstream floor edge-pagegate edge-floor; do
     "$NGINX" -c "$WORK/$conf.conf" -e "$WORK/$conf.err" &
     PIDS+=($!)
+    [ "$conf" = floor ] && FLOOR_PID=$!
 done
 "$PAGEGATE" clients --config "$WORK/pagegate.toml" add --page course --email bench@example.com --name Bench >/dev/null
 PAGEGATE_LOG=warn "$PAGEGATE" serve --config "$WORK/pagegate.toml" 2>"$WORK/pagegate.log" &
@@ -121,18 +125,27 @@ for base in "$EDGE" "http://127.0.0.1:$PG_PORT"; do
 done
 [ "$(code_of -H "Cookie: $cookie" "http://127.0.0.1:$EDGE_FLOOR_PORT/course/1k")" = 200 ] || die "the floor does not serve the page"
 
-# CPU time (user + system, in clock ticks) pagegate has used so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$PG_PID/stat"; }
+# CPU time (user + system, in clock ticks) a process has used so far: of the auth service
+# asked in each run (pagegate, or the floor's nginx worker; none for the full proxy, where the
+# figure is pagegate's whole work).
+cpu_ticks() { # PID...: their user + system ticks, summed
+    local pid total=0
+    for pid in "$@"; do total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+    echo "$total"
+}
 TICK=$(getconf CLK_TCK)
+FLOOR_WORKERS=$(ps -o pid= --ppid "$FLOOR_PID" | tr -d ' ' | tr '\n' ' ')
+[ -n "$FLOOR_WORKERS" ] || die "no worker process of the floor's nginx"
 
-run() { # NAME PORT: prints "NAME|req/s|p50|p99|pagegate CPU µs per request"
-    local name=$1 url="http://127.0.0.1:$2/course/1k"
+run() { # NAME PORT PIDS: prints "NAME|req/s|p50|p99|CPU µs per request of PIDS"
+    local name=$1 url="http://127.0.0.1:$2/course/1k" pids
+    read -ra pids <<<"$3"
     local args=(-t"$BENCH_THREADS" -c"$BENCH_CONNECTIONS" -H "Host: $HOST" -H "Cookie: $cookie")
     wrk "${args[@]}" -d"$BENCH_WARMUP" "$url" >/dev/null
     local before after out rps p50 p99 requests cpu
-    before=$(cpu_ticks)
+    before=$(cpu_ticks "${pids[@]}")
     out=$(wrk "${args[@]}" -d"$BENCH_DURATION" --latency "$url")
-    after=$(cpu_ticks)
+    after=$(cpu_ticks "${pids[@]}")
     grep -qE 'Non-2xx|Socket errors' <<<"$out" && { printf '%s\n' "$out" >&2; die "$name: errors during the run"; }
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
@@ -146,13 +159,14 @@ run() { # NAME PORT: prints "NAME|req/s|p50|p99|pagegate CPU µs per request"
 # all three alike.
 names=("auth_request -> pagegate" "auth_request -> 204 floor" "pagegate full proxy")
 ports=("$EDGE_PG_PORT" "$EDGE_FLOOR_PORT" "$PG_PORT")
+pids=("$PG_PID" "$FLOOR_WORKERS" "$PG_PID")
 rows=()
 for round in $(seq "$BENCH_ROUNDS"); do
     order=(0 1 2); ((round % 2 == 0)) && order=(2 1 0)
-    for i in "${order[@]}"; do rows+=("$(run "${names[$i]}" "${ports[$i]}")"); done
+    for i in "${order[@]}"; do rows+=("$(run "${names[$i]}" "${ports[$i]}" "${pids[$i]}")"); done
 done
 
-printf '\n| target | req/s | p50 | p99 | pagegate CPU per request |\n|---|---:|---:|---:|---:|\n'
+printf '\n| target | req/s | p50 | p99 | auth service CPU per request |\n|---|---:|---:|---:|---:|\n'
 for row in "${rows[@]}"; do
     IFS='|' read -r n r a b c <<<"$row"
     printf '| %s | %s | %s | %s | %s µs |\n' "$n" "$r" "$a" "$b" "$c"
@@ -160,13 +174,17 @@ done
 printf '%s\n' "${rows[@]}" | python3 -c '
 import statistics, sys
 rows = [l.rstrip("\n").split("|") for l in sys.stdin if l.strip()]
-med = lambda name, col: statistics.median(float(r[col]) for r in rows if r[0] == name)
-pg, floor, full = (med(n, 1) for n in ("auth_request -> pagegate", "auth_request -> 204 floor", "pagegate full proxy"))
+def med(name, col):
+    return statistics.median(float(r[col]) for r in rows if r[0] == name)
+names = ("auth_request -> pagegate", "auth_request -> 204 floor", "pagegate full proxy")
+pg, floor, full = (med(n, 1) for n in names)
+cpu_fwd, cpu_floor, cpu_full = (med(n, 4) for n in names)
 print(f"\nmedians: auth_request -> pagegate {pg:.0f} req/s, -> 204 floor {floor:.0f} req/s, "
       f"pagegate full proxy {full:.0f} req/s")
-print(f"pagegate as the auth service: {pg / floor:.2f}x the floor (target 0.90x); "
-      f"pagegate CPU per request: {med(\"auth_request -> pagegate\", 4):.1f} us as the auth "
-      f"service, {med(\"pagegate full proxy\", 4):.1f} us as the full proxy")
+print(f"pagegate as the auth service: {pg / floor:.2f}x the floor (target 0.90x)")
+print(f"CPU per request: pagegate answering the question {cpu_fwd:.1f} us, nginx answering 204 "
+      f"{cpu_floor:.1f} us; pagegate as the full proxy {cpu_full:.1f} us")
 '
-printf '\nmachine: %s, %s cores, %s\n' "$(uname -sr)" "$(nproc)" \
-    "$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')"
+printf '\nmachine: %s, %s cores, %s; load average at the end: %s\n' "$(uname -sr)" "$(nproc)" \
+    "$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')" \
+    "$(cut -d' ' -f1-3 /proc/loadavg)"
