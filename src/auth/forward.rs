@@ -4,10 +4,13 @@
 //! The question is a `GET` to one of two endpoints under the prefix, describing the request the
 //! edge holds (the *original*) in headers:
 //!
-//! | endpoint            | edge                         | original in                                           | deny                                           |
-//! |---------------------|------------------------------|-------------------------------------------------------|------------------------------------------------|
-//! | `/auth/request`     | nginx `auth_request`         | `X-Original-URI` or `X-Original-URL`, `X-Original-Method`, `X-Forwarded-Host`, `X-Forwarded-Proto` | `401` with the sign-in address in `X-Pagegate-Login` |
-//! | `/auth/forward`     | Traefik, Caddy               | `X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri`       | `302` to the sign-in form, passed to the browser |
+//! - `{prefix}/auth/request`, for nginx `auth_request`: the original in `X-Original-URI` (or an
+//!   absolute `X-Original-URL`), `X-Original-Method`, `X-Forwarded-Host` and `-Proto`. nginx
+//!   cannot pass a redirect on, so a visitor who must sign in gets `401` with the address of the
+//!   email form in `X-Pagegate-Login`, which the shipped snippet turns into the redirect.
+//! - `{prefix}/auth/forward`, for Traefik `forwardAuth` and Caddy `forward_auth`: the original in
+//!   `X-Forwarded-Method`, `-Proto`, `-Host` and `-Uri`; the `302` to the email form goes to the
+//!   browser as it is.
 //!
 //! Allowed requests get `204` with the identity headers of a signed-in visitor. The decision is
 //! the full proxy's: the site by the original host, the pages by the same path matcher, the same
