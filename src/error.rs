@@ -14,6 +14,10 @@ pub enum HttpError {
     /// The request is for a protected page and carries no valid session.
     #[error("sign-in required")]
     Unauthorized,
+    /// The peer may not use this endpoint (a forward-auth question from outside
+    /// `trusted_proxies`).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
     /// No site answers this host.
     #[error("no site for this host")]
     UnknownHost,
@@ -40,6 +44,7 @@ impl HttpError {
         match self {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
+            HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
             HttpError::UnknownHost | HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             HttpError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
@@ -53,6 +58,7 @@ impl HttpError {
         match self {
             HttpError::BadRequest(why) => why,
             HttpError::Unauthorized => "This page is only for signed-in visitors.",
+            HttpError::Forbidden(why) => why,
             HttpError::UnknownHost => {
                 "This server has no site configured for the requested host name."
             }
@@ -86,6 +92,7 @@ mod tests {
         let cases = [
             (HttpError::BadRequest("x"), 400),
             (HttpError::Unauthorized, 401),
+            (HttpError::Forbidden("x"), 403),
             (HttpError::UnknownHost, 404),
             (HttpError::NotFound, 404),
             (HttpError::Misdirected, 421),

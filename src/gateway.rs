@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use ipnet::IpNet;
 
 use crate::api::web::Api;
+use crate::auth::forward::{self, Edge};
 use crate::auth::watch::WatchedBody;
 use crate::auth::{Auth, Gate, Identity, Visitor, cookies};
 use crate::body::{self, Body};
@@ -289,6 +290,15 @@ impl Gateway {
             if req.uri().path() == self.healthz {
                 return Ok(healthz(req.method()));
             }
+            // Forward-auth questions describe another request, for any host: answered before the
+            // question's own Host chooses a site.
+            if let Some(edge) =
+                under_prefix(req.uri().path(), &self.prefix).and_then(Edge::for_endpoint)
+            {
+                return self
+                    .forward_auth(edge, &req, conn, note)
+                    .map(never_stored_by_default);
+            }
             let raw_host = request_host(&req)?;
             let host = raw_host
                 .to_str()
@@ -414,6 +424,71 @@ impl Gateway {
                 }
                 _ => Ok(response),
             }
+        }
+    }
+
+    /// A forward-auth question from an edge proxy (see [`forward`]): may the request it
+    /// describes pass? The same decision as the full proxy makes on that request: the site by
+    /// its host, its pages by the same matcher, the same sessions. Only a trusted proxy may ask;
+    /// anything that cannot be read for sure is refused, never allowed.
+    fn forward_auth<B>(
+        &self,
+        edge: Edge,
+        req: &Request<B>,
+        conn: ConnectionInfo,
+        note: &mut RequestNote,
+    ) -> Result<Response<Body>, HttpError> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Ok(crate::auth::method_not_allowed("GET, HEAD"));
+        }
+        if !is_trusted(&self.trusted_proxies, conn.peer.ip()) {
+            return Err(HttpError::Forbidden(
+                "Only the front proxies in server.trusted_proxies may ask this.",
+            ));
+        }
+        let original = forward::read_original(req.headers(), edge).map_err(|e| {
+            tracing::debug!(peer = %conn.peer, error = %e, "forward-auth question refused");
+            HttpError::BadRequest(e.public_message())
+        })?;
+        let site_id = self
+            .router
+            .site_for_host(&original.host)
+            .ok_or(HttpError::UnknownHost)?;
+        note.site = Some(site_id);
+        let site = &self.sites[site_id];
+        let visitor = Visitor {
+            ip: client_ip(req, conn, &self.trusted_proxies),
+            secure: original.secure,
+        };
+        note.client = Some(visitor.ip);
+        if site.pages.is_empty() {
+            return Ok(forward::allowed(&[]));
+        }
+        let protected = site
+            .pages
+            .pages_for(&original.target)
+            .map_err(|e| HttpError::BadRequest(e.0))?;
+        if protected.is_empty() {
+            return Ok(forward::allowed(&[]));
+        }
+        note.page = protected.first().copied();
+        let Some(auth) = &self.auth else {
+            return Err(HttpError::Unauthorized);
+        };
+        match auth.signed_in(site_id, &protected, req.headers(), visitor)? {
+            Some(who) => {
+                let identity = self.identity.headers_for(&who);
+                if self.access_log_email {
+                    note.email = Some(who.email);
+                }
+                Ok(forward::allowed(&identity))
+            }
+            None => Ok(forward::sign_in(
+                edge,
+                crate::auth::wants_page(&original.method, req.headers()),
+                &original.url_of(&auth.login_location(&original.target)),
+                auth.sign_in_json(),
+            )),
         }
     }
 

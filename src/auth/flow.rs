@@ -995,7 +995,7 @@ pub(super) fn query_map<B>(req: &Request<B>) -> HashMap<String, String> {
         .collect()
 }
 
-pub(super) fn method_not_allowed(allow: &'static str) -> Response<Body> {
+pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut r = Response::new(crate::body::empty());
     *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     r.headers_mut()

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod cookies;
 mod flow;
+pub mod forward;
 pub mod input;
 pub mod keys;
 pub mod limits;
@@ -36,6 +37,7 @@ use crate::store::{
 };
 use crate::ui::Templates;
 use cookies::CookieNames;
+pub(crate) use flow::method_not_allowed;
 use keys::{CookiePurpose, KeyError, Keys, Rotation};
 use limits::Limits;
 use watch::{Subject, Verdict, Watch, Watched};
@@ -279,24 +281,28 @@ impl Auth {
         req: &Request<B>,
         visitor: Visitor,
     ) -> Result<Gate, HttpError> {
-        let site = &self.sites[site_id];
-        if let Some(identity) = self.signed_in(site, pages, req, visitor)? {
+        if let Some(identity) = self.signed_in(site_id, pages, req.headers(), visitor)? {
             return Ok(Gate::Allow(identity));
         }
         Ok(Gate::Deny(self.sign_in_required(req)))
     }
 
-    fn signed_in<B>(
+    /// The visitor whose session cookie (in `headers`) is valid now for every one of `pages`
+    /// (indexes into the site's pages), if any. Reads only. The gate and the forward-auth
+    /// endpoint both decide with it, so both apply the same sessions, client lists and access
+    /// periods.
+    pub fn signed_in(
         &self,
-        site: &SiteAuth,
+        site_id: SiteId,
         pages: &[usize],
-        req: &Request<B>,
+        headers: &http::HeaderMap,
         visitor: Visitor,
     ) -> Result<Option<Identity>, HttpError> {
+        let site = &self.sites[site_id];
         let keys = self.keys.load();
         // The session was stored under the hash key of the secret that signed its cookie.
         let Some((session_id, signed_by)) = keys.read_cookie(
-            req.headers(),
+            headers,
             site.cookies.session(visitor.secure),
             CookiePurpose::Session,
         ) else {
@@ -408,31 +414,22 @@ impl Auth {
     /// A browser asking for a page is sent to the email form; anything else gets 401.
     pub(crate) fn sign_in_required<B>(&self, req: &Request<B>) -> Response<Body> {
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let wants_page =
-            (req.method() == Method::GET || req.method() == Method::HEAD) && !asks_for_json(req);
-        if wants_page {
-            let next: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
-            return redirect(
-                StatusCode::FOUND,
-                &format!("{}/login?next={next}", self.prefix),
-            );
+        if wants_page(req.method(), req.headers()) {
+            return redirect(StatusCode::FOUND, &self.login_location(target));
         }
-        let mut response = Response::new(body::full(format!(
-            "{{\"error\":\"sign-in required\",\"login\":\"{}/login\"}}\n",
-            self.prefix
-        )));
-        *response.status_mut() = StatusCode::UNAUTHORIZED;
-        let h = response.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("pagegate"),
-        );
-        response
+        sign_in_json(&self.prefix)
+    }
+
+    /// Where a visitor who asked for `target` (path and query) signs in: the email form on the
+    /// same site, coming back to `target` afterwards.
+    pub fn login_location(&self, target: &str) -> String {
+        let next: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
+        format!("{}/login?next={next}", self.prefix)
+    }
+
+    /// The `401` for a request that is no browser navigation (see [`sign_in_json`]).
+    pub fn sign_in_json(&self) -> Response<Body> {
+        sign_in_json(&self.prefix)
     }
 
     /// Forgets idle rate-limit keys and stale notes, prunes expired codes and sessions and,
@@ -496,16 +493,39 @@ impl Auth {
     }
 }
 
+/// Whether a request for a page is a browser navigation, which is sent to the email form,
+/// rather than a form post, an API or a fetch call, which gets a `401`.
+pub fn wants_page(method: &Method, headers: &http::HeaderMap) -> bool {
+    (method == Method::GET || method == Method::HEAD) && !asks_for_json(headers)
+}
+
+/// The `401` JSON answer for a request that needs a session and is no browser navigation.
+fn sign_in_json(prefix: &str) -> Response<Body> {
+    let mut response = Response::new(body::full(format!(
+        "{{\"error\":\"sign-in required\",\"login\":\"{prefix}/login\"}}\n"
+    )));
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("pagegate"),
+    );
+    response
+}
+
 /// Whether a client prefers JSON to HTML (an API or fetch call, not a browser navigation).
-fn asks_for_json<B>(req: &Request<B>) -> bool {
-    let accept = req
-        .headers()
+fn asks_for_json(headers: &http::HeaderMap) -> bool {
+    let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     (accept.contains("application/json") && !accept.contains("text/html"))
-        || req
-            .headers()
+        || headers
             .get("x-requested-with")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"))
 }

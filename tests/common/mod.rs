@@ -4,9 +4,11 @@
 
 pub mod api;
 pub mod browser;
+pub mod bypass;
 pub mod certs;
 pub mod chrome;
 pub mod client;
+pub mod edges;
 pub mod nginx;
 pub mod observe;
 pub mod process;

@@ -86,6 +86,22 @@ impl Nginx {
         panic!("nginx did not start:\n{last_error}");
     }
 
+    /// Every file nginx answered for so far, with the status: `(status, path under the
+    /// docroot)`.
+    pub fn served(&self) -> Vec<(u16, String)> {
+        let www = self.dir.path().join("www");
+        let www = www.display().to_string();
+        std::fs::read_to_string(self.dir.path().join("served.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let (status, file) = line.split_once(' ')?;
+                let file = file.strip_prefix(&www).unwrap_or(file);
+                Some((status.parse().ok()?, file.to_string()))
+            })
+            .collect()
+    }
+
     /// nginx's error log so far, for failure messages.
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
@@ -129,7 +145,10 @@ fn config(dir: &Path, addr: SocketAddr) -> String {
     writeln!(c, "pid \"{d}/nginx.pid\";").ok();
     writeln!(c, "events {{ worker_connections 1024; }}").ok();
     writeln!(c, "http {{").ok();
-    writeln!(c, "    access_log off;").ok();
+    // What the site served, by file: a protected file served to anyone is a leak, whatever
+    // the method and whatever the answer's body shows.
+    writeln!(c, "    log_format served '$status $request_filename';").ok();
+    writeln!(c, "    access_log \"{d}/served.log\" served;").ok();
     for (directive, sub) in [
         ("client_body_temp_path", "body"),
         ("proxy_temp_path", "proxy"),
