@@ -203,6 +203,7 @@ async fn apply(
                     order: grant.order_id.as_deref().map(|o| (actor.as_str(), o)),
                     signature,
                     source: Source::Grant,
+                    signin: None,
                     now,
                 },
                 &audit,
@@ -212,8 +213,12 @@ async fn apply(
         .await?
     };
     let (client, created, replayed) = match result {
-        GrantResult::Applied { client, created } => (client, created, false),
-        GrantResult::Replayed { client, created } => (client, created, true),
+        GrantResult::Applied {
+            client, created, ..
+        } => (client, created, false),
+        GrantResult::Replayed {
+            client, created, ..
+        } => (client, created, true),
         GrantResult::SignatureSpent => return Err(keys::replayed()),
         GrantResult::Conflict => {
             return Err(ApiError::Conflict {
