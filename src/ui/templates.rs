@@ -26,7 +26,10 @@ const BUILTIN: &[(&str, &str)] = &[
         "signin_confirm.html",
         include_str!("templates/signin_confirm.html"),
     ),
-    ("signin_gone.html", include_str!("templates/signin_gone.html")),
+    (
+        "signin_gone.html",
+        include_str!("templates/signin_gone.html"),
+    ),
     (
         "rate_limited.html",
         include_str!("templates/rate_limited.html"),
@@ -147,6 +150,9 @@ pub enum Page<'a> {
         frame: Frame<'a>,
         /// The link's token.
         token: &'a str,
+        /// The id of the link's page, sent back so that a link found spent meanwhile can still
+        /// offer the code sign-in for its page.
+        page: &'a str,
         /// Anti-forgery token.
         csrf: &'a str,
         /// The account the link signs into, masked.
@@ -386,12 +392,14 @@ impl Templates {
             }
             Page::SigninConfirm {
                 token,
+                page,
                 csrf,
                 account,
                 error,
                 ..
             } => {
                 ctx.push(("token", Value::from(token)));
+                ctx.push(("page", Value::from(page)));
                 ctx.push(("csrf", Value::from(csrf)));
                 ctx.push(("account", Value::from(account)));
                 ctx.extend(error_fields(error, lang));
@@ -655,6 +663,7 @@ pub(crate) fn sample_pages(frame: Frame<'_>) -> Vec<Page<'_>> {
         pages.push(Page::SigninConfirm {
             frame,
             token: "token",
+            page: "page",
             csrf: "csrf",
             account: "a***@example.com",
             error,

@@ -178,6 +178,7 @@ fn a_shops_sign_in_link_posts_its_token_and_a_spent_one_offers_the_code_sign_in(
             &Page::SigninConfirm {
                 frame: FRAME,
                 token: "T0K3N",
+                page: "course",
                 csrf: "tok",
                 account: "an***@example.com",
                 error: None,
@@ -190,6 +191,7 @@ fn a_shops_sign_in_link_posts_its_token_and_a_spent_one_offers_the_code_sign_in(
         "{html}"
     );
     assert!(html.contains(r#"name="token" value="T0K3N""#));
+    assert!(html.contains(r#"name="page" value="course""#));
     assert!(html.contains(r#"name="csrf" value="tok""#));
     assert!(html.contains("an***@example.com"), "the account is named");
     assert!(html.contains("open Rust course"), "{html}");
@@ -261,6 +263,7 @@ fn hostile_input_is_escaped() {
         Page::SigninConfirm {
             frame,
             token: evil,
+            page: evil,
             csrf: evil,
             account: evil,
             error: Some("csrf"),
@@ -812,6 +815,7 @@ fn dump_samples() {
                 Page::SigninConfirm {
                     frame: FRAME,
                     token: "t",
+                    page: "course",
                     csrf: "c",
                     account: "an***@example.com",
                     error: None,
