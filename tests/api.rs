@@ -1250,12 +1250,13 @@ async fn a_shops_sign_in_link_signs_the_buyer_in_once_and_a_retry_gets_it_again_
     let club_api = ApiClient::new(gate.gateway.addr, "club.test");
     let order = json!({"page": "course", "email": "Ann@Example.com", "name": "Ann",
                        "days": 30, "order_id": "2001", "signin": true});
-    let first = club_api
-        .post("/grants", &Cred::Bearer(SHOP), &order)
-        .await;
+    let first = club_api.post("/grants", &Cred::Bearer(SHOP), &order).await;
     assert_eq!(first.status, 201, "{}", first.body);
     let answer = body(&first);
-    let url = answer["signin_url"].as_str().expect("a signin_url").to_string();
+    let url = answer["signin_url"]
+        .as_str()
+        .expect("a signin_url")
+        .to_string();
     assert!(
         url.starts_with("http://school.test/_pagegate/signin?t="),
         "{url}"
@@ -1304,7 +1305,13 @@ async fn a_shops_sign_in_link_signs_the_buyer_in_once_and_a_retry_gets_it_again_
     assert_eq!(pressed.status, 410, "{}", pressed.body);
     assert!(!elsewhere.has_session());
     // Its token is no mailed link's token, on either endpoint.
-    let token = path.split_once("t=").expect("t").1.split('&').next().expect("token");
+    let token = path
+        .split_once("t=")
+        .expect("t")
+        .1
+        .split('&')
+        .next()
+        .expect("token");
     let as_mailed = scanner.get(&format!("/_pagegate/link?t={token}")).await;
     assert_eq!(as_mailed.status, 410, "{}", as_mailed.body);
     // Without the page's anti-forgery token, nothing happens.
@@ -1360,7 +1367,11 @@ async fn a_shops_sign_in_link_signs_the_buyer_in_once_and_a_retry_gets_it_again_
     );
     assert_eq!(
         (&used[0]["actor"], &used[0]["page"], &used[0]["email"]),
-        (&json!("visitor"), &json!("course"), &json!("ann@example.com"))
+        (
+            &json!("visitor"),
+            &json!("course"),
+            &json!("ann@example.com")
+        )
     );
     assert!(
         used[0]["detail"]
@@ -1482,7 +1493,10 @@ async fn age_sign_in_links(data_dir: &std::path::Path, seconds: i64) {
             let mut record: Value = serde_json::from_slice(v.value()).expect("json");
             let end = record["expires_at"].as_i64().expect("expires_at");
             record["expires_at"] = json!(end - seconds);
-            aged.push((k.value().to_vec(), serde_json::to_vec(&record).expect("json")));
+            aged.push((
+                k.value().to_vec(),
+                serde_json::to_vec(&record).expect("json"),
+            ));
         }
         assert!(!aged.is_empty(), "a link to age");
         for (k, v) in aged {
