@@ -1298,6 +1298,21 @@ async fn a_shops_sign_in_link_signs_the_buyer_in_once_and_a_retry_gets_it_again_
         200,
         "a HEAD spends nothing either"
     );
+    // The page it opens is the grant's, whatever the link's address is made to say.
+    let other_page = scanner
+        .get(&path.replace("page=course", "page=extra"))
+        .await;
+    assert_eq!(other_page.status, 200, "{}", other_page.body);
+    assert!(
+        other_page.body.contains("Video course"),
+        "{}",
+        other_page.body
+    );
+    assert!(
+        !other_page.body.contains("Bonus lessons"),
+        "{}",
+        other_page.body
+    );
     // Opened on the other site, it is not that site's link, and stays unspent.
     let mut elsewhere = Browser::new(gate.gateway.addr, "club.test");
     assert_eq!(elsewhere.get(&path).await.status, 410);
@@ -1326,7 +1341,7 @@ async fn a_shops_sign_in_link_signs_the_buyer_in_once_and_a_retry_gets_it_again_
 
     // The buyer confirms: signed in, on the page, without a code.
     let mut buyer = gate.browser();
-    let signed_in = confirm_link(&mut buyer, &path).await;
+    let signed_in = confirm_link(&mut buyer, &path.replace("page=course", "page=extra")).await;
     assert_eq!(signed_in.status, 303, "{}", signed_in.body);
     assert_eq!(signed_in.header("location"), Some("/course/"));
     assert!(buyer.has_session());
