@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::api::{ApiClient, BASE, Cred, body, error, signature, unix_now};
-use common::browser::Browser;
+use common::browser::{Browser, hidden};
 use common::client::Answer;
 use common::process::GatewayProcess;
 use common::smtp::TestSmtp;
@@ -1209,4 +1209,360 @@ async fn the_openapi_document_matches_the_routes() {
             answer.status
         );
     }
+}
+
+/// The path and query of a sign-in link on school.test, as a browser there opens it.
+fn on_school(url: &str) -> String {
+    url.strip_prefix("http://school.test")
+        .unwrap_or_else(|| panic!("not on the site's public_url: {url}"))
+        .to_string()
+}
+
+/// Confirms the sign-in link `path` in `browser`: opens its confirm page and presses the
+/// button, as the page's form would send it.
+async fn confirm_link(browser: &mut Browser, path: &str) -> Answer {
+    let page = browser.get(path).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let field = |name| hidden(&page.body, name).unwrap_or_else(|| panic!("no {name} field"));
+    let (token, page_id, csrf) = (field("token"), field("page"), field("csrf"));
+    browser
+        .post_form(
+            "/_pagegate/signin",
+            &[("token", &token), ("page", &page_id), ("csrf", &csrf)],
+        )
+        .await
+}
+
+/// Presses the button of a sign-in link's confirm page with the token of `path`, in a browser
+/// that never saw a live confirm page for it (its CSRF token comes from the email form).
+async fn press_anyway(browser: &mut Browser, path: &str) -> Answer {
+    press_anyway_on(browser, path, "/course/").await
+}
+
+fn entries_of<'a>(audit: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    audit.iter().filter(|e| e["kind"] == kind).collect()
+}
+
+#[tokio::test]
+async fn a_shops_sign_in_link_signs_the_buyer_in_once_and_a_retry_gets_it_again_while_live() {
+    let gate = Gate::open().await;
+    // The shop calls the API on the other site's host: the link is still on the page's site's
+    // public_url, never on the host the call came to.
+    let club_api = ApiClient::new(gate.gateway.addr, "club.test");
+    let order = json!({"page": "course", "email": "Ann@Example.com", "name": "Ann",
+                       "days": 30, "order_id": "2001", "signin": true});
+    let first = club_api.post("/grants", &Cred::Bearer(SHOP), &order).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let answer = body(&first);
+    let url = answer["signin_url"]
+        .as_str()
+        .expect("a signin_url")
+        .to_string();
+    assert!(
+        url.starts_with("http://school.test/_pagegate/signin?t="),
+        "{url}"
+    );
+    let expires = ts(&answer["signin_expires_at"]);
+    assert!(
+        (expires - (unix_now() + 15 * 60)).abs() < 60,
+        "valid for auth.signin_link_ttl: {expires}"
+    );
+    let path = on_school(&url);
+
+    // The shop's retry of the timed-out call gets the same link.
+    let retry = gate.grant(SHOP, order.clone()).await;
+    assert_eq!(retry.status, 201, "{}", retry.body);
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(retry.body, first.body, "the first answer, link included");
+    // A grant that does not ask for a link gets none.
+    let plain = gate
+        .grant(
+            SHOP,
+            json!({"page": "course", "email": "ann@example.com", "order_id": "2001"}),
+        )
+        .await;
+    assert!(body(&plain).get("signin_url").is_none(), "{}", plain.body);
+
+    // Link scanners open it: the confirm page names the account and spends nothing.
+    let mut scanner = gate.browser();
+    for _ in 0..2 {
+        let page = scanner.get(&path).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains("a***@example.com"), "{}", page.body);
+        assert!(page.body.contains("Video course"), "{}", page.body);
+        assert!(!page.body.contains("ann@example.com"), "masked");
+        assert!(!page.body.contains("another browser"), "{}", page.body);
+        assert!(!scanner.has_session());
+    }
+    assert_eq!(
+        scanner.send("HEAD", &path, None).await.status,
+        200,
+        "a HEAD spends nothing either"
+    );
+    // The page it opens is the grant's, whatever the link's address is made to say.
+    let other_page = scanner
+        .get(&path.replace("page=course", "page=extra"))
+        .await;
+    assert_eq!(other_page.status, 200, "{}", other_page.body);
+    assert!(
+        other_page.body.contains("Video course"),
+        "{}",
+        other_page.body
+    );
+    assert!(
+        !other_page.body.contains("Bonus lessons"),
+        "{}",
+        other_page.body
+    );
+    // Opened on the other site, it is not that site's link, and stays unspent.
+    let mut elsewhere = Browser::new(gate.gateway.addr, "club.test");
+    assert_eq!(elsewhere.get(&path).await.status, 410);
+    let pressed = press_anyway_on(&mut elsewhere, &path, "/members/").await;
+    assert_eq!(pressed.status, 410, "{}", pressed.body);
+    assert!(!elsewhere.has_session());
+    // Its token is no mailed link's token, on either endpoint.
+    let token = path
+        .split_once("t=")
+        .expect("t")
+        .1
+        .split('&')
+        .next()
+        .expect("token");
+    let as_mailed = scanner.get(&format!("/_pagegate/link?t={token}")).await;
+    assert_eq!(as_mailed.status, 410, "{}", as_mailed.body);
+    // Without the page's anti-forgery token, nothing happens.
+    let forged = scanner
+        .post_form(
+            "/_pagegate/signin",
+            &[("token", token), ("page", "course"), ("csrf", "forged")],
+        )
+        .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert!(!scanner.has_session());
+
+    // The buyer confirms: signed in, on the page, without a code.
+    let mut buyer = gate.browser();
+    let signed_in = confirm_link(&mut buyer, &path.replace("page=course", "page=extra")).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    assert_eq!(signed_in.header("location"), Some("/course/"));
+    assert!(buyer.has_session());
+    let course = buyer.get("/course/").await;
+    assert_eq!(course.status, 200, "{}", course.body);
+    let seen = gate.upstream.seen();
+    let last = seen.last().expect("the upstream saw the page");
+    assert_eq!(
+        last.header("x-pagegate-email").as_deref(),
+        Some("ann@example.com")
+    );
+    assert_eq!(gate.smtp.messages().len(), 0, "no code was mailed");
+
+    // A second use signs nobody in, in a fresh browser or the same one.
+    let mut second = gate.browser();
+    let gone = second.get(&path).await;
+    assert_eq!(gone.status, 410, "{}", gone.body);
+    assert!(gone.body.contains("already used"), "{}", gone.body);
+    assert!(
+        gone.body
+            .contains("href=\"/_pagegate/login?next=%2Fcourse%2F\""),
+        "the code sign-in for the page: {}",
+        gone.body
+    );
+    let again = press_anyway(&mut second, &path).await;
+    assert_eq!(again.status, 410, "{}", again.body);
+    assert!(!second.has_session());
+    assert_eq!(scanner.get(&path).await.status, 410);
+
+    // Issued once and spent once, in the audit log, never with the token.
+    let audit = gate.audit(ADMIN).await;
+    let issued = entries_of(&audit, "signin_link_issued");
+    let used = entries_of(&audit, "signin_link_used");
+    assert_eq!((issued.len(), used.len()), (1, 1), "{audit:?}");
+    assert_eq!(
+        (&issued[0]["actor"], &issued[0]["page"], &issued[0]["email"]),
+        (&json!("shop"), &json!("course"), &json!("ann@example.com"))
+    );
+    assert_eq!(
+        (&used[0]["actor"], &used[0]["page"], &used[0]["email"]),
+        (
+            &json!("visitor"),
+            &json!("course"),
+            &json!("ann@example.com")
+        )
+    );
+    assert!(
+        used[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("order 2001")),
+        "{used:?}"
+    );
+    let log = serde_json::to_string(&audit).expect("json");
+    assert!(!log.contains(token), "the token is never logged");
+
+    // Spent, the order's next retry hands out a new link, which works.
+    let renewed = gate.grant(SHOP, order).await;
+    let new_url = body(&renewed)["signin_url"]
+        .as_str()
+        .expect("a new link")
+        .to_string();
+    assert_ne!(new_url, url);
+    let mut later = gate.browser();
+    let signed_in = confirm_link(&mut later, &on_school(&new_url)).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+}
+
+/// [`press_anyway`] on another site, whose email form is for `next`.
+async fn press_anyway_on(browser: &mut Browser, path: &str, next: &str) -> Answer {
+    let token = path
+        .split_once("t=")
+        .and_then(|(_, rest)| rest.split('&').next())
+        .expect("a token in the link")
+        .to_string();
+    let csrf = browser.open_login(next).await;
+    browser
+        .post_form(
+            "/_pagegate/signin",
+            &[("token", &token), ("page", "course"), ("csrf", &csrf)],
+        )
+        .await
+}
+
+#[tokio::test]
+async fn sign_in_links_are_only_for_pages_the_key_covers_and_only_when_asked() {
+    let gate = Gate::open().await;
+    let refused = gate
+        .grant(
+            COURSE_SHOP,
+            json!({"page": "extra", "email": "bo@example.com", "signin": true}),
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let bad = gate
+        .grant(
+            SHOP,
+            json!({"page": "course", "email": "bo@example.com", "signin": "yes"}),
+        )
+        .await;
+    assert_eq!(error(&bad), (400, error(&bad).1, "signin".into()));
+    let plain = gate
+        .grant(SHOP, json!({"page": "course", "email": "bo@example.com"}))
+        .await;
+    assert!(body(&plain).get("signin_url").is_none(), "{}", plain.body);
+    let audit = gate.audit(ADMIN).await;
+    assert!(entries_of(&audit, "signin_link_issued").is_empty());
+    // Signed like a webhook, without an order: a link each time, to the key's own page only.
+    let signed = gate
+        .api
+        .post(
+            "/grants",
+            &Cred::Signed(COURSE_SHOP),
+            &json!({"page": "course", "email": "bo@example.com", "signin": true}),
+        )
+        .await;
+    assert_eq!(signed.status, 200, "{}", signed.body);
+    let again = gate
+        .api
+        .post(
+            "/grants",
+            &Cred::Signed(COURSE_SHOP),
+            &json!({"page": "course", "email": "bo@example.com", "signin": true}),
+        )
+        .await;
+    let (one, two) = (body(&signed), body(&again));
+    assert_ne!(one["signin_url"], two["signin_url"], "no order: a new link");
+    let mut buyer = gate.browser();
+    let signed_in = confirm_link(
+        &mut buyer,
+        &on_school(one["signin_url"].as_str().expect("url")),
+    )
+    .await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+}
+
+/// Moves the end of every stored sign-in link `seconds` into the past, in a stopped gateway's
+/// database: how much later the test pretends it is.
+async fn age_sign_in_links(data_dir: &std::path::Path, seconds: i64) {
+    use redb::ReadableTable;
+    let path = data_dir.join("pagegate.redb");
+    let table = redb::TableDefinition::<&[u8], &[u8]>::new("signins");
+    let db = {
+        let mut opened = None;
+        for _ in 0..100 {
+            match redb::Database::open(&path) {
+                Ok(db) => {
+                    opened = Some(db);
+                    break;
+                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("cannot open the database: {e}"),
+            }
+        }
+        opened.expect("the database is let go of after the gateway stopped")
+    };
+    let txn = db.begin_write().expect("write");
+    {
+        let mut links = txn.open_table(table).expect("signins table");
+        let mut aged = Vec::new();
+        for entry in links.iter().expect("iterate") {
+            let (k, v) = entry.expect("entry");
+            let mut record: Value = serde_json::from_slice(v.value()).expect("json");
+            let end = record["expires_at"].as_i64().expect("expires_at");
+            record["expires_at"] = json!(end - seconds);
+            aged.push((
+                k.value().to_vec(),
+                serde_json::to_vec(&record).expect("json"),
+            ));
+        }
+        assert!(!aged.is_empty(), "a link to age");
+        for (k, v) in aged {
+            links.insert(k.as_slice(), v.as_slice()).expect("insert");
+        }
+    }
+    txn.commit().expect("commit");
+}
+
+#[tokio::test]
+async fn an_expired_sign_in_link_is_refused_and_a_retry_of_its_order_gets_a_new_one() {
+    let mut gate = Gate::open().await;
+    let order = json!({"page": "course", "email": "cy@example.com", "order_id": "3001",
+                       "signin": true});
+    let first = gate.grant(SHOP, order.clone()).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let url = body(&first)["signin_url"]
+        .as_str()
+        .expect("a link")
+        .to_string();
+
+    // Twenty minutes later (the link lasts fifteen).
+    let toml = std::fs::read_to_string(gate.gateway.dir.path().join("gateway.toml")).expect("toml");
+    let dir = gate.gateway.stop_and_keep_dir().await;
+    age_sign_in_links(&dir.path().join("data"), 20 * 60).await;
+    gate.gateway = TestGateway::start_in(dir, &toml).await;
+    gate.api = ApiClient::new(gate.gateway.addr, "school.test");
+
+    let path = on_school(&url);
+    let mut buyer = gate.browser();
+    let gone = buyer.get(&path).await;
+    assert_eq!(gone.status, 410, "{}", gone.body);
+    assert!(
+        gone.body
+            .contains("href=\"/_pagegate/login?next=%2Fcourse%2F\""),
+        "{}",
+        gone.body
+    );
+    let pressed = press_anyway(&mut buyer, &path).await;
+    assert_eq!(pressed.status, 410, "{}", pressed.body);
+    assert!(!buyer.has_session());
+
+    let retry = gate.grant(SHOP, order).await;
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    let new_url = body(&retry)["signin_url"]
+        .as_str()
+        .expect("a new link")
+        .to_string();
+    assert_ne!(new_url, url, "the expired link is replaced");
+    let signed_in = confirm_link(&mut buyer, &on_school(&new_url)).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    assert_eq!(signed_in.header("location"), Some("/course/"));
 }

@@ -17,6 +17,11 @@
 //!
 //! `"notify": true` mails the buyer a welcome message with the page's link after the answer is
 //! sent; retries do not mail again.
+//!
+//! `"signin": true` answers with a `signin_url`: a single-use link, valid for
+//! `auth.signin_link_ttl`, that signs the buyer in to the page (see [`crate::auth::signin`]). It
+//! is stored by the grant's own write; a retried order gets the same link while it is live and a
+//! new one once it is spent or expired ([`crate::store::signin_plan`]).
 
 use std::sync::Arc;
 
@@ -32,12 +37,14 @@ use super::clients::{
 use super::json::{self, Object};
 use super::keys::{self, Credentials, credentials, require_cover, require_scope};
 use super::web::{Api, JSON_LIMIT, blocking, read_body};
+use crate::auth::signin;
 use crate::body::Body;
 use crate::config::{ApiKeyConfig, Config, Scope};
 use crate::mail::{Delivery, MailError, Outgoing};
 use crate::metrics::{self, GrantOutcome, MailKind};
 use crate::store::{
-    AuditEvent, AuditKind, Client, Grant, GrantResult, Source, SpentSignature, Timestamp, now,
+    AuditEvent, AuditKind, Client, Grant, GrantResult, SigninNonce, SigninRecord, SigninRequest,
+    Source, SpentSignature, StoreError, Timestamp, now,
 };
 use crate::ui::WelcomeMail;
 
@@ -47,7 +54,7 @@ pub const MAX_ORDER_ID_CHARS: usize = 200;
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 const FIELDS: &[&str] = &[
-    "page", "email", "name", "days", "until", "order_id", "notify",
+    "page", "email", "name", "days", "until", "order_id", "notify", "signin",
 ];
 
 /// A grant request that passed every check.
@@ -67,6 +74,8 @@ pub struct GrantRequest {
     pub order_id: Option<String>,
     /// Whether to mail the buyer.
     pub notify: bool,
+    /// Whether to answer with a sign-in link for the buyer.
+    pub signin: bool,
 }
 
 /// The answer: the client record and whether the grant created it.
@@ -78,6 +87,12 @@ pub struct GrantAnswer {
     /// Whether the client is new on the page (for a retried order: whether the first grant
     /// created it).
     pub created: bool,
+    /// The buyer's single-use sign-in link, when asked for with `"signin": true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signin_url: Option<String>,
+    /// When the sign-in link stops working (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signin_expires_at: Option<String>,
 }
 
 /// Checks a grant body for `key` at `now`. Field errors (400) come first, then the page (404),
@@ -97,6 +112,7 @@ pub fn parse(
     let until = o.string("until")?;
     let order_id = o.string("order_id")?;
     let notify = o.bool("notify")?.unwrap_or(false);
+    let signin = o.bool("signin")?.unwrap_or(false);
 
     let email = check_email("email", &email)?;
     let name = name.as_deref().map(check_name).transpose()?;
@@ -110,6 +126,15 @@ pub fn parse(
     let order_id = order_id.as_deref().map(check_order_id).transpose()?;
     let (site, _) = find_page(config, &page)?;
     require_cover(key, &site.name, &page)?;
+    if signin && site.public_url.is_none() {
+        return Err(ApiError::invalid(
+            "signin",
+            format!(
+                "the site {:?} has no public_url to build a sign-in link on",
+                site.name
+            ),
+        ));
+    }
     Ok(GrantRequest {
         site: site.name.clone(),
         page,
@@ -118,6 +143,7 @@ pub fn parse(
         access_until,
         order_id,
         notify,
+        signin,
     })
 }
 
@@ -180,8 +206,12 @@ async fn apply(
     };
     require_scope(key, Scope::Grant)?;
     let grant = parse(api.config(), key, &bytes, now())?;
+    let links = grant.signin.then(|| {
+        api.auth()
+            .signin_links(&key.name, grant.order_id.as_deref())
+    });
     let (result, at) = {
-        let store = api.store().clone();
+        let (store, auth) = (api.store().clone(), api.auth().clone());
         let (grant, actor) = (grant.clone(), key.name.clone());
         blocking(move || {
             let now = now();
@@ -194,6 +224,30 @@ async fn apply(
                 actor: actor.clone(),
                 detail: audit_detail(&grant),
             };
+            let link = match &links {
+                Some(links) => {
+                    let record = auth
+                        .signin_record(
+                            &grant.site,
+                            &grant.page,
+                            &grant.email,
+                            grant.order_id.as_deref(),
+                            now,
+                        )
+                        .ok_or_else(|| ApiError::NotFound(format!("no page {:?}", grant.page)))?;
+                    let issued = AuditEvent {
+                        kind: AuditKind::SigninLinkIssued,
+                        detail: signin_detail(&record),
+                        ..audit.clone()
+                    };
+                    Some((links, record, issued))
+                }
+                None => None,
+            };
+            let hashes = |nonce: &SigninNonce| match &links {
+                Some(links) => links.hashes(nonce),
+                None => Vec::new(),
+            };
             let applied = store.grant(
                 &Grant {
                     page: &grant.page,
@@ -203,17 +257,53 @@ async fn apply(
                     order: grant.order_id.as_deref().map(|o| (actor.as_str(), o)),
                     signature,
                     source: Source::Grant,
+                    signin: link.as_ref().map(|(_, record, audit)| SigninRequest {
+                        record,
+                        nonce: signin::new_nonce(),
+                        hashes: &hashes,
+                        audit,
+                    }),
                     now,
                 },
                 &audit,
             )?;
-            Ok((applied, now))
+            // The clear link, derived again from what the store handed out.
+            let url = match (&applied, &link) {
+                (
+                    GrantResult::Applied {
+                        signin: Some(issued),
+                        ..
+                    }
+                    | GrantResult::Replayed {
+                        signin: Some(issued),
+                        ..
+                    },
+                    Some((links, _, _)),
+                ) => {
+                    let token = links.token(issued).ok_or_else(|| {
+                        ApiError::Store(StoreError::Backend(
+                            "the sign-in link's key was retired while it was issued".into(),
+                        ))
+                    })?;
+                    let url = auth
+                        .signin_url(&grant.site, &grant.page, &token)
+                        .ok_or_else(|| ApiError::NotFound(format!("no page {:?}", grant.page)))?;
+                    Some((url, issued.expires_at, issued.fresh))
+                }
+                _ => None,
+            };
+            Ok(((applied, url), now))
         })
         .await?
     };
+    let (result, signin) = result;
     let (client, created, replayed) = match result {
-        GrantResult::Applied { client, created } => (client, created, false),
-        GrantResult::Replayed { client, created } => (client, created, true),
+        GrantResult::Applied {
+            client, created, ..
+        } => (client, created, false),
+        GrantResult::Replayed {
+            client, created, ..
+        } => (client, created, true),
         GrantResult::SignatureSpent => return Err(keys::replayed()),
         GrantResult::Conflict => {
             return Err(ApiError::Conflict {
@@ -225,7 +315,8 @@ async fn apply(
             });
         }
     };
-    tracing::info!(key = %key.name, page = %grant.page, created, replayed, "grant");
+    let new_link = signin.as_ref().map(|(_, _, fresh)| *fresh);
+    tracing::info!(key = %key.name, page = %grant.page, created, replayed, new_link, "grant");
     let outcome = match (replayed, created) {
         (true, _) => GrantOutcome::Replayed,
         (false, true) => GrantOutcome::Created,
@@ -235,6 +326,10 @@ async fn apply(
     if grant.notify && !replayed {
         send_welcome(api, &grant, &client);
     }
+    let (signin_url, signin_expires_at) = match signin {
+        Some((url, expires_at, _)) => (Some(url), Some(rfc3339(expires_at))),
+        None => (None, None),
+    };
     let mut answer = json::respond(
         if created {
             StatusCode::CREATED
@@ -244,6 +339,8 @@ async fn apply(
         &GrantAnswer {
             client: ClientView::new(&grant.page, &client, at),
             created,
+            signin_url,
+            signin_expires_at,
         },
     );
     if replayed {
@@ -252,6 +349,15 @@ async fn apply(
             .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
     }
     Ok(answer)
+}
+
+/// The audit detail of an issued sign-in link: never the link, which is a credential.
+fn signin_detail(record: &SigninRecord) -> String {
+    let until = format!("valid until {}", rfc3339(record.expires_at));
+    match &record.order {
+        Some(order) => format!("order {order}; {until}"),
+        None => until,
+    }
 }
 
 fn audit_detail(grant: &GrantRequest) -> String {
@@ -370,6 +476,7 @@ mod tests {
                 access_until: Some(NOW + 30 * 86_400),
                 order_id: Some("A-1".into()),
                 notify: false,
+                signin: false,
             }
         );
     }
@@ -419,6 +526,10 @@ mod tests {
             (
                 r#"{"page":"course","email":"a@x.org","notify":"yes"}"#,
                 "400 notify",
+            ),
+            (
+                r#"{"page":"course","email":"a@x.org","signin":1}"#,
+                "400 signin",
             ),
             (
                 r#"{"page":"course","email":"a@x.org","name":"a\u0000"}"#,

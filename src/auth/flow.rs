@@ -7,6 +7,8 @@
 //! | POST   | `/verify` | check a code, sign in, 303 to `next`                           |
 //! | GET    | `/link`   | the one-button confirm page for a mailed link (`?t=` token)    |
 //! | POST   | `/link`   | spend the link's token, sign in, 303 to `next`                 |
+//! | GET    | `/signin` | a shop's sign-in link: the confirm page ([`super::signin`])    |
+//! | POST   | `/signin` | spend a shop's sign-in link, sign in, 303 to the page          |
 //! | POST   | `/logout` | end the session, clear the cookie                              |
 
 use std::collections::HashMap;
@@ -40,14 +42,14 @@ use crate::ui::{Frame, LoginMail, Page, html_response};
 const MAX_FORM: usize = 16 * 1024;
 
 /// Per-request facts the handlers share.
-struct Ctx<'a> {
-    auth: &'a Arc<Auth>,
+pub(super) struct Ctx<'a> {
+    pub(super) auth: &'a Arc<Auth>,
     site_id: SiteId,
-    site: &'a SiteAuth,
+    pub(super) site: &'a SiteAuth,
     visitor: Visitor,
-    lang: Language,
+    pub(super) lang: Language,
     /// The CSRF token for forms rendered in this answer, and the cookie to set if it is new.
-    csrf: String,
+    pub(super) csrf: String,
     csrf_cookie: Option<HeaderValue>,
 }
 
@@ -84,8 +86,10 @@ impl Auth {
             (&Method::POST, "/verify") => ctx.verify(req).await?,
             (&Method::GET | &Method::HEAD, "/link") => ctx.link_confirm(&req)?,
             (&Method::POST, "/link") => ctx.link_sign_in(req).await?,
+            (&Method::GET | &Method::HEAD, "/signin") => ctx.signin_confirm(&req)?,
+            (&Method::POST, "/signin") => ctx.signin_spend(req).await?,
             (&Method::POST, "/logout") => ctx.logout(req).await?,
-            (_, "/login" | "/verify" | "/link" | "/logout") => {
+            (_, "/login" | "/verify" | "/link" | "/signin" | "/logout") => {
                 return Ok(method_not_allowed("GET, HEAD, POST"));
             }
             _ => return Err(HttpError::NotFound),
@@ -98,7 +102,7 @@ impl Auth {
 }
 
 impl Ctx<'_> {
-    fn frame(&self) -> Frame<'_> {
+    pub(super) fn frame(&self) -> Frame<'_> {
         Frame {
             site_title: &self.site.title,
             page_title: None,
@@ -111,7 +115,7 @@ impl Ctx<'_> {
         self.auth.browser_binding(&self.csrf)
     }
 
-    fn frame_for<'b>(&'b self, next: &str) -> Frame<'b> {
+    pub(super) fn frame_for<'b>(&'b self, next: &str) -> Frame<'b> {
         Frame {
             site_title: &self.site.title,
             page_title: Some(
@@ -122,7 +126,11 @@ impl Ctx<'_> {
         }
     }
 
-    fn render(&self, status: StatusCode, page: &Page<'_>) -> Result<Response<Body>, HttpError> {
+    pub(super) fn render(
+        &self,
+        status: StatusCode,
+        page: &Page<'_>,
+    ) -> Result<Response<Body>, HttpError> {
         let html = self
             .auth
             .templates
@@ -150,7 +158,7 @@ impl Ctx<'_> {
     }
 
     /// A safe `next`: the one given if it stays on the site, else the first protected path.
-    fn next_or_default(&self, raw: Option<&str>) -> String {
+    pub(super) fn next_or_default(&self, raw: Option<&str>) -> String {
         raw.and_then(input::safe_next)
             .map(str::to_owned)
             .or_else(|| self.site.pages.first().map(|p| p.first_path.clone()))
@@ -205,7 +213,11 @@ impl Ctx<'_> {
 
     /// Forms must come from this site: the signed CSRF cookie matches the form's token, and the
     /// browser does not say the request is cross-site.
-    fn csrf_ok(&self, headers: &http::HeaderMap, form: &HashMap<String, String>) -> bool {
+    pub(super) fn csrf_ok(
+        &self,
+        headers: &http::HeaderMap,
+        form: &HashMap<String, String>,
+    ) -> bool {
         let given = form.get("csrf").map(String::as_str).unwrap_or("");
         let secure = self.visitor.secure;
         self.auth.csrf_matches(
@@ -486,7 +498,11 @@ impl Ctx<'_> {
     }
 
     /// Creates the session, sets its cookie and sends the visitor to `next`.
-    async fn sign_in(&self, email: &str, next: &str) -> Result<Response<Body>, HttpError> {
+    pub(super) async fn sign_in(
+        &self,
+        email: &str,
+        next: &str,
+    ) -> Result<Response<Body>, HttpError> {
         let now = now();
         let record = SessionRecord {
             site: self.site.name.clone(),
@@ -515,7 +531,7 @@ impl Ctx<'_> {
         Ok(response)
     }
 
-    fn event(&self, kind: AuditKind, email: Option<&str>, detail: &str) -> AuditEvent {
+    pub(super) fn event(&self, kind: AuditKind, email: Option<&str>, detail: &str) -> AuditEvent {
         AuditEvent {
             at: now(),
             kind,
@@ -531,7 +547,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn count(&self, event: LoginEvent) {
+    pub(super) fn count(&self, event: LoginEvent) {
         metrics::global().login(&self.site.name, Flow::Visitor, event);
     }
 

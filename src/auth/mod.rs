@@ -2,9 +2,10 @@
 //! (email form → mailed code or link → session cookie) under `{prefix}/`.
 //!
 //! The pieces: [`keys`] (secrets), [`cookies`] (signed cookies), [`input`] (emails, `next`),
-//! [`limits`] (rate limits), [`flow`] (the endpoints), [`watch`] (requests that stay open, ended
-//! when access ends). State lives in the [`Store`]; this module holds only what can be rebuilt
-//! (limiters, a note of failed mail sends, the open requests being watched).
+//! [`limits`] (rate limits), [`flow`] (the endpoints), [`signin`] (a shop's sign-in link),
+//! [`watch`] (requests that stay open, ended when access ends). State lives in the [`Store`];
+//! this module holds only what can be rebuilt (limiters, a note of failed mail sends, the open
+//! requests being watched).
 
 pub mod admin;
 pub mod cookies;
@@ -13,6 +14,7 @@ pub mod forward;
 pub mod input;
 pub mod keys;
 pub mod limits;
+pub mod signin;
 pub mod watch;
 
 use std::collections::HashMap;

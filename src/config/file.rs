@@ -133,6 +133,8 @@ pub(crate) struct FileAuth {
     pub(crate) code_length: Option<Spanned<i64>>,
     /// How long a code and its sign-in link stay valid.
     pub(crate) code_ttl: Option<Spanned<String>>,
+    /// How long a shop's sign-in link (a grant's `signin_url`) stays valid.
+    pub(crate) signin_link_ttl: Option<Spanned<String>>,
     /// Wrong codes allowed per email in one browser before its codes die there.
     pub(crate) max_attempts: Option<Spanned<i64>>,
     /// Wrong codes allowed per email over all browsers.

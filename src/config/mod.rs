@@ -183,6 +183,9 @@ pub struct AuthConfig {
     pub code_length: usize,
     /// Validity of a code and its link.
     pub code_ttl: Duration,
+    /// Validity of a shop's sign-in link: the `signin_url` a grant answers with, which the shop
+    /// sends the buyer's browser to right after payment.
+    pub signin_link_ttl: Duration,
     /// Wrong codes allowed per email in one browser within `attempt_window`.
     pub max_attempts: u32,
     /// Wrong codes allowed per email over all browsers within `attempt_window`.

@@ -65,6 +65,15 @@ struct Ctx<'a> {
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
+/// Default `auth.signin_link_ttl`: a shop redirects the buyer right after payment, so the link
+/// is opened within seconds; a quarter of an hour covers a slow payment page and a distracted
+/// buyer.
+const DEFAULT_SIGNIN_LINK_TTL: Duration = Duration::from_secs(15 * 60);
+/// Bounds of `auth.signin_link_ttl`: under a minute the redirect itself may outrun it; over a day
+/// it is no longer a link for "right after payment" but a long-lived credential in a URL.
+const MIN_SIGNIN_LINK_TTL: Duration = Duration::from_secs(60);
+const MAX_SIGNIN_LINK_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// The longest `auth.key_grace` accepted.
 const MAX_KEY_GRACE: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -954,6 +963,18 @@ impl Ctx<'_> {
                 "email_header, name_header and page_header must be three different names",
             ));
         }
+        let signin_link_ttl = self.duration(
+            "auth.signin_link_ttl",
+            a.signin_link_ttl.as_ref(),
+            DEFAULT_SIGNIN_LINK_TTL,
+        )?;
+        if !(MIN_SIGNIN_LINK_TTL..=MAX_SIGNIN_LINK_TTL).contains(&signin_link_ttl) {
+            return Err(self.invalid(
+                "auth.signin_link_ttl",
+                a.signin_link_ttl.as_ref().map(|t| t.span()),
+                "expected from 1 minute to 24 hours: the link is for the moment right after payment",
+            ));
+        }
         let max_attempts = self.count("auth.max_attempts", a.max_attempts.as_ref(), 5, 1..=100)?;
         let max_attempts_per_email = self.count(
             "auth.max_attempts_per_email",
@@ -969,6 +990,7 @@ impl Ctx<'_> {
                 a.code_ttl.as_ref(),
                 Duration::from_secs(600),
             )?,
+            signin_link_ttl,
             max_attempts,
             max_attempts_per_email,
             attempt_window: self.duration(
@@ -1904,6 +1926,34 @@ upstream = "http://127.0.0.1:8000"
         assert_eq!(c.store.audit_retention, None);
         assert_eq!(c.store.retention().grants, Some(30 * day as i64));
         assert_eq!(c.mail.retry_for, Duration::ZERO, "0s turns retries off");
+    }
+
+    #[test]
+    fn the_signin_link_lasts_a_quarter_of_an_hour_unless_set_within_bounds() {
+        assert_eq!(
+            parse(MINIMAL).expect("valid").auth.signin_link_ttl,
+            Duration::from_secs(15 * 60)
+        );
+        let with = |ttl: &str| format!("{MINIMAL}\n[auth]\nsignin_link_ttl = {ttl:?}\n");
+        assert_eq!(
+            parse(&with("1h")).expect("valid").auth.signin_link_ttl,
+            Duration::from_secs(3600)
+        );
+        for (ttl, fragment) in [
+            ("30s", "from 1 minute to 24 hours"),
+            ("2d", "from 1 minute to 24 hours"),
+            ("soon", "expected a duration"),
+        ] {
+            let text = with(ttl);
+            let line = text.lines().count();
+            let err = parse(&text).expect_err(ttl);
+            let shown = err.to_string();
+            assert!(
+                shown.starts_with(&format!("gateway.toml:{line}: `auth.signin_link_ttl`")),
+                "{shown}"
+            );
+            assert!(shown.contains(fragment), "{shown}");
+        }
     }
 
     #[test]

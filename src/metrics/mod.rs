@@ -80,11 +80,15 @@ pub enum LoginEvent {
     LinkVerified,
     /// A link that was used, expired or unknown was followed.
     LinkFailed,
+    /// A shop's sign-in link signed a buyer in.
+    SigninLinkVerified,
+    /// A shop's sign-in link that was used, expired or unknown was confirmed.
+    SigninLinkFailed,
 }
 
 impl LoginEvent {
     /// Every event, in funnel order.
-    pub const ALL: [LoginEvent; 8] = [
+    pub const ALL: [LoginEvent; 10] = [
         LoginEvent::CodeRequested,
         LoginEvent::CodeSent,
         LoginEvent::CodeVerified,
@@ -93,6 +97,8 @@ impl LoginEvent {
         LoginEvent::RateLimited,
         LoginEvent::LinkVerified,
         LoginEvent::LinkFailed,
+        LoginEvent::SigninLinkVerified,
+        LoginEvent::SigninLinkFailed,
     ];
 
     /// The label value.
@@ -106,6 +112,8 @@ impl LoginEvent {
             LoginEvent::RateLimited => "rate_limited",
             LoginEvent::LinkVerified => "link_verified",
             LoginEvent::LinkFailed => "link_failed",
+            LoginEvent::SigninLinkVerified => "signin_link_verified",
+            LoginEvent::SigninLinkFailed => "signin_link_failed",
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The client lists, one-time codes, sessions, spent grant signatures and audit log, behind one
-//! narrow interface.
+//! The client lists, one-time codes, sessions, shops' sign-in links, spent grant signatures and
+//! audit log, behind one narrow interface.
 //!
 //! [`Store`] is what the rest of pagegate sees; [`redb::RedbStore`] is the embedded backend. A
 //! shared backend (several gateways, one list) would implement the same trait. Secrets never
@@ -155,6 +155,92 @@ pub struct TokenRecord {
     pub browser: Option<SecretHash>,
 }
 
+/// A shop's sign-in link, stored under the keyed hash of its token: what opening it leads to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigninRecord {
+    /// Site name of the page.
+    pub site: String,
+    /// The page the grant was for.
+    pub page: String,
+    /// Normalised email of the buyer.
+    pub email: String,
+    /// Where the buyer lands after signing in: the page's first path.
+    pub next: String,
+    /// When it stops working.
+    pub expires_at: Timestamp,
+    /// The shop's order id, if the grant had one (for the audit log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
+}
+
+/// The random part a sign-in link's token is derived from. It is kept with the grant's order
+/// record, so a retried order can hand out the same link again while it is live; the token
+/// itself is never stored, and cannot be made from the nonce without the secret.
+pub type SigninNonce = [u8; 16];
+
+/// The sign-in link a grant asks for (`"signin": true`).
+#[derive(Clone, Copy)]
+pub struct SigninRequest<'a> {
+    /// The link to store if a new one is issued.
+    pub record: &'a SigninRecord,
+    /// A fresh random nonce, used if a new link is issued.
+    pub nonce: SigninNonce,
+    /// The hashes a nonce's link is stored under, one per accepted key, current first: how the
+    /// store finds an order's earlier link and stores a new one, without knowing any key.
+    pub hashes: &'a (dyn Fn(&SigninNonce) -> Vec<SecretHash> + Sync),
+    /// The audit entry written when a new link is issued.
+    pub audit: &'a AuditEvent,
+}
+
+impl std::fmt::Debug for SigninRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigninRequest")
+            .field("record", self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sign-in link a grant hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssuedSignin {
+    /// The nonce its token is derived from.
+    pub nonce: SigninNonce,
+    /// The hash it is stored under, which tells under which key its token is derived.
+    pub hash: SecretHash,
+    /// When it stops working.
+    pub expires_at: Timestamp,
+    /// Whether this grant issued it; `false` for an earlier grant's link of the same order,
+    /// still live, handed out again.
+    pub fresh: bool,
+}
+
+/// What a grant does about its sign-in link, given the nonce of the link an earlier grant of
+/// the same order issued and whether that link is still live (stored and not expired). The
+/// rule: a link is handed out only when asked for; a live link of the order is handed out
+/// again, so a shop retrying a timed-out call redirects the buyer to the same link; a spent or
+/// expired one is replaced by a new link.
+pub fn signin_plan(asked: bool, earlier: Option<(SigninNonce, bool)>) -> SigninPlan {
+    match (asked, earlier) {
+        (false, _) => SigninPlan::None,
+        (true, Some((nonce, true))) => SigninPlan::Reuse(nonce),
+        (true, Some((nonce, false))) => SigninPlan::Replace(nonce),
+        (true, None) => SigninPlan::Issue,
+    }
+}
+
+/// See [`signin_plan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigninPlan {
+    /// No link asked for.
+    None,
+    /// Hand out the order's live link again.
+    Reuse(SigninNonce),
+    /// Issue a new link in place of the order's spent or expired one (whose records go).
+    Replace(SigninNonce),
+    /// Issue a new link.
+    Issue,
+}
+
 /// A signed-in visitor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -229,6 +315,10 @@ pub enum AuditKind {
     Grant,
     /// Sessions were revoked by an admin.
     SessionsRevoked,
+    /// A grant issued a shop's sign-in link.
+    SigninLinkIssued,
+    /// A buyer signed in with a shop's sign-in link.
+    SigninLinkUsed,
 }
 
 /// One audit entry.
@@ -263,13 +353,18 @@ pub enum GrantResult {
         client: Client,
         /// Whether the client is new on the page.
         created: bool,
+        /// The sign-in link, when the grant asked for one.
+        signin: Option<IssuedSignin>,
     },
-    /// The order was granted before: nothing changed; this is the first answer again.
+    /// The order was granted before: nothing changed (but a new sign-in link, see
+    /// [`signin_plan`]); this is the first answer again.
     Replayed {
         /// The record as the first grant left it.
         client: Client,
         /// Whether the first grant created the client.
         created: bool,
+        /// The sign-in link, when this grant asked for one.
+        signin: Option<IssuedSignin>,
     },
     /// The order id was used before for another page or email.
     Conflict,
@@ -308,6 +403,8 @@ pub struct Grant<'a> {
     pub signature: Option<SpentSignature>,
     /// Who added the client, if new.
     pub source: Source,
+    /// The sign-in link asked for, if any.
+    pub signin: Option<SigninRequest<'a>>,
     /// Now.
     pub now: Timestamp,
 }
@@ -410,6 +507,8 @@ pub struct Pruned {
     pub grants: usize,
     /// Spent signatures whose timestamp is stale.
     pub signatures: usize,
+    /// Expired sign-in links of shops.
+    pub signin_links: usize,
 }
 
 impl Pruned {
@@ -610,10 +709,28 @@ pub trait Store: Send + Sync + 'static {
         audit: &dyn Fn(&Client, bool) -> AuditEvent,
     ) -> Result<Vec<(Client, bool)>, StoreError>;
 
-    /// Applies a grant atomically with its idempotency record, its spent signature and its
-    /// audit entry: an order seen before changes nothing and answers as the first time; a
-    /// signature spent before refuses the grant.
+    /// Applies a grant atomically with its idempotency record, its spent signature, its
+    /// sign-in link and its audit entries: an order seen before changes nothing and answers as
+    /// the first time (its sign-in link as [`signin_plan`] says); a signature spent before
+    /// refuses the grant.
     fn grant(&self, grant: &Grant<'_>, audit: &AuditEvent) -> Result<GrantResult, StoreError>;
+    /// A live sign-in link stored under one of `hashes` (its token's hash under each accepted
+    /// key), without spending it (for the confirm page).
+    fn peek_signin(
+        &self,
+        hashes: &[SecretHash],
+        now: Timestamp,
+    ) -> Result<Option<SigninRecord>, StoreError>;
+    /// Spends the sign-in link stored under one of `hashes` if it is live and belongs to
+    /// `site`, recording the audit entry `audit` makes of it in the same transaction. A link
+    /// of another site is left alone; an expired one is removed and refused.
+    fn take_signin(
+        &self,
+        hashes: &[SecretHash],
+        site: &str,
+        now: Timestamp,
+        audit: &dyn Fn(&SigninRecord) -> AuditEvent,
+    ) -> Result<Option<SigninRecord>, StoreError>;
 
     /// Appends an audit entry on its own.
     fn audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
@@ -624,7 +741,8 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(u64, AuditEvent)>, StoreError>;
 
-    /// Removes expired codes, tokens, sessions, spent signatures and stale counters, and audit
+    /// Removes expired codes, tokens, sign-in links, sessions, spent signatures and stale
+    /// counters, and audit
     /// entries and grant order records past their `retention` (at most [`PRUNE_BATCH`] of each
     /// per call).
     fn prune(
@@ -650,6 +768,33 @@ pub fn now() -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sign_in_link_is_handed_out_again_only_while_it_is_live() {
+        let earlier = [7; 16];
+        assert_eq!(signin_plan(false, None), SigninPlan::None);
+        assert_eq!(signin_plan(false, Some((earlier, true))), SigninPlan::None);
+        assert_eq!(signin_plan(true, None), SigninPlan::Issue);
+        assert_eq!(
+            signin_plan(true, Some((earlier, true))),
+            SigninPlan::Reuse(earlier)
+        );
+        assert_eq!(
+            signin_plan(true, Some((earlier, false))),
+            SigninPlan::Replace(earlier)
+        );
+    }
+
+    #[test]
+    fn new_audit_kinds_have_snake_case_names() {
+        for (kind, name) in [
+            (AuditKind::SigninLinkIssued, "signin_link_issued"),
+            (AuditKind::SigninLinkUsed, "signin_link_used"),
+            (AuditKind::SessionsRevoked, "sessions_revoked"),
+        ] {
+            assert_eq!(serde_json::to_value(kind).expect("json"), name);
+        }
+    }
 
     #[test]
     fn source_names_are_their_json_names() {

@@ -18,8 +18,9 @@ use serde::de::DeserializeOwned;
 
 use super::{
     AttemptPolicy, AuditEvent, BackupError, Client, ClientEdit, ClientSet, CodeCheck, CodeRecord,
-    Grant, GrantResult, PRUNE_BATCH, Pruned, Retention, SecretHash, SessionAccess, SessionRecord,
-    Store, StoreCounts, StoreError, Timestamp, TokenRecord, merge_grant, merge_set,
+    Grant, GrantResult, IssuedSignin, PRUNE_BATCH, Pruned, Retention, SecretHash, SessionAccess,
+    SessionRecord, SigninNonce, SigninPlan, SigninRecord, SigninRequest, Store, StoreCounts,
+    StoreError, Timestamp, TokenRecord, merge_grant, merge_set, signin_plan,
 };
 
 /// The schema this build reads and writes.
@@ -84,6 +85,8 @@ const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// hash of (key digest, MAC) → SignatureRecord: the webhook signatures grants have spent.
 const SIGNATURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("signatures");
+/// sign-in link token hash → SigninRecord: the shops' sign-in links not yet spent.
+const SIGNINS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("signins");
 
 /// A spent signature: refused until its timestamp is stale, and pruned after.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -98,6 +101,9 @@ struct GrantRecord {
     email: String,
     client: Client,
     created: bool,
+    /// The nonce of the order's latest sign-in link, if one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signin: Option<SigninNonce>,
 }
 
 /// Wrong-code bookkeeping for one (site, email).
@@ -278,8 +284,9 @@ impl RedbStore {
             txn.open_multimap_table(SESSIONS_BY_EMAIL)?;
             txn.open_table(AUDIT)?;
             txn.open_table(GRANTS)?;
-            // Added after schema version 1: an older file gets it here, empty.
+            // Added after schema version 1: an older file gets them here, empty.
             txn.open_table(SIGNATURES)?;
+            txn.open_table(SIGNINS)?;
         }
         txn.commit()?;
         Ok(())
@@ -409,6 +416,65 @@ fn remove_session(txn: &WriteTransaction, hash: &[u8]) -> Result<bool, StoreErro
     let mut index = txn.open_multimap_table(SESSIONS_BY_EMAIL)?;
     index.remove(key(&session.site, &session.email).as_str(), hash)?;
     Ok(true)
+}
+
+/// The sign-in link a grant hands out, and whether it issued a new one (a write), given the
+/// nonce of the order's earlier link (see [`signin_plan`]). A new link is stored under its
+/// current key's hash with its audit entry; the records of the earlier one, if any are left
+/// (one kept under a key that was rotated out meanwhile), go.
+fn order_signin(
+    txn: &WriteTransaction,
+    request: &SigninRequest<'_>,
+    earlier: Option<SigninNonce>,
+    now: Timestamp,
+) -> Result<(IssuedSignin, bool), StoreError> {
+    let mut links = txn.open_table(SIGNINS)?;
+    let mut live = None;
+    if let Some(nonce) = earlier {
+        for hash in (request.hashes)(&nonce) {
+            let record = get_record::<_, SigninRecord>(&links, "signins", hash.as_slice())?;
+            if let Some(record) = record.filter(|r| r.expires_at > now) {
+                live = Some(IssuedSignin {
+                    nonce,
+                    hash,
+                    expires_at: record.expires_at,
+                    fresh: false,
+                });
+                break;
+            }
+        }
+    }
+    let replaced = match signin_plan(true, earlier.map(|n| (n, live.is_some()))) {
+        SigninPlan::Reuse(_) => {
+            if let Some(link) = live {
+                return Ok((link, false));
+            }
+            None
+        }
+        SigninPlan::Replace(nonce) => Some(nonce),
+        SigninPlan::Issue | SigninPlan::None => None,
+    };
+    if let Some(nonce) = replaced {
+        for hash in (request.hashes)(&nonce) {
+            links.remove(hash.as_slice())?;
+        }
+    }
+    let hash = (request.hashes)(&request.nonce)
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Backend("no key to hash a sign-in link with".into()))?;
+    links.insert(hash.as_slice(), encode(request.record)?.as_slice())?;
+    drop(links);
+    append_audit(txn, request.audit)?;
+    Ok((
+        IssuedSignin {
+            nonce: request.nonce,
+            hash,
+            expires_at: request.record.expires_at,
+            fresh: true,
+        },
+        true,
+    ))
 }
 
 impl Store for RedbStore {
@@ -720,17 +786,31 @@ impl Store for RedbStore {
             let mut grants = txn.open_table(GRANTS)?;
             let order_key = grant.order.map(|(k, o)| key(k, o));
             if let Some(order_key) = &order_key {
-                if let Some(first) =
+                if let Some(mut first) =
                     get_record::<_, GrantRecord>(&grants, "grants", order_key.as_str())?
                 {
                     if first.page != grant.page || first.email != grant.email {
                         return Ok((GrantResult::Conflict, false));
                     }
+                    let spent = spend()?;
+                    let (signin, issued) = match grant.signin {
+                        None => (None, false),
+                        Some(request) => {
+                            let (link, issued) =
+                                order_signin(txn, &request, first.signin, grant.now)?;
+                            if issued {
+                                first.signin = Some(link.nonce);
+                                grants.insert(order_key.as_str(), encode(&first)?.as_slice())?;
+                            }
+                            (Some(link), issued)
+                        }
+                    };
                     let replayed = GrantResult::Replayed {
                         client: first.client,
                         created: first.created,
+                        signin,
                     };
-                    return Ok((replayed, spend()?));
+                    return Ok((replayed, spent || issued));
                 }
             }
             spend()?;
@@ -740,17 +820,74 @@ impl Store for RedbStore {
             let created = existing.is_none();
             let client = merge_grant(existing, grant);
             clients.insert(k.as_str(), encode(&client)?.as_slice())?;
+            append_audit(txn, audit)?;
+            let signin = match &grant.signin {
+                Some(request) => Some(order_signin(txn, request, None, grant.now)?.0),
+                None => None,
+            };
             if let Some(order_key) = &order_key {
                 let record = GrantRecord {
                     page: grant.page.to_owned(),
                     email: grant.email.to_owned(),
                     client: client.clone(),
                     created,
+                    signin: signin.map(|s| s.nonce),
                 };
                 grants.insert(order_key.as_str(), encode(&record)?.as_slice())?;
             }
-            append_audit(txn, audit)?;
-            Ok((GrantResult::Applied { client, created }, true))
+            Ok((
+                GrantResult::Applied {
+                    client,
+                    created,
+                    signin,
+                },
+                true,
+            ))
+        })
+    }
+
+    fn peek_signin(
+        &self,
+        hashes: &[SecretHash],
+        now: Timestamp,
+    ) -> Result<Option<SigninRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SIGNINS)?;
+        for hash in hashes {
+            if let Some(record) = get_record::<_, SigninRecord>(&table, "signins", hash.as_slice())?
+            {
+                return Ok((record.expires_at > now).then_some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    fn take_signin(
+        &self,
+        hashes: &[SecretHash],
+        site: &str,
+        now: Timestamp,
+        audit: &dyn Fn(&SigninRecord) -> AuditEvent,
+    ) -> Result<Option<SigninRecord>, StoreError> {
+        self.write_if_changed(|txn| {
+            let mut table = txn.open_table(SIGNINS)?;
+            for hash in hashes {
+                let Some(record) =
+                    get_record::<_, SigninRecord>(&table, "signins", hash.as_slice())?
+                else {
+                    continue;
+                };
+                if record.site != site {
+                    return Ok((None, false));
+                }
+                table.remove(hash.as_slice())?;
+                if record.expires_at <= now {
+                    return Ok((None, true));
+                }
+                append_audit(txn, &audit(&record))?;
+                return Ok((Some(record), true));
+            }
+            Ok((None, false))
         })
     }
 
@@ -854,6 +991,10 @@ impl Store for RedbStore {
                 prune_table::<_, SignatureRecord>(txn, SIGNATURES, "signatures", .., all, |r| {
                     r.until < now
                 })?;
+            let signin_links =
+                prune_table::<_, SigninRecord>(txn, SIGNINS, "signins", .., all, |l| {
+                    l.expires_at <= now
+                })?;
             let audit = match retention.audit {
                 None => 0,
                 Some(keep) => {
@@ -886,6 +1027,7 @@ impl Store for RedbStore {
                 audit,
                 grants,
                 signatures: signatures.len(),
+                signin_links: signin_links.len(),
             })
         })
     }
@@ -1039,6 +1181,7 @@ impl RedbStore {
         let audit = copy_table(&snapshot, &txn, AUDIT)?;
         // A restored copy must not take spent signatures for fresh ones.
         copy_table(&snapshot, &txn, SIGNATURES)?;
+        copy_table(&snapshot, &txn, SIGNINS)?;
         // The default durability: the copy is on disk when this returns.
         txn.commit()?;
         Ok(StoreCounts {
@@ -1133,6 +1276,14 @@ impl RedbStore {
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(bad(format!("table signatures: {e}"))),
+        }
+        // Nor from before shops' sign-in links.
+        match txn.open_table(SIGNINS) {
+            Ok(_) => {
+                check(check_table::<_, SigninRecord>(&txn, SIGNINS, "signins"))?;
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(bad(format!("table signins: {e}"))),
         }
         Ok(StoreCounts {
             clients,
@@ -1800,8 +1951,258 @@ mod tests {
             order,
             signature: None,
             source: Source::Grant,
+            signin: None,
             now: 10,
         }
+    }
+
+    /// The hash of a sign-in link's nonce under the test key `key`.
+    fn link_hash(key: u8, nonce: &SigninNonce) -> SecretHash {
+        let mut hash = [key; 32];
+        hash[..16].copy_from_slice(nonce);
+        hash
+    }
+
+    /// One accepted key, 0.
+    fn before_rotation(nonce: &SigninNonce) -> Vec<SecretHash> {
+        vec![link_hash(0, nonce)]
+    }
+
+    /// Key 1 current, key 0 still accepted.
+    fn after_rotation(nonce: &SigninNonce) -> Vec<SecretHash> {
+        vec![link_hash(1, nonce), link_hash(0, nonce)]
+    }
+
+    /// The link of a@x.org to the course, on the site `s`, until `expires_at`.
+    fn link(expires_at: Timestamp) -> SigninRecord {
+        SigninRecord {
+            site: "s".into(),
+            page: "course".into(),
+            email: "a@x.org".into(),
+            next: "/course/".into(),
+            expires_at,
+            order: Some("o-1".into()),
+        }
+    }
+
+    /// A grant of order o-1 at `now` asking for a sign-in link with the nonce `[n; 16]`, valid
+    /// until `now + 100`.
+    fn with_link(
+        now: Timestamp,
+        n: u8,
+        hashes: &(dyn Fn(&SigninNonce) -> Vec<SecretHash> + Sync),
+        apply: impl FnOnce(&Grant<'_>) -> GrantResult,
+    ) -> GrantResult {
+        let record = link(now + 100);
+        let audit = event(AuditKind::SigninLinkIssued);
+        apply(&Grant {
+            now,
+            signin: Some(SigninRequest {
+                record: &record,
+                nonce: [n; 16],
+                hashes,
+                audit: &audit,
+            }),
+            ..grant(Some(("shop", "o-1")), None, "a@x.org")
+        })
+    }
+
+    fn handed_out(result: &GrantResult) -> Option<IssuedSignin> {
+        match result {
+            GrantResult::Applied { signin, .. } | GrantResult::Replayed { signin, .. } => *signin,
+            _ => None,
+        }
+    }
+
+    fn used(record: &SigninRecord) -> AuditEvent {
+        AuditEvent {
+            email: Some(record.email.clone()),
+            ..event(AuditKind::SigninLinkUsed)
+        }
+    }
+
+    fn kinds(store: &RedbStore) -> Vec<AuditKind> {
+        store
+            .audit_log(None, 100)
+            .expect("log")
+            .into_iter()
+            .map(|(_, e)| e.kind)
+            .collect()
+    }
+
+    #[test]
+    fn a_sign_in_link_is_issued_with_its_grant_handed_out_again_while_live_and_spent_once() {
+        let (_dir, store) = store();
+        let grant = |g: &Grant<'_>| store.grant(g, &event(AuditKind::Grant)).expect("grant");
+        let first = with_link(10, 1, &before_rotation, grant);
+        assert!(matches!(first, GrantResult::Applied { created: true, .. }));
+        let issued = handed_out(&first).expect("a link");
+        assert_eq!(
+            issued,
+            IssuedSignin {
+                nonce: [1; 16],
+                hash: link_hash(0, &[1; 16]),
+                expires_at: 110,
+                fresh: true
+            }
+        );
+        assert_eq!(
+            kinds(&store),
+            [AuditKind::Grant, AuditKind::SigninLinkIssued],
+            "issued in the grant's transaction"
+        );
+        let hashes = before_rotation(&[1; 16]);
+        assert_eq!(
+            store.peek_signin(&hashes, 50).expect("peek"),
+            Some(link(110))
+        );
+        assert_eq!(store.peek_signin(&hashes, 110).expect("peek"), None);
+
+        // A retry of the order while the link is live gets the same link, and writes nothing.
+        let changes = store.changes();
+        let retry = with_link(20, 2, &before_rotation, grant);
+        assert!(matches!(retry, GrantResult::Replayed { .. }), "{retry:?}");
+        assert_eq!(
+            handed_out(&retry),
+            Some(IssuedSignin {
+                fresh: false,
+                ..issued
+            })
+        );
+        assert_eq!(store.changes(), changes, "nothing was written");
+        // A retry that does not ask for a link gets none.
+        let plain = store
+            .grant(
+                &grant_at(30, Some(("shop", "o-1"))),
+                &event(AuditKind::Grant),
+            )
+            .expect("grant");
+        assert_eq!(handed_out(&plain), None);
+
+        // Opened on another site, the link is left alone.
+        assert_eq!(
+            store
+                .take_signin(&hashes, "other", 30, &used)
+                .expect("take"),
+            None
+        );
+        let taken = store.take_signin(&hashes, "s", 30, &used).expect("take");
+        assert_eq!(taken, Some(link(110)));
+        assert_eq!(
+            store.take_signin(&hashes, "s", 31, &used).expect("again"),
+            None,
+            "spent once"
+        );
+        assert_eq!(store.peek_signin(&hashes, 31).expect("peek"), None);
+        let log = store.audit_log(None, 100).expect("log");
+        let (_, spent) = log.last().expect("an entry");
+        assert_eq!(
+            (spent.kind, spent.email.as_deref()),
+            (AuditKind::SigninLinkUsed, Some("a@x.org"))
+        );
+
+        // Spent, the order's next retry gets a new link; that one, once expired, a newer one,
+        // and the expired one's record goes.
+        let renewed = with_link(40, 3, &before_rotation, grant);
+        let second = handed_out(&renewed).expect("a new link");
+        assert_eq!((second.nonce, second.fresh), ([3; 16], true));
+        let later = with_link(200, 4, &before_rotation, grant);
+        let third = handed_out(&later).expect("a newer link");
+        assert_eq!((third.nonce, third.expires_at), ([4; 16], 300));
+        assert!(
+            store
+                .peek_signin(&before_rotation(&[3; 16]), 0)
+                .expect("peek")
+                .is_none(),
+            "replaced"
+        );
+        assert_eq!(
+            kinds(&store)
+                .iter()
+                .filter(|k| **k == AuditKind::SigninLinkIssued)
+                .count(),
+            3
+        );
+        // Expired, it is refused, and removed.
+        let third_hashes = before_rotation(&[4; 16]);
+        assert_eq!(
+            store
+                .take_signin(&third_hashes, "s", 300, &used)
+                .expect("take"),
+            None
+        );
+        assert!(
+            store
+                .write(|txn| Ok(txn.open_table(SIGNINS)?.is_empty()?))
+                .expect("read"),
+            "nothing left"
+        );
+    }
+
+    fn grant_at<'a>(now: Timestamp, order: Option<(&'a str, &'a str)>) -> Grant<'a> {
+        Grant {
+            now,
+            ..grant(order, None, "a@x.org")
+        }
+    }
+
+    #[test]
+    fn a_live_link_issued_under_a_rotated_out_key_is_still_found_and_handed_out() {
+        let (_dir, store) = store();
+        let grant = |g: &Grant<'_>| store.grant(g, &event(AuditKind::Grant)).expect("grant");
+        with_link(10, 1, &before_rotation, grant);
+        let retry = with_link(20, 2, &after_rotation, grant);
+        let again = handed_out(&retry).expect("a link");
+        assert_eq!(
+            (again.nonce, again.hash, again.fresh),
+            ([1; 16], link_hash(0, &[1; 16]), false),
+            "the hash tells which key derives the token"
+        );
+        let taken = store
+            .take_signin(&after_rotation(&[1; 16]), "s", 30, &used)
+            .expect("take");
+        assert!(taken.is_some());
+        let renewed = with_link(40, 3, &after_rotation, grant);
+        assert_eq!(
+            handed_out(&renewed).map(|l| l.hash),
+            Some(link_hash(1, &[3; 16])),
+            "new links are stored under the current key"
+        );
+    }
+
+    #[test]
+    fn expired_sign_in_links_are_pruned_and_live_ones_kept_in_backups() {
+        let (dir, store) = store();
+        let grant = |g: &Grant<'_>| store.grant(g, &event(AuditKind::Grant)).expect("grant");
+        with_link(10, 1, &before_rotation, grant);
+        let copy = dir.path().join("copy.redb");
+        store.backup_to(&copy, false).expect("backup");
+        let kept = store
+            .prune(109, POLICY, Retention::default())
+            .expect("prune");
+        assert_eq!(kept.signin_links, 0);
+        let pruned = store
+            .prune(110, POLICY, Retention::default())
+            .expect("prune");
+        assert_eq!(pruned.signin_links, 1);
+
+        let restored = tempfile::tempdir().expect("data");
+        RedbStore::restore(restored.path(), &copy).expect("restore");
+        let back = RedbStore::open(restored.path()).expect("open");
+        assert_eq!(
+            back.peek_signin(&before_rotation(&[1; 16]), 50)
+                .expect("peek"),
+            Some(link(110)),
+            "a backup holds the live link"
+        );
+        let retry = with_link(20, 2, &before_rotation, |g| {
+            back.grant(g, &event(AuditKind::Grant)).expect("grant")
+        });
+        assert_eq!(
+            handed_out(&retry).map(|l| (l.nonce, l.fresh)),
+            Some(([1; 16], false)),
+            "and the order's nonce with it"
+        );
     }
 
     /// A grant signed with the signature `n`, fresh until 400.
@@ -1908,6 +2309,7 @@ mod tests {
         store
             .write(|txn| {
                 txn.delete_table(SIGNATURES)?;
+                txn.delete_table(SIGNINS)?;
                 Ok(())
             })
             .expect("make it an older file");
@@ -1958,7 +2360,7 @@ mod tests {
             )
             .expect("retry");
         assert!(
-            matches!(retry, GrantResult::Replayed { created: true, ref client } if client.access_until == Some(100))
+            matches!(retry, GrantResult::Replayed { created: true, ref client, .. } if client.access_until == Some(100))
         );
         let other_key = store
             .grant(
@@ -1967,7 +2369,7 @@ mod tests {
             )
             .expect("g");
         assert!(
-            matches!(other_key, GrantResult::Applied { created: false, ref client } if client.access_until == Some(100)),
+            matches!(other_key, GrantResult::Applied { created: false, ref client, .. } if client.access_until == Some(100)),
             "a later end wins"
         );
         let longer = store

@@ -207,6 +207,29 @@ const EN: &[(&str, &str)] = &[
         "link_elsewhere_confirm",
         "I asked for this link, and {email} is my address",
     ),
+    // A shop's sign-in link, opened right after payment.
+    ("signin_heading", "Welcome"),
+    (
+        "signin_text",
+        "Thank you for your purchase. Press the button below to open {page}.",
+    ),
+    (
+        "signin_text_site",
+        "Thank you for your purchase. Press the button below to open it.",
+    ),
+    ("signin_button", "Sign in and open"),
+    ("signin_gone_heading", "This link was already used"),
+    (
+        "signin_gone_text",
+        "This sign-in link was already used or has expired. To open {page}, sign in with a \
+         one-time code sent to your email.",
+    ),
+    (
+        "signin_gone_text_site",
+        "This sign-in link was already used or has expired. Sign in with a one-time code sent \
+         to your email.",
+    ),
+    ("signin_gone_button", "Sign in with a code"),
     // Rate limit.
     ("rate_limited_heading", "Too many attempts"),
     (
@@ -519,6 +542,29 @@ const RU: &[(&str, &str)] = &[
         "link_elsewhere_confirm",
         "Я запросил(а) эту ссылку, и {email} — мой адрес",
     ),
+    // A shop's sign-in link, opened right after payment.
+    ("signin_heading", "Добро пожаловать"),
+    (
+        "signin_text",
+        "Спасибо за покупку. Нажмите кнопку ниже, чтобы открыть страницу «{page}».",
+    ),
+    (
+        "signin_text_site",
+        "Спасибо за покупку. Нажмите кнопку ниже, чтобы открыть её.",
+    ),
+    ("signin_button", "Войти и открыть"),
+    ("signin_gone_heading", "Ссылка уже использована"),
+    (
+        "signin_gone_text",
+        "Эта ссылка для входа уже использована или устарела. Чтобы открыть страницу «{page}», \
+         войдите с одноразовым кодом, который придёт на вашу почту.",
+    ),
+    (
+        "signin_gone_text_site",
+        "Эта ссылка для входа уже использована или устарела. Войдите с одноразовым кодом, \
+         который придёт на вашу почту.",
+    ),
+    ("signin_gone_button", "Войти с кодом"),
     // Rate limit.
     ("rate_limited_heading", "Слишком много попыток"),
     (

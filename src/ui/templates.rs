@@ -23,6 +23,14 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("templates/link_confirm.html"),
     ),
     (
+        "signin_confirm.html",
+        include_str!("templates/signin_confirm.html"),
+    ),
+    (
+        "signin_gone.html",
+        include_str!("templates/signin_gone.html"),
+    ),
+    (
         "rate_limited.html",
         include_str!("templates/rate_limited.html"),
     ),
@@ -135,6 +143,31 @@ pub enum Page<'a> {
         /// Message key of a problem with the last submission.
         error: Option<&'a str>,
     },
+    /// Opened from a shop's sign-in link right after payment: one button that POSTs `token` to
+    /// `{prefix}/signin`, so a link scanner that follows the link does not spend it.
+    SigninConfirm {
+        /// Common fields.
+        frame: Frame<'a>,
+        /// The link's token.
+        token: &'a str,
+        /// The id of the link's page, sent back so that a link found spent meanwhile can still
+        /// offer the code sign-in for its page.
+        page: &'a str,
+        /// Anti-forgery token.
+        csrf: &'a str,
+        /// The account the link signs into, masked.
+        account: &'a str,
+        /// Message key of a problem with the last submission.
+        error: Option<&'a str>,
+    },
+    /// A shop's sign-in link that was used or has expired: a button to the usual sign-in by
+    /// code for the link's page.
+    SigninGone {
+        /// Common fields.
+        frame: Frame<'a>,
+        /// The email form's address (a local path), with the page as `next`.
+        login: &'a str,
+    },
     /// "Too many attempts, try again in N minutes".
     RateLimited {
         /// Common fields.
@@ -167,6 +200,8 @@ impl Page<'_> {
             Page::EmailForm { .. } => "email_form.html",
             Page::CodeForm { .. } => "code_form.html",
             Page::LinkConfirm { .. } => "link_confirm.html",
+            Page::SigninConfirm { .. } => "signin_confirm.html",
+            Page::SigninGone { .. } => "signin_gone.html",
             Page::RateLimited { .. } => "rate_limited.html",
             Page::LoggedOut { .. } => "logged_out.html",
             Page::Message { .. } => "message.html",
@@ -178,6 +213,8 @@ impl Page<'_> {
             Page::EmailForm { frame, .. }
             | Page::CodeForm { frame, .. }
             | Page::LinkConfirm { frame, .. }
+            | Page::SigninConfirm { frame, .. }
+            | Page::SigninGone { frame, .. }
             | Page::RateLimited { frame, .. }
             | Page::LoggedOut { frame, .. }
             | Page::Message { frame, .. } => frame,
@@ -352,6 +389,23 @@ impl Templates {
                 ctx.push(("account", Value::from(account)));
                 ctx.push(("elsewhere", Value::from(elsewhere)));
                 ctx.extend(error_fields(error, lang));
+            }
+            Page::SigninConfirm {
+                token,
+                page,
+                csrf,
+                account,
+                error,
+                ..
+            } => {
+                ctx.push(("token", Value::from(token)));
+                ctx.push(("page", Value::from(page)));
+                ctx.push(("csrf", Value::from(csrf)));
+                ctx.push(("account", Value::from(account)));
+                ctx.extend(error_fields(error, lang));
+            }
+            Page::SigninGone { login, .. } => {
+                ctx.push(("login", Value::from(login)));
             }
             Page::RateLimited {
                 retry_after_minutes,
@@ -605,6 +659,20 @@ pub(crate) fn sample_pages(frame: Frame<'_>) -> Vec<Page<'_>> {
             error,
         });
     }
+    for error in [None, Some("csrf")] {
+        pages.push(Page::SigninConfirm {
+            frame,
+            token: "token",
+            page: "page",
+            csrf: "csrf",
+            account: "a***@example.com",
+            error,
+        });
+    }
+    pages.push(Page::SigninGone {
+        frame,
+        login: "/_pagegate/login?next=%2Fpage",
+    });
     pages.push(Page::RateLimited {
         frame,
         retry_after_minutes: 5,

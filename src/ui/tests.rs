@@ -171,6 +171,62 @@ fn forms_post_the_right_fields_to_the_right_endpoints() {
 }
 
 #[test]
+fn a_shops_sign_in_link_posts_its_token_and_a_spent_one_offers_the_code_sign_in() {
+    let templates = builtin();
+    let html = templates
+        .page(
+            &Page::SigninConfirm {
+                frame: FRAME,
+                token: "T0K3N",
+                page: "course",
+                csrf: "tok",
+                account: "an***@example.com",
+                error: None,
+            },
+            Language::En,
+        )
+        .expect("render");
+    assert!(
+        html.contains(r#"method="post" action="/_pagegate/signin""#),
+        "{html}"
+    );
+    assert!(html.contains(r#"name="token" value="T0K3N""#));
+    assert!(html.contains(r#"name="page" value="course""#));
+    assert!(html.contains(r#"name="csrf" value="tok""#));
+    assert!(html.contains("an***@example.com"), "the account is named");
+    assert!(html.contains("open Rust course"), "{html}");
+    assert!(
+        !html.contains("another browser") && !html.contains("confirm_account"),
+        "the shop asked for it, not a browser: no warning"
+    );
+
+    let html = templates
+        .page(
+            &Page::SigninGone {
+                frame: FRAME,
+                login: "/_pagegate/login?next=%2Fcourse%2F",
+            },
+            Language::En,
+        )
+        .expect("render");
+    assert!(html.contains("already used or has expired"), "{html}");
+    assert!(
+        html.contains(r#"href="/_pagegate/login?next=%2Fcourse%2F""#),
+        "{html}"
+    );
+    let html = templates
+        .page(
+            &Page::SigninGone {
+                frame: FRAME,
+                login: "javascript:alert(1)",
+            },
+            Language::En,
+        )
+        .expect("render");
+    assert!(html.contains(r#"href="/""#), "only local links: {html}");
+}
+
+#[test]
 fn hostile_input_is_escaped() {
     let templates = builtin();
     let evil = "<script>alert(1)</script>\"'&";
@@ -204,6 +260,15 @@ fn hostile_input_is_escaped() {
             elsewhere: true,
             error: None,
         },
+        Page::SigninConfirm {
+            frame,
+            token: evil,
+            page: evil,
+            csrf: evil,
+            account: evil,
+            error: Some("csrf"),
+        },
+        Page::SigninGone { frame, login: evil },
         Page::RateLimited {
             frame,
             retry_after_minutes: 3,
@@ -383,6 +448,8 @@ fn templates_use_only_known_words() {
         include_str!("templates/email_form.html"),
         include_str!("templates/code_form.html"),
         include_str!("templates/link_confirm.html"),
+        include_str!("templates/signin_confirm.html"),
+        include_str!("templates/signin_gone.html"),
         include_str!("templates/rate_limited.html"),
         include_str!("templates/logged_out.html"),
         include_str!("templates/message.html"),
@@ -741,6 +808,24 @@ fn dump_samples() {
                     account: "an***@example.com",
                     elsewhere: true,
                     error: None,
+                },
+            ),
+            (
+                "signin_confirm",
+                Page::SigninConfirm {
+                    frame: FRAME,
+                    token: "t",
+                    page: "course",
+                    csrf: "c",
+                    account: "an***@example.com",
+                    error: None,
+                },
+            ),
+            (
+                "signin_gone",
+                Page::SigninGone {
+                    frame: FRAME,
+                    login: "/_pagegate/login?next=%2Fcourse%2F",
                 },
             ),
             (
