@@ -467,3 +467,48 @@ async fn a_value_signed_for_one_cookie_never_verifies_as_another() {
         );
     }
 }
+
+/// A mailed link posted to another site's host on the same gateway is refused there and stays
+/// usable on its own site: it is not spent where it does not belong.
+#[tokio::test]
+async fn a_link_posted_to_another_site_is_not_spent_there() {
+    let upstream = TestUpstream::start().await;
+    let smtp = TestSmtp::start();
+    let toml = format!(
+        "{}\n[[site]]\nname = \"other\"\nhosts = [\"other.test\"]\nupstream = \"http://{}\"\n",
+        school_toml(&upstream, &smtp, ""),
+        upstream.addr
+    );
+    let school = School {
+        gateway: TestGateway::start(&toml).await,
+        upstream,
+        smtp,
+    };
+    school.add_client("course", ANN, "Ann", None).await;
+    let mut ann = school.browser();
+    let mail = school.request_code(&mut ann, ANN).await;
+    let link = link_in(&mail);
+    let token = link.split("?t=").nth(1).expect("token").to_string();
+
+    let mut elsewhere = Browser::new(school.gateway.addr, "other.test");
+    let csrf = elsewhere.open_login("/").await;
+    let refused = elsewhere
+        .post_form(
+            "/_pagegate/link",
+            &[
+                ("token", &token),
+                ("csrf", &csrf),
+                ("confirm_account", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 410);
+    assert!(!elsewhere.has_session());
+
+    let page = ann.get(&link).await;
+    let csrf = hidden(&page.body, "csrf").expect("csrf");
+    let signed_in = ann
+        .post_form("/_pagegate/link", &[("token", &token), ("csrf", &csrf)])
+        .await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+}

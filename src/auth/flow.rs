@@ -420,20 +420,20 @@ impl Ctx<'_> {
         }
         let token = form.get("token").map(String::as_str).unwrap_or("");
         let hashes = self.auth.keys.load().hashes("token", &[token.as_bytes()]);
-        // A link opened in another browser is spent only once the visitor confirmed the account
-        // it signs into.
+        // Only a live link of this site is spent (one posted to another site's host stays
+        // usable where it belongs), and one opened in another browser only once the visitor
+        // confirmed the account it signs into.
+        let Some(record) = self.peek_link(&hashes)? else {
+            return self.link_gone();
+        };
         let confirmed = form.get("confirm_account").is_some_and(|v| v == "yes");
-        if !confirmed {
-            if let Some(record) = self.peek_link(&hashes)? {
-                if !self.asked_here(&record) {
-                    return self.confirm_page(
-                        StatusCode::BAD_REQUEST,
-                        token,
-                        &record,
-                        Some("link_confirm_account"),
-                    );
-                }
-            }
+        if !confirmed && !self.asked_here(&record) {
+            return self.confirm_page(
+                StatusCode::BAD_REQUEST,
+                token,
+                &record,
+                Some("link_confirm_account"),
+            );
         }
         let auth = self.auth.clone();
         let taken = tokio::task::spawn_blocking(move || {
@@ -453,18 +453,21 @@ impl Ctx<'_> {
                 let next = self.next_or_default(Some(&record.next));
                 self.sign_in(&record.email, &next).await
             }
-            None => {
-                self.count(LoginEvent::LinkFailed);
-                self.render(
-                    StatusCode::GONE,
-                    &Page::Message {
-                        frame: self.frame(),
-                        title_key: "link_invalid_title",
-                        message_key: "link_used",
-                    },
-                )
-            }
+            None => self.link_gone(),
         }
+    }
+
+    /// The answer to a link that is used, expired or not this site's.
+    fn link_gone(&self) -> Result<Response<Body>, HttpError> {
+        self.count(LoginEvent::LinkFailed);
+        self.render(
+            StatusCode::GONE,
+            &Page::Message {
+                frame: self.frame(),
+                title_key: "link_invalid_title",
+                message_key: "link_used",
+            },
+        )
     }
 
     async fn logout(&self, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
