@@ -369,7 +369,9 @@ impl Gateway {
                                     .watch(site_id, &who.session, who.pages.clone())
                                     .map_err(|e| HttpError::Internal(format!("store: {e}")))?;
                                 match watched {
-                                    Some(watched) => req.extensions_mut().insert(watched),
+                                    Some(watched) => req
+                                        .extensions_mut()
+                                        .insert(crate::proxy::Access(watched.signal())),
                                     None => return Ok(auth.sign_in_required(&req)),
                                 };
                             }

@@ -442,7 +442,7 @@ async fn clients(config: &pagegate::config::Config, action: ClientsAction) -> an
 /// Writes a backup: directly from the database when the gateway is stopped, or by the running
 /// gateway (which holds the database) through its control socket.
 async fn backup(config: &pagegate::config::Config, file: &Path, force: bool) -> anyhow::Result<()> {
-    use pagegate::api::control::BackupRequest;
+    use pagegate::server::control::BackupRequest;
     use pagegate::store::redb::{DB_FILE, RedbStore};
     use pagegate::store::{BackupError, Store, StoreCounts, StoreError};
 
@@ -506,7 +506,7 @@ async fn restore(config: &pagegate::config::Config, file: &Path) -> anyhow::Resu
 
     // The database lock is the real test (restore checks it too); a live control socket also
     // means a gateway is running, one that might be about to open the database.
-    let socket = pagegate::api::control::socket_path(&config.data_dir);
+    let socket = pagegate::server::control::socket_path(&config.data_dir);
     if tokio::net::UnixStream::connect(&socket).await.is_ok() {
         anyhow::bail!(
             "the gateway is running (it answers on {}): stop the gateway first",
@@ -569,7 +569,7 @@ async fn reload(config: &std::path::Path) -> anyhow::Result<()> {
 /// or directly in `data_dir` while no gateway runs (the database lock keeps one from starting
 /// meanwhile).
 async fn rotate_key(path: &std::path::Path) -> anyhow::Result<()> {
-    use pagegate::api::control::RotationReport;
+    use pagegate::server::control::RotationReport;
     use pagegate::store::{StoreError, redb::RedbStore};
 
     // A running gateway rotates with the configuration it runs: only its data directory is
@@ -655,7 +655,7 @@ async fn control_call_at(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
-    pagegate::api::control::call(data_dir, method, path, body)
+    pagegate::server::control::call(data_dir, method, path, body)
         .await
         .with_context(|| {
             format!(

@@ -95,7 +95,7 @@ async fn add_by_cli(data_dir: &std::path::Path, email: &str, name: &str, days: O
         until: None,
         days,
     };
-    let (status, body) = pagegate::api::control::call(
+    let (status, body) = pagegate::server::control::call(
         data_dir,
         http::Method::POST,
         "/v1/clients",

@@ -84,9 +84,10 @@ impl School {
     /// Calls the running gateway's control socket, as `pagegate clients` does.
     async fn control(&self, method: http::Method, path: &str, body: Option<serde_json::Value>) {
         let body = body.map(|b| serde_json::to_vec(&b).expect("json"));
-        let (status, answer) = pagegate::api::control::call(&self.data_dir(), method, path, body)
-            .await
-            .expect("control socket");
+        let (status, answer) =
+            pagegate::server::control::call(&self.data_dir(), method, path, body)
+                .await
+                .expect("control socket");
         assert!(
             status.is_success(),
             "{status}: {}",

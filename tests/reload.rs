@@ -213,7 +213,7 @@ async fn a_valid_reload_changes_everything_for_new_requests_and_drops_nothing(tr
     // The page the reload added can be managed at once through the control socket.
     let input = serde_json::json!({ "page": "course", "email": "ann@example.com" });
     let data_dir = scene.config.parent().expect("dir").join("data");
-    let (status, body) = pagegate::api::control::call(
+    let (status, body) = pagegate::server::control::call(
         &data_dir,
         http::Method::POST,
         "/v1/clients",

@@ -70,7 +70,7 @@ impl School {
             until: None,
             days: None,
         };
-        let (status, _) = pagegate::api::control::call(
+        let (status, _) = pagegate::server::control::call(
             &self.data_dir(),
             http::Method::POST,
             "/v1/clients",

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
-use crate::auth::input::normalize_email;
 use crate::config::{Config, PageConfig, SiteConfig};
+use crate::input::normalize_email;
 use crate::store::{
     AuditEvent, AuditKind, Client, ClientEdit, ClientSet, Source, Store, Timestamp, now,
 };

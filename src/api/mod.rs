@@ -9,7 +9,6 @@
 pub mod admin_api;
 pub mod admin_page;
 pub mod clients;
-pub mod control;
 pub mod csv;
 pub mod grants;
 pub mod json;

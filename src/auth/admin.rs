@@ -45,17 +45,7 @@ use cookies::CookieNames;
 /// How long an admin session lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
-/// The store namespace ("site") of a site's admin codes and sessions. Site names cannot hold
-/// `\0`, so this never equals a site's own name.
-pub fn namespace(site_name: &str) -> String {
-    format!("admin\u{0}{site_name}")
-}
-
-/// The site of an admin namespace made by [`namespace`]; `None` for anything else (a site's own
-/// name).
-pub fn site_of_namespace(namespace: &str) -> Option<&str> {
-    namespace.strip_prefix("admin\u{0}")
-}
+pub use crate::store::{admin_namespace as namespace, site_of_admin_namespace};
 
 /// What the admin page knows about one request: language, the anti-forgery token for its forms,
 /// and the signed-in admin, if any.

@@ -11,7 +11,7 @@ pub mod admin;
 pub mod cookies;
 mod flow;
 pub mod forward;
-pub mod input;
+pub use crate::input;
 pub mod keys;
 pub mod limits;
 pub mod signin;

@@ -41,6 +41,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use super::Auth;
 use crate::body::{Body, BoxError};
 use crate::routing::SiteId;
+use crate::runtime::EndSignal;
 use crate::store::{SecretHash, StoreError, Timestamp};
 
 /// How long, in ticks of [`Watch::tick`], a response body streams before it joins the watch:
@@ -245,7 +246,19 @@ impl std::fmt::Debug for Watched {
     }
 }
 
+/// The entry's end, for whoever waits on it without knowing the watch (a tunnel).
+impl EndSignal for Registration {
+    fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+}
+
 impl Watched {
+    /// This entry as an [`EndSignal`]: the entry stays in the watch while the signal is held.
+    pub fn signal(&self) -> Arc<dyn EndSignal> {
+        self.0.clone()
+    }
+
     /// Whether access has ended.
     pub fn has_ended(&self) -> bool {
         self.0.token.is_cancelled()

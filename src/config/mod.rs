@@ -270,7 +270,7 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Threads serving connections, each with its own event loop.
     pub workers: usize,
-    /// Whether workers are pinned to CPUs: `None` decides at start (see `server::workers`).
+    /// Whether workers are pinned to CPUs: `None` decides at start (see `runtime::workers`).
     pub pin_workers: Option<bool>,
     /// Whether each request is logged at `info` with target `pagegate::access`.
     pub access_log: bool,

@@ -244,14 +244,13 @@ impl Ctx<'_> {
             Some(admin) => {
                 let mut emails = Vec::new();
                 for (i, e) in admin.get_ref().emails.iter().enumerate() {
-                    let email =
-                        crate::auth::input::normalize_email(e.get_ref()).ok_or_else(|| {
-                            self.invalid(
-                                &format!("admin.emails[{i}]"),
-                                Some(e.span()),
-                                format!("not an email address: {:?}", e.get_ref()),
-                            )
-                        })?;
+                    let email = crate::input::normalize_email(e.get_ref()).ok_or_else(|| {
+                        self.invalid(
+                            &format!("admin.emails[{i}]"),
+                            Some(e.span()),
+                            format!("not an email address: {:?}", e.get_ref()),
+                        )
+                    })?;
                     emails.push(email);
                 }
                 emails

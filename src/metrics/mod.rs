@@ -446,7 +446,7 @@ impl Collector for ActiveSessions {
             MetricType::Gauge,
         )?;
         for (namespace, count) in &self.0 {
-            let (site, kind) = match crate::auth::admin::site_of_namespace(namespace) {
+            let (site, kind) = match crate::store::site_of_admin_namespace(namespace) {
                 Some(site) => (site, "admin"),
                 None => (namespace.as_str(), "visitor"),
             };

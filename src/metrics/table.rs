@@ -28,7 +28,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::registry::Unit;
 
-use crate::server::workers::PerWorker;
+use crate::runtime::workers::PerWorker;
 
 /// Status codes hyper can represent: 100 to 999, in nine classes of a hundred.
 const FIRST_STATUS: u16 = 100;
@@ -372,7 +372,7 @@ mod tests {
         let series = table.series("school", "");
         let timers = Arc::new(UpstreamTable::default());
         let timer = timers.timer("school");
-        let workers = crate::server::workers::Workers::start(2, Some(false)).expect("workers");
+        let workers = crate::runtime::workers::Workers::start(2, Some(false)).expect("workers");
         let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
         for worker in 0..2 {
             let (series, timer, done) = (series.clone(), timer.clone(), done.clone());
@@ -382,7 +382,7 @@ mod tests {
                     timer.observe(Duration::from_millis(2));
                 }
                 series.count(StatusCode::NOT_FOUND);
-                let _ = done.send(crate::server::workers::current());
+                let _ = done.send(crate::runtime::workers::current());
             });
         }
         let mut ran_on = vec![

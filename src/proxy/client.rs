@@ -10,7 +10,7 @@
 //!
 //! HTTP/1.1 connections are handed out last-in first-out (the warmest first) and each serves one
 //! request at a time; an HTTP/2 connection is shared by every request until it closes. Idle
-//! HTTP/1.1 connections are kept per connection worker ([`crate::server::workers`]): a
+//! HTTP/1.1 connections are kept per connection worker ([`crate::runtime::workers`]): a
 //! connection opened on one worker's event loop is only reused there, so a request never wakes
 //! another thread to talk to its upstream.
 
@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::UpstreamConfig;
-use crate::server::workers::PerWorker;
+use crate::runtime::workers::PerWorker;
 
 /// An idle HTTP/1.1 connection older than this is closed rather than reused: the upstream may
 /// be about to close it (nginx's default `keepalive_timeout` is 75 s).

@@ -7,6 +7,7 @@
 mod client;
 pub mod headers;
 mod tunnel;
+pub use tunnel::{Access, Lease};
 
 use std::error::Error as _;
 
@@ -15,11 +16,10 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use crate::auth::watch::Watched;
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::error::HttpError;
-use crate::server::{Lease, coarse_timer};
+use crate::runtime::coarse_timer;
 use client::{ClientError, PooledBody, UpstreamClient};
 pub use headers::Forwarding;
 
@@ -73,7 +73,7 @@ impl Upstream {
             let tunnel_terms = upgrade.as_ref().map(|_| {
                 let extensions = req.extensions_mut();
                 let lease = extensions.remove::<Lease>();
-                let access = extensions.remove::<Watched>();
+                let access = extensions.remove::<Access>();
                 (hyper::upgrade::on(&mut req), lease, access)
             });
 

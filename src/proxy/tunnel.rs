@@ -14,9 +14,10 @@
 //!   before it stops the workers; a tunnel never ends by itself, so it ends when the shutdown
 //!   signal comes.
 //! - Access is checked once, at the gate, for the upgrade request. After that only the
-//!   [`Watched`] entry of the access watch ([`crate::auth::watch`]) can tell that it ended; it
-//!   is cancelled from another thread and wakes this task on its worker.
+//!   [`Access`] the gate hands over (the access watch's entry, `crate::auth::watch`) can tell that
+//!   it ended; it is cancelled from another thread and wakes this task on its worker.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
@@ -24,8 +25,18 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::watch::Watched;
-use crate::server::Lease;
+use crate::runtime::EndSignal;
+
+/// A connection's hold on the server (its slot under `max_connections`, its place in the
+/// shutdown wait), lent by the server on every upgrade request, as a request extension, to the
+/// tunnel the connection may become; ends when the server shuts down.
+#[derive(Clone)]
+pub struct Lease(pub Arc<dyn EndSignal>);
+
+/// A protected tunnel's entry in the access watch, put on the upgrade request by the gate; ends
+/// when the visitor's access does.
+#[derive(Clone)]
+pub struct Access(pub Arc<dyn EndSignal>);
 
 /// How long the closing of a tunnel waits for each side to take its end of the stream (a TCP
 /// FIN, a TLS close_notify) before the sockets are simply dropped.
@@ -45,12 +56,13 @@ pub(super) async fn run(
     client: OnUpgrade,
     upstream: OnUpgrade,
     lease: Option<Lease>,
-    access: Option<Watched>,
+    access: Option<Access>,
 ) {
-    let shutdown = lease.as_ref().map(Lease::shutdown);
+    let shutdown = lease.as_ref().map(|l| l.0.token());
+    let access = access.as_ref().map(|a| a.0.token());
     let upgraded = tokio::select! {
         upgraded = async { tokio::try_join!(client, upstream) } => upgraded,
-        cut = cut(shutdown, access.as_ref()) => {
+        cut = cut(shutdown, access) => {
             tracing::debug!(?cut, "upgrade abandoned");
             return;
         }
@@ -72,7 +84,7 @@ pub(super) async fn run(
             }
             return;
         }
-        cut = cut(shutdown, access.as_ref()) => cut,
+        cut = cut(shutdown, access) => cut,
     };
     tracing::debug!(?cut, "closing a tunnel");
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
@@ -82,7 +94,7 @@ pub(super) async fn run(
 }
 
 /// Completes with the first of the shutdown and the end of access; never without either.
-async fn cut(shutdown: Option<&CancellationToken>, access: Option<&Watched>) -> Cut {
+async fn cut(shutdown: Option<&CancellationToken>, access: Option<&CancellationToken>) -> Cut {
     let shutdown = async {
         match shutdown {
             Some(token) => token.cancelled().await,
@@ -91,7 +103,7 @@ async fn cut(shutdown: Option<&CancellationToken>, access: Option<&Watched>) -> 
     };
     let access_ended = async {
         match access {
-            Some(watched) => watched.ended().await,
+            Some(token) => token.cancelled().await,
             None => std::future::pending().await,
         }
     };

@@ -46,7 +46,9 @@ use super::reload::Live;
 use crate::body::{Body, BoxError};
 use crate::error::HttpError;
 use crate::gateway::ConnectionInfo;
+use crate::proxy::Lease;
 use crate::routing::normalize_host;
+use crate::runtime::EndSignal;
 
 /// How long a connection stays idle with its hyper connection before parking. Parking costs a
 /// new hyper connection (two buffer allocations) at the next request, so a client sending
@@ -83,16 +85,11 @@ pub(super) struct Hold {
     pub(super) _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
-/// A connection's [`Hold`], for the tunnel an upgrade request may turn the connection into
-/// ([`crate::proxy`]): the server puts one on every upgrade request as a request extension. The
-/// tunnel keeps it while it runs, and ends when the shutdown signal comes.
-#[derive(Clone)]
-pub(crate) struct Lease(Arc<Hold>);
-
-impl Lease {
-    /// Cancelled when the server shuts down.
-    pub(crate) fn shutdown(&self) -> &CancellationToken {
-        &self.0.shutdown
+/// A connection's [`Hold`] is what the tunnel it may become keeps (as a [`Lease`]), and ends
+/// on when the server shuts down.
+impl EndSignal for Hold {
+    fn token(&self) -> &CancellationToken {
+        &self.shutdown
     }
 }
 

@@ -6,13 +6,12 @@
 //! an open connection. Shutdown stops accepting at once, asks every connection to finish its
 //! in-flight requests, and gives up after `shutdown_grace`.
 
-pub(crate) mod coarse_timer;
 mod connection;
+pub mod control;
 mod framing;
 mod parking;
 pub mod reload;
 mod tls;
-pub(crate) mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::runtime::{coarse_timer, workers};
 use crate::store::redb::RedbStore;
-pub(crate) use connection::Lease;
 use connection::{Connection, Hold};
 use reload::Live;
 
@@ -130,7 +129,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let live = Arc::new(
         Live::new(config, store, https_addr.map(|a| a.port())).map_err(StartError::Setup)?,
     );
-    crate::api::control::serve(live.clone(), &data_dir, shutdown.clone())
+    control::serve(live.clone(), &data_dir, shutdown.clone())
         .await
         .map_err(|e| StartError::Setup(format!("control socket in {}: {e}", data_dir.display())))?;
     let https = match https {

@@ -758,6 +758,18 @@ pub trait Store: Send + Sync + 'static {
     fn backup_to(&self, dest: &Path, overwrite: bool) -> Result<StoreCounts, BackupError>;
 }
 
+/// The store namespace ("site") of a site's admin codes and sessions, which share the visitors'
+/// tables. Site names cannot hold `\0`, so this never equals a site's own name.
+pub fn admin_namespace(site_name: &str) -> String {
+    format!("admin\u{0}{site_name}")
+}
+
+/// The site of an admin namespace made by [`admin_namespace`]; `None` for anything else (a
+/// site's own name).
+pub fn site_of_admin_namespace(namespace: &str) -> Option<&str> {
+    namespace.strip_prefix("admin\u{0}")
+}
+
 /// Seconds since the epoch, now.
 pub fn now() -> Timestamp {
     std::time::SystemTime::now()

@@ -62,7 +62,7 @@ impl School {
             days,
         };
         let body = serde_json::to_vec(&input).expect("json");
-        let (status, answer) = pagegate::api::control::call(
+        let (status, answer) = pagegate::server::control::call(
             &self.data_dir(),
             http::Method::POST,
             "/v1/clients",
@@ -80,7 +80,7 @@ impl School {
     pub async fn remove_client(&self, page: &str, email: &str) {
         let path = format!("/v1/clients?page={page}&email={email}");
         let (status, _) =
-            pagegate::api::control::call(&self.data_dir(), http::Method::DELETE, &path, None)
+            pagegate::server::control::call(&self.data_dir(), http::Method::DELETE, &path, None)
                 .await
                 .expect("control socket");
         assert_eq!(status, 204);

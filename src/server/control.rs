@@ -35,8 +35,8 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::ApiError;
-use super::clients::{self, ClientInput};
+use crate::api::ApiError;
+use crate::api::clients::{self, ClientInput};
 use crate::body::{self, Body};
 use crate::store::{BackupError, Source, Store, StoreCounts};
 
@@ -50,7 +50,7 @@ pub struct BackupRequest {
     #[serde(default)]
     pub force: bool,
 }
-use crate::server::reload::{Live, ReloadError, RotateError};
+use super::reload::{Live, ReloadError, RotateError};
 use crate::store::Timestamp;
 
 /// The socket's file name inside `data_dir`.

@@ -1,4 +1,6 @@
-//! Checks on what visitors type or send back: email addresses and `next` targets.
+//! Checks on what people type or send back: email addresses and `next` targets. Low in the
+//! tree because the configuration (admin addresses), the sign-in flow and the admin interfaces
+//! all read emails the same way.
 
 use percent_encoding::percent_decode_str;
 
