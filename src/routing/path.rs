@@ -2,9 +2,10 @@
 //!
 //! pagegate forwards the request path to the upstream exactly as the client sent it. Upstreams
 //! read paths in different ways (decoded once or twice, `\` taken as `/`, `;params` dropped,
-//! repeated slashes merged, dot-segments resolved, case ignored), so the path is protected when
-//! *any* of those readings falls under a page's path. What cannot be read safely is refused with a
-//! [`PathError`] (answered 400). `docs/security.md` states the rules and why they are enough.
+//! repeated slashes merged, dot-segments resolved, case ignored, a leading `//host` skipped), so
+//! the path is protected when *any* of those readings falls under a page's path. What cannot be
+//! read safely is refused with a [`PathError`] (answered 400). `docs/security.md` states the rules
+//! and why they are enough.
 //!
 //! Page path semantics, by segments and ignoring ASCII case: `/course/` and `/course` both cover
 //! `/course`, `/course/` and everything below, but not `/courseware`. A segment also matches with
@@ -118,6 +119,14 @@ impl PageMatcher {
             return Err(PathError::TOO_LONG);
         }
         self.match_slow(path, &mut found)?;
+        if let Some(after_host) = after_authority(path) {
+            match after_host.split_first() {
+                Some((_, body)) if is_plain(body) => {
+                    self.match_segments(split_segments(body), &mut found);
+                }
+                _ => self.match_slow(&after_host, &mut found)?,
+            }
+        }
         found.sort_unstable();
         Ok(found)
     }
@@ -232,6 +241,24 @@ impl<'a> Iterator for Segments<'a> {
 
 fn split_segments(body: &[u8]) -> Segments<'_> {
     Segments { rest: Some(body) }
+}
+
+/// The path a WHATWG URL parser finds in a target starting with `//` or `/\`, which it reads as
+/// the start of a host (as Node's `new URL(req.url, base)` does): what follows the host, as an
+/// absolute path. `None` for any other target, and for one of nothing but slashes.
+fn after_authority(path: &[u8]) -> Option<Vec<u8>> {
+    let is_slash = |b: &u8| matches!(b, b'/' | b'\\');
+    if !path.get(1).is_some_and(is_slash) {
+        return None;
+    }
+    let host = path.iter().position(|b| !is_slash(b))?;
+    let end = path[host..]
+        .iter()
+        .position(is_slash)
+        .map_or(path.len(), |i| host + i);
+    let mut after_host = vec![b'/'];
+    after_host.extend_from_slice(path.get(end + 1..).unwrap_or_default());
+    Some(after_host)
 }
 
 /// Printable ASCII without `%`, `\` or `;`, no empty segment but the last, no dot-segment: the
@@ -995,6 +1022,27 @@ mod tests {
             check(&path);
         }
         assert!(checked > 40_000 && refused > 1_000, "{checked} {refused}");
+    }
+
+    /// WHATWG URL parsers take a target starting with `//` or `/\` as a host and a path: Node's
+    /// own documentation reads a request's path with `new URL(req.url, base)`, which serves
+    /// `//evil.example/course/x` as `/course/x`.
+    #[test]
+    fn a_target_starting_with_two_slashes_is_also_read_as_a_host_and_a_path() {
+        assert_protected(&[
+            "//evil.example/course/lesson1.html",
+            "///downloads//course//x",
+            "/\\evil/course/x",
+            "//evil/x/../course/x",
+            "//evil\\course\\x",
+            "//evil/%63ourse/x",
+        ]);
+        assert_public(&[
+            "//evil.example/public/page.html",
+            "//evil",
+            "//course.example/",
+        ]);
+        assert_refused(&["//evil/x/%2e%2e/course/"], &PathError::MIXED_DOTS);
     }
 
     /// Transformations can move a path away from a page as well as towards it; both directions
