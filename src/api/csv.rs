@@ -10,7 +10,8 @@
 //! so) is read with `;`.
 //!
 //! Cells that a spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, tab or
-//! carriage return) are written with a leading `'`, which the import removes again.
+//! carriage return, after any quotes) are written with a leading `'`, which the import removes
+//! again.
 //!
 //! The admin page takes lines typed by hand as well as files, and reads them a little more
 //! freely ([`Reading::Typed`]): the header row may be left out, `until` may say `unlimited`, and
@@ -63,8 +64,14 @@ fn starts_like_formula(text: &str) -> bool {
     text.starts_with(['=', '+', '-', '@', '\t', '\r'])
 }
 
+/// Whether a cell is written with a leading `'`: it starts like a formula, or with quotes before
+/// one, which the import would otherwise take for the escape (`'=x` must not come back as `=x`).
+fn needs_escape(text: &str) -> bool {
+    starts_like_formula(text.trim_start_matches('\''))
+}
+
 fn escape_formula(text: &str) -> String {
-    if starts_like_formula(text) {
+    if needs_escape(text) {
         format!("'{text}")
     } else {
         text.to_owned()
@@ -73,7 +80,7 @@ fn escape_formula(text: &str) -> String {
 
 fn unescape_formula(text: &str) -> &str {
     match text.strip_prefix('\'') {
-        Some(rest) if starts_like_formula(rest) => rest,
+        Some(rest) if needs_escape(rest) => rest,
         _ => text,
     }
 }
@@ -572,6 +579,36 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn quotes_before_a_formula_character_survive_the_round_trip() {
+        let clients = [
+            client("'+a@example.com", "'=SUM(1)", None),
+            client("''-b@example.com", "'", None),
+            client("c@example.com", "''@x", None),
+            client("d@example.com", "'plain", None),
+        ];
+        let text = export(&clients, 1_700_000_000).expect("export");
+        let text = String::from_utf8(text).expect("utf-8");
+        let import = parse_import(text.as_bytes()).expect("import");
+        assert!(import.problems.is_empty(), "{:?}", import.problems);
+        let back: Vec<(&str, Option<&str>)> = import
+            .rows
+            .iter()
+            .map(|r| (r.email.as_str(), r.name.as_deref()))
+            .collect();
+        assert_eq!(
+            back,
+            [
+                ("'+a@example.com", Some("'=SUM(1)")),
+                ("''-b@example.com", Some("'")),
+                ("c@example.com", Some("''@x")),
+                ("d@example.com", Some("'plain")),
+            ]
+        );
+        // A cell a spreadsheet would run still starts with a quote, which makes it text.
+        assert!(text.contains("\n''=SUM(1),''+a@example.com,"), "{text}");
     }
 
     #[test]
