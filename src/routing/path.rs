@@ -119,14 +119,6 @@ impl PageMatcher {
             return Err(PathError::TOO_LONG);
         }
         self.match_slow(path, &mut found)?;
-        if let Some(after_host) = after_authority(path) {
-            match after_host.split_first() {
-                Some((_, body)) if is_plain(body) => {
-                    self.match_segments(split_segments(body), &mut found);
-                }
-                _ => self.match_slow(&after_host, &mut found)?,
-            }
-        }
         found.sort_unstable();
         Ok(found)
     }
@@ -186,12 +178,22 @@ impl PageMatcher {
         {
             return Err(PathError::ODD_DOTS);
         }
+        self.match_dotted_segments(&segments, found);
+        // A target starting with `//` is also read after its host, dots and all.
+        if let Some(after_host) = after_authority(path) {
+            let rest: Vec<&[u8]> =
+                split_segments(after_host.get(1..).unwrap_or_default()).collect();
+            self.match_dotted_segments(&rest, found);
+        }
+        Ok(())
+    }
+
+    fn match_dotted_segments(&self, segments: &[&[u8]], found: &mut PageSet) {
         let merged: Vec<&[u8]> = segments.iter().copied().filter(|s| !s.is_empty()).collect();
-        for readings in [&segments, &merged] {
+        for readings in [segments, &merged] {
             self.match_segments(readings.iter().copied(), found);
             self.match_segments(resolve_dots(readings).into_iter(), found);
         }
-        Ok(())
     }
 
     /// Adds every page one of whose paths is a segment prefix of `segments`.
@@ -321,10 +323,13 @@ fn resolve_dots<'a>(segments: &[&'a [u8]]) -> Vec<&'a [u8]> {
 const BACKSLASH: u8 = 1;
 const PARAMS: u8 = 2;
 const QUERY: u8 = 4;
+const AUTHORITY: u8 = 8;
 
 /// Every reading of `s` (at decoding `stage`, with the transformations in `used` already done):
-/// decoded up to twice in all; `\` taken as `/`, `;params` dropped from each segment, and a decoded
-/// `?` or `#` taken as the end of the path, each at most once, at any stage and in any order.
+/// decoded up to twice in all; `\` taken as `/`, `;params` dropped from each segment, and a
+/// decoded `?` or `#` taken as the end of the path, each at most once, at any stage and in any
+/// order; and a leading `//host` dropped, at any stage but before the others (as a WHATWG URL
+/// parser would).
 /// Only transformations that change something are applied, so a plain path has one reading and
 /// the worst case is bounded (a few dozen readings).
 fn expand(s: Vec<u8>, stage: u8, used: u8, out: &mut Vec<Vec<u8>>) {
@@ -346,6 +351,11 @@ fn expand(s: Vec<u8>, stage: u8, used: u8, out: &mut Vec<Vec<u8>>) {
     if used & QUERY == 0 {
         if let Some(end) = s.iter().position(|&b| b == b'?' || b == b'#') {
             expand(s[..end].to_vec(), stage, used | QUERY, out);
+        }
+    }
+    if used == 0 {
+        if let Some(after_host) = after_authority(&s) {
+            expand(after_host, stage, used | AUTHORITY, out);
         }
     }
     out.push(s);
@@ -803,7 +813,7 @@ mod tests {
         // Every transformation applies at every stage: the worst case for `expand`.
         let mut readings = Vec::new();
         expand(
-            b"/a\\b;c?d%255c%253b%253f%5c%3b%3f".to_vec(),
+            b"//h/a\\b;c?d%255c%253b%253f%5c%3b%3f".to_vec(),
             0,
             0,
             &mut readings,
@@ -815,7 +825,7 @@ mod tests {
         let long_plain = format!("/course/{}", "a".repeat(2 * MAX_CHECKED_PATH));
         assert_eq!(pages(&long_plain), Ok(vec![0]));
         let worst = format!(
-            "/x/{}",
+            "//x/{}",
             "a\\b;c%255c%253b%253f%5c%3b%3f/".repeat(MAX_CHECKED_PATH / 40)
         );
         assert!(worst.len() <= MAX_CHECKED_PATH);
@@ -1043,6 +1053,12 @@ mod tests {
             "//course.example/",
         ]);
         assert_refused(&["//evil/x/%2e%2e/course/"], &PathError::MIXED_DOTS);
+        // An application may decode before it parses: at every decoding stage.
+        assert_protected(&[
+            "/%2F%2Fevil/course/x",
+            "/%2f%5cevil%2fcourse",
+            "/%252F%252Fevil/course/x",
+        ]);
     }
 
     /// Transformations can move a path away from a page as well as towards it; both directions
