@@ -169,7 +169,8 @@ impl PageMatcher {
     }
 
     /// A path of raw `/`-separated segments with `.` or `..` among them: matched as written, and
-    /// resolved per RFC 3986 (never above the root), each with and without merging `//`.
+    /// resolved per RFC 3986 (never above the root), each with and without merging `//` first,
+    /// and resolved before merging.
     fn match_dotted(&self, path: &[u8], found: &mut PageSet) -> Result<(), PathError> {
         let segments: Vec<&[u8]> = split_segments(path.get(1..).unwrap_or_default()).collect();
         if segments
@@ -194,6 +195,10 @@ impl PageMatcher {
             self.match_segments(readings.iter().copied(), found);
             self.match_segments(resolve_dots(readings).into_iter(), found);
         }
+        // Resolved with `//` kept, then merged: a file system merges the empty segments an
+        // upstream that keeps them (nginx with `merge_slashes off`) resolved `..` against.
+        let resolved = resolve_dots(segments);
+        self.match_segments(resolved.iter().copied().filter(|s| !s.is_empty()), found);
     }
 
     /// Adds every page one of whose paths is a segment prefix of `segments`.
@@ -620,6 +625,12 @@ mod tests {
         ]);
         // Without merging, "/course//.." is "/course/"; with it, "/".
         assert_protected(&["/course//../lesson1.html", "/x/../course//../lesson1.html"]);
+        // Resolved with `//` kept, then merged by the file system: nginx with
+        // `merge_slashes off` serves these from /course/.
+        assert_protected(&[
+            "//course//../lesson1.html",
+            "/a/..//course//../lesson1.html",
+        ]);
         assert_public(&["//public/", "/public//course/"]);
     }
 
