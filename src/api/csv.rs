@@ -389,14 +389,20 @@ fn open_quote_row(bytes: &[u8], delimiter: u8) -> Option<usize> {
     quoted.then_some(row_start)
 }
 
-/// The 1-based line of the first character at or after byte `at`. (The reader's own line count
-/// is one short after a CRLF line end, whose LF it counts with the next record.)
+/// The 1-based line of the first character at or after byte `at`, a line ending with LF, CRLF
+/// or a lone CR as the reader's records do. (The reader's own line count is one short after a
+/// CRLF line end, whose LF it counts with the next record, and ignores lone CRs.)
 fn line_at(bytes: &[u8], at: u64) -> u64 {
     let mut at = usize::try_from(at).unwrap_or(usize::MAX).min(bytes.len());
     while bytes.get(at).is_some_and(|b| matches!(b, b'\r' | b'\n')) {
         at += 1;
     }
-    1 + bytes[..at].iter().filter(|&&b| b == b'\n').count() as u64
+    let ends = bytes[..at]
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
+        .count();
+    1 + ends as u64
 }
 
 fn columns(header: &::csv::ByteRecord) -> Result<Columns, HeaderFault> {
@@ -636,6 +642,21 @@ mod tests {
         assert!(rejected[0].error.starts_with("email:"));
         assert!(rejected[1].error.contains("already on line 2"));
         assert!(rejected[3].error.contains("more cells"));
+    }
+
+    #[test]
+    fn lines_ended_by_a_lone_carriage_return_are_counted() {
+        // Spreadsheets on older Macs end lines with CR alone.
+        let text = "email,name\rann@example.com,Ann\rnot-an-email,X\rbob@example.com,Bob\r";
+        for import in [
+            parse_import(text.as_bytes()).expect("file"),
+            read_import(text.as_bytes(), Reading::Typed).expect("typed"),
+        ] {
+            let lines: Vec<u64> = import.rows.iter().map(|r| r.line).collect();
+            assert_eq!(lines, [2, 4], "{import:?}");
+            let problems: Vec<u64> = import.problems.iter().map(|p| p.line).collect();
+            assert_eq!(problems, [3], "{import:?}");
+        }
     }
 
     #[test]
