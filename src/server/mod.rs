@@ -8,7 +8,7 @@
 
 pub(crate) mod coarse_timer;
 mod connection;
-mod framing;
+pub(crate) mod framing;
 mod parking;
 pub mod reload;
 mod tls;
