@@ -238,7 +238,7 @@ pub fn pages(config: &Config, key: &ApiKeyConfig) -> PageList {
 }
 
 /// `POST /pages/{page}/clients` body: `{"email", "name"?, "until"? | "days"?}`.
-fn client_input(page: String, bytes: &[u8]) -> Result<ClientInput, ApiError> {
+pub(crate) fn client_input(page: String, bytes: &[u8]) -> Result<ClientInput, ApiError> {
     let mut o = Object::parse(bytes, &["email", "name", "until", "days"])?;
     Ok(ClientInput {
         page,
@@ -251,7 +251,7 @@ fn client_input(page: String, bytes: &[u8]) -> Result<ClientInput, ApiError> {
 
 /// `PATCH /pages/{page}/clients/{email}` body: any of `name`, `email`, and one of `until`,
 /// `days`, `unlimited`.
-fn client_change(bytes: &[u8]) -> Result<ClientChange, ApiError> {
+pub(crate) fn client_change(bytes: &[u8]) -> Result<ClientChange, ApiError> {
     let mut o = Object::parse(bytes, &["name", "email", "until", "days", "unlimited"])?;
     Ok(ClientChange {
         name: o.string("name")?,
@@ -312,7 +312,7 @@ fn safe_file_name(page: &str) -> String {
     format!("{stem}-clients.csv")
 }
 
-fn audit_query(query: &str) -> Result<(Option<u64>, usize), ApiError> {
+pub(crate) fn audit_query(query: &str) -> Result<(Option<u64>, usize), ApiError> {
     let (mut after, mut limit) = (None, DEFAULT_AUDIT_LIMIT);
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         match name.as_ref() {

@@ -304,6 +304,7 @@ pub fn read_import(bytes: &[u8], reading: Reading) -> Result<Import, Unusable> {
         Reading::Typed => open_quote_row(file, delimiter),
     };
     let readable = open_quote.map_or(file, |start| &file[..start]);
+    let lines = Lines::new(file);
     let mut records = ::csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .flexible(true)
@@ -311,9 +312,9 @@ pub fn read_import(bytes: &[u8], reading: Reading) -> Result<Import, Unusable> {
         .from_reader(readable)
         .into_byte_records()
         .map(|record| match record {
-            Ok(r) => (r.position().map_or(0, |p| line_at(file, p.byte())), Ok(r)),
+            Ok(r) => (r.position().map_or(0, |p| lines.at(p.byte())), Ok(r)),
             Err(e) => (
-                e.position().map_or(0, |p| line_at(file, p.byte())),
+                e.position().map_or(0, |p| lines.at(p.byte())),
                 Err(e.to_string()),
             ),
         })
@@ -385,7 +386,7 @@ pub fn read_import(bytes: &[u8], reading: Reading) -> Result<Import, Unusable> {
     }
     if let Some(start) = open_quote {
         import.problems.push(Problem {
-            line: line_at(file, start as u64),
+            line: lines.at(start as u64),
             fault: Fault::OpenQuote,
         });
     }
@@ -430,14 +431,39 @@ fn open_quote_row(bytes: &[u8], delimiter: u8) -> Option<usize> {
     quoted.then_some(row_start)
 }
 
-/// The 1-based line of the first character at or after byte `at`. (The reader's own line count
-/// is one short after a CRLF line end, whose LF it counts with the next record.)
-fn line_at(bytes: &[u8], at: u64) -> u64 {
-    let mut at = usize::try_from(at).unwrap_or(usize::MAX).min(bytes.len());
-    while bytes.get(at).is_some_and(|b| matches!(b, b'\r' | b'\n')) {
-        at += 1;
+/// Line numbers of byte offsets in an import, from the line ends found in one pass: LF, CRLF or
+/// a lone CR, as the reader's records end. (The reader's own line count is one short after a
+/// CRLF line end, whose LF it counts with the next record, and ignores lone CRs.)
+struct Lines<'a> {
+    bytes: &'a [u8],
+    ends: Vec<usize>,
+}
+
+impl Lines<'_> {
+    fn new(bytes: &[u8]) -> Lines<'_> {
+        let ends = bytes
+            .iter()
+            .enumerate()
+            .filter(|&(i, &b)| b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
+            .map(|(i, _)| i)
+            .collect();
+        Lines { bytes, ends }
     }
-    1 + bytes[..at].iter().filter(|&&b| b == b'\n').count() as u64
+
+    /// The 1-based line of the first character at or after byte `at`.
+    fn at(&self, at: u64) -> u64 {
+        let mut at = usize::try_from(at)
+            .unwrap_or(usize::MAX)
+            .min(self.bytes.len());
+        while self
+            .bytes
+            .get(at)
+            .is_some_and(|b| matches!(b, b'\r' | b'\n'))
+        {
+            at += 1;
+        }
+        1 + self.ends.partition_point(|&end| end < at) as u64
+    }
 }
 
 fn columns(header: &::csv::ByteRecord) -> Result<Columns, HeaderFault> {
@@ -716,6 +742,39 @@ mod tests {
     }
 
     #[test]
+    fn quotes_before_a_formula_character_survive_the_round_trip() {
+        let clients = [
+            client("'+a@example.com", "'=SUM(1)", None),
+            client("''-b@example.com", "'", None),
+            client("c@example.com", "''@x", None),
+            client("d@example.com", "'plain", None),
+        ];
+        let text = export(&clients, 1_700_000_000).expect("export");
+        let text = String::from_utf8(text).expect("utf-8");
+        let import = parse_import(text.as_bytes()).expect("import");
+        assert!(import.problems.is_empty(), "{:?}", import.problems);
+        let back: Vec<(&str, Option<&str>)> = import
+            .rows
+            .iter()
+            .map(|r| (r.email.as_str(), r.name.as_deref()))
+            .collect();
+        assert_eq!(
+            back,
+            [
+                ("'+a@example.com", Some("'=SUM(1)")),
+                ("''-b@example.com", Some("'")),
+                ("c@example.com", Some("''@x")),
+                ("d@example.com", Some("'plain")),
+            ]
+        );
+        // A cell a spreadsheet would run still starts with a quote, which makes it text.
+        assert!(
+            text.contains("\n\"''=SUM(1)\",\"''+a@example.com\","),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn bad_rows_are_reported_with_their_line() {
         let text = "\u{feff}Email;Name\r\nann@example.com;Ann\r\n\r\nnot-an-email;X\r\n;;\r\n\
                     ANN@example.com;Again\r\n\"multi\nline\"@x;Y\r\nbob@example.com;Bob;extra\r\n\
@@ -740,6 +799,36 @@ mod tests {
         assert!(rejected[0].error.starts_with("email:"));
         assert!(rejected[1].error.contains("already on line 2"));
         assert!(rejected[3].error.contains("more cells"));
+    }
+
+    #[test]
+    fn lines_ended_by_a_lone_carriage_return_are_counted() {
+        // Spreadsheets on older Macs end lines with CR alone.
+        let text = "email,name\rann@example.com,Ann\rnot-an-email,X\rbob@example.com,Bob\r";
+        for import in [
+            parse_import(text.as_bytes()).expect("file"),
+            read_import(text.as_bytes(), Reading::Typed).expect("typed"),
+        ] {
+            let lines: Vec<u64> = import.rows.iter().map(|r| r.line).collect();
+            assert_eq!(lines, [2, 4], "{import:?}");
+            let problems: Vec<u64> = import.problems.iter().map(|p| p.line).collect();
+            assert_eq!(problems, [3], "{import:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_at_the_size_limit_is_numbered_in_one_pass() {
+        // Line numbers once came from counting the line ends before each row again: quadratic,
+        // minutes for a file of short rows at the size limit.
+        let mut text = String::from("email\n");
+        let mut rows = 0;
+        while text.len() + 24 < crate::api::web::CSV_LIMIT {
+            text.push_str(&format!("u{rows}@example.com\n"));
+            rows += 1;
+        }
+        let import = parse_import(text.as_bytes()).expect("import");
+        assert_eq!(import.rows.len(), rows);
+        assert_eq!(import.rows.last().map(|r| r.line), Some(rows as u64 + 1));
     }
 
     #[test]

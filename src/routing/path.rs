@@ -2,9 +2,10 @@
 //!
 //! pagegate forwards the request path to the upstream exactly as the client sent it. Upstreams
 //! read paths in different ways (decoded once or twice, `\` taken as `/`, `;params` dropped,
-//! repeated slashes merged, dot-segments resolved, case ignored), so the path is protected when
-//! *any* of those readings falls under a page's path. What cannot be read safely is refused with a
-//! [`PathError`] (answered 400). `docs/security.md` states the rules and why they are enough.
+//! repeated slashes merged, dot-segments resolved, case ignored, a leading `//host` skipped), so
+//! the path is protected when *any* of those readings falls under a page's path. What cannot be
+//! read safely is refused with a [`PathError`] (answered 400). `docs/security.md` states the rules
+//! and why they are enough.
 //!
 //! Page path semantics, by segments and ignoring ASCII case: `/course/` and `/course` both cover
 //! `/course`, `/course/` and everything below, but not `/courseware`. A segment also matches with
@@ -168,7 +169,8 @@ impl PageMatcher {
     }
 
     /// A path of raw `/`-separated segments with `.` or `..` among them: matched as written, and
-    /// resolved per RFC 3986 (never above the root), each with and without merging `//`.
+    /// resolved per RFC 3986 (never above the root), each with and without merging `//` first,
+    /// and resolved before merging.
     fn match_dotted(&self, path: &[u8], found: &mut PageSet) -> Result<(), PathError> {
         let segments: Vec<&[u8]> = split_segments(path.get(1..).unwrap_or_default()).collect();
         if segments
@@ -177,12 +179,26 @@ impl PageMatcher {
         {
             return Err(PathError::ODD_DOTS);
         }
+        self.match_dotted_segments(&segments, found);
+        // A target starting with `//` is also read after its host, dots and all.
+        if let Some(after_host) = after_authority(path) {
+            let rest: Vec<&[u8]> =
+                split_segments(after_host.get(1..).unwrap_or_default()).collect();
+            self.match_dotted_segments(&rest, found);
+        }
+        Ok(())
+    }
+
+    fn match_dotted_segments(&self, segments: &[&[u8]], found: &mut PageSet) {
         let merged: Vec<&[u8]> = segments.iter().copied().filter(|s| !s.is_empty()).collect();
-        for readings in [&segments, &merged] {
+        for readings in [segments, &merged] {
             self.match_segments(readings.iter().copied(), found);
             self.match_segments(resolve_dots(readings).into_iter(), found);
         }
-        Ok(())
+        // Resolved with `//` kept, then merged: a file system merges the empty segments an
+        // upstream that keeps them (nginx with `merge_slashes off`) resolved `..` against.
+        let resolved = resolve_dots(segments);
+        self.match_segments(resolved.iter().copied().filter(|s| !s.is_empty()), found);
     }
 
     /// Adds every page one of whose paths is a segment prefix of `segments`.
@@ -232,6 +248,24 @@ impl<'a> Iterator for Segments<'a> {
 
 fn split_segments(body: &[u8]) -> Segments<'_> {
     Segments { rest: Some(body) }
+}
+
+/// The path a WHATWG URL parser finds in a target starting with `//` or `/\`, which it reads as
+/// the start of a host (as Node's `new URL(req.url, base)` does): what follows the host, as an
+/// absolute path. `None` for any other target, and for one of nothing but slashes.
+fn after_authority(path: &[u8]) -> Option<Vec<u8>> {
+    let is_slash = |b: &u8| matches!(b, b'/' | b'\\');
+    if !path.get(1).is_some_and(is_slash) {
+        return None;
+    }
+    let host = path.iter().position(|b| !is_slash(b))?;
+    let end = path[host..]
+        .iter()
+        .position(is_slash)
+        .map_or(path.len(), |i| host + i);
+    let mut after_host = vec![b'/'];
+    after_host.extend_from_slice(path.get(end + 1..).unwrap_or_default());
+    Some(after_host)
 }
 
 /// Printable ASCII without `%`, `\` or `;`, no empty segment but the last, no dot-segment: the
@@ -294,10 +328,13 @@ fn resolve_dots<'a>(segments: &[&'a [u8]]) -> Vec<&'a [u8]> {
 const BACKSLASH: u8 = 1;
 const PARAMS: u8 = 2;
 const QUERY: u8 = 4;
+const AUTHORITY: u8 = 8;
 
 /// Every reading of `s` (at decoding `stage`, with the transformations in `used` already done):
-/// decoded up to twice in all; `\` taken as `/`, `;params` dropped from each segment, and a decoded
-/// `?` or `#` taken as the end of the path, each at most once, at any stage and in any order.
+/// decoded up to twice in all; `\` taken as `/`, `;params` dropped from each segment, and a
+/// decoded `?` or `#` taken as the end of the path, each at most once, at any stage and in any
+/// order; and a leading `//host` dropped, at any stage but before the others (as a WHATWG URL
+/// parser would).
 /// Only transformations that change something are applied, so a plain path has one reading and
 /// the worst case is bounded (a few dozen readings).
 fn expand(s: Vec<u8>, stage: u8, used: u8, out: &mut Vec<Vec<u8>>) {
@@ -319,6 +356,11 @@ fn expand(s: Vec<u8>, stage: u8, used: u8, out: &mut Vec<Vec<u8>>) {
     if used & QUERY == 0 {
         if let Some(end) = s.iter().position(|&b| b == b'?' || b == b'#') {
             expand(s[..end].to_vec(), stage, used | QUERY, out);
+        }
+    }
+    if used == 0 {
+        if let Some(after_host) = after_authority(&s) {
+            expand(after_host, stage, used | AUTHORITY, out);
         }
     }
     out.push(s);
@@ -584,6 +626,12 @@ mod tests {
         ]);
         // Without merging, "/course//.." is "/course/"; with it, "/".
         assert_protected(&["/course//../lesson1.html", "/x/../course//../lesson1.html"]);
+        // Resolved with `//` kept, then merged by the file system: nginx with
+        // `merge_slashes off` serves these from /course/.
+        assert_protected(&[
+            "//course//../lesson1.html",
+            "/a/..//course//../lesson1.html",
+        ]);
         assert_public(&["//public/", "/public//course/"]);
     }
 
@@ -777,7 +825,7 @@ mod tests {
         // Every transformation applies at every stage: the worst case for `expand`.
         let mut readings = Vec::new();
         expand(
-            b"/a\\b;c?d%255c%253b%253f%5c%3b%3f".to_vec(),
+            b"//h/a\\b;c?d%255c%253b%253f%5c%3b%3f".to_vec(),
             0,
             0,
             &mut readings,
@@ -789,7 +837,7 @@ mod tests {
         let long_plain = format!("/course/{}", "a".repeat(2 * MAX_CHECKED_PATH));
         assert_eq!(pages(&long_plain), Ok(vec![0]));
         let worst = format!(
-            "/x/{}",
+            "//x/{}",
             "a\\b;c%255c%253b%253f%5c%3b%3f/".repeat(MAX_CHECKED_PATH / 40)
         );
         assert!(worst.len() <= MAX_CHECKED_PATH);
@@ -996,6 +1044,33 @@ mod tests {
             check(&path);
         }
         assert!(checked > 40_000 && refused > 1_000, "{checked} {refused}");
+    }
+
+    /// WHATWG URL parsers take a target starting with `//` or `/\` as a host and a path: Node's
+    /// own documentation reads a request's path with `new URL(req.url, base)`, which serves
+    /// `//evil.example/course/x` as `/course/x`.
+    #[test]
+    fn a_target_starting_with_two_slashes_is_also_read_as_a_host_and_a_path() {
+        assert_protected(&[
+            "//evil.example/course/lesson1.html",
+            "///downloads//course//x",
+            "/\\evil/course/x",
+            "//evil/x/../course/x",
+            "//evil\\course\\x",
+            "//evil/%63ourse/x",
+        ]);
+        assert_public(&[
+            "//evil.example/public/page.html",
+            "//evil",
+            "//course.example/",
+        ]);
+        assert_refused(&["//evil/x/%2e%2e/course/"], &PathError::MIXED_DOTS);
+        // An application may decode before it parses: at every decoding stage.
+        assert_protected(&[
+            "/%2F%2Fevil/course/x",
+            "/%2f%5cevil%2fcourse",
+            "/%252F%252Fevil/course/x",
+        ]);
     }
 
     /// Transformations can move a path away from a page as well as towards it; both directions

@@ -243,6 +243,26 @@ impl<IO> FramingWatch<IO> {
     }
 }
 
+/// The watch's verdict on a byte stream arriving as `reads`, fed exactly as `poll_read` feeds it:
+/// the number of the first ambiguous request, and how many whole requests the stream holds when
+/// it ends between two. The fuzz targets (`crate::fuzzing`) check that how the stream is cut into
+/// reads never changes it.
+pub(crate) fn follow_reads<'a>(
+    reads: impl IntoIterator<Item = &'a [u8]>,
+) -> (Option<u64>, Option<u64>) {
+    let (mut watch, verdict) = FramingWatch::new(());
+    for read in reads {
+        if !matches!(watch.state, State::Off) {
+            watch.observe(read);
+        }
+    }
+    let known = |value: &AtomicU64| {
+        let value = value.load(Ordering::Acquire);
+        (value != NONE).then_some(value)
+    };
+    (known(&verdict.ambiguous), known(&verdict.boundary))
+}
+
 enum Parsed {
     Complete(usize, HeadFacts),
     Partial,

@@ -8,7 +8,7 @@
 
 mod connection;
 pub mod control;
-mod framing;
+pub(crate) mod framing;
 mod parking;
 pub mod reload;
 mod tls;
