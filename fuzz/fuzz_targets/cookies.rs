@@ -12,7 +12,7 @@ use http::header::{COOKIE, HeaderValue};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use pagegate::auth::cookies::{CookieNames, read_signed_any, set_signed, strip_own};
-use pagegate::auth::keys::{KeySet, Keys};
+use pagegate::auth::keys::{CookiePurpose, KeySet, Keys};
 
 const CURRENT: &str = "current secret: 0123456789abcdef0123456789abcdef";
 const PREVIOUS: &str = "previous secret: fedcba9876543210fedcba9876543210";
@@ -45,13 +45,21 @@ struct Input<'a> {
 
 fuzz_target!(|input: Input<'_>| {
     let names = CookieNames::for_site(input.site);
-    let name = if input.csrf {
-        names.csrf(input.secure)
+    let (name, purpose, other_purpose) = if input.csrf {
+        (
+            names.csrf(input.secure),
+            CookiePurpose::Csrf,
+            CookiePurpose::Session,
+        )
     } else {
-        names.session(input.secure)
+        (
+            names.session(input.secure),
+            CookiePurpose::Session,
+            CookiePurpose::Csrf,
+        )
     };
     let sets = &*SETS;
-    let [current, previous, stranger] = [0, 1, 2].map(|i| sets[i].cookie_key());
+    let [current, previous, stranger] = [0, 1, 2].map(|i| sets[i].cookie_key(purpose));
 
     // Whatever the headers hold, nothing verifies that was not signed here.
     let mut plain = HeaderMap::new();
@@ -73,7 +81,7 @@ fuzz_target!(|input: Input<'_>| {
         input.secure,
         cookie::SameSite::Lax,
         None,
-        sets[signer].cookie_key(),
+        sets[signer].cookie_key(purpose),
     ) else {
         return;
     };
@@ -116,7 +124,9 @@ fuzz_target!(|input: Input<'_>| {
     );
 
     // The configured keys: current first, then the previous one; the stranger is refused.
-    match (signer, KEYS.read_cookie(&headers, name)) {
+    // Signed for one purpose, it verifies for no other.
+    assert_eq!(KEYS.read_cookie(&headers, name, other_purpose).map(|(v, _)| v), None);
+    match (signer, KEYS.read_cookie(&headers, name, purpose)) {
         (2, None) => {}
         (2, Some(_)) => panic!("a cookie signed under a key pagegate does not have was accepted"),
         (_, None) => panic!("a cookie signed under an accepted key was refused"),

@@ -15,6 +15,7 @@ static MATCHER: LazyLock<PageMatcher> = LazyLock::new(|| {
         title: id.into(),
         paths: paths.iter().map(|p| (*p).into()).collect(),
         session_lifetime: std::time::Duration::from_secs(60),
+        cache: pagegate::config::PageCache::Private,
     };
     PageMatcher::new(&[
         page("course", &["/course/", "/downloads/course/"]),

@@ -30,6 +30,7 @@ static MATCHER: LazyLock<PageMatcher> = LazyLock::new(|| {
                 .map(|(_, path)| (*path).to_owned())
                 .collect(),
             session_lifetime: std::time::Duration::from_secs(60),
+            cache: pagegate::config::PageCache::Private,
         })
         .collect();
     PageMatcher::new(&pages)
