@@ -198,7 +198,9 @@ impl UpstreamClient {
     /// Sends the request on a pooled or new connection. For an HTTP/1.1 answer, the returned
     /// [`Checkin`] gives the connection back once the body has been read ([`PooledBody`] does
     /// that). A request that a reused connection could not even start sending (the upstream
-    /// closed it meanwhile) is retried once on a new connection. Not an `async fn`, like
+    /// closed it meanwhile) is sent again on the next connection, idle or new, and so on until
+    /// a new connection fails too: at most once per idle connection, plus once. Not an
+    /// `async fn`, like
     /// [`crate::gateway::Gateway::handle`].
     #[expect(
         clippy::manual_async_fn,
