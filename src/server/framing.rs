@@ -23,8 +23,12 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Longest request head the watch buffers, like hyper's default limit.
+/// Longest request head (or trailer section) the watch follows, like hyper's default limit. The
+/// limits hold alike for bytes that come in one read or in many: how a client cuts its stream
+/// must not decide what the watch sees.
 const MAX_HEAD: usize = 64 * 1024;
+/// Longest chunk-size line (extensions and CRLF included) the watch follows.
+const MAX_CHUNK_LINE: usize = 1024;
 /// Most header lines in one head (hyper's default is 100).
 const MAX_HEADERS: usize = 128;
 /// No ambiguous head seen; or, for the boundary, not between two requests.
@@ -160,12 +164,12 @@ impl<IO> FramingWatch<IO> {
                 State::Head(pending) => {
                     let (used, facts) = if pending.is_empty() {
                         match parse_head(bytes) {
-                            Parsed::Complete(used, facts) => (used, facts),
-                            Parsed::Partial => {
+                            Parsed::Complete(used, facts) if used <= MAX_HEAD => (used, facts),
+                            Parsed::Partial if bytes.len() < MAX_HEAD => {
                                 self.state = State::Head(bytes.to_vec());
                                 return;
                             }
-                            Parsed::Invalid => {
+                            _ => {
                                 self.state = State::Off;
                                 return;
                             }
@@ -174,9 +178,11 @@ impl<IO> FramingWatch<IO> {
                         let before = pending.len();
                         pending.extend_from_slice(bytes);
                         match parse_head(pending) {
-                            Parsed::Complete(used, facts) => (used - before, facts),
-                            Parsed::Partial if pending.len() <= MAX_HEAD => return,
-                            Parsed::Partial | Parsed::Invalid => {
+                            Parsed::Complete(used, facts) if used <= MAX_HEAD => {
+                                (used - before, facts)
+                            }
+                            Parsed::Partial if pending.len() < MAX_HEAD => return,
+                            _ => {
                                 self.state = State::Off;
                                 return;
                             }
@@ -202,7 +208,7 @@ impl<IO> FramingWatch<IO> {
                         httparse::parse_chunk_size(pending)
                     };
                     match parsed {
-                        Ok(httparse::Status::Complete((used, size))) => {
+                        Ok(httparse::Status::Complete((used, size))) if used <= MAX_CHUNK_LINE => {
                             bytes = &bytes[used - before..];
                             self.state = if size == 0 {
                                 State::Trailers(Vec::new())
@@ -210,7 +216,7 @@ impl<IO> FramingWatch<IO> {
                                 State::ChunkData(size.saturating_add(2))
                             };
                         }
-                        Ok(httparse::Status::Partial) if before + bytes.len() <= 1024 => {
+                        Ok(httparse::Status::Partial) if before + bytes.len() < MAX_CHUNK_LINE => {
                             if before == 0 {
                                 self.state = State::ChunkSize(bytes.to_vec());
                             }
@@ -227,11 +233,11 @@ impl<IO> FramingWatch<IO> {
                     pending.extend_from_slice(bytes);
                     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     match httparse::parse_headers(pending, &mut headers) {
-                        Ok(httparse::Status::Complete((used, _))) => {
+                        Ok(httparse::Status::Complete((used, _))) if used <= MAX_HEAD => {
                             bytes = &bytes[used - before..];
                             self.state = State::Head(Vec::new());
                         }
-                        Ok(httparse::Status::Partial) if pending.len() <= MAX_HEAD => return,
+                        Ok(httparse::Status::Partial) if pending.len() < MAX_HEAD => return,
                         _ => {
                             self.state = State::Off;
                             return;
@@ -426,5 +432,30 @@ GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
     fn gives_up_quietly_on_what_it_cannot_follow() {
         assert_eq!(watch(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 100), None);
         assert_eq!(watch(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", 100), None);
+    }
+
+    #[test]
+    fn limits_apply_alike_however_the_bytes_arrive() {
+        // Before an ambiguous request: a chunk-size line (a long extension) and a head longer
+        // than the watch follows. It gives up on them whether they come in one read or many, so
+        // how a client cuts its bytes cannot decide whether the ambiguity is seen.
+        let ambiguous = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
+        let mut long_extension =
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0;".to_vec();
+        long_extension.extend(std::iter::repeat_n(b'x', 2000));
+        long_extension.extend_from_slice(b"\r\n\r\n");
+        let mut long_head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        long_head.extend(std::iter::repeat_n(b'x', MAX_HEAD));
+        long_head.extend_from_slice(b"\r\n\r\n");
+        for (mut stream, steps) in [
+            (long_extension, [1, 7, 1000]),
+            (long_head, [997, 4096, 30_000]),
+        ] {
+            stream.extend_from_slice(ambiguous);
+            assert_eq!(watch(&stream, stream.len()), None, "one read");
+            for step in steps {
+                assert_eq!(watch(&stream, step), None, "reads of {step}");
+            }
+        }
     }
 }
