@@ -152,3 +152,69 @@ async fn shutdown_closes_quiet_connections_at_once() {
         "the connection was closed"
     );
 }
+
+/// A gateway with a quiet connection parked in a lot, and that connection.
+async fn gateway_holding_a_parked_connection(upstream: &TestUpstream) -> (TestGateway, TcpStream) {
+    let gateway = TestGateway::in_front_of_with(upstream, "shutdown_grace = \"60s\"").await;
+    let mut quiet = TcpStream::connect(gateway.addr).await.expect("connect");
+    quiet
+        .write_all(get("/once").as_bytes())
+        .await
+        .expect("write");
+    assert_eq!(read_one(&mut quiet).await.expect("an answer").0, 200);
+    tokio::time::sleep(QUIET).await;
+    (gateway, quiet)
+}
+
+#[tokio::test]
+async fn a_stopped_gateway_has_let_go_of_its_database() {
+    let upstream = TestUpstream::start().await;
+    let (gateway, mut quiet) = gateway_holding_a_parked_connection(&upstream).await;
+    // A control client (`pagegate clients`) that asked once and keeps its connection open.
+    let mut control = tokio::net::UnixStream::connect(gateway.dir.path().join("data/control.sock"))
+        .await
+        .expect("connect to the control socket");
+    control
+        .write_all(b"GET /v1/clients?page=none HTTP/1.1\r\nHost: control\r\n\r\n")
+        .await
+        .expect("ask the control socket");
+    let mut answer = [0u8; 12];
+    control
+        .read_exact(&mut answer)
+        .await
+        .expect("the control socket answers");
+    assert!(answer.starts_with(b"HTTP/1.1 "), "an HTTP answer");
+    let dir = tokio::time::timeout(Duration::from_secs(30), gateway.stop_and_keep_dir())
+        .await
+        .expect("the stop ends");
+    pagegate::store::redb::RedbStore::open(&dir.path().join("data"))
+        .expect("the database is free as soon as the stop returns");
+    assert!(
+        read_one(&mut quiet).await.is_none(),
+        "the parked connection was closed"
+    );
+    drop(control);
+}
+
+#[tokio::test]
+async fn a_dropped_gateway_lets_go_of_its_database_and_connections() {
+    let upstream = TestUpstream::start().await;
+    let (gateway, mut quiet) = gateway_holding_a_parked_connection(&upstream).await;
+    let addr = gateway.addr;
+    let dir = gateway.drop_and_keep_dir();
+    let store = tokio::time::timeout(
+        Duration::from_secs(30),
+        common::open_store_when_free(&dir.path().join("data")),
+    )
+    .await
+    .expect("the dropped gateway let go of the database");
+    drop(store);
+    assert!(
+        read_one(&mut quiet).await.is_none(),
+        "the parked connection was closed"
+    );
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener was closed"
+    );
+}

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::body::{self, Body};
 use crate::config::Secret;
@@ -136,12 +137,14 @@ fn text(status: StatusCode, message: &'static str) -> Response<Body> {
     r
 }
 
-/// Serves `/metrics` on `listener` until `shutdown` is cancelled; then stops accepting and drops
-/// the scrapes in progress (a scraper simply retries at its next interval).
+/// Serves `/metrics` on `listener` until `shutdown` is cancelled; then stops accepting, lets the
+/// scrapes in progress finish, closes idle connections, and returns once they are all gone (each
+/// holds the exporter, and with it the store).
 pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, shutdown: CancellationToken) {
+    let connections = TaskTracker::new();
     loop {
         let (stream, _) = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -153,7 +156,7 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, shutdown: Can
         };
         let exporter = exporter.clone();
         let stop = shutdown.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let exporter = exporter.clone();
                 async move {
@@ -168,14 +171,20 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>, shutdown: Can
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                result = conn => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "metrics listener: connection ended with an error");
-                    }
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
                 }
-                () = stop.cancelled() => {}
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "metrics listener: connection ended with an error");
             }
         });
     }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
 }

@@ -23,7 +23,11 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::Handle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// How long a stopping worker waits for the calls on its blocking pool (store reads and
+/// writes, each a transaction of milliseconds) before leaving them behind.
+const BLOCKING_CALLS_END: std::time::Duration = std::time::Duration::from_secs(10);
 
 thread_local! {
     /// 1-based number of the worker running on this thread; 0 on any other thread.
@@ -100,8 +104,10 @@ impl Workers {
                         }
                     }
                     runtime.block_on(stop.cancelled());
-                    // Anything still running past the grace period is dropped here.
-                    runtime.shutdown_background();
+                    // Anything still running past the grace period is dropped here; a store
+                    // call already on the blocking pool is let finish (briefly), so that once
+                    // the thread has ended nothing it ran holds the store.
+                    runtime.shutdown_timeout(BLOCKING_CALLS_END);
                 })?;
             threads.push(thread);
         }
@@ -140,6 +146,12 @@ impl Workers {
         F: Future<Output = ()> + Send + 'static,
     {
         self.spawn_on(self.next(), future);
+    }
+
+    /// Ends the worker threads when the guard is dropped, without waiting for them: for an owner
+    /// that may be dropped before it can call [`Workers::stop`].
+    pub(crate) fn stop_on_drop(&self) -> DropGuard {
+        self.stop.clone().drop_guard()
     }
 
     /// Ends the worker threads, dropping any connection they still serve, and waits for them.

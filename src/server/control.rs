@@ -34,6 +34,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::api::ApiError;
 use crate::api::clients::{self, ClientInput};
@@ -72,13 +73,16 @@ pub struct RotationReport {
     pub previous_kept: usize,
 }
 
-/// Serves the control socket of `data_dir` until `shutdown`. A leftover socket file from a
-/// crashed run is replaced: this process holds the database lock, so no other gateway is using
-/// it.
+/// Serves the control socket of `data_dir` until `shutdown`, on a task `tasks` tracks. A
+/// leftover socket file from a crashed run is replaced: this process holds the database lock, so
+/// no other gateway is using it. At shutdown the request being answered on each connection is
+/// finished, idle connections are closed, and the task ends only once they all have, so that a
+/// stopped gateway leaves nothing holding the store.
 pub async fn serve(
     live: Arc<Live>,
     data_dir: &Path,
     shutdown: CancellationToken,
+    tasks: &TaskTracker,
 ) -> std::io::Result<()> {
     let path = socket_path(data_dir);
     let _ = std::fs::remove_file(&path);
@@ -88,7 +92,8 @@ pub async fn serve(
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     }
-    tokio::spawn(async move {
+    let connections = TaskTracker::new();
+    tasks.spawn(async move {
         loop {
             let stream = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -101,17 +106,28 @@ pub async fn serve(
                 },
             };
             let live = live.clone();
-            tokio::spawn(async move {
+            let stop = shutdown.clone();
+            connections.spawn(async move {
                 let service = service_fn(move |req| {
                     let live = live.clone();
                     async move { Ok::<_, Infallible>(handle(req, live).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
             });
         }
+        drop(listener);
         let _ = std::fs::remove_file(&path);
+        connections.close();
+        connections.wait().await;
     });
     Ok(())
 }

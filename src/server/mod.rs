@@ -48,6 +48,11 @@ pub enum StartError {
 }
 
 /// A started gateway: its bound addresses and the means to stop it.
+///
+/// Dropping it starts the same graceful shutdown as [`RunningGateway::stop`], without waiting
+/// for it: a gateway nobody holds any more must not keep its listeners, its worker threads or the
+/// database lock (which a parked connection would otherwise keep alive through the settings it
+/// holds).
 pub struct RunningGateway {
     /// Where plain HTTP is served, if configured.
     pub http_addr: Option<SocketAddr>,
@@ -71,17 +76,26 @@ impl RunningGateway {
         self.shutdown.clone()
     }
 
-    /// Starts a graceful shutdown and waits for it to finish.
+    /// Starts a graceful shutdown and waits for it to finish. When it returns, the listeners and
+    /// the control socket are closed, the worker threads have ended and the database is
+    /// released (unless the caller still holds a [`RunningGateway::live`] handle).
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.wait().await;
     }
 
-    /// Waits until the gateway has shut down (after its token was cancelled).
-    pub async fn wait(self) {
-        if let Err(e) = self.task.await {
+    /// Waits until the gateway has shut down (after its token was cancelled), with everything it
+    /// held released, as after [`RunningGateway::stop`].
+    pub async fn wait(mut self) {
+        if let Err(e) = (&mut self.task).await {
             tracing::error!(error = %e, "gateway task failed");
         }
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 
@@ -121,6 +135,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             .spawn_on(worker, async move { lot.run(Connection::resume).await });
     }
     let data_dir = config.data_dir.clone();
+    // Everything besides the connections that holds the state (and so the store): the shutdown
+    // waits for all of it before the gateway counts as stopped.
+    let background = TaskTracker::new();
     // The metrics listener is bound once, so its token is the one read at start.
     let metrics_exporter = metrics_listener
         .is_some()
@@ -129,7 +146,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let live = Arc::new(
         Live::new(config, store, https_addr.map(|a| a.port())).map_err(StartError::Setup)?,
     );
-    control::serve(live.clone(), &data_dir, shutdown.clone())
+    control::serve(live.clone(), &data_dir, shutdown.clone(), &background)
         .await
         .map_err(|e| StartError::Setup(format!("control socket in {}: {e}", data_dir.display())))?;
     let https = match https {
@@ -141,13 +158,20 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     };
 
     if let (Some(listener), Some(exporter)) = (metrics_listener, metrics_exporter) {
-        tokio::spawn(crate::metrics::serve(
+        background.spawn(crate::metrics::serve(
             listener,
             Arc::new(exporter),
             shutdown.clone(),
         ));
     }
-    let task = tokio::spawn(serve(live.clone(), http, https, settings, shutdown.clone()));
+    let task = tokio::spawn(serve(
+        live.clone(),
+        http,
+        https,
+        settings,
+        background,
+        shutdown.clone(),
+    ));
     if let Some(addr) = http_addr {
         tracing::info!("listening on http://{addr}");
     }
@@ -245,8 +269,12 @@ async fn serve(
     http: Option<TcpListener>,
     https: Option<(TcpListener, TlsAcceptor)>,
     settings: Arc<ConnectionSettings>,
+    background: TaskTracker,
     shutdown: CancellationToken,
 ) {
+    // Dropped unfinished (its runtime ending first), it still ends the worker threads, and with
+    // them the lots and every connection: nothing would be left to stop them.
+    let _workers_end_with_this = settings.workers.stop_on_drop();
     // Every connection, whichever worker serves it; waited for at shutdown.
     let connections = TaskTracker::new();
     let mut loops = tokio::task::JoinSet::new();
@@ -272,7 +300,7 @@ async fn serve(
     }
     {
         let (stop, live) = (shutdown.clone(), live.clone());
-        tokio::spawn(async move {
+        background.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -294,7 +322,7 @@ async fn serve(
     }
     // Runs on through the shutdown: downloads finishing in the grace period stay watched.
     let watching = CancellationToken::new();
-    tokio::spawn(watch_access(live.clone(), watching.clone()));
+    background.spawn(watch_access(live.clone(), watching.clone()));
     shutdown.cancelled().await;
     if let Some(auth) = live.load().gateway.auth() {
         // Mail waiting for a retry is dropped rather than waited for.
@@ -313,6 +341,10 @@ async fn serve(
     }
     watching.cancel();
     settings.workers.stop().await;
+    // The control socket, the metrics listener, the housekeeping tick and the access watch end
+    // on the same token; once they have, nothing of this gateway holds the store.
+    background.close();
+    background.wait().await;
 }
 
 /// Every second, ends the open tunnels and long downloads whose visitor lost access since they

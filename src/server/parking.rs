@@ -154,6 +154,10 @@ impl<T: Send + 'static> Lot<T> {
         let Some(poll) = poll else {
             return;
         };
+        // However the run ends, returned or dropped with its worker's runtime, the parked
+        // connections go with it: each holds the server's settings, which hold this lot, so
+        // a lot nobody runs would keep them (and the store behind them) forever.
+        let _closing = CloseOnDrop(self);
         // Deprecated as unsound for a type whose `as_raw_fd` could change or close the
         // descriptor; `Poll` owns its epoll descriptor for life and always returns it.
         #[allow(deprecated)]
@@ -164,7 +168,6 @@ impl<T: Send + 'static> Lot<T> {
                 tracing::error!(error = %e, "cannot watch quiet connections; they are closed instead of kept");
             }
         }
-        self.close_all();
     }
 
     async fn watch<R>(&self, mut poll: AsyncFd<Poll>, resume: &R)
@@ -256,6 +259,15 @@ impl<T: Send + 'static> Lot<T> {
     fn spaces(&self) -> MutexGuard<'_, Spaces<T>> {
         // Nothing panics while holding it; if something did, the slab is still consistent.
         self.spaces.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Closes the lot, and every socket in it, when [`Lot::run`] ends or is dropped.
+struct CloseOnDrop<'a, T: Send + 'static>(&'a Lot<T>);
+
+impl<T: Send + 'static> Drop for CloseOnDrop<'_, T> {
+    fn drop(&mut self) {
+        self.0.close_all();
     }
 }
 

@@ -96,6 +96,13 @@ impl TestGateway {
         std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"))
     }
 
+    /// Drops the running gateway without stopping it first (as a library user's scope might
+    /// end), and hands back its directory.
+    pub fn drop_and_keep_dir(mut self) -> TempDir {
+        drop(self.running.take());
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"))
+    }
+
     /// Graceful stop, waiting for it to finish.
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {
