@@ -1,6 +1,10 @@
 //! Keep-alive connections across idle periods. An idle plain HTTP/1.1 connection is parked
 //! between requests (hyper's connection and buffers are let go, the socket kept): whatever the
 //! client does next must be served exactly as on a connection that never went quiet.
+//!
+//! The tests wait for a connection to be parked by watching `pagegate_parked_connections`. That
+//! gauge is the process's, shared by every gateway in it, so the tests here run one at a time
+//! ([`one_at_a_time`]).
 
 mod common;
 
@@ -10,9 +14,46 @@ use common::client::{self, read_one};
 use common::{TestGateway, TestUpstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::{Mutex, MutexGuard};
 
-/// Longer than the quiet time after which a connection is parked.
-const QUIET: Duration = Duration::from_millis(700);
+/// Longer than the quiet time after which a connection is parked: how long a client pauses in
+/// the middle of a request, which must not park it.
+const PAUSE: Duration = Duration::from_millis(700);
+
+/// Held by each test for its whole run: they count parked connections in one process-wide gauge.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// Waits for the tests before this one to finish, and for their gateways' lots to be empty.
+async fn one_at_a_time() -> MutexGuard<'static, ()> {
+    let turn = SERIAL.lock().await;
+    parked_becomes(0).await;
+    turn
+}
+
+/// `pagegate_parked_connections` as a scrape shows it.
+fn parked() -> f64 {
+    let mut text = String::new();
+    pagegate::metrics::global()
+        .encode(&mut text, None)
+        .expect("the metrics encode");
+    common::observe::value(&text, "pagegate_parked_connections", &[])
+}
+
+/// Waits (at most 30 s) until exactly `count` connections are parked.
+async fn parked_becomes(count: u32) {
+    let wanted = f64::from(count);
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        while parked() != wanted {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "{} connections parked, not {count}",
+        parked()
+    );
+}
 
 fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: site.example\r\n\r\n")
@@ -20,6 +61,7 @@ fn get(path: &str) -> String {
 
 #[tokio::test]
 async fn a_connection_that_went_quiet_serves_its_next_requests() {
+    let _turn = one_at_a_time().await;
     let upstream = TestUpstream::start().await;
     let gateway = TestGateway::in_front_of(&upstream).await;
     let mut conn = TcpStream::connect(gateway.addr).await.expect("connect");
@@ -30,7 +72,7 @@ async fn a_connection_that_went_quiet_serves_its_next_requests() {
         let (status, body) = read_one(&mut conn).await.expect("an answer");
         assert_eq!(status, 200);
         assert_eq!(body, format!("hello from upstream /round/{round}"));
-        tokio::time::sleep(QUIET).await;
+        parked_becomes(1).await;
     }
     // A request with a body after a quiet period, on the same connection.
     let upload = "POST /upload HTTP/1.1\r\nHost: site.example\r\nContent-Length: 3\r\n\r\n";
@@ -43,6 +85,7 @@ async fn a_connection_that_went_quiet_serves_its_next_requests() {
 
 #[tokio::test]
 async fn pipelined_requests_and_a_head_split_by_a_pause_are_answered_in_order() {
+    let _turn = one_at_a_time().await;
     let upstream = TestUpstream::start().await;
     let gateway = TestGateway::in_front_of(&upstream).await;
     let mut conn = TcpStream::connect(gateway.addr).await.expect("connect");
@@ -54,13 +97,15 @@ async fn pipelined_requests_and_a_head_split_by_a_pause_are_answered_in_order() 
         let (status, body) = read_one(&mut conn).await.expect("an answer");
         assert_eq!((status, body), (200, format!("hello from upstream {path}")));
     }
-    tokio::time::sleep(QUIET).await;
+    parked_becomes(1).await;
 
     // Half a request, a pause longer than the quiet time, then the rest: never cut in two.
     let third = get("/third");
     let (start, rest) = third.split_at(10);
     conn.write_all(start.as_bytes()).await.expect("write start");
-    tokio::time::sleep(QUIET).await;
+    parked_becomes(0).await;
+    tokio::time::sleep(PAUSE).await;
+    assert_eq!(parked(), 0.0, "a connection inside a request is not parked");
     conn.write_all(rest.as_bytes()).await.expect("write rest");
     let (status, body) = read_one(&mut conn).await.expect("an answer");
     assert_eq!((status, body.as_str()), (200, "hello from upstream /third"));
@@ -71,6 +116,7 @@ async fn pipelined_requests_and_a_head_split_by_a_pause_are_answered_in_order() 
 
 #[tokio::test]
 async fn a_smuggled_request_after_a_quiet_period_is_still_refused() {
+    let _turn = one_at_a_time().await;
     let upstream = TestUpstream::start().await;
     let gateway = TestGateway::in_front_of(&upstream).await;
     let mut conn = TcpStream::connect(gateway.addr).await.expect("connect");
@@ -78,7 +124,7 @@ async fn a_smuggled_request_after_a_quiet_period_is_still_refused() {
         .await
         .expect("write");
     assert_eq!(read_one(&mut conn).await.expect("an answer").0, 200);
-    tokio::time::sleep(QUIET).await;
+    parked_becomes(1).await;
 
     // The framing watch follows the connection across parked periods.
     let smuggled = "POST /x HTTP/1.1\r\nHost: site.example\r\nContent-Length: 4\r\n\
@@ -96,6 +142,7 @@ async fn a_smuggled_request_after_a_quiet_period_is_still_refused() {
 
 #[tokio::test]
 async fn connection_close_and_http_1_0_are_honoured_after_the_answer() {
+    let _turn = one_at_a_time().await;
     let upstream = TestUpstream::start().await;
     let gateway = TestGateway::in_front_of(&upstream).await;
     for request in [
@@ -116,6 +163,7 @@ async fn connection_close_and_http_1_0_are_honoured_after_the_answer() {
 
 #[tokio::test]
 async fn an_answer_given_before_a_large_upload_was_read_reaches_the_client() {
+    let _turn = one_at_a_time().await;
     let upstream = TestUpstream::start().await;
     let gateway = TestGateway::in_front_of(&upstream).await;
     // The health check refuses a POST (405) without reading its body; the connection then
@@ -133,6 +181,7 @@ async fn an_answer_given_before_a_large_upload_was_read_reaches_the_client() {
 
 #[tokio::test]
 async fn shutdown_closes_quiet_connections_at_once() {
+    let _turn = one_at_a_time().await;
     let upstream = TestUpstream::start().await;
     let gateway = TestGateway::in_front_of_with(&upstream, "shutdown_grace = \"60s\"").await;
     let mut quiet = TcpStream::connect(gateway.addr).await.expect("connect");
@@ -141,12 +190,13 @@ async fn shutdown_closes_quiet_connections_at_once() {
         .await
         .expect("write");
     assert_eq!(read_one(&mut quiet).await.expect("an answer").0, 200);
-    tokio::time::sleep(QUIET).await;
+    parked_becomes(1).await;
 
     // With a minute of grace, the stop still ends now: a quiet connection has nothing to finish.
     tokio::time::timeout(Duration::from_secs(30), gateway.stop())
         .await
         .expect("the stop did not wait for the grace period");
+    assert_eq!(parked(), 0.0, "the lot let go of it");
     assert!(
         read_one(&mut quiet).await.is_none(),
         "the connection was closed"
@@ -162,12 +212,13 @@ async fn gateway_holding_a_parked_connection(upstream: &TestUpstream) -> (TestGa
         .await
         .expect("write");
     assert_eq!(read_one(&mut quiet).await.expect("an answer").0, 200);
-    tokio::time::sleep(QUIET).await;
+    parked_becomes(1).await;
     (gateway, quiet)
 }
 
 #[tokio::test]
 async fn a_stopped_gateway_has_let_go_of_its_database() {
+    let _turn = one_at_a_time().await;
     let upstream = TestUpstream::start().await;
     let (gateway, mut quiet) = gateway_holding_a_parked_connection(&upstream).await;
     // A control client (`pagegate clients`) that asked once and keeps its connection open.
@@ -189,6 +240,7 @@ async fn a_stopped_gateway_has_let_go_of_its_database() {
         .expect("the stop ends");
     pagegate::store::redb::RedbStore::open(&dir.path().join("data"))
         .expect("the database is free as soon as the stop returns");
+    assert_eq!(parked(), 0.0, "the lot let go of the parked connection");
     assert!(
         read_one(&mut quiet).await.is_none(),
         "the parked connection was closed"
@@ -198,6 +250,7 @@ async fn a_stopped_gateway_has_let_go_of_its_database() {
 
 #[tokio::test]
 async fn a_dropped_gateway_lets_go_of_its_database_and_connections() {
+    let _turn = one_at_a_time().await;
     let upstream = TestUpstream::start().await;
     let (gateway, mut quiet) = gateway_holding_a_parked_connection(&upstream).await;
     let addr = gateway.addr;

@@ -22,6 +22,7 @@
 //! | `pagegate_active_sessions` | gauge | `site`, `kind` | live sessions in the store, `kind` `visitor` or `admin` |
 //! | `pagegate_open_connections` | gauge | | client connections open on the site listeners |
 //! | `pagegate_open_tunnels` | gauge | | of those, connections upgraded to a byte tunnel (WebSocket) |
+//! | `pagegate_parked_connections` | gauge | | of those, quiet keep-alive connections waiting in a worker's lot, without a task or buffers |
 //! | `pagegate_build_info` | info | `version` | the running build |
 //! | `pagegate_start_time_seconds` | gauge | | when the process started, Unix time |
 //!
@@ -195,6 +196,7 @@ pub struct Metrics {
     grants: Family<GrantLabels, Counter>,
     open_connections: Gauge,
     open_tunnels: Gauge,
+    parked_connections: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -260,6 +262,12 @@ impl Metrics {
             "Client connections upgraded to a byte tunnel (WebSocket), counted among the open connections",
             open_tunnels.clone(),
         );
+        let parked_connections = Gauge::default();
+        registry.register(
+            "parked_connections",
+            "Quiet keep-alive connections waiting for their next request without a task or buffers, counted among the open connections",
+            parked_connections.clone(),
+        );
         registry.register(
             "build",
             "The running build",
@@ -283,6 +291,7 @@ impl Metrics {
             grants,
             open_connections,
             open_tunnels,
+            parked_connections,
         }
     }
 
@@ -370,6 +379,14 @@ impl Metrics {
         OpenTunnel(self.open_tunnels.clone())
     }
 
+    /// Counts a quiet connection as parked until the returned guard is dropped (it is resumed
+    /// or closed). Parking happens once per quiet period, not per request, so one shared gauge
+    /// is cheap enough. Its connection stays counted in `pagegate_open_connections` meanwhile.
+    pub fn connection_parked(&self) -> ParkedConnection {
+        self.parked_connections.inc();
+        ParkedConnection(self.parked_connections.clone())
+    }
+
     /// The exposition text: every metric, then the store's session counts when given, then
     /// the end marker. `sessions` is [`Store::count_active_sessions`](crate::store::Store)'s
     /// answer.
@@ -404,6 +421,16 @@ impl Drop for OpenConnection {
 pub struct OpenTunnel(Gauge);
 
 impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// One parked connection, counted in `pagegate_parked_connections` while it waits.
+#[derive(Debug)]
+pub struct ParkedConnection(Gauge);
+
+impl Drop for ParkedConnection {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -489,6 +516,7 @@ mod tests {
         );
         assert!(has(&out, "pagegate_open_connections 0"), "{out}");
         assert!(has(&out, "pagegate_open_tunnels 0"), "{out}");
+        assert!(has(&out, "pagegate_parked_connections 0"), "{out}");
         assert!(
             out.lines()
                 .any(|l| l.starts_with("pagegate_start_time_seconds 1")),
@@ -517,6 +545,7 @@ mod tests {
         m.mail_waiting_left();
         let connection = m.connection_opened();
         let tunnel = m.tunnel_opened();
+        let parked = m.connection_parked();
         let out = text(
             &m,
             Some(vec![
@@ -537,14 +566,16 @@ mod tests {
             "pagegate_grants_total{key=\"shop\",outcome=\"created\"} 2",
             "pagegate_open_connections 1",
             "pagegate_open_tunnels 1",
+            "pagegate_parked_connections 1",
             "# TYPE pagegate_active_sessions gauge",
             "pagegate_active_sessions{site=\"school\",kind=\"admin\"} 1",
             "pagegate_active_sessions{site=\"school\",kind=\"visitor\"} 4",
         ] {
             assert!(has(&out, line), "no {line:?} in:\n{out}");
         }
-        drop((connection, tunnel));
+        drop((connection, tunnel, parked));
         let after = text(&m, None);
+        assert!(has(&after, "pagegate_parked_connections 0"), "{after}");
         assert!(has(&after, "pagegate_open_connections 0"), "{after}");
         assert!(has(&after, "pagegate_open_tunnels 0"), "{after}");
         // Exactly one end marker, at the end, after the store's sessions.

@@ -63,6 +63,8 @@ struct Space<T> {
     socket: TcpStream,
     owner: T,
     visit: u64,
+    /// Its count in `pagegate_parked_connections`, until it leaves the lot either way.
+    _counted: crate::metrics::ParkedConnection,
 }
 
 struct Deadline {
@@ -128,6 +130,7 @@ impl<T: Send + 'static> Lot<T> {
             socket,
             owner,
             visit,
+            _counted: crate::metrics::global().connection_parked(),
         });
         spaces.deadlines.push_back(Deadline {
             at: Instant::now() + self.idle_timeout,
@@ -213,17 +216,15 @@ impl<T: Send + 'static> Lot<T> {
     where
         R: Fn(TcpStream, T),
     {
-        let Some(space) = self.spaces().parked.try_remove(key) else {
+        let Some(Space { socket, owner, .. }) = self.spaces().parked.try_remove(key) else {
             return;
         };
-        let _ = self
-            .registry
-            .deregister(&mut SourceFd(&space.socket.as_raw_fd()));
+        let _ = self.registry.deregister(&mut SourceFd(&socket.as_raw_fd()));
         // A client that sent a last request and then shut its side is still answered.
-        if hung_up && !has_bytes_to_read(&space.socket) {
+        if hung_up && !has_bytes_to_read(&socket) {
             return;
         }
-        resume(space.socket, space.owner);
+        resume(socket, owner);
     }
 
     /// Closes the sockets whose idle timeout has passed by `now`.
