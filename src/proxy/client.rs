@@ -506,6 +506,7 @@ fn tls_client_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
     use std::convert::Infallible;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -603,6 +604,260 @@ mod tests {
             }
             .check_in();
         }
+    }
+
+    /// An answer body: `Content-Length` says `len`; its first kilobyte comes at once, the rest
+    /// only if `whole` (otherwise never: the upstream is slow, and the body cannot be read whole).
+    struct Answer {
+        len: usize,
+        whole: bool,
+        sent: bool,
+    }
+
+    impl HttpBody for Answer {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            if self.sent {
+                return if self.whole {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Pending
+                };
+            }
+            self.sent = true;
+            let now = if self.whole { self.len } else { 1024 };
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; now])))))
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.len as u64)
+        }
+    }
+
+    /// A real upstream that answers every request with `len` bytes, all of them if `whole`
+    /// (see [`Answer`]); the counter is the number of its connections still open.
+    async fn upstream_sending(len: usize, whole: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let open = Arc::new(AtomicUsize::new(0));
+        let counter = open.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let answer = hyper::service::service_fn(move |_req| async move {
+                        Ok::<_, Infallible>(Response::new(Answer {
+                            len,
+                            whole,
+                            sent: false,
+                        }))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), answer)
+                        .await;
+                    counter.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (addr, open)
+    }
+
+    /// A minimal proxy in front of `client`, as the gateway uses it: each request it receives
+    /// (a real `Incoming` body) is sent with [`UpstreamClient::send`] and the answer streamed
+    /// back in a [`PooledBody`]. `before_send` runs in the request's task just before the send.
+    async fn relay(
+        client: Arc<UpstreamClient>,
+        before_send: Arc<dyn Fn() + Send + Sync>,
+    ) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (client, before_send) = (client.clone(), before_send.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (client, before_send) = (client.clone(), before_send.clone());
+                        async move {
+                            before_send();
+                            Ok::<_, Infallible>(match client.send(req, false).await {
+                                Ok((response, checkin)) => {
+                                    response.map(|body| PooledBody::new(body, checkin).boxed())
+                                }
+                                Err(e) => {
+                                    let mut failed = Response::new(
+                                        http_body_util::Full::new(Bytes::from(e.to_string()))
+                                            .map_err(|never| match never {})
+                                            .boxed(),
+                                    );
+                                    *failed.status_mut() = http::StatusCode::BAD_GATEWAY;
+                                    failed
+                                }
+                            })
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// `GET /` through `relay` on a new connection: the status and the whole body.
+    async fn get_through(relay: std::net::SocketAddr) -> (u16, Vec<u8>) {
+        let stream = TcpStream::connect(relay).await.expect("connect to the relay");
+        let (mut sender, conn) = http1::handshake::<_, http_body_util::Empty<Bytes>>(
+            TokioIo::new(stream),
+        )
+        .await
+        .expect("handshake");
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .uri("/")
+            .header(http::header::HOST, "upstream.test")
+            .body(http_body_util::Empty::new())
+            .expect("request");
+        let response = sender.send_request(req).await.expect("an answer");
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("the body")
+            .to_bytes();
+        (status, body.to_vec())
+    }
+
+    fn idle_count(client: &UpstreamClient) -> usize {
+        client.pool.idle_here().idle.lock().map_or(0, |idle| idle.len())
+    }
+
+    #[tokio::test]
+    async fn a_request_a_reused_connection_could_not_send_goes_out_on_the_next_one() {
+        let (addr, open) = upstream_sending(2, true).await;
+        let client = Arc::new(client_for(addr, 8));
+        // Two idle connections the upstream is about to close (their far ends are dropped just
+        // before the request is sent, too late for the pool to have noticed), then the real
+        // upstream behind them.
+        let mut far_ends = Vec::new();
+        for _ in 0..2 {
+            let (near, far) = tokio::io::duplex(4096);
+            let Conn::Http1 { sender, .. } = handshake_h1(TokioIo::new(near))
+                .await
+                .expect("handshake")
+            else {
+                panic!("an HTTP/1.1 connection");
+            };
+            Checkin {
+                sender,
+                stack: client.pool.idle_here().clone(),
+            }
+            .check_in();
+            far_ends.push(far);
+        }
+        assert_eq!(idle_count(&client), 2);
+        let far_ends = Arc::new(Mutex::new(far_ends));
+        let closing = far_ends.clone();
+        let relay = relay(
+            client.clone(),
+            Arc::new(move || {
+                if let Ok(mut far_ends) = closing.lock() {
+                    far_ends.clear();
+                }
+            }),
+        )
+        .await;
+
+        let (status, body) = get_through(relay).await;
+        assert_eq!((status, body.as_slice()), (200, b"xx".as_slice()));
+        assert_eq!(settle(&open, 1).await, 1, "sent on one new connection");
+        assert_eq!(idle_count(&client), 1, "which went back to the pool");
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_new_connection_fails_too_is_refused() {
+        // An address nothing listens on any more.
+        let gone = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("address")
+        };
+        let client = Arc::new(client_for(gone, 8));
+        let (near, far) = tokio::io::duplex(4096);
+        let Conn::Http1 { sender, .. } = handshake_h1(TokioIo::new(near))
+            .await
+            .expect("handshake")
+        else {
+            panic!("an HTTP/1.1 connection");
+        };
+        Checkin {
+            sender,
+            stack: client.pool.idle_here().clone(),
+        }
+        .check_in();
+        let far = Arc::new(Mutex::new(Some(far)));
+        let relay = relay(
+            client.clone(),
+            Arc::new(move || {
+                if let Ok(mut far) = far.lock() {
+                    far.take();
+                }
+            }),
+        )
+        .await;
+        let (status, body) = get_through(relay).await;
+        assert_eq!(status, 502);
+        assert!(
+            String::from_utf8_lossy(&body).starts_with("cannot connect to the upstream"),
+            "the new connection's error: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_read_whole_returns_its_connection_and_one_dropped_midway_does_not() {
+        let (addr, open) = upstream_sending(64 * 1024, true).await;
+        let client = Arc::new(client_for(addr, 8));
+        let first = relay(client.clone(), Arc::new(|| {})).await;
+        let (status, body) = get_through(first).await;
+        assert_eq!((status, body.len()), (200, 64 * 1024));
+        assert_eq!(idle_count(&client), 1, "read whole: back in the pool");
+        assert_eq!(settle(&open, 1).await, 1);
+
+        // An upstream slow to send the rest, and a client that reads the start of the answer
+        // and goes away.
+        let (addr, open) = upstream_sending(64 * 1024, false).await;
+        let client = Arc::new(client_for(addr, 8));
+        let second = relay(client.clone(), Arc::new(|| {})).await;
+        let mut reader = TcpStream::connect(second).await.expect("connect");
+        {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            reader
+                .write_all(b"GET / HTTP/1.1\r\nHost: upstream.test\r\n\r\n")
+                .await
+                .expect("write");
+            let mut start = [0u8; 512];
+            let n = reader.read(&mut start).await.expect("read");
+            assert!(start[..n].starts_with(b"HTTP/1.1 200"), "an answer started");
+        }
+        assert_eq!(settle(&open, 1).await, 1, "the answer's connection is open");
+        drop(reader);
+        assert_eq!(
+            settle(&open, 0).await,
+            0,
+            "the half-read connection is closed, not kept"
+        );
+        assert_eq!(idle_count(&client), 0, "and never returned to the pool");
     }
 
     #[tokio::test]
