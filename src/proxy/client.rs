@@ -716,12 +716,13 @@ mod tests {
 
     /// `GET /` through `relay` on a new connection: the status and the whole body.
     async fn get_through(relay: std::net::SocketAddr) -> (u16, Vec<u8>) {
-        let stream = TcpStream::connect(relay).await.expect("connect to the relay");
-        let (mut sender, conn) = http1::handshake::<_, http_body_util::Empty<Bytes>>(
-            TokioIo::new(stream),
-        )
-        .await
-        .expect("handshake");
+        let stream = TcpStream::connect(relay)
+            .await
+            .expect("connect to the relay");
+        let (mut sender, conn) =
+            http1::handshake::<_, http_body_util::Empty<Bytes>>(TokioIo::new(stream))
+                .await
+                .expect("handshake");
         tokio::spawn(conn);
         let req = Request::builder()
             .uri("/")
@@ -740,7 +741,12 @@ mod tests {
     }
 
     fn idle_count(client: &UpstreamClient) -> usize {
-        client.pool.idle_here().idle.lock().map_or(0, |idle| idle.len())
+        client
+            .pool
+            .idle_here()
+            .idle
+            .lock()
+            .map_or(0, |idle| idle.len())
     }
 
     #[tokio::test]
@@ -753,9 +759,8 @@ mod tests {
         let mut far_ends = Vec::new();
         for _ in 0..2 {
             let (near, far) = tokio::io::duplex(4096);
-            let Conn::Http1 { sender, .. } = handshake_h1(TokioIo::new(near))
-                .await
-                .expect("handshake")
+            let Conn::Http1 { sender, .. } =
+                handshake_h1(TokioIo::new(near)).await.expect("handshake")
             else {
                 panic!("an HTTP/1.1 connection");
             };
@@ -794,9 +799,7 @@ mod tests {
         };
         let client = Arc::new(client_for(gone, 8));
         let (near, far) = tokio::io::duplex(4096);
-        let Conn::Http1 { sender, .. } = handshake_h1(TokioIo::new(near))
-            .await
-            .expect("handshake")
+        let Conn::Http1 { sender, .. } = handshake_h1(TokioIo::new(near)).await.expect("handshake")
         else {
             panic!("an HTTP/1.1 connection");
         };

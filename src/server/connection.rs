@@ -520,7 +520,7 @@ impl Exchanges {
 }
 
 impl Exchange {
-    fn begin(exchanges: &Arc<Exchanges>, req: &Request<Incoming>) -> Exchange {
+    fn begin<B>(exchanges: &Arc<Exchanges>, req: &Request<B>) -> Exchange {
         if req.version() != Version::HTTP_11 || asks_to_close(req) {
             exchanges.no_parking.store(true, Ordering::Release);
         }
@@ -575,6 +575,168 @@ impl HttpBody for TrackedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use std::task::Waker;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf};
+
+    /// Stands in for hyper's connection: pending until ended gracefully, woken by the test as
+    /// hyper's would be when a response body ends.
+    #[derive(Default)]
+    struct FakeConn {
+        ended: bool,
+        waker: Arc<Mutex<Option<Waker>>>,
+    }
+
+    impl Future for FakeConn {
+        type Output = hyper::Result<()>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+            if let Ok(mut waker) = self.waker.lock() {
+                *waker = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        }
+    }
+
+    impl GracefulEnd for FakeConn {
+        fn end_gracefully(mut self: Pin<&mut Self>) {
+            self.ended = true;
+        }
+    }
+
+    /// A framing watch that has read `bytes` (all there is) and found its socket empty after
+    /// them, as hyper's reader leaves it when it waits for more.
+    async fn framing_after(bytes: &[u8]) -> (Arc<FramingVerdict>, FramingWatch<DuplexStream>) {
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        far.write_all(bytes).await.expect("write");
+        std::mem::forget(far);
+        let (mut watch, verdict) = FramingWatch::new(near);
+        let mut read = vec![0u8; bytes.len()];
+        watch.read_exact(&mut read).await.expect("read");
+        let mut more = [0u8; 16];
+        let mut buf = ReadBuf::new(&mut more);
+        let polled =
+            Pin::new(&mut watch).poll_read(&mut Context::from_waker(Waker::noop()), &mut buf);
+        assert!(polled.is_pending(), "nothing more to read");
+        (verdict, watch)
+    }
+
+    fn request(version: Version, connection: Option<&str>) -> Request<()> {
+        let mut req = Request::builder().version(version);
+        if let Some(value) = connection {
+            req = req.header(header::CONNECTION, value);
+        }
+        req.body(()).expect("request")
+    }
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+
+    /// Long enough for any linger to have run out, several times over (the clock is paused, so
+    /// this costs nothing).
+    const LONG: Duration = Duration::from_secs(3600);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_parks_once_its_only_request_is_answered_and_it_stayed_quiet() {
+        let (framing, _io) = framing_after(GET).await;
+        let exchanges = Arc::new(Exchanges::default());
+        let shutdown = CancellationToken::new();
+        let mut conn = FakeConn::default();
+        let waker = conn.waker.clone();
+        let exchange = Exchange::begin(&exchanges, &request(Version::HTTP_11, None));
+        assert!(
+            !is_idle(&framing, &exchanges),
+            "its answer is still being sent"
+        );
+
+        let parked = {
+            let mut serving = pin!(serve_until_idle(
+                Pin::new(&mut conn),
+                &framing,
+                &exchanges,
+                &shutdown
+            ));
+            assert!(
+                tokio::time::timeout(LONG, serving.as_mut()).await.is_err(),
+                "never parked with a request in flight"
+            );
+            drop(exchange);
+            assert!(is_idle(&framing, &exchanges));
+            if let Some(waker) = waker.lock().expect("waker").take() {
+                waker.wake();
+            }
+            tokio::time::timeout(LONG, serving).await.expect("it ends")
+        };
+        assert!(parked.expect("no error"), "ended to be parked");
+        assert!(conn.ended, "hyper's connection was ended gracefully");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_inside_a_request_or_asked_to_close_never_parks() {
+        for (bytes, version, connection, case) in [
+            (&GET[..10], Version::HTTP_11, None, "half a head read"),
+            (GET, Version::HTTP_11, Some("close"), "Connection: close"),
+            (GET, Version::HTTP_10, None, "HTTP/1.0"),
+        ] {
+            let (framing, _io) = framing_after(bytes).await;
+            let exchanges = Arc::new(Exchanges::default());
+            if bytes == GET {
+                drop(Exchange::begin(&exchanges, &request(version, connection)));
+            }
+            assert!(!is_idle(&framing, &exchanges), "{case}");
+            let shutdown = CancellationToken::new();
+            let mut conn = FakeConn::default();
+            let mut serving = pin!(serve_until_idle(
+                Pin::new(&mut conn),
+                &framing,
+                &exchanges,
+                &shutdown
+            ));
+            assert!(
+                tokio::time::timeout(LONG, serving.as_mut()).await.is_err(),
+                "not parked: {case}"
+            );
+            shutdown.cancel();
+            let parked = tokio::time::timeout(LONG, serving).await.expect("it ends");
+            assert!(!parked.expect("no error"), "the shutdown closes it: {case}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pipelined_requests_not_yet_handed_to_the_service_keep_the_connection() {
+        // Two requests read, one begun: the second is in hyper's buffer, not on the boundary.
+        let (framing, _io) = framing_after(&[GET, GET].concat()).await;
+        let exchanges = Arc::new(Exchanges::default());
+        drop(Exchange::begin(
+            &exchanges,
+            &request(Version::HTTP_11, None),
+        ));
+        assert_eq!(framing.boundary(), Some(2));
+        assert!(!is_idle(&framing, &exchanges));
+        drop(Exchange::begin(
+            &exchanges,
+            &request(Version::HTTP_11, None),
+        ));
+        assert!(is_idle(&framing, &exchanges), "both answered: quiet");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shutdown_ends_a_quiet_connection_for_good_rather_than_parking_it() {
+        let (framing, _io) = framing_after(GET).await;
+        let exchanges = Arc::new(Exchanges::default());
+        drop(Exchange::begin(
+            &exchanges,
+            &request(Version::HTTP_11, None),
+        ));
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let mut conn = FakeConn::default();
+        let parked = serve_until_idle(Pin::new(&mut conn), &framing, &exchanges, &shutdown).await;
+        assert!(!parked.expect("no error"), "closed, not parked");
+        assert!(conn.ended);
+    }
 
     #[test]
     fn close_is_found_among_connection_tokens() {

@@ -129,10 +129,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         })?,
     );
     for (worker, lot) in settings.lots.iter().enumerate() {
-        let lot = lot.clone();
         settings
             .workers
-            .spawn_on(worker, async move { lot.run(Connection::resume).await });
+            .spawn_on(worker, lot.clone().run(Connection::resume));
     }
     let data_dir = config.data_dir.clone();
     // Everything besides the connections that holds the state (and so the store): the shutdown

@@ -17,10 +17,11 @@
 //! without sending anything, and all of them at shutdown.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
@@ -145,30 +146,34 @@ impl<T: Send + 'static> Lot<T> {
 
     /// Watches the parked sockets until shutdown, handing each one whose client speaks to
     /// `resume` (called on the lot's task, outside any lock: it is expected to spawn).
-    pub(crate) async fn run<R>(&self, resume: R)
+    pub(crate) fn run<R>(self: Arc<Self>, resume: R) -> impl Future<Output = ()>
     where
         R: Fn(TcpStream, T),
     {
-        let poll = self
-            .poll
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let Some(poll) = poll else {
-            return;
-        };
-        // However the run ends, returned or dropped with its worker's runtime, the parked
-        // connections go with it: each holds the server's settings, which hold this lot, so
-        // a lot nobody runs would keep them (and the store behind them) forever.
-        let _closing = CloseOnDrop(self);
-        // Deprecated as unsound for a type whose `as_raw_fd` could change or close the
-        // descriptor; `Poll` owns its epoll descriptor for life and always returns it.
-        #[allow(deprecated)]
-        let registered = AsyncFd::with_interest(poll, tokio::io::Interest::READABLE);
-        match registered {
-            Ok(poll) => self.watch(poll, &resume).await,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot watch quiet connections; they are closed instead of kept");
+        // However the run ends, returned or dropped with its worker's runtime (even before it
+        // was first polled), the parked connections go with it: each holds the server's
+        // settings, which hold this lot, so a lot nobody runs would keep them (and the store
+        // behind them) forever. Called once per lot.
+        let closing = CloseOnDrop(self);
+        async move {
+            let lot = &closing.0;
+            let poll = lot
+                .poll
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            let Some(poll) = poll else {
+                return;
+            };
+            // Deprecated as unsound for a type whose `as_raw_fd` could change or close the
+            // descriptor; `Poll` owns its epoll descriptor for life and always returns it.
+            #[allow(deprecated)]
+            let registered = AsyncFd::with_interest(poll, tokio::io::Interest::READABLE);
+            match registered {
+                Ok(poll) => lot.watch(poll, &resume).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch quiet connections; they are closed instead of kept");
+                }
             }
         }
     }
@@ -264,9 +269,9 @@ impl<T: Send + 'static> Lot<T> {
 }
 
 /// Closes the lot, and every socket in it, when [`Lot::run`] ends or is dropped.
-struct CloseOnDrop<'a, T: Send + 'static>(&'a Lot<T>);
+struct CloseOnDrop<T: Send + 'static>(Arc<Lot<T>>);
 
-impl<T: Send + 'static> Drop for CloseOnDrop<'_, T> {
+impl<T: Send + 'static> Drop for CloseOnDrop<T> {
     fn drop(&mut self) {
         self.0.close_all();
     }
@@ -292,7 +297,6 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::{Shutdown, TcpListener};
-    use std::sync::Arc;
     use tokio::sync::mpsc;
 
     /// A connected pair: the client's end (blocking) and the server's (non-blocking, as parked).
@@ -313,14 +317,9 @@ mod tests {
     ) -> (Arc<Lot<u32>>, Resumed, tokio::task::JoinHandle<()>) {
         let lot = Arc::new(Lot::new(idle_timeout, CancellationToken::new()).expect("lot"));
         let (tx, rx) = mpsc::unbounded_channel();
-        let running = lot.clone();
-        let task = tokio::spawn(async move {
-            running
-                .run(move |socket, owner| {
-                    let _ = tx.send((socket, owner));
-                })
-                .await;
-        });
+        let task = tokio::spawn(lot.clone().run(move |socket, owner| {
+            let _ = tx.send((socket, owner));
+        }));
         (lot, rx, task)
     }
 
@@ -413,6 +412,83 @@ mod tests {
             0,
             "a socket parked after shutdown is closed at once"
         );
+        assert!(closed_by_server(late).await);
+    }
+
+    #[tokio::test]
+    async fn bytes_sent_before_the_socket_was_parked_wake_it_at_once() {
+        // The client's next request may arrive between hyper letting go and the park: epoll
+        // reports a socket that is already readable when it is registered, so it is not missed.
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (mut client, server) = pair(&listener);
+        client.write_all(b"GET /early HTTP/1.1\r\n").expect("write");
+        let (lot, mut resumed, _task) = lot_running(Duration::from_secs(3600));
+        while !has_bytes_to_read(&server) {
+            tokio::task::yield_now().await;
+        }
+        lot.park(server, 3);
+        let (_, owner) = resumed.recv().await.expect("resumed without another byte");
+        assert_eq!(owner, 3);
+    }
+
+    #[tokio::test]
+    async fn an_old_deadline_is_not_applied_to_the_next_tenant_of_its_slot() {
+        // Driven by hand: no run loop, the lot's steps called directly.
+        let lot: Lot<u32> =
+            Lot::new(Duration::from_secs(60), CancellationToken::new()).expect("lot");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (_first_client, first) = pair(&listener);
+        lot.park(first, 1);
+        let first_due = lot
+            .spaces()
+            .deadlines
+            .front()
+            .map(|d| d.at)
+            .expect("deadline");
+        let back = std::cell::Cell::new(None);
+        lot.wake(0, false, &|_socket: TcpStream, owner| back.set(Some(owner)));
+        assert_eq!(back.get(), Some(1), "the first tenant left");
+
+        let (second_client, second) = pair(&listener);
+        lot.park(second, 2);
+        let second_due = lot
+            .spaces()
+            .deadlines
+            .back()
+            .map(|d| d.at)
+            .expect("deadline");
+        assert!(second_due > first_due, "parked later, due later");
+        assert_eq!(
+            lot.spaces().parked.get(0).map(|s| s.visit),
+            Some(1),
+            "same slot"
+        );
+
+        lot.expire(first_due);
+        assert_eq!(
+            lot.len(),
+            1,
+            "the first tenant's deadline passed; the second stays"
+        );
+        lot.expire(second_due);
+        assert_eq!(lot.len(), 0, "its own deadline closes it");
+        assert!(closed_by_server(second_client).await);
+    }
+
+    #[tokio::test]
+    async fn a_lot_whose_run_is_dropped_closes_its_sockets_and_takes_no_more() {
+        // As when its worker's runtime ends without a shutdown.
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (client, server) = pair(&listener);
+        let (lot, _resumed, task) = lot_running(Duration::from_secs(3600));
+        lot.park(server, 1);
+        task.abort();
+        assert!(task.await.is_err_and(|e| e.is_cancelled()));
+        assert_eq!(lot.len(), 0);
+        assert!(closed_by_server(client).await);
+        let (late, late_server) = pair(&listener);
+        lot.park(late_server, 2);
+        assert_eq!(lot.len(), 0);
         assert!(closed_by_server(late).await);
     }
 
