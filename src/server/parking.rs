@@ -15,6 +15,24 @@
 //!
 //! The lot closes a socket that stays quiet for the idle timeout, one whose client hangs up
 //! without sending anything, and all of them at shutdown.
+//!
+//! What the lot relies on (the runtime's rules, `crate::runtime`):
+//!
+//! - **One idle timeout for all.** Deadlines sit in a FIFO queue in the order sockets were
+//!   parked, and only the front one is waited for: that order is the order they fall due only
+//!   because every parking lasts the same `header_read_timeout`, fixed until a restart. A socket
+//!   that resumed leaves a stale entry behind, recognised by its visit number (so it never
+//!   closes the next tenant of its slot) and compacted away when stale entries pile up.
+//! - **Only sockets on an exact request boundary arrive here** (`connection.rs` decides), with
+//!   nothing of the next request read: so a resumed socket starts a new hyper connection as if
+//!   it were new.
+//! - **Readiness on registration.** The client may already have sent its next request when the
+//!   socket is parked; epoll reports a socket readable when it is registered, even
+//!   edge-triggered, so such a socket is handed back on the lot's next wake-up.
+//! - **The lot ends with its run.** Each parked socket's owner holds the server's settings,
+//!   which hold the lot: when [`Lot::run`] returns or is dropped (its worker's runtime ending),
+//!   the lot closes every socket and refuses new ones, which breaks that cycle.
+//! - **Its task stays on its worker**, like the connections it resumes, which are spawned there.
 
 use std::collections::VecDeque;
 use std::future::Future;
