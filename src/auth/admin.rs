@@ -37,7 +37,7 @@ use crate::mail::Outgoing;
 use crate::metrics::{self, Flow, LoginEvent};
 use crate::routing::SiteId;
 use crate::store::{
-    AuditEvent, AuditKind, CodeCheck, CodeRecord, SecretHash, SessionRecord, TokenRecord, now,
+    AuditEvent, AuditKind, CodeCheck, CodeRecord, SecretHash, SessionRecord, TokenRecord,
 };
 use crate::ui::{AdminFrame, AdminMail, AdminPage, html_response};
 use cookies::CookieNames;
@@ -115,7 +115,7 @@ impl Auth {
             if let Some(access) = access {
                 let s = access.session;
                 if s.site == namespace(&site.name)
-                    && s.expires_at > now()
+                    && s.expires_at > self.now()
                     && admins.contains(&s.email)
                 {
                     admin = Some(s.email);
@@ -344,7 +344,7 @@ impl SignIn<'_> {
         let locked = self
             .auth
             .store
-            .is_locked(&ns, &email, &browser, now(), self.auth.policy())
+            .is_locked(&ns, &email, &browser, self.auth.now(), self.auth.policy())
             .map_err(store_error)?;
         let listed = self.admins.contains(&email);
         if listed && !locked {
@@ -425,7 +425,7 @@ impl SignIn<'_> {
     }
 
     async fn sign_in(&self, email: &str, next: &str) -> Result<Response<Body>, HttpError> {
-        let now = now();
+        let now = self.auth.now();
         let record = SessionRecord {
             site: self.namespace(),
             email: email.to_owned(),
@@ -477,7 +477,7 @@ impl SignIn<'_> {
 
     fn event(&self, kind: AuditKind, email: &str, detail: &str) -> AuditEvent {
         AuditEvent {
-            at: now(),
+            at: self.auth.now(),
             kind,
             site: Some(self.site.name.clone()),
             page: None,
@@ -513,7 +513,7 @@ impl Auth {
         let site = &self.sites[site_id];
         let ns = namespace(&site.name);
         let code = self.new_code();
-        let now = now();
+        let now = self.now();
         let expires_at = now.saturating_add(self.config.code_ttl.as_secs() as i64);
         let next = format!("{}/admin/", self.prefix);
         // The store keeps a link token with every code; admins get no link, so nobody ever

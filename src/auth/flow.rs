@@ -34,7 +34,7 @@ use crate::mail::{Delivery, MailError, Outgoing};
 use crate::metrics::{self, Flow, LoginEvent, MailKind};
 use crate::routing::SiteId;
 use crate::store::{
-    AuditEvent, AuditKind, CodeCheck, CodeRecord, SecretHash, SessionRecord, TokenRecord, now,
+    AuditEvent, AuditKind, CodeCheck, CodeRecord, SecretHash, SessionRecord, TokenRecord,
 };
 use crate::ui::{Frame, LoginMail, Page, html_response};
 
@@ -266,9 +266,15 @@ impl Ctx<'_> {
             let locked = self
                 .auth
                 .store
-                .is_locked(&self.site.name, &email, &browser, now(), self.auth.policy())
+                .is_locked(
+                    &self.site.name,
+                    &email,
+                    &browser,
+                    self.auth.now(),
+                    self.auth.policy(),
+                )
                 .map_err(store_error)?;
-            let eligible = client.is_some_and(|c| c.has_access(now())) && !locked;
+            let eligible = client.is_some_and(|c| c.has_access(self.auth.now())) && !locked;
             if eligible {
                 let auth = self.auth.clone();
                 let (site_id, page_id, lang, next) =
@@ -389,7 +395,7 @@ impl Ctx<'_> {
             let record = self
                 .auth
                 .store
-                .peek_token(hash, now())
+                .peek_token(hash, self.auth.now())
                 .map_err(store_error)?;
             if let Some(record) = record {
                 return Ok((record.site == self.site.name).then_some(record));
@@ -438,7 +444,7 @@ impl Ctx<'_> {
         let auth = self.auth.clone();
         let taken = tokio::task::spawn_blocking(move || {
             for hash in &hashes {
-                if let Some(record) = auth.store.take_token(hash, now())? {
+                if let Some(record) = auth.store.take_token(hash, auth.now())? {
                     return Ok(Some(record));
                 }
             }
@@ -506,7 +512,7 @@ impl Ctx<'_> {
         email: &str,
         next: &str,
     ) -> Result<Response<Body>, HttpError> {
-        let now = now();
+        let now = self.auth.now();
         let record = SessionRecord {
             site: self.site.name.clone(),
             email: email.to_owned(),
@@ -536,7 +542,7 @@ impl Ctx<'_> {
 
     pub(super) fn event(&self, kind: AuditKind, email: Option<&str>, detail: &str) -> AuditEvent {
         AuditEvent {
-            at: now(),
+            at: self.auth.now(),
             kind,
             site: Some(self.site.name.clone()),
             page: None,
@@ -582,7 +588,7 @@ impl Auth {
         };
         let code = self.new_code();
         let token = random_token(32);
-        let now = now();
+        let now = self.now();
         let expires_at = now.saturating_add(self.config.code_ttl.as_secs() as i64);
         let keys = self.keys.load_full();
         let record = CodeRecord {
@@ -782,7 +788,7 @@ impl Auth {
         let (ns, email, policy) = (ns.to_owned(), email.to_owned(), self.policy());
         tokio::task::spawn_blocking(move || {
             auth.store
-                .check_code(&ns, &email, &browser, now(), policy, &|record| {
+                .check_code(&ns, &email, &browser, auth.now(), policy, &|record| {
                     matches_any(&record.code_hash, &expected)
                 })
         })

@@ -8,6 +8,7 @@
 //! requests being watched).
 
 pub mod admin;
+pub mod clock;
 pub mod cookies;
 mod flow;
 pub mod forward;
@@ -38,6 +39,7 @@ use crate::store::{
     AttemptPolicy, Retention, SecretHash, SessionAccess, Store, StoreError, Timestamp, now,
 };
 use crate::ui::Templates;
+pub use clock::Clock;
 use cookies::CookieNames;
 pub(crate) use flow::method_not_allowed;
 use keys::{CookiePurpose, KeyError, Keys, Rotation};
@@ -139,6 +141,8 @@ pub struct Auth {
     /// Requests that stay open (tunnels, long bodies), ended when access ends; shared by every
     /// `Auth` a reload builds, as they outlive the configuration that let them in.
     watch: Arc<Watch>,
+    /// What codes, links, sessions and the gate go by; shared by every `Auth` a reload builds.
+    clock: Clock,
 }
 
 /// How often audit entries and grant orders past their retention are looked for.
@@ -206,6 +210,7 @@ impl Auth {
             retention: config.store.retention(),
             retention_due: Mutex::new(Instant::now()),
             watch: Watch::new(),
+            clock: Clock::default(),
         })
     }
 
@@ -230,6 +235,7 @@ impl Auth {
         }
         next.failed_sends = self.failed_sends.clone();
         next.watch = self.watch.clone();
+        next.clock = self.clock.clone();
         Ok(next)
     }
 
@@ -326,7 +332,7 @@ impl Auth {
         };
         let on_pages = pages.iter().map(|&i| site.pages.get(i));
         match access_ends(site, on_pages, &access) {
-            Some(ends) if now() < ends => {}
+            Some(ends) if self.now() < ends => {}
             _ => return Ok(None),
         }
         let name = access
@@ -342,6 +348,16 @@ impl Auth {
             pages: ids.into_iter().map(str::to_owned).collect(),
             session: hash,
         }))
+    }
+
+    /// The time codes, links, sessions and the gate go by (see [`clock`]).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Seconds since the epoch by [`Auth::clock`].
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// The registry of requests watched for the end of their access.
@@ -368,7 +384,7 @@ impl Auth {
         };
         // Read before the check: a change committed after it moves the count past this.
         let changes = self.store.changes();
-        let now = now();
+        let now = self.now();
         Ok(match self.access_until(&subject)? {
             Some(ends) if now < ends => Some(self.watch.join(subject, changes, ends)),
             _ => None,
@@ -380,7 +396,7 @@ impl Auth {
     /// Blocking (store reads).
     pub fn recheck_watched(&self) -> usize {
         let changes = self.store.changes();
-        let now = now();
+        let now = self.now();
         let due = self.watch.due(changes, now);
         if due.is_empty() {
             return 0;
@@ -462,7 +478,7 @@ impl Auth {
         } else {
             Retention::default()
         };
-        match self.store.prune(now(), self.policy(), retention) {
+        match self.store.prune(self.now(), self.policy(), retention) {
             Ok(pruned) => {
                 if pruned.audit > 0 || pruned.grants > 0 {
                     tracing::info!(

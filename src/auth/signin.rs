@@ -34,7 +34,7 @@ use crate::body::Body;
 use crate::error::HttpError;
 use crate::metrics::LoginEvent;
 use crate::store::{
-    AuditEvent, AuditKind, IssuedSignin, SecretHash, SigninNonce, SigninRecord, Timestamp, now,
+    AuditEvent, AuditKind, IssuedSignin, SecretHash, SigninNonce, SigninRecord, Timestamp,
 };
 use crate::ui::{Page, html_response};
 
@@ -193,7 +193,9 @@ impl Ctx<'_> {
         let (auth, site) = (self.auth.clone(), self.site.name.clone());
         let taken = tokio::task::spawn_blocking(move || {
             auth.store
-                .take_signin(&hashes, &site, now(), &|record| used_event(&used, record))
+                .take_signin(&hashes, &site, auth.now(), &|record| {
+                    used_event(&used, record)
+                })
         })
         .await
         .map_err(|e| HttpError::Internal(format!("sign-in link task: {e}")))?
@@ -221,7 +223,7 @@ impl Ctx<'_> {
         let record = self
             .auth
             .store
-            .peek_signin(&hashes, now())
+            .peek_signin(&hashes, self.auth.now())
             .map_err(store_error)?;
         Ok(record.filter(|r| r.site == self.site.name))
     }

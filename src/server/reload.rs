@@ -170,6 +170,13 @@ impl Live {
         self.state.load().config.clone()
     }
 
+    /// The clock the sign-in flow of the state in force goes by (the same across reloads), to
+    /// move it forward in tests instead of waiting; `None` for a gateway without the flow.
+    #[doc(hidden)]
+    pub fn clock(&self) -> Option<crate::auth::Clock> {
+        self.load().gateway.auth().map(|auth| auth.clock().clone())
+    }
+
     /// The open store, the same for every state.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store

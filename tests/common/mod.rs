@@ -88,6 +88,17 @@ impl TestGateway {
             .await
     }
 
+    /// The clock the running gateway's sign-in flow goes by, to move it forward instead of
+    /// waiting for codes, links or sessions to expire.
+    pub fn clock(&self) -> pagegate::auth::Clock {
+        self.running
+            .as_ref()
+            .expect("the gateway is running")
+            .live()
+            .clock()
+            .expect("the gateway has the sign-in flow")
+    }
+
     /// Stops the gateway and hands back its directory (config and data), to start again on it.
     pub async fn stop_and_keep_dir(mut self) -> TempDir {
         if let Some(running) = self.running.take() {

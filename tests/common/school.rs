@@ -54,27 +54,7 @@ impl School {
 
     /// Adds a client through the running gateway's control socket, as `pagegate clients add` does.
     pub async fn add_client(&self, page: &str, email: &str, name: &str, days: Option<u32>) {
-        let input = ClientInput {
-            page: page.into(),
-            email: email.into(),
-            name: Some(name.into()),
-            until: None,
-            days,
-        };
-        let body = serde_json::to_vec(&input).expect("json");
-        let (status, answer) = pagegate::server::control::call(
-            &self.data_dir(),
-            http::Method::POST,
-            "/v1/clients",
-            Some(body),
-        )
-        .await
-        .expect("control socket");
-        assert!(
-            status.is_success(),
-            "{status}: {}",
-            String::from_utf8_lossy(&answer)
-        );
+        add_client_at(&self.data_dir(), page, email, name, days).await;
     }
 
     pub async fn remove_client(&self, page: &str, email: &str) {
@@ -92,6 +72,11 @@ impl School {
         self.ask_for_code(browser, email).await;
         let messages = self.smtp.wait_for(before + 1, MAIL_WAIT).await;
         messages[before].clone()
+    }
+
+    /// See [`assert_nothing_mailed_since`].
+    pub async fn assert_nothing_mailed_since(&self, before: usize) {
+        assert_nothing_mailed_since(&self.gateway, &self.smtp, before).await;
     }
 
     /// Submits the email form for `email`, without waiting for the mail.
@@ -147,4 +132,63 @@ pub fn link_in(mail: &super::smtp::Received) -> String {
         .expect("a link in the mail")
         .trim_start_matches("http://school.test")
         .to_string()
+}
+
+/// Adds a client through a running gateway's control socket in `data_dir`, as `pagegate clients
+/// add` does.
+pub async fn add_client_at(
+    data_dir: &std::path::Path,
+    page: &str,
+    email: &str,
+    name: &str,
+    days: Option<u32>,
+) {
+    let input = ClientInput {
+        page: page.into(),
+        email: email.into(),
+        name: Some(name.into()),
+        until: None,
+        days,
+    };
+    let body = serde_json::to_vec(&input).expect("json");
+    let (status, answer) =
+        pagegate::server::control::call(data_dir, http::Method::POST, "/v1/clients", Some(body))
+            .await
+            .expect("control socket");
+    assert!(
+        status.is_success(),
+        "{status}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+/// Shows that no mail went out since `smtp` held `before` messages, without waiting a fixed
+/// time for nothing: a witness listed on the school's `course` page asks for a code, whose mail
+/// certainly goes out (after any the earlier requests caused), and it must be the first new
+/// message.
+pub async fn assert_nothing_mailed_since(gateway: &TestGateway, smtp: &TestSmtp, before: usize) {
+    const WITNESS: &str = "witness@example.com";
+    add_client_at(
+        &gateway.dir.path().join("data"),
+        "course",
+        WITNESS,
+        "Witness",
+        None,
+    )
+    .await;
+    let mut browser = Browser::new(gateway.addr, "school.test");
+    let csrf = browser.open_login("/course/").await;
+    let answer = browser
+        .post_form(
+            "/_pagegate/login",
+            &[("email", WITNESS), ("next", "/course/"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let messages = smtp.wait_for(before + 1, MAIL_WAIT).await;
+    assert_eq!(
+        messages[before].to,
+        [WITNESS.to_string()],
+        "a mail went out before the witness's"
+    );
 }
