@@ -205,7 +205,9 @@ async fn apply(
         }
     };
     require_scope(key, Scope::Grant)?;
-    let grant = parse(api.config(), key, &bytes, now())?;
+    // The sign-in flow's clock: the access and the sign-in link a grant gives end by the time
+    // the gate goes by. A signature's age is the shop's real time, checked above.
+    let grant = parse(api.config(), key, &bytes, api.auth().now())?;
     let links = grant.signin.then(|| {
         api.auth()
             .signin_links(&key.name, grant.order_id.as_deref())
@@ -214,7 +216,7 @@ async fn apply(
         let (store, auth) = (api.store().clone(), api.auth().clone());
         let (grant, actor) = (grant.clone(), key.name.clone());
         blocking(move || {
-            let now = now();
+            let now = auth.now();
             let audit = AuditEvent {
                 at: now,
                 kind: AuditKind::Grant,

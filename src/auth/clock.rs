@@ -7,9 +7,10 @@
 //! `server::reload::Live::clock`). A gateway's clock is never moved except by such a call, so in
 //! service it is the system's time.
 //!
-//! Only the decisions of `auth` go by it (codes, links, sessions, counters, the gate, the access
-//! watch, the housekeeping that prunes what expired); key retirement, the admin API's dates and
-//! the rate limiters keep the system's time and tokio's.
+//! The decisions of `auth` go by it (codes, links, sessions, counters, the gate, the access
+//! watch, the housekeeping that prunes what expired), and so do the access and the sign-in link
+//! a shop's grant gives. Key retirement, a grant signature's age (the shop's real time), the
+//! client operations' dates and the rate limiters keep the system's time and tokio's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -356,7 +356,7 @@ impl Auth {
     }
 
     /// Seconds since the epoch by [`Auth::clock`].
-    pub(crate) fn now(&self) -> Timestamp {
+    pub fn now(&self) -> Timestamp {
         self.clock.now()
     }
 
