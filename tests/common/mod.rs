@@ -122,14 +122,6 @@ impl TestGateway {
     }
 }
 
-impl Drop for TestGateway {
-    fn drop(&mut self) {
-        if let Some(running) = &self.running {
-            running.shutdown_token().cancel();
-        }
-    }
-}
-
 /// Opens the database once the stopped gateway's last tasks have let go of it.
 pub async fn open_store_when_free(data_dir: &Path) -> pagegate::store::redb::RedbStore {
     for _ in 0..100 {
