@@ -42,17 +42,16 @@ fn parked() -> f64 {
 /// Waits (at most 30 s) until exactly `count` connections are parked.
 async fn parked_becomes(count: u32) {
     let wanted = f64::from(count);
-    let waited = tokio::time::timeout(Duration::from_secs(30), async {
-        while parked() != wanted {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(
-        waited.is_ok(),
-        "{} connections parked, not {count}",
-        parked()
-    );
+    let mut seen = parked();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen != wanted {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{seen} connections parked, not {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = parked();
+    }
 }
 
 fn get(path: &str) -> String {
@@ -270,4 +269,40 @@ async fn a_dropped_gateway_lets_go_of_its_database_and_connections() {
         TcpStream::connect(addr).await.is_err(),
         "the listener was closed"
     );
+}
+
+#[test]
+fn a_gateway_whose_runtime_ends_under_it_closes_its_connections_and_then_lets_go() {
+    // The test's own runtime keeps the upstream and the checks going; the gateway is started on
+    // a second one, which is then shut down with the gateway neither stopped nor dropped.
+    let outer = tokio::runtime::Runtime::new().expect("runtime");
+    let _turn = outer.block_on(one_at_a_time());
+    let upstream = outer.block_on(TestUpstream::start());
+    let inner = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (running, dir, quiet) = inner.block_on(async {
+        let (gateway, quiet) = gateway_holding_a_parked_connection(&upstream).await;
+        let (running, dir) = gateway.into_parts();
+        (running, dir, quiet.into_std().expect("a plain socket"))
+    });
+    drop(inner);
+
+    // Nothing serves the gateway any more: its worker threads end, and the lots close what
+    // they held, though the handle is still there.
+    outer.block_on(parked_becomes(0));
+    let mut quiet = quiet;
+    quiet.set_nonblocking(false).expect("blocking");
+    quiet
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut quiet, &mut rest).expect("the gateway closed it");
+    assert!(rest.is_empty());
+
+    // The handle was the last thing holding the state.
+    drop(running);
+    pagegate::store::redb::RedbStore::open(&dir.path().join("data"))
+        .expect("the database is free once the handle is dropped");
 }

@@ -114,6 +114,13 @@ impl TestGateway {
         std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"))
     }
 
+    /// The running gateway itself and the directory, for a test that handles them apart.
+    pub fn into_parts(mut self) -> (RunningGateway, TempDir) {
+        let running = self.running.take().expect("the gateway is running");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        (running, dir)
+    }
+
     /// Graceful stop, waiting for it to finish.
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {
