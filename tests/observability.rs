@@ -109,12 +109,11 @@ impl School {
         let gateway = tokio::task::spawn_blocking(move || {
             let status = self.gateway.wait_exit(Duration::from_secs(10));
             assert!(status.success(), "exit {status:?}:\n{}", self.gateway.log());
+            self.gateway.wait_for_log_end();
             self.gateway
         })
         .await
         .expect("join");
-        // The reader thread may still be taking the last lines off the pipe.
-        tokio::time::sleep(Duration::from_millis(200)).await;
         let lines = gateway.lines();
         (lines.join("\n"), json_lines(&lines))
     }

@@ -191,7 +191,10 @@ async fn sigterm_lets_a_request_in_flight_finish_then_exits() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     gateway.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Logged once every accept loop has returned and dropped its listener.
+    gateway
+        .wait_for_log("shutting down: no new connections", 1)
+        .await;
 
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),

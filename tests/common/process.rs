@@ -44,6 +44,8 @@ pub struct GatewayProcess {
     child: Child,
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// Takes the log lines off the pipe until the process closes it.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl GatewayProcess {
@@ -74,7 +76,7 @@ impl GatewayProcess {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let log2 = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = addr_after(&line, "listening on http://") {
                     let _ = tx.send(addr);
@@ -92,7 +94,20 @@ impl GatewayProcess {
                 );
             }
         };
-        GatewayProcess { child, addr, log }
+        GatewayProcess {
+            child,
+            addr,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    /// Waits until every line the process wrote has been taken off the pipe: after it exited,
+    /// once the reader has seen the end of its output.
+    pub fn wait_for_log_end(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
     }
 
     /// Starts `pagegate demo` on a free port, with its data in `data_dir`.
