@@ -8,6 +8,7 @@ use common::upstream::{VIDEO_LEN, pattern_byte};
 use common::{TestGateway, TestUpstream};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn forwards_method_path_query_and_body_and_returns_the_answer() {
@@ -450,14 +451,39 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
         200
     );
 
-    let second = tokio::spawn(client::get(gateway.addr, "a.example", "/second"));
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(
-        !second.is_finished(),
+    // A second client connects (the kernel completes it in the listen backlog) and sends its
+    // request; then the first asks again, round after round. Had the second been let in, its
+    // request, sent before all of them, would have reached the upstream among them.
+    let mut second = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    second
+        .write_all(b"GET /second HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        .await
+        .expect("write");
+    let mut expected = vec!["/first".to_string()];
+    for round in 0..20 {
+        let target = format!("/first-again/{round}");
+        let req = request("GET", "a.example", &target)
+            .body(Full::default())
+            .expect("request");
+        assert_eq!(
+            client::read_answer(first.send_request(req).await.expect("send"))
+                .await
+                .status,
+            200
+        );
+        expected.push(target);
+    }
+    let targets: Vec<String> = upstream.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(
+        targets, expected,
         "a second connection was served while the first held the only slot"
     );
-    assert_eq!(upstream.count(), 1);
     drop(first);
-    let answer = second.await.expect("task");
-    assert_eq!(answer.body, "hello from upstream /second");
+    let (status, body) = client::read_one(&mut second).await.expect("an answer");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "hello from upstream /second")
+    );
 }
