@@ -851,7 +851,7 @@ impl Auth {
                 metrics::global().login(&site.name, flow, LoginEvent::CodeSent);
                 self.clear_send_failure(ns, email);
                 let event = AuditEvent {
-                    at: crate::store::now(),
+                    at: self.now(),
                     ..sent
                 };
                 let store = self.store.clone();
