@@ -203,11 +203,7 @@ impl TestPostgres {
                 .unwrap_or(false);
             let log = || std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
             if exited || Instant::now() > deadline {
-                panic!(
-                    "PostgreSQL did not start on port {}: {}",
-                    self.port,
-                    log()
-                );
+                panic!("PostgreSQL did not start on port {}: {}", self.port, log());
             }
             let server_gone = log().contains("database system is shut down");
             assert!(!server_gone, "PostgreSQL stopped: {}", log());
