@@ -13,6 +13,7 @@
 //! the gateway serves. It holds the same hashes as the database, never a code or session in
 //! clear, but it does list every client's email: keep it as private as the database.
 
+pub mod postgres;
 pub mod redb;
 
 use std::path::{Path, PathBuf};
