@@ -211,6 +211,11 @@ impl TestPostgres {
         }
     }
 
+    /// The path of one of the server's programs (`psql`, `pg_dump`, …).
+    pub fn bin_path(&self, program: &str) -> PathBuf {
+        self.bin.join(program)
+    }
+
     /// The connection URL of database `name`.
     pub fn url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
