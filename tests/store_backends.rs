@@ -8,7 +8,7 @@ use std::sync::Barrier;
 use std::time::Duration;
 
 use common::postgres as pg_server;
-use pagegate::config::{PgTls, PostgresConfig, Secret};
+use pagegate::config::{DatabaseUrl, PgTls, PostgresConfig};
 use pagegate::store::postgres::PgStore;
 use pagegate::store::redb::RedbStore;
 use pagegate::store::{
@@ -50,7 +50,7 @@ impl Backend {
 
 fn pg_config(url: String) -> PostgresConfig {
     PostgresConfig {
-        url: Secret(url),
+        url: DatabaseUrl(url),
         pool_size: 8,
         connect_timeout: Duration::from_secs(30),
         statement_timeout: Duration::from_secs(30),

@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use super::file::FileStore;
 use super::{ConfigError, Secret};
+pub use crate::store::postgres::{DatabaseUrl, PgTls, PostgresConfig};
 
 /// Default `store.pool_size`: connections a gateway keeps to the database. Requests wait for a
 /// free one, so this bounds the database's load per gateway; PostgreSQL's own default of 100
@@ -34,47 +35,6 @@ pub enum StoreBackend {
     Redb,
     /// A PostgreSQL database shared by every gateway that names it.
     Postgres(PostgresConfig),
-}
-
-/// `[store] backend = "postgres"`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostgresConfig {
-    /// The connection URL (`postgres://user:password@host:port/db`); a [`Secret`] because it
-    /// usually holds the password.
-    pub url: Secret,
-    /// Most connections kept open.
-    pub pool_size: usize,
-    /// Bound on opening one connection (and the TLS handshake).
-    pub connect_timeout: Duration,
-    /// Bound on each statement, set on every connection.
-    pub statement_timeout: Duration,
-    /// Whether and how the connection is encrypted.
-    pub tls: PgTls,
-    /// Extra CA certificates (PEM) trusted for the server's certificate, for `verify-full`.
-    pub ca_file: Option<PathBuf>,
-}
-
-/// `store.tls`, after libpq's `sslmode` values of the same names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PgTls {
-    /// Plain TCP (or a unix socket): only where the path to the database is trusted.
-    Disable,
-    /// Encrypted, but any certificate is accepted: stops eavesdroppers, not impostors.
-    Require,
-    /// Encrypted, and the certificate must be valid for the host name (platform roots and
-    /// `ca_file`).
-    VerifyFull,
-}
-
-impl PgTls {
-    /// The value as written in the file.
-    pub fn name(self) -> &'static str {
-        match self {
-            PgTls::Disable => "disable",
-            PgTls::Require => "require",
-            PgTls::VerifyFull => "verify-full",
-        }
-    }
 }
 
 /// A problem with a key: its dotted name, where it is, and what was expected.
@@ -246,7 +206,7 @@ fn postgres(
         }
     };
     Ok(PostgresConfig {
-        url,
+        url: DatabaseUrl(url.0),
         pool_size,
         connect_timeout,
         statement_timeout,

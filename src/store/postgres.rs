@@ -16,6 +16,7 @@
 //! reads it once a second, and adds its own writes at once.
 
 mod connect;
+mod settings;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 pub use connect::SCHEMA_VERSION;
+pub use settings::{DatabaseUrl, PgTls, PostgresConfig};
 
 use super::{
     AttemptPolicy, AuditEvent, BackupError, Client, ClientEdit, ClientSet, CodeCheck, CodeRecord,
@@ -36,7 +38,6 @@ use super::{
     SessionRecord, SigninNonce, SigninPlan, SigninRecord, SigninRequest, Source, Store,
     StoreCounts, StoreError, Timestamp, TokenRecord, merge_grant, merge_set, signin_plan,
 };
-use crate::config::PostgresConfig;
 
 /// How often the shared change count is read.
 const CHANGES_POLL: Duration = Duration::from_secs(1);
@@ -1021,6 +1022,10 @@ impl Store for PgStore {
                 })
                 .collect()
         })
+    }
+
+    fn reads_wait(&self) -> bool {
+        true
     }
 
     /// The local writes plus the highest shared count seen: both only grow, so the sum moves

@@ -10,7 +10,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_postgres::config::SslMode;
 
-use crate::config::{PgTls, PostgresConfig};
+use super::{PgTls, PostgresConfig};
 use crate::store::StoreError;
 
 /// The migrations, in order; the schema's version is how many of them a database has.
