@@ -40,13 +40,18 @@ pub enum StoreBackend {
 /// A problem with a key: its dotted name, where it is, and what was expected.
 type Problem = (&'static str, Option<Range<usize>>, String);
 
+/// Makes the error for a key's problem, naming the file and line.
+type Invalid<'a> = &'a dyn Fn(&str, Option<Range<usize>>, String) -> ConfigError;
+/// Reads a duration key, with its default.
+type DurationRule<'a> =
+    &'a dyn Fn(&str, Option<&Spanned<String>>, Duration) -> Result<Duration, ConfigError>;
+
 /// The rules every section shares, lent by `validate`.
 pub(super) struct Rules<'a> {
     /// The error for a key's problem, naming the file and line.
-    pub(super) invalid: &'a dyn Fn(&str, Option<Range<usize>>, String) -> ConfigError,
+    pub(super) invalid: Invalid<'a>,
     /// A duration key with its default.
-    pub(super) duration:
-        &'a dyn Fn(&str, Option<&Spanned<String>>, Duration) -> Result<Duration, ConfigError>,
+    pub(super) duration: DurationRule<'a>,
     /// A path resolved from the configuration file's folder.
     pub(super) path: &'a dyn Fn(&str) -> PathBuf,
 }
