@@ -1046,3 +1046,26 @@ fn a_backup_of_a_postgres_store_points_to_pg_dump() {
         .expect_err("no file backup");
     assert!(err.to_string().contains("pg_dump"), "{err}");
 }
+
+#[test]
+fn encrypted_connections_check_the_server_certificate_only_when_asked() {
+    let url = pg_server::fresh_database();
+    let with = |tls: PgTls, ca_file: Option<std::path::PathBuf>| PostgresConfig {
+        tls,
+        ca_file,
+        ..pg_config(url.clone())
+    };
+    let require = PgStore::open(&with(PgTls::Require, None)).expect("encrypted, unchecked");
+    add(&require, "course", "a@x.org", None);
+    let ca = pg_server::server().ca_file();
+    let verified = PgStore::open(&with(PgTls::VerifyFull, Some(ca))).expect("verified");
+    assert_eq!(emails(&verified, "course"), ["a@x.org"]);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, common::certs::TestCa::new().cert_pem).expect("write");
+    let err = PgStore::open(&with(PgTls::VerifyFull, Some(other_ca)))
+        .expect_err("a server certificate from an unknown CA");
+    let message = err.to_string().to_lowercase();
+    assert!(message.contains("certificate"), "{message}");
+}

@@ -77,6 +77,22 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// An error with its causes: the driver's own message is often only "error performing TLS
+/// handshake", and the cause ("invalid peer certificate: UnknownIssuer") is what helps.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Backend(format!("encoding a record: {e}")))
 }
@@ -440,7 +456,7 @@ impl PgStore {
             let conn = pool
                 .get()
                 .await
-                .map_err(|e| StoreError::Backend(format!("{database}: {e}")))?;
+                .map_err(|e| StoreError::Backend(format!("{database}: {}", with_causes(&e))))?;
             connect::schema_version(&conn)
                 .await
                 .map_err(|e| StoreError::Backend(format!("{database}: {e}")))
@@ -471,7 +487,7 @@ impl PgStore {
         self.pool
             .get()
             .await
-            .map_err(|e| StoreError::Backend(format!("{}: {e}", self.name)))
+            .map_err(|e| StoreError::Backend(format!("{}: {}", self.name, with_causes(&e))))
     }
 
     /// Commits `tx`: the call's writes are durable once this returns.

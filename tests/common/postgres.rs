@@ -10,7 +10,7 @@
 //! fires when the *thread* that started the child ends, which for a test is its own end.
 
 use std::net::TcpListener;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -119,9 +119,15 @@ impl TestPostgres {
             .tempdir()
             .expect("temp dir")
             .keep();
+        // TLS for the tests of the store's encrypted connections: a certificate for the
+        // loopback address from a CA of its own (`ca.pem` in the folder).
+        super::certs::TestCa::new().write_leaf(&dir, "server", &["127.0.0.1", "localhost"]);
+        let key = dir.join("server.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod server.key");
         if is_root() {
             let status = Command::new("chown")
-                .arg("postgres:postgres")
+                .args(["-R", "postgres:postgres"])
                 .arg(&dir)
                 .status()
                 .expect("run chown");
@@ -161,7 +167,14 @@ impl TestPostgres {
             .arg(&dir)
             // Throwaway data: durability only costs time here.
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=300"]);
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
+            .args(["-c", "ssl=on", "-c"])
+            .arg(format!(
+                "ssl_cert_file={}",
+                dir.join("server.pem").display()
+            ))
+            .arg("-c")
+            .arg(format!("ssl_key_file={}", key.display()));
         let mut guardian = Command::new("sh");
         guardian
             .arg("-c")
@@ -214,6 +227,11 @@ impl TestPostgres {
     /// The path of one of the server's programs (`psql`, `pg_dump`, …).
     pub fn bin_path(&self, program: &str) -> PathBuf {
         self.bin.join(program)
+    }
+
+    /// The CA that signed the server's certificate (for `127.0.0.1` and `localhost`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     /// The connection URL of database `name`.
