@@ -627,7 +627,15 @@ async fn rotate_key(path: &std::path::Path) -> anyhow::Result<()> {
     // A running gateway rotates with the configuration it runs: only its data directory is
     // needed to reach it.
     let data_dir = pagegate::config::data_dir_of(path)?;
-    let report = match RedbStore::open(&data_dir) {
+    // A gateway on PostgreSQL holds no file here that would tell whether it runs: ask it.
+    let on_postgres = pagegate::config::load(path)
+        .is_ok_and(|c| matches!(c.store.backend, pagegate::config::StoreBackend::Postgres(_)));
+    let opened = if on_postgres {
+        Err(StoreError::Locked(data_dir.display().to_string()))
+    } else {
+        RedbStore::open(&data_dir)
+    };
+    let report = match opened {
         Err(StoreError::Locked(_)) => {
             let (_, body) =
                 control_at(&data_dir, http::Method::POST, "/v1/rotate-key", None).await?;
