@@ -297,6 +297,7 @@ impl Gateway {
             {
                 return self
                     .forward_auth(edge, &req, conn, note)
+                    .await
                     .map(never_stored_by_default);
             }
             let raw_host = request_host(&req)?;
@@ -354,7 +355,7 @@ impl Gateway {
                     let Some(auth) = &self.auth else {
                         return Err(HttpError::Unauthorized);
                     };
-                    match auth.gate(site_id, &protected, &req, visitor)? {
+                    match auth.gate(site_id, &protected, &req, visitor).await? {
                         Gate::Allow(who) => {
                             if self.access_log_email {
                                 note.email = Some(who.email.clone());
@@ -433,7 +434,7 @@ impl Gateway {
     /// describes pass? The same decision as the full proxy makes on that request: the site by
     /// its host, its pages by the same matcher, the same sessions. Only a trusted proxy may ask;
     /// anything that cannot be read for sure is refused, never allowed.
-    fn forward_auth<B>(
+    async fn forward_auth<B>(
         &self,
         edge: Edge,
         req: &Request<B>,
@@ -477,7 +478,10 @@ impl Gateway {
         let Some(auth) = &self.auth else {
             return Err(HttpError::Unauthorized);
         };
-        match auth.signed_in(site_id, &protected, req.headers(), visitor)? {
+        match auth
+            .signed_in(site_id, &protected, req.headers(), visitor)
+            .await?
+        {
             Some(who) => {
                 let identity = self.identity.headers_for(&who);
                 if self.access_log_email {

@@ -218,7 +218,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 parsed.sites.len(),
                 pages
             );
-            Ok(())
+            check_database(&parsed).await
         }
         Command::Serve { config } => {
             let parsed = pagegate::config::load(&config)?;
@@ -348,16 +348,66 @@ async fn healthcheck(url: &http::Uri) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// For `check`: whether a PostgreSQL store is reachable and at which schema version. A database
+/// pagegate cannot run on (unreachable, or migrated by a newer pagegate) fails the check.
+async fn check_database(config: &pagegate::config::Config) -> anyhow::Result<()> {
+    use pagegate::config::StoreBackend;
+    use pagegate::store::postgres::PgStore;
+
+    let StoreBackend::Postgres(pg) = &config.store.backend else {
+        return Ok(());
+    };
+    let pg = pg.clone();
+    let probe = tokio::task::spawn_blocking(move || PgStore::probe(&pg))
+        .await
+        .context("the database check did not finish")?
+        .context("the database is not reachable")?;
+    let state = match probe.version {
+        0 => "new (pagegate creates its tables on start)".to_owned(),
+        v if v == probe.expected => format!("schema version {v}, current"),
+        v if v < probe.expected => format!(
+            "schema version {v}; this pagegate migrates it to {} on start",
+            probe.expected
+        ),
+        v => anyhow::bail!(
+            "{}: schema version {v} is newer than this pagegate's {}: run the newer pagegate",
+            probe.database,
+            probe.expected
+        ),
+    };
+    println!("{}: reachable, {state}", probe.database);
+    Ok(())
+}
+
+/// The `pagegate backup`/`restore` answer for a PostgreSQL store.
+fn not_for_postgres(config: &pagegate::config::Config, what: &str) -> anyhow::Result<()> {
+    if matches!(
+        config.store.backend,
+        pagegate::config::StoreBackend::Postgres(_)
+    ) {
+        anyhow::bail!(
+            "the store is a PostgreSQL database: {what} it with pg_dump and pg_restore; \
+             `pagegate backup` and `restore` work on the embedded redb file"
+        );
+    }
+    Ok(())
+}
+
 /// Runs a `clients` action on the database directly, or through the running gateway's control
 /// socket when the gateway holds the database.
 async fn clients(config: &pagegate::config::Config, action: ClientsAction) -> anyhow::Result<()> {
     use pagegate::api::clients::{self as ops, ClientInput, ClientView};
     use pagegate::store::{Source, StoreError, redb::RedbStore};
 
-    let store = match RedbStore::open(&config.data_dir) {
-        Ok(store) => Some(store),
-        Err(StoreError::Locked(_)) => None,
-        Err(e) => return Err(e.into()),
+    // A PostgreSQL store is shared with running gateways: the action goes through this
+    // machine's gateway, which holds the connections.
+    let store = match &config.store.backend {
+        pagegate::config::StoreBackend::Postgres(_) => None,
+        pagegate::config::StoreBackend::Redb => match RedbStore::open(&config.data_dir) {
+            Ok(store) => Some(store),
+            Err(StoreError::Locked(_)) => None,
+            Err(e) => return Err(e.into()),
+        },
     };
     match action {
         ClientsAction::Add {
@@ -446,6 +496,7 @@ async fn backup(config: &pagegate::config::Config, file: &Path, force: bool) -> 
     use pagegate::store::redb::{DB_FILE, RedbStore};
     use pagegate::store::{BackupError, Store, StoreCounts, StoreError};
 
+    not_for_postgres(config, "back up")?;
     // The running gateway resolves the path from its own working directory, not ours.
     let dest = std::path::absolute(file)
         .with_context(|| format!("cannot resolve the path {}", file.display()))?;
@@ -504,6 +555,7 @@ async fn backup(config: &pagegate::config::Config, file: &Path, force: bool) -> 
 async fn restore(config: &pagegate::config::Config, file: &Path) -> anyhow::Result<()> {
     use pagegate::store::redb::RedbStore;
 
+    not_for_postgres(config, "restore")?;
     // The database lock is the real test (restore checks it too); a live control socket also
     // means a gateway is running, one that might be about to open the database.
     let socket = pagegate::server::control::socket_path(&config.data_dir);
@@ -575,7 +627,15 @@ async fn rotate_key(path: &std::path::Path) -> anyhow::Result<()> {
     // A running gateway rotates with the configuration it runs: only its data directory is
     // needed to reach it.
     let data_dir = pagegate::config::data_dir_of(path)?;
-    let report = match RedbStore::open(&data_dir) {
+    // A gateway on PostgreSQL holds no file here that would tell whether it runs: ask it.
+    let on_postgres = pagegate::config::load(path)
+        .is_ok_and(|c| matches!(c.store.backend, pagegate::config::StoreBackend::Postgres(_)));
+    let opened = if on_postgres {
+        Err(StoreError::Locked(data_dir.display().to_string()))
+    } else {
+        RedbStore::open(&data_dir)
+    };
+    let report = match opened {
         Err(StoreError::Locked(_)) => {
             let (_, body) =
                 control_at(&data_dir, http::Method::POST, "/v1/rotate-key", None).await?;

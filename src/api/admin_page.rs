@@ -66,7 +66,9 @@ pub async fn handle(
         return Err(HttpError::NotFound);
     }
     let auth = api.auth().clone();
-    let ar = auth.admin_request(site_id, &req, visitor, &config.admin_emails)?;
+    let ar = auth
+        .admin_request(site_id, &req, visitor, &config.admin_emails)
+        .await?;
     let response = route(&auth, &config, &ar, sub_path, req).await?;
     Ok(ar.finish(response))
 }
@@ -101,7 +103,7 @@ async fn route(
     let get = method == Method::GET || method == Method::HEAD;
     if sub_path == "/" {
         return if get {
-            ctx.overview(&req)
+            ctx.overview(&req).await
         } else {
             Ok(method_not_allowed("GET, HEAD"))
         };
@@ -113,8 +115,8 @@ async fn route(
     let (site, page) = find_page(config, page_id).ok_or(HttpError::NotFound)?;
     let target = Target { site, page };
     match action {
-        "" if get => ctx.clients_page(&req, target),
-        "clients.csv" if get => ctx.export(target),
+        "" if get => ctx.clients_page(&req, target).await,
+        "clients.csv" if get => ctx.export(target).await,
         "" | "clients.csv" => Ok(method_not_allowed("GET, HEAD")),
         "add" | "edit" | "extend" | "remove" | "import" if method == Method::POST => {
             ctx.change(action, req, target).await
@@ -221,14 +223,29 @@ impl Admin<'_> {
         format!("{}/admin/pages/{}", self.auth.prefix(), page.id)
     }
 
-    fn overview(&self, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
-        let store = self.auth.store();
+    async fn overview(&self, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
+        let ids: Vec<String> = self
+            .config
+            .sites
+            .iter()
+            .flat_map(|s| s.pages.iter().map(|p| p.id.clone()))
+            .collect();
+        let mut lists = self
+            .auth
+            .read(move |store| {
+                ids.iter()
+                    .map(|id| store.clients(id))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(store_error)?
+            .into_iter();
         let now = now();
         let mut sites = Vec::with_capacity(self.config.sites.len());
         for site in &self.config.sites {
             let mut pages = Vec::with_capacity(site.pages.len());
             for page in &site.pages {
-                let clients = store.clients(&page.id).map_err(store_error)?;
+                let clients: Vec<Client> = lists.next().unwrap_or_default();
                 pages.push(summary(page, &clients, now));
             }
             sites.push(SiteSummary {
@@ -254,7 +271,7 @@ impl Admin<'_> {
         Ok(response)
     }
 
-    fn clients_page(
+    async fn clients_page(
         &self,
         req: &Request<Incoming>,
         target: Target<'_>,
@@ -265,30 +282,33 @@ impl Admin<'_> {
                 .collect();
         let back = Back::from_map(&query);
         let (notice, clear) = self.take_flash(req);
-        let mut response = self.render_clients(
-            target,
-            &back,
-            Redisplay {
-                notice,
-                ..Redisplay::default()
-            },
-        )?;
+        let mut response = self
+            .render_clients(
+                target,
+                &back,
+                Redisplay {
+                    notice,
+                    ..Redisplay::default()
+                },
+            )
+            .await?;
         if let Some(clear) = clear {
             response.headers_mut().append(header::SET_COOKIE, clear);
         }
         Ok(response)
     }
 
-    fn render_clients(
+    async fn render_clients(
         &self,
         target: Target<'_>,
         back: &Back,
         shown: Redisplay,
     ) -> Result<Response<Body>, HttpError> {
+        let page = target.page.id.clone();
         let clients = self
             .auth
-            .store()
-            .clients(&target.page.id)
+            .read(move |store| store.clients(&page))
+            .await
             .map_err(store_error)?;
         let now = now();
         let needle = back.q.to_lowercase();
@@ -352,11 +372,12 @@ impl Admin<'_> {
         )
     }
 
-    fn export(&self, target: Target<'_>) -> Result<Response<Body>, HttpError> {
+    async fn export(&self, target: Target<'_>) -> Result<Response<Body>, HttpError> {
+        let page = target.page.id.clone();
         let clients = self
             .auth
-            .store()
-            .clients(&target.page.id)
+            .read(move |store| store.clients(&page))
+            .await
             .map_err(store_error)?;
         let text = csv::export(&clients, now()).map_err(api_error)?;
         let mut response = Response::new(body::full(text));
@@ -390,11 +411,13 @@ impl Admin<'_> {
         let back = Back::from_map(&form);
         let token = form.get("csrf").map(String::as_str).unwrap_or("");
         if !self.auth.admin_csrf_ok(self.ar, &headers, token) {
-            return self.render_clients(
-                target,
-                &back,
-                Redisplay::notice(StatusCode::FORBIDDEN, Notice::error("csrf")),
-            );
+            return self
+                .render_clients(
+                    target,
+                    &back,
+                    Redisplay::notice(StatusCode::FORBIDDEN, Notice::error("csrf")),
+                )
+                .await;
         }
         let field = |name: &str| form.get(name).cloned().unwrap_or_default();
         let outcome = match action {
@@ -415,7 +438,7 @@ impl Admin<'_> {
                 }
                 Ok(response)
             }
-            Err(shown) => self.render_clients(target, &back, shown),
+            Err(shown) => self.render_clients(target, &back, shown).await,
         }
     }
 
@@ -443,10 +466,11 @@ impl Admin<'_> {
         let Some(email) = input::normalize_email(&add.email) else {
             return problem(&add, Notice::error("invalid_email"));
         };
+        let (page, asked) = (target.page.id.clone(), email.clone());
         if self
             .auth
-            .store()
-            .client(&target.page.id, &email)
+            .read(move |store| store.client(&page, &asked))
+            .await
             .map_err(store_error)?
             .is_some()
         {

@@ -83,7 +83,7 @@ impl AdminRequest {
 
 impl Auth {
     /// Reads the admin state of a request. `admins` is the configured admin list.
-    pub fn admin_request<B>(
+    pub async fn admin_request<B>(
         &self,
         site_id: SiteId,
         req: &Request<B>,
@@ -111,7 +111,10 @@ impl Auth {
             )
             .map(|(id, by)| by.hash("admin-session", &[id.as_bytes()]));
         if let Some(hash) = signed {
-            let access = self.store.session_access(&hash, &[]).map_err(store_error)?;
+            let access = self
+                .read(move |store| store.session_access(&hash, &[]))
+                .await
+                .map_err(store_error)?;
             if let Some(access) = access {
                 let s = access.session;
                 if s.site == namespace(&site.name)
@@ -341,10 +344,12 @@ impl SignIn<'_> {
         self.count(LoginEvent::CodeRequested);
         // The same read for every address, admin or not; the mail goes out after the answer.
         let browser = self.auth.browser_binding(&self.ar.csrf);
+        let (asked, policy, at) = (email.clone(), self.auth.policy(), self.auth.now());
+        let (in_ns, in_browser) = (ns.clone(), browser.clone());
         let locked = self
             .auth
-            .store
-            .is_locked(&ns, &email, &browser, self.auth.now(), self.auth.policy())
+            .read(move |store| store.is_locked(&in_ns, &asked, &in_browser, at, policy))
+            .await
             .map_err(store_error)?;
         let listed = self.admins.contains(&email);
         if listed && !locked {

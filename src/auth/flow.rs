@@ -84,9 +84,9 @@ impl Auth {
             (&Method::GET | &Method::HEAD, "/login") => ctx.email_form(&req)?,
             (&Method::POST, "/login") => ctx.request_code(req).await?,
             (&Method::POST, "/verify") => ctx.verify(req).await?,
-            (&Method::GET | &Method::HEAD, "/link") => ctx.link_confirm(&req)?,
+            (&Method::GET | &Method::HEAD, "/link") => ctx.link_confirm(&req).await?,
             (&Method::POST, "/link") => ctx.link_sign_in(req).await?,
-            (&Method::GET | &Method::HEAD, "/signin") => ctx.signin_confirm(&req)?,
+            (&Method::GET | &Method::HEAD, "/signin") => ctx.signin_confirm(&req).await?,
             (&Method::POST, "/signin") => ctx.signin_spend(req).await?,
             (&Method::POST, "/logout") => ctx.logout(req).await?,
             (_, "/login" | "/verify" | "/link" | "/signin" | "/logout") => {
@@ -257,22 +257,23 @@ impl Ctx<'_> {
         // before answering: the same two reads. Issuing and mailing happen after, in the background.
         if let Some(page) = self.page_for(&next) {
             // Both reads happen for every email, listed or not.
-            let client = self
-                .auth
-                .store
-                .client(&page.id, &email)
-                .map_err(store_error)?;
             let browser = self.browser();
-            let locked = self
+            let (page_id, site, asked, policy, at) = (
+                page.id.clone(),
+                self.site.name.clone(),
+                email.clone(),
+                self.auth.policy(),
+                self.auth.now(),
+            );
+            let in_browser = browser.clone();
+            let (client, locked) = self
                 .auth
-                .store
-                .is_locked(
-                    &self.site.name,
-                    &email,
-                    &browser,
-                    self.auth.now(),
-                    self.auth.policy(),
-                )
+                .read(move |store| {
+                    let client = store.client(&page_id, &asked)?;
+                    let locked = store.is_locked(&site, &asked, &in_browser, at, policy)?;
+                    Ok((client, locked))
+                })
+                .await
                 .map_err(store_error)?;
             let eligible = client.is_some_and(|c| c.has_access(self.auth.now())) && !locked;
             if eligible {
@@ -347,11 +348,11 @@ impl Ctx<'_> {
         }
     }
 
-    fn link_confirm(&self, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
+    async fn link_confirm(&self, req: &Request<Incoming>) -> Result<Response<Body>, HttpError> {
         let query = query_map(req);
         let token = query.get("t").map(String::as_str).unwrap_or("");
         let hashes = self.auth.keys.load().hashes("token", &[token.as_bytes()]);
-        match self.peek_link(&hashes)? {
+        match self.peek_link(hashes).await? {
             Some(record) => self.confirm_page(StatusCode::OK, token, &record, None),
             None => self.render(
                 StatusCode::GONE,
@@ -390,18 +391,21 @@ impl Ctx<'_> {
 
     /// The live link token of this site stored under one of `hashes` (its hash under each
     /// accepted key), without spending it.
-    fn peek_link(&self, hashes: &[SecretHash]) -> Result<Option<TokenRecord>, HttpError> {
-        for hash in hashes {
-            let record = self
-                .auth
-                .store
-                .peek_token(hash, self.auth.now())
-                .map_err(store_error)?;
-            if let Some(record) = record {
-                return Ok((record.site == self.site.name).then_some(record));
-            }
-        }
-        Ok(None)
+    async fn peek_link(&self, hashes: Vec<SecretHash>) -> Result<Option<TokenRecord>, HttpError> {
+        let at = self.auth.now();
+        let found = self
+            .auth
+            .read(move |store| {
+                for hash in &hashes {
+                    if let Some(record) = store.peek_token(hash, at)? {
+                        return Ok(Some(record));
+                    }
+                }
+                Ok(None)
+            })
+            .await
+            .map_err(store_error)?;
+        Ok(found.filter(|record| record.site == self.site.name))
     }
 
     /// Whether this browser asked for the link. A link stored by an earlier version knows no
@@ -429,7 +433,7 @@ impl Ctx<'_> {
         // Only a live link of this site is spent (one posted to another site's host stays
         // usable where it belongs), and one opened in another browser only once the visitor
         // confirmed the account it signs into.
-        let Some(record) = self.peek_link(&hashes)? else {
+        let Some(record) = self.peek_link(hashes.clone()).await? else {
             return self.link_gone();
         };
         let confirmed = form.get("confirm_account").is_some_and(|v| v == "yes");
@@ -611,9 +615,10 @@ impl Auth {
             expires_at,
             browser,
         };
+        let (page_id, asked) = (page.id.clone(), email.to_owned());
         let name = self
-            .store
-            .client(&page.id, email)
+            .read(move |store| store.client(&page_id, &asked))
+            .await
             .ok()
             .flatten()
             .map(|c| c.name)

@@ -156,6 +156,10 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+/// Seconds a request joining the watch without a check of its own (see [`Auth::watch`]) may
+/// run before one, should the store not answer meanwhile.
+const WATCH_GRACE: Timestamp = 5;
+
 impl Auth {
     /// Builds the flow's state from the config and the opened store.
     pub fn new(
@@ -282,14 +286,17 @@ impl Auth {
     /// Decides a request to protected pages `pages` (indexes into the site's pages): forward it
     /// for a signed-in client whose access to every one of them is valid now, else deny.
     /// Reads only; nothing is written on this path.
-    pub fn gate<B>(
+    pub async fn gate<B>(
         &self,
         site_id: SiteId,
         pages: &[usize],
         req: &Request<B>,
         visitor: Visitor,
     ) -> Result<Gate, HttpError> {
-        if let Some(identity) = self.signed_in(site_id, pages, req.headers(), visitor)? {
+        if let Some(identity) = self
+            .signed_in(site_id, pages, req.headers(), visitor)
+            .await?
+        {
             return Ok(Gate::Allow(identity));
         }
         Ok(Gate::Deny(self.sign_in_required(req)))
@@ -299,7 +306,7 @@ impl Auth {
     /// (indexes into the site's pages), if any. Reads only. The gate and the forward-auth
     /// endpoint both decide with it, so both apply the same sessions, client lists and access
     /// periods.
-    pub fn signed_in(
+    pub async fn signed_in(
         &self,
         site_id: SiteId,
         pages: &[usize],
@@ -318,16 +325,23 @@ impl Auth {
         };
         let hash = signed_by.hash("session", &[session_id.as_bytes()]);
         drop(keys);
-        let ids: Vec<&str> = pages
+        let ids: Vec<String> = pages
             .iter()
             .filter_map(|&i| site.pages.get(i))
-            .map(|p| p.id.as_str())
+            .map(|p| p.id.clone())
             .collect();
-        let Some(access) = self
-            .store
-            .session_access(&hash, &ids)
-            .map_err(store_error)?
-        else {
+        let access = if self.store.reads_wait() {
+            let asked = ids.clone();
+            self.read(move |store| {
+                let ids: Vec<&str> = asked.iter().map(String::as_str).collect();
+                store.session_access(&hash, &ids)
+            })
+            .await
+        } else {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            self.store.session_access(&hash, &ids)
+        };
+        let Some(access) = access.map_err(store_error)? else {
             return Ok(None);
         };
         let on_pages = pages.iter().map(|&i| site.pages.get(i));
@@ -345,7 +359,7 @@ impl Auth {
         Ok(Some(Identity {
             email: session.email,
             name,
-            pages: ids.into_iter().map(str::to_owned).collect(),
+            pages: ids,
             session: hash,
         }))
     }
@@ -358,6 +372,23 @@ impl Auth {
     /// Seconds since the epoch by [`Auth::clock`].
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// Runs store reads on a request's path: inline where the backend answers from memory or
+    /// the page cache, on a blocking thread where it may wait on the network, so a connection
+    /// worker never stops serving its other connections for a database round trip.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        if !self.store.reads_wait() {
+            return f(self.store.as_ref());
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| StoreError::Backend(format!("store read task: {e}")))?
     }
 
     /// The registry of requests watched for the end of their access.
@@ -385,6 +416,17 @@ impl Auth {
         // Read before the check: a change committed after it moves the count past this.
         let changes = self.store.changes();
         let now = self.now();
+        if self.store.reads_wait() {
+            // Called on a connection worker, which must not wait on the database: the gate
+            // admitted this session moments ago, so the request joins as not yet checked and
+            // the next pass of `recheck_watched` (off the workers, every second) decides,
+            // within a short grace should the database not answer.
+            return Ok(Some(self.watch.join(
+                subject,
+                watch::UNCHECKED,
+                now.saturating_add(WATCH_GRACE),
+            )));
+        }
         Ok(match self.access_until(&subject)? {
             Some(ends) if now < ends => Some(self.watch.join(subject, changes, ends)),
             _ => None,

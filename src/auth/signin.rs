@@ -156,13 +156,13 @@ impl Auth {
 impl Ctx<'_> {
     /// `GET /signin`: the confirm page of a live link of this site, or the page offering the
     /// code sign-in. Reads only.
-    pub(super) fn signin_confirm(
+    pub(super) async fn signin_confirm(
         &self,
         req: &Request<Incoming>,
     ) -> Result<Response<Body>, HttpError> {
         let query = query_map(req);
         let token = query.get("t").map(String::as_str).unwrap_or("");
-        match self.peek_signin(token)? {
+        match self.peek_signin(token).await? {
             Some(record) => self.signin_page(StatusCode::OK, token, &record, None),
             None => self.signin_gone(query.get("page").map(String::as_str)),
         }
@@ -177,7 +177,7 @@ impl Ctx<'_> {
         let token = form.get("token").map(String::as_str).unwrap_or("");
         let page = form.get("page").map(String::as_str);
         if !self.csrf_ok(&headers, &form) {
-            return match self.peek_signin(token)? {
+            return match self.peek_signin(token).await? {
                 Some(record) => {
                     self.signin_page(StatusCode::FORBIDDEN, token, &record, Some("csrf"))
                 }
@@ -214,16 +214,17 @@ impl Ctx<'_> {
     }
 
     /// The live link of this site with `token`, without spending it.
-    fn peek_signin(&self, token: &str) -> Result<Option<SigninRecord>, HttpError> {
+    async fn peek_signin(&self, token: &str) -> Result<Option<SigninRecord>, HttpError> {
         let hashes = self
             .auth
             .keys
             .load()
             .hashes(HASH_PURPOSE, &[token.as_bytes()]);
+        let at = self.auth.now();
         let record = self
             .auth
-            .store
-            .peek_signin(&hashes, self.auth.now())
+            .read(move |store| store.peek_signin(&hashes, at))
+            .await
             .map_err(store_error)?;
         Ok(record.filter(|r| r.site == self.site.name))
     }

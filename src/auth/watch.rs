@@ -40,6 +40,10 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::Auth;
 use crate::body::{Body, BoxError};
+
+/// The change count of an entry joined without a check: no count a store reports equals it,
+/// so the next pass of the check takes the entry.
+pub const UNCHECKED: u64 = u64::MAX;
 use crate::routing::SiteId;
 use crate::runtime::EndSignal;
 use crate::store::{SecretHash, StoreError, Timestamp};

@@ -28,7 +28,7 @@ pub(crate) struct FileConfig {
     pub(crate) api_key: Vec<Spanned<FileApiKey>>,
     /// Where the Prometheus metrics are served.
     pub(crate) metrics: Option<Spanned<FileMetrics>>,
-    /// How long the database keeps records that only matter for a while.
+    /// Which database, and how long it keeps records that only matter for a while.
     pub(crate) store: Option<Spanned<FileStore>>,
 }
 
@@ -56,6 +56,24 @@ pub(crate) struct FileStore {
     pub(crate) audit_retention: Option<Spanned<String>>,
     /// How long a grant's order id is remembered for idempotency, e.g. "90d", or "forever".
     pub(crate) grant_retention: Option<Spanned<String>>,
+    /// `redb` (default: a file in `data_dir`) or `postgres` (a database shared by gateways).
+    pub(crate) backend: Option<Spanned<String>>,
+    /// PostgreSQL connection URL inline (prefer `url_file` or `url_env`: it holds a password).
+    pub(crate) url: Option<Spanned<String>>,
+    /// File holding the URL.
+    pub(crate) url_file: Option<Spanned<String>>,
+    /// Environment variable holding the URL.
+    pub(crate) url_env: Option<Spanned<String>>,
+    /// Most connections to the database.
+    pub(crate) pool_size: Option<Spanned<i64>>,
+    /// Bound on opening a connection.
+    pub(crate) connect_timeout: Option<Spanned<String>>,
+    /// Bound on each statement.
+    pub(crate) statement_timeout: Option<Spanned<String>>,
+    /// `disable`, `require` or `verify-full`.
+    pub(crate) tls: Option<Spanned<String>>,
+    /// Extra CA certificates for `verify-full`.
+    pub(crate) ca_file: Option<Spanned<String>>,
 }
 
 /// `[admin]`.

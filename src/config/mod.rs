@@ -6,6 +6,7 @@
 //! reading it is an admin with the file open in an editor.
 
 mod file;
+mod store;
 mod validate;
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use store::{DatabaseUrl, PgTls, PostgresConfig, StoreBackend};
 pub use validate::parse_str;
 
 /// Default path for pagegate's own endpoints.
@@ -41,7 +43,7 @@ pub struct Config {
     pub api_keys: Vec<ApiKeyConfig>,
     /// Where the Prometheus metrics are served.
     pub metrics: MetricsConfig,
-    /// Retention of the records that only matter for a while.
+    /// Which database, and the retention of the records that only matter for a while.
     pub store: StoreConfig,
 }
 
@@ -64,6 +66,8 @@ pub struct StoreConfig {
     /// How long a grant's order id is remembered, so that a repeat is answered like the first
     /// and changes nothing; `None` remembers it forever.
     pub grant_retention: Option<Duration>,
+    /// Where the records live.
+    pub backend: StoreBackend,
 }
 
 impl StoreConfig {

@@ -190,6 +190,20 @@ impl Ctx<'_> {
                 s.grant_retention.as_ref(),
                 DEFAULT_GRANT_RETENTION,
             )?,
+            backend: super::store::backend(
+                s,
+                self.secret(
+                    "store.url",
+                    s.url.as_ref(),
+                    s.url_file.as_ref(),
+                    s.url_env.as_ref(),
+                )?,
+                &super::store::Rules {
+                    invalid: &|k, sp, p| self.invalid(k, sp, p),
+                    duration: &|k, v, d| self.duration(k, v, d),
+                    path: &|p| self.path(p),
+                },
+            )?,
         })
     }
 
@@ -1915,6 +1929,7 @@ upstream = "http://127.0.0.1:8000"
             StoreConfig {
                 audit_retention: Some(Duration::from_secs(365 * day)),
                 grant_retention: Some(Duration::from_secs(90 * day)),
+                backend: super::super::StoreBackend::Redb,
             }
         );
         assert_eq!(c.mail.retry_for, Duration::from_secs(600));

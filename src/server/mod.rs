@@ -26,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::config::StoreBackend;
 use crate::runtime::{coarse_timer, workers};
+use crate::store::postgres::PgStore;
 use crate::store::redb::RedbStore;
 use connection::{Connection, Hold};
 use reload::Live;
@@ -99,6 +101,28 @@ impl Drop for RunningGateway {
     }
 }
 
+/// The store `[store] backend` names. Opening PostgreSQL connects and migrates, which waits on
+/// the network: it runs on a blocking thread.
+async fn open_store(config: &Config) -> Result<Arc<dyn crate::store::Store>, StartError> {
+    match &config.store.backend {
+        StoreBackend::Redb => {
+            let store =
+                RedbStore::open(&config.data_dir).map_err(|e| StartError::Setup(e.to_string()))?;
+            tracing::info!(path = %store.path().display(), "database open");
+            Ok(Arc::new(store))
+        }
+        StoreBackend::Postgres(pg) => {
+            let pg = pg.clone();
+            let store = tokio::task::spawn_blocking(move || PgStore::open(&pg))
+                .await
+                .map_err(|e| StartError::Setup(format!("opening the database: {e}")))?
+                .map_err(|e| StartError::Setup(e.to_string()))?;
+            tracing::info!(database = %store.name(), "database open");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 /// Binds the listeners and starts serving. Returns once the sockets are bound, so callers (and
 /// tests using port 0) can read the real addresses.
 pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
@@ -117,9 +141,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
     let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let store = RedbStore::open(&config.data_dir).map_err(|e| StartError::Setup(e.to_string()))?;
-    tracing::info!(path = %store.path().display(), "database open");
-    let store: Arc<dyn crate::store::Store> = Arc::new(store);
+    let store = open_store(&config).await?;
     let workers = workers::Workers::start(config.server.workers, config.server.pin_workers)
         .map_err(|e| StartError::Setup(format!("cannot start the connection workers: {e}")))?;
     let shutdown = CancellationToken::new();

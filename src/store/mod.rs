@@ -1,8 +1,8 @@
 //! The client lists, one-time codes, sessions, shops' sign-in links, spent grant signatures and
 //! audit log, behind one narrow interface.
 //!
-//! [`Store`] is what the rest of pagegate sees; [`redb::RedbStore`] is the embedded backend. A
-//! shared backend (several gateways, one list) would implement the same trait. Secrets never
+//! [`Store`] is what the rest of pagegate sees; [`redb::RedbStore`] is the embedded backend and
+//! [`postgres::PgStore`] the shared one (several gateways, one database). Secrets never
 //! reach the store in clear: codes, sign-in tokens and session ids arrive as keyed hashes.
 //!
 //! Writes that answer "done" are committed durably before they return. The per-request session
@@ -13,6 +13,7 @@
 //! the gateway serves. It holds the same hashes as the database, never a code or session in
 //! clear, but it does list every client's email: keep it as private as the database.
 
+pub mod postgres;
 pub mod redb;
 
 use std::path::{Path, PathBuf};
@@ -677,6 +678,13 @@ pub trait Store: Send + Sync + 'static {
     /// for visitors, an admin namespace for admins), ordered by it. Reads only; for the metrics,
     /// which call it at scrape time off the async workers.
     fn count_active_sessions(&self, now: Timestamp) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Whether a read may wait on the network (a database server), so that a connection
+    /// worker must hand it to a blocking thread rather than wait; `false` for an embedded
+    /// backend, whose reads are a memory or page-cache lookup and stay inline.
+    fn reads_wait(&self) -> bool {
+        false
+    }
 
     /// A count that moves forward whenever something that decides access may have changed
     /// (client lists, sessions), and never goes back. Requests that stay open long after their

@@ -1,0 +1,139 @@
+//! The gateway on the PostgreSQL store: a real upstream, a real SMTP server, a throwaway
+//! PostgreSQL server, and the sign-in flow end to end; and `pagegate check` reporting the
+//! database.
+
+mod common;
+
+use std::process::Command;
+
+use common::postgres as pg_server;
+use common::school::School;
+
+/// The `[store]` table of a gateway on the database at `url`. The school's configuration ends
+/// with `[auth]`, so a table written after its settings starts a table of its own.
+fn on_postgres(url: &str) -> String {
+    format!("\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n")
+}
+
+#[tokio::test]
+async fn a_client_signs_in_on_postgres_and_loses_access_when_removed() {
+    let url = pg_server::fresh_database();
+    let school = School::open(&on_postgres(&url)).await;
+    school
+        .add_client("course", "ann@example.com", "Ann Lee", None)
+        .await;
+    let mut browser = school.browser();
+    assert_eq!(browser.get("/course/lesson-1").await.status, 302);
+
+    let signed_in = school.sign_in(&mut browser, "ann@example.com").await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let page = browser.get("/course/lesson-1").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(
+        school.upstream.count(),
+        1,
+        "the page came from the upstream"
+    );
+
+    // The database holds what the gateway wrote: the client and the session.
+    let rows = psql(
+        &url,
+        "SELECT (SELECT count(*) FROM clients) || ' ' || (SELECT count(*) FROM sessions)",
+    );
+    assert_eq!(rows.trim(), "1 1");
+
+    school.remove_client("course", "ann@example.com").await;
+    let after = browser.get("/course/lesson-1").await;
+    assert_eq!(after.status, 302, "a removed client is sent to sign in");
+    assert_eq!(
+        school.upstream.count(),
+        1,
+        "nothing more reached the upstream"
+    );
+}
+
+#[test]
+fn check_reports_the_database_and_its_schema_version() {
+    let url = pg_server::fresh_database();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[[site]]\nhosts = [\"*\"]\n\
+             upstream = \"http://127.0.0.1:9\"\n{}",
+            on_postgres(&url)
+        ),
+    )
+    .expect("write config");
+    let check = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_pagegate"))
+            .arg("check")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("run pagegate check");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = check();
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("reachable, new"), "{stdout}");
+
+    psql(
+        &url,
+        "CREATE TABLE schema_version (version bigint PRIMARY KEY, applied_at timestamptz); \
+         INSERT INTO schema_version (version) VALUES (1)",
+    );
+    let (ok, stdout, _) = check();
+    assert!(ok);
+    assert!(
+        stdout.contains("reachable, schema version 1, current"),
+        "{stdout}"
+    );
+
+    psql(&url, "INSERT INTO schema_version (version) VALUES (99)");
+    let (ok, stdout, stderr) = check();
+    assert!(!ok, "a database a newer pagegate migrated fails the check");
+    assert!(stderr.contains("99"), "{stdout}{stderr}");
+
+    // Nothing answers on the database's address any more: unreachable, and the check fails.
+    let gone = url.replace(
+        &format!(":{}/", pg_server::server().port),
+        &format!(":{}/", free_port()),
+    );
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .expect("read")
+            .replace(&url, &gone),
+    )
+    .expect("rewrite");
+    let (ok, _, stderr) = check();
+    assert!(!ok);
+    assert!(stderr.contains("not reachable"), "{stderr}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Runs `sql` on the database at `url` and returns what it printed (unaligned, tuples only).
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new(pg_server::server().bin_path("psql"))
+        .args([url, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
