@@ -3,12 +3,14 @@
 //! built-in demo.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pagegate::cli::logging::{LogFormat, init_logging};
-use tokio_util::sync::CancellationToken;
+use pagegate::api::clients::ClientInput;
+use pagegate::cli::{
+    self,
+    logging::{LogFormat, init_logging},
+};
 
 #[derive(Parser)]
 #[command(
@@ -204,603 +206,50 @@ fn main() -> std::process::ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Check { config } => {
-            let parsed = pagegate::config::load(&config)?;
-            let pages: usize = parsed.sites.iter().map(|s| s.pages.len()).sum();
-            println!(
-                "{}: OK (sites: {}, pages: {})",
-                config.display(),
-                parsed.sites.len(),
-                pages
-            );
-            Ok(())
-        }
-        Command::Serve { config } => {
-            let parsed = pagegate::config::load(&config)?;
-            let signals = Signals::install();
-            let running = pagegate::start(parsed)
-                .await
-                .context("cannot start the gateway")?;
-            signals
-                .until_shutdown(running.shutdown_token(), running.live())
-                .await;
-            running.wait().await;
-            Ok(())
-        }
-        Command::Reload { config } => reload(&config).await,
-        Command::RotateKey { config } => rotate_key(&config).await,
+        Command::Check { config } => cli::check::run(&config),
+        Command::Serve { config } => cli::serve::run(&config).await,
+        Command::Reload { config } => cli::reload::run(&config).await,
+        Command::RotateKey { config } => cli::rotate_key::run(&config).await,
         Command::Clients { config, action } => {
-            let parsed = pagegate::config::load(&config)?;
-            clients(&parsed, action).await
+            let config = pagegate::config::load(&config)?;
+            match action {
+                ClientsAction::Add {
+                    page,
+                    email,
+                    name,
+                    until,
+                    days,
+                } => {
+                    let input = ClientInput {
+                        page,
+                        email,
+                        name,
+                        until,
+                        days,
+                    };
+                    cli::clients::add(&config, input).await
+                }
+                ClientsAction::List { page, json } => {
+                    cli::clients::list(&config, &page, json).await
+                }
+                ClientsAction::Remove { page, email } => {
+                    cli::clients::remove(&config, &page, &email).await
+                }
+            }
         }
         Command::Healthcheck {
             config,
             url,
             timeout,
-        } => {
-            let url = match url {
-                Some(url) => url,
-                None => health_url(&pagegate::config::load(&config)?)?,
-            };
-            tokio::time::timeout(timeout, healthcheck(&url))
-                .await
-                .map_err(|_| anyhow::anyhow!("{url}: no answer within {timeout:?}"))??;
-            println!("{url}: ok");
-            Ok(())
-        }
+        } => cli::health::run(&config, url, timeout).await,
         Command::Backup {
             config,
             force,
             file,
-        } => {
-            let parsed = pagegate::config::load(&config)?;
-            backup(&parsed, &file, force).await
-        }
+        } => cli::backup::run(&pagegate::config::load(&config)?, &file, force).await,
         Command::Restore { config, file } => {
-            let parsed = pagegate::config::load(&config)?;
-            restore(&parsed, &file).await
+            cli::restore::run(&pagegate::config::load(&config)?, &file).await
         }
-        Command::Demo { listen, data_dir } => {
-            let site_shutdown = CancellationToken::new();
-            let site =
-                pagegate::demo::start_sample_site("127.0.0.1:0".parse()?, site_shutdown.clone())
-                    .await
-                    .context("cannot start the sample site")?;
-            let config = pagegate::demo::config(listen, site, &data_dir)?;
-            pagegate::demo::seed(&config).context("cannot prepare the demo database")?;
-            let signals = Signals::install();
-            let running = pagegate::start(config)
-                .await
-                .context("cannot start the gateway")?;
-            if let Some(addr) = running.http_addr {
-                tracing::info!(
-                    "demo ready: open http://{addr}/ (the sample site is at http://{site}/)"
-                );
-                tracing::info!(
-                    "the course page is protected: sign in as {} and the code mail is printed below",
-                    pagegate::demo::DEMO_EMAIL
-                );
-            }
-            signals
-                .until_shutdown(running.shutdown_token(), running.live())
-                .await;
-            running.wait().await;
-            site_shutdown.cancel();
-            Ok(())
-        }
-    }
-}
-
-/// `{prefix}/healthz` on the plain listener, over loopback when it listens on every address.
-fn health_url(config: &pagegate::config::Config) -> anyhow::Result<http::Uri> {
-    let Some(mut addr) = config.server.listen else {
-        anyhow::bail!(
-            "`server.listen` is not set: pass --url (the health check speaks plain HTTP only)"
-        );
-    };
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    format!("http://{addr}{}/healthz", config.server.prefix)
-        .parse()
-        .context("health check URL")
-}
-
-/// One GET; any answer but 200 is an error naming the status.
-async fn healthcheck(url: &http::Uri) -> anyhow::Result<()> {
-    use http_body_util::Empty;
-
-    anyhow::ensure!(
-        url.scheme_str() == Some("http"),
-        "{url}: only http:// URLs can be checked"
-    );
-    let authority = url
-        .authority()
-        .with_context(|| format!("{url}: no host"))?
-        .clone();
-    let port = authority.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((authority.host().trim_matches(['[', ']']), port))
-        .await
-        .with_context(|| format!("{url}: cannot connect"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let request = http::Request::get(url.path_and_query().map_or("/", |p| p.as_str()))
-        .header(http::header::HOST, authority.as_str())
-        .body(Empty::<bytes::Bytes>::new())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .with_context(|| format!("{url}: no answer"))?;
-    anyhow::ensure!(
-        response.status() == http::StatusCode::OK,
-        "{url}: answered {}",
-        response.status()
-    );
-    Ok(())
-}
-
-/// Runs a `clients` action on the database directly, or through the running gateway's control
-/// socket when the gateway holds the database.
-async fn clients(config: &pagegate::config::Config, action: ClientsAction) -> anyhow::Result<()> {
-    use pagegate::api::clients::{self as ops, ClientInput, ClientView};
-    use pagegate::store::{Source, StoreError, redb::RedbStore};
-
-    let store = match RedbStore::open(&config.data_dir) {
-        Ok(store) => Some(store),
-        Err(StoreError::Locked(_)) => None,
-        Err(e) => return Err(e.into()),
-    };
-    match action {
-        ClientsAction::Add {
-            page,
-            email,
-            name,
-            until,
-            days,
-        } => {
-            let input = ClientInput {
-                page,
-                email,
-                name,
-                until,
-                days,
-            };
-            let (view, new) = match &store {
-                Some(store) => ops::add_client(config, store, &input, Source::Cli, "cli")?,
-                None => {
-                    let (status, body) = control(
-                        config,
-                        http::Method::POST,
-                        "/v1/clients",
-                        Some(serde_json::to_vec(&input)?),
-                    )
-                    .await?;
-                    (
-                        serde_json::from_slice::<ClientView>(&body)?,
-                        status == http::StatusCode::CREATED,
-                    )
-                }
-            };
-            let period = view
-                .access_until
-                .as_deref()
-                .map_or("unlimited access".to_owned(), |u| {
-                    format!("access until {u}")
-                });
-            println!(
-                "{} {} on {} ({period})",
-                if new { "added" } else { "updated" },
-                view.email,
-                view.page
-            );
-        }
-        ClientsAction::List { page, json } => {
-            let list = match &store {
-                Some(store) => ops::list_clients(config, store, &page)?,
-                None => {
-                    let query = format!(
-                        "/v1/clients?page={}",
-                        form_urlencoded::byte_serialize(page.as_bytes()).collect::<String>()
-                    );
-                    let (_, body) = control(config, http::Method::GET, &query, None).await?;
-                    serde_json::from_slice(&body)?
-                }
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                print_clients(&list);
-            }
-        }
-        ClientsAction::Remove { page, email } => {
-            match &store {
-                Some(store) => ops::remove_client(config, store, &page, &email, "cli")?,
-                None => {
-                    let query = format!(
-                        "/v1/clients?page={}&email={}",
-                        form_urlencoded::byte_serialize(page.as_bytes()).collect::<String>(),
-                        form_urlencoded::byte_serialize(email.as_bytes()).collect::<String>()
-                    );
-                    control(config, http::Method::DELETE, &query, None).await?;
-                }
-            }
-            println!("removed {email} from {page}");
-        }
-    }
-    Ok(())
-}
-
-/// Writes a backup: directly from the database when the gateway is stopped, or by the running
-/// gateway (which holds the database) through its control socket.
-async fn backup(config: &pagegate::config::Config, file: &Path, force: bool) -> anyhow::Result<()> {
-    use pagegate::server::control::BackupRequest;
-    use pagegate::store::redb::{DB_FILE, RedbStore};
-    use pagegate::store::{BackupError, Store, StoreCounts, StoreError};
-
-    // The running gateway resolves the path from its own working directory, not ours.
-    let dest = std::path::absolute(file)
-        .with_context(|| format!("cannot resolve the path {}", file.display()))?;
-    let db = config.data_dir.join(DB_FILE);
-    match db.try_exists() {
-        Ok(true) => {}
-        Ok(false) => anyhow::bail!(
-            "there is no database at {}: nothing to back up (check data_dir in the configuration)",
-            db.display()
-        ),
-        // Most often a permission problem: the data directory belongs to the gateway's account.
-        Err(e) => anyhow::bail!(
-            "cannot reach the database at {}: {e} (run this as the account that runs the gateway)",
-            db.display()
-        ),
-    }
-    let exists = || {
-        anyhow::anyhow!(
-            "{} already exists; pass --force to replace it",
-            dest.display()
-        )
-    };
-    let counts: StoreCounts = match RedbStore::open(&config.data_dir) {
-        Ok(store) => match store.backup_to(&dest, force) {
-            Ok(counts) => counts,
-            Err(BackupError::Exists(_)) => return Err(exists()),
-            Err(e) => return Err(anyhow::Error::new(e).context("backup failed")),
-        },
-        Err(StoreError::Locked(_)) => {
-            let request = BackupRequest {
-                path: dest.clone(),
-                force,
-            };
-            let (status, body) = control_call(
-                config,
-                http::Method::POST,
-                "/v1/backup",
-                Some(serde_json::to_vec(&request)?),
-            )
-            .await?;
-            match status {
-                http::StatusCode::OK => serde_json::from_slice(&body)
-                    .context("the gateway's answer to the backup is not understood")?,
-                http::StatusCode::CONFLICT => return Err(exists()),
-                _ => anyhow::bail!("{}", answer_error(&body)),
-            }
-        }
-        Err(e) => return Err(anyhow::Error::new(e).context("cannot open the database")),
-    };
-    println!("backup written to {}", dest.display());
-    println!("{counts}");
-    Ok(())
-}
-
-/// Puts a backup in place of the database, which no gateway may be using.
-async fn restore(config: &pagegate::config::Config, file: &Path) -> anyhow::Result<()> {
-    use pagegate::store::redb::RedbStore;
-
-    // The database lock is the real test (restore checks it too); a live control socket also
-    // means a gateway is running, one that might be about to open the database.
-    let socket = pagegate::server::control::socket_path(&config.data_dir);
-    if tokio::net::UnixStream::connect(&socket).await.is_ok() {
-        anyhow::bail!(
-            "the gateway is running (it answers on {}): stop the gateway first",
-            socket.display()
-        );
-    }
-    let data_dir = config.data_dir.clone();
-    let backup = file.to_path_buf();
-    // The check of the backup catches the database engine's panics on damaged files and reports
-    // them as such; the default hook would first print them as if pagegate had crashed.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let restored =
-        tokio::task::spawn_blocking(move || RedbStore::restore(&data_dir, &backup)).await;
-    std::panic::set_hook(hook);
-    let restored = restored.context("the restore did not finish")??;
-    println!(
-        "restored {} into {}",
-        file.display(),
-        restored.path.display()
-    );
-    println!("{}", restored.counts);
-    if let Some(aside) = &restored.kept_aside {
-        println!("the previous database is kept as {}", aside.display());
-    }
-    Ok(())
-}
-
-/// Asks the running gateway to reload its configuration and prints what it says.
-async fn reload(config: &std::path::Path) -> anyhow::Result<()> {
-    use pagegate::server::reload::ReloadReport;
-    // Only the data directory is needed to reach the gateway: the file may well have the very
-    // mistake the gateway is about to report.
-    let data_dir = pagegate::config::data_dir_of(config)?;
-    // Only a gateway that answered has refused anything; an unreachable one is said as such.
-    let (status, body) = control_call_at(&data_dir, http::Method::POST, "/v1/reload", None).await?;
-    if !status.is_success() {
-        anyhow::bail!(
-            "configuration reload refused; the running configuration stays in force: {}",
-            answer_error(&body)
-        );
-    }
-    let report: ReloadReport =
-        serde_json::from_slice(&body).context("unexpected answer from the gateway")?;
-    println!(
-        "reloaded {} (sites: {}, pages: {})",
-        report.file.display(),
-        report.sites,
-        report.pages
-    );
-    for key in &report.restart_needed {
-        println!(
-            "warning: `{key}` changed, but only takes effect after a restart; the running value stays"
-        );
-    }
-    Ok(())
-}
-
-/// Rotates the generated session secret: through the running gateway, which applies it at once,
-/// or directly in `data_dir` while no gateway runs (the database lock keeps one from starting
-/// meanwhile).
-async fn rotate_key(path: &std::path::Path) -> anyhow::Result<()> {
-    use pagegate::server::control::RotationReport;
-    use pagegate::store::{StoreError, redb::RedbStore};
-
-    // A running gateway rotates with the configuration it runs: only its data directory is
-    // needed to reach it.
-    let data_dir = pagegate::config::data_dir_of(path)?;
-    let report = match RedbStore::open(&data_dir) {
-        Err(StoreError::Locked(_)) => {
-            let (_, body) =
-                control_at(&data_dir, http::Method::POST, "/v1/rotate-key", None).await?;
-            serde_json::from_slice::<RotationReport>(&body)
-                .context("unexpected answer from the gateway")?
-        }
-        Err(e) => return Err(e.into()),
-        Ok(_store) => {
-            let config = pagegate::config::load(path)?;
-            if config.auth.secret.is_some() {
-                return Err(pagegate::auth::keys::KeyError::Configured.into());
-            }
-            let rotation = pagegate::auth::keys::rotate(
-                &config.data_dir,
-                config.auth.key_grace,
-                pagegate::store::now(),
-            )?;
-            let until = rotation.previous_until;
-            RotationReport {
-                previous_accepted_until: jiff::Timestamp::from_second(until)
-                    .map_or_else(|_| until.to_string(), |t| t.to_string()),
-                previous_accepted_until_unix: until,
-                previous_kept: rotation.previous_kept,
-            }
-        }
-    };
-    if report.previous_kept == 0 {
-        println!("generated a session key: there was none yet to rotate");
-    } else {
-        println!(
-            "rotated the session key: new sign-ins use the new key; sessions, codes and links \
-             made with the previous one are accepted until {}",
-            report.previous_accepted_until
-        );
-    }
-    Ok(())
-}
-
-/// One call to the control socket; a non-2xx answer becomes the error it carries.
-async fn control(
-    config: &pagegate::config::Config,
-    method: http::Method,
-    path: &str,
-    body: Option<Vec<u8>>,
-) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
-    control_at(&config.data_dir, method, path, body).await
-}
-
-/// [`control`] for a data directory.
-async fn control_at(
-    data_dir: &std::path::Path,
-    method: http::Method,
-    path: &str,
-    body: Option<Vec<u8>>,
-) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
-    let (status, bytes) = control_call_at(data_dir, method, path, body).await?;
-    if !status.is_success() {
-        anyhow::bail!("{}", answer_error(&bytes));
-    }
-    Ok((status, bytes))
-}
-
-/// One call to the control socket, whatever the answer's status.
-async fn control_call(
-    config: &pagegate::config::Config,
-    method: http::Method,
-    path: &str,
-    body: Option<Vec<u8>>,
-) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
-    control_call_at(&config.data_dir, method, path, body).await
-}
-
-/// [`control_call`] for a data directory.
-async fn control_call_at(
-    data_dir: &std::path::Path,
-    method: http::Method,
-    path: &str,
-    body: Option<Vec<u8>>,
-) -> anyhow::Result<(http::StatusCode, bytes::Bytes)> {
-    pagegate::server::control::call(data_dir, method, path, body)
-        .await
-        .with_context(|| {
-            format!(
-                "no running gateway answers on the control socket in {}",
-                data_dir.display()
-            )
-        })
-}
-
-/// The message of a control socket's error answer: `field: error`, or the body as it is.
-fn answer_error(bytes: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct ErrorBody {
-        error: String,
-        field: Option<String>,
-    }
-    serde_json::from_slice::<ErrorBody>(bytes)
-        .map(|e| match e.field {
-            Some(f) => format!("{f}: {}", e.error),
-            None => e.error,
-        })
-        .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned())
-}
-
-fn print_clients(list: &[pagegate::api::clients::ClientView]) {
-    if list.is_empty() {
-        println!("no clients");
-        return;
-    }
-    println!(
-        "{:<32} {:<24} {:<22} {:<8} LAST SIGN-IN",
-        "EMAIL", "NAME", "ACCESS UNTIL", "SOURCE"
-    );
-    for c in list {
-        let until = c.access_until.as_deref().unwrap_or("unlimited");
-        let status = if c.active { "" } else { " (ended)" };
-        let source = serde_json::to_value(c.source)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        println!(
-            "{:<32} {:<24} {:<22} {:<8} {}",
-            c.email,
-            c.name,
-            format!("{until}{status}"),
-            source,
-            c.last_login.as_deref().unwrap_or("-")
-        );
-    }
-}
-
-/// The process's signal handlers. Installed before the gateway starts listening, so that a
-/// signal sent as soon as it listens is neither lost nor, for SIGHUP (fatal by default), the end
-/// of the process.
-struct Signals {
-    #[cfg(unix)]
-    terminate: Option<tokio::signal::unix::Signal>,
-    #[cfg(unix)]
-    interrupt: Option<tokio::signal::unix::Signal>,
-    #[cfg(unix)]
-    hangup: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    fn install() -> Signals {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let install = |kind: SignalKind, name: &str| match signal(kind) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for {name}");
-                    None
-                }
-            };
-            Signals {
-                terminate: install(SignalKind::terminate(), "SIGTERM"),
-                interrupt: install(SignalKind::interrupt(), "SIGINT"),
-                hangup: install(SignalKind::hangup(), "SIGHUP (use `pagegate reload`)"),
-            }
-        }
-        #[cfg(not(unix))]
-        Signals {}
-    }
-
-    /// Cancels `token` on SIGTERM or Ctrl-C; reloads the configuration on SIGHUP.
-    async fn until_shutdown(
-        self,
-        token: CancellationToken,
-        live: std::sync::Arc<pagegate::server::reload::Live>,
-    ) {
-        #[cfg(unix)]
-        {
-            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
-                match signal {
-                    Some(s) => {
-                        if s.recv().await.is_none() {
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            }
-            let Signals {
-                mut terminate,
-                mut interrupt,
-                mut hangup,
-            } = self;
-            loop {
-                tokio::select! {
-                    () = next(&mut terminate) => break,
-                    () = next(&mut interrupt) => break,
-                    () = next(&mut hangup) => {
-                        tracing::info!("SIGHUP received: reloading the configuration");
-                        // In its own task, so a shutdown signal is not kept waiting; the reload
-                        // logs its outcome, and reloads queue one after another.
-                        let live = live.clone();
-                        tokio::spawn(async move { live.reload().await });
-                    }
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = (self, live);
-            let _ = tokio::signal::ctrl_c().await;
-        }
-        tracing::info!("shutdown signal received");
-        token.cancel();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_health_check_asks_loopback_when_the_gateway_listens_everywhere() {
-        let toml = "[server]\nlisten = \"0.0.0.0:8080\"\n\n[[site]]\nhosts = [\"a.example\"]\nupstream = \"http://127.0.0.1:9\"\n";
-        let config = pagegate::config::parse_str(
-            toml,
-            std::path::Path::new("gateway.toml"),
-            std::path::Path::new("."),
-        );
-        let url = config
-            .map_err(|e| e.to_string())
-            .and_then(|c| health_url(&c).map_err(|e| e.to_string()));
-        assert_eq!(
-            url.map(|u| u.to_string()),
-            Ok("http://127.0.0.1:8080/_pagegate/healthz".to_owned())
-        );
+        Command::Demo { listen, data_dir } => cli::demo::run(listen, &data_dir).await,
     }
 }
