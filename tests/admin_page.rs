@@ -770,3 +770,45 @@ async fn without_admins_there_is_no_admin_page() {
     assert_eq!(browser.get(ADMIN_PAGE).await.status, 404);
     assert_eq!(browser.get("/_pagegate/admin/login").await.status, 404);
 }
+
+/// A form as RFC 7578 and RFC 2046 allow it, written the way browsers seldom do: the quoted
+/// boundary holds a space, each delimiter line ends in transport padding (spaces and a tab
+/// before its CRLF), and the file's name holds escaped quotes and a semicolon. The import reads
+/// it like any other.
+#[tokio::test]
+async fn an_import_in_any_legal_multipart_spelling_is_read() {
+    let school = School::open().await;
+    let mut browser = school.browser();
+    school.admin_sign_in(&mut browser, ADMIN).await;
+    let csrf = csrf_of(&mut browser, COURSE).await;
+    let boundary = "pagegate edge 42";
+    let body = format!(
+        "preamble, ignored\r\n\
+         --{boundary}  \t\r\n\
+         Content-Disposition: form-data; name=\"csrf\"\r\n\r\n\
+         {csrf}\r\n\
+         --{boundary} \r\n\
+         Content-Disposition: form-data; name=\"file\"; filename=\"the \\\"spring; 2027\\\" list.csv\"\r\n\
+         Content-Type: text/csv\r\n\r\n\
+         email,name\r\neve@example.com,Eve\r\n\
+         \r\n--{boundary}--  \r\n"
+    );
+    let imported = browser
+        .send(
+            "POST",
+            &format!("{COURSE}/import"),
+            Some((
+                &format!("multipart/form-data; boundary=\"{boundary}\""),
+                body,
+            )),
+        )
+        .await;
+    assert_eq!(imported.status, 303, "{}", imported.body);
+    let table = browser.get(COURSE).await;
+    assert!(
+        table.body.contains("Import done: 1 added, 0 updated."),
+        "{}",
+        table.body
+    );
+    assert!(table.body.contains("eve@example.com"), "{}", table.body);
+}

@@ -47,6 +47,11 @@ const PAGE_SIZE: usize = 50;
 const EXTEND_DAYS: u32 = 30;
 /// Largest form accepted (the import's file included).
 const MAX_BODY: usize = 2 * 1024 * 1024;
+/// Most parts a multipart form may have: the import form has three (the token, the pasted text
+/// and the file); the rest of [`MAX_BODY`] is no reason to keep a stranger's thousands.
+const MAX_PARTS: usize = 16;
+/// Longest multipart boundary accepted (RFC 2046 allows 70 characters).
+const MAX_BOUNDARY: usize = 200;
 /// Most clients one import may hold.
 const MAX_IMPORT_ROWS: usize = 10_000;
 /// Most problems listed for one import.
@@ -873,7 +878,8 @@ fn line_notice(problem: &Problem) -> Notice {
 // ---------------------------------------------------------------------------------------------
 
 /// Reads a POSTed form: `application/x-www-form-urlencoded`, or `multipart/form-data` (the
-/// import, whose file arrives as the field `file`).
+/// import, whose file arrives as the field `file`). Either way at most [`MAX_BODY`] bytes are
+/// read.
 async fn read_body(
     req: Request<Incoming>,
 ) -> Result<(http::HeaderMap, HashMap<String, String>), HttpError> {
@@ -884,19 +890,21 @@ async fn read_body(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let bytes = http_body_util::Limited::new(body, MAX_BODY)
-        .collect()
-        .await
-        .map_err(|_| HttpError::BadRequest("The form is too large or was cut off."))?
-        .to_bytes();
+    let body = http_body_util::Limited::new(body, MAX_BODY);
     let lower = content_type.trim_start().to_ascii_lowercase();
     let form = if lower.starts_with("application/x-www-form-urlencoded") {
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|_| HttpError::BadRequest(CUT_OFF))?
+            .to_bytes();
         form_urlencoded::parse(&bytes).into_owned().collect()
     } else if lower.starts_with("multipart/form-data") {
-        let boundary = boundary(&content_type)
+        let boundary = multer::parse_boundary(&content_type)
+            .ok()
+            .filter(|b| !b.is_empty() && b.len() <= MAX_BOUNDARY)
             .ok_or(HttpError::BadRequest("The form has no multipart boundary."))?;
-        parse_multipart(&bytes, &boundary)
-            .ok_or(HttpError::BadRequest("The form could not be read."))?
+        read_multipart(body.into_data_stream(), boundary).await?
     } else {
         return Err(HttpError::BadRequest(
             "Expected a form (application/x-www-form-urlencoded or multipart/form-data).",
@@ -905,53 +913,41 @@ async fn read_body(
     Ok((parts.headers, form))
 }
 
-fn boundary(content_type: &str) -> Option<String> {
-    content_type.split(';').skip(1).find_map(|param| {
-        let (name, value) = param.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("boundary")
-            .then(|| value.trim().trim_matches('"').to_owned())
-            .filter(|b| !b.is_empty() && b.len() <= 200)
-    })
-}
+/// Why a form that was too large, or whose connection broke, was refused.
+const CUT_OFF: &str = "The form is too large or was cut off.";
 
 /// The fields of a `multipart/form-data` body, as text (a file's bytes read as UTF-8, lossy).
-fn parse_multipart(body: &[u8], boundary: &str) -> Option<HashMap<String, String>> {
-    let first = format!("--{boundary}");
-    let between = format!("\r\n--{boundary}");
+/// A field named twice keeps its first value, and parts without a name are skipped, so a
+/// browser's extra parts cannot replace the CSRF token or the file.
+async fn read_multipart<S, E>(
+    stream: S,
+    boundary: String,
+) -> Result<HashMap<String, String>, HttpError>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    let unreadable = |e: multer::Error| match e {
+        multer::Error::StreamReadFailed(_) => HttpError::BadRequest(CUT_OFF),
+        _ => HttpError::BadRequest("The form could not be read."),
+    };
+    let mut multipart = multer::Multipart::new(stream, boundary);
     let mut fields = HashMap::new();
-    let start = find(body, first.as_bytes())?;
-    let mut rest = &body[start + first.len()..];
-    loop {
-        if rest.starts_with(b"--") {
-            return Some(fields);
+    let mut parts = 0;
+    while let Some(field) = multipart.next_field().await.map_err(unreadable)? {
+        parts += 1;
+        if parts > MAX_PARTS {
+            return Err(HttpError::BadRequest("The form has too many parts."));
         }
-        rest = rest.strip_prefix(b"\r\n")?;
-        let head_end = find(rest, b"\r\n\r\n")?;
-        let head = std::str::from_utf8(&rest[..head_end]).ok()?;
-        let content = &rest[head_end + 4..];
-        let end = find(content, between.as_bytes())?;
-        if let Some(name) = disposition_name(head) {
-            let value = String::from_utf8_lossy(&content[..end]).into_owned();
-            fields.entry(name).or_insert(value);
+        let name = field.name().map(str::to_owned);
+        let value = field.bytes().await.map_err(unreadable)?;
+        if let Some(name) = name {
+            fields
+                .entry(name)
+                .or_insert_with(|| String::from_utf8_lossy(&value).into_owned());
         }
-        rest = &content[end + between.len()..];
     }
-}
-
-/// The `name` of a part's `Content-Disposition: form-data; name="…"`.
-fn disposition_name(head: &str) -> Option<String> {
-    let line = head
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))?;
-    line.split(';').skip(1).find_map(|param| {
-        let (k, v) = param.split_once('=')?;
-        (k.trim() == "name").then(|| v.trim().trim_matches('"').to_owned())
-    })
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    Ok(fields)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -1091,19 +1087,38 @@ mod tests {
         assert_eq!(parse_flash("admin_added\nevil=x"), None);
     }
 
-    #[test]
-    fn multipart_fields() {
+    /// The body in pieces cut at every few bytes, as a slow client would send it.
+    async fn fields_of(body: &str, boundary: &str) -> Result<HashMap<String, String>, HttpError> {
+        let pieces: Vec<Result<bytes::Bytes, std::convert::Infallible>> = body
+            .as_bytes()
+            .chunks(7)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        read_multipart(futures_util::stream::iter(pieces), boundary.to_owned()).await
+    }
+
+    #[tokio::test]
+    async fn multipart_fields() {
         let body = "--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\ntok\r\n\
                     --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\
-                    Content-Type: text/csv\r\n\r\nemail\r\nann@example.com\r\n\r\n--XyZ--\r\n";
-        let fields = parse_multipart(body.as_bytes(), "XyZ").expect("parsed");
-        assert_eq!(fields["csrf"], "tok");
+                    Content-Type: text/csv\r\n\r\nemail\r\nann@example.com\r\n\r\n\
+                    --XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nother\r\n--XyZ--\r\n";
+        let fields = fields_of(body, "XyZ").await.expect("parsed");
+        assert_eq!(fields["csrf"], "tok", "the first of two values is kept");
         assert_eq!(fields["file"], "email\r\nann@example.com\r\n");
-        assert_eq!(
-            boundary("multipart/form-data; boundary=\"XyZ\"").as_deref(),
-            Some("XyZ")
+        assert!(fields_of("garbage", "XyZ").await.is_err());
+        assert!(
+            fields_of(&body[..body.len() - 10], "XyZ").await.is_err(),
+            "cut off"
         );
-        assert!(parse_multipart(b"garbage", "XyZ").is_none());
+        let many: String = (0..=MAX_PARTS)
+            .map(|i| format!("--XyZ\r\nContent-Disposition: form-data; name=\"f{i}\"\r\n\r\nv\r\n"))
+            .collect::<String>()
+            + "--XyZ--\r\n";
+        assert!(matches!(
+            fields_of(&many, "XyZ").await,
+            Err(HttpError::BadRequest("The form has too many parts."))
+        ));
     }
 
     #[test]
