@@ -441,7 +441,7 @@ impl Gateway {
         note: &mut RequestNote,
     ) -> Result<Response<Body>, HttpError> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return Ok(crate::auth::method_not_allowed("GET, HEAD"));
+            return Ok(crate::ui::method_not_allowed("GET, HEAD"));
         }
         if !is_trusted(&self.trusted_proxies, conn.peer.ip()) {
             return Err(HttpError::Forbidden(

@@ -22,9 +22,10 @@ use super::clients::{self, ClientChange, ClientInput, ClientQuery, find_page, rf
 use super::csv::{self, Rejected};
 use super::json::{self, Object};
 use super::keys::{Credentials, credentials, require_cover, require_scope};
-use super::web::{Api, CSV_LIMIT, JSON_LIMIT, Route, blocking, read_body};
+use super::web::{Api, CSV_LIMIT, JSON_LIMIT, Route, read_body};
 use crate::body::{self, Body};
 use crate::config::{ApiKeyConfig, Config, Scope};
+use crate::runtime::blocking;
 use crate::store::{AuditEvent, AuditKind, Source, Store, now};
 
 /// Audit entries per answer when the caller does not say.

@@ -38,8 +38,12 @@ use crate::body::{self, Body};
 use crate::config::{Config, HostPattern, PageConfig, SiteConfig};
 use crate::error::HttpError;
 use crate::routing::SiteId;
+use crate::runtime::blocking;
 use crate::store::{AuditEvent, AuditKind, Client, ClientEdit, Source, Store, Timestamp, now};
-use crate::ui::{AddForm, AdminPage, ClientRow, ClientsView, Notice, PageSummary, SiteSummary};
+use crate::ui::{
+    AddForm, AdminPage, ClientRow, ClientsView, Notice, PageSummary, SiteSummary,
+    method_not_allowed, redirect,
+};
 
 /// Clients per screen.
 const PAGE_SIZE: usize = 50;
@@ -233,7 +237,7 @@ impl Admin<'_> {
         for site in &self.config.sites {
             let mut pages = Vec::with_capacity(site.pages.len());
             for page in &site.pages {
-                let clients = store.clients(&page.id).map_err(store_error)?;
+                let clients = store.clients(&page.id).map_err(HttpError::store)?;
                 pages.push(summary(page, &clients, now));
             }
             sites.push(SiteSummary {
@@ -294,7 +298,7 @@ impl Admin<'_> {
             .auth
             .store()
             .clients(&target.page.id)
-            .map_err(store_error)?;
+            .map_err(HttpError::store)?;
         let now = now();
         let needle = back.q.to_lowercase();
         let matching: Vec<&Client> = clients
@@ -362,7 +366,7 @@ impl Admin<'_> {
             .auth
             .store()
             .clients(&target.page.id)
-            .map_err(store_error)?;
+            .map_err(HttpError::store)?;
         let text = csv::export(&clients, now()).map_err(api_error)?;
         let mut response = Response::new(body::full(text));
         let h = response.headers_mut();
@@ -452,7 +456,7 @@ impl Admin<'_> {
             .auth
             .store()
             .client(&target.page.id, &email)
-            .map_err(store_error)?
+            .map_err(HttpError::store)?
             .is_some()
         {
             return problem(
@@ -477,7 +481,7 @@ impl Admin<'_> {
         let (config, store, actor) = (self.config.clone(), self.store(), self.admin.to_owned());
         let added =
             blocking(move || clients::add_client(&config, &*store, &input, Source::Admin, &actor))
-                .await?;
+                .await;
         match added {
             Ok(_) => Ok(Ok(Some(Notice::ok("admin_added").with("email", email)))),
             Err(ApiError::Invalid { field, .. }) => {
@@ -545,10 +549,11 @@ impl Admin<'_> {
                     "edited on the admin page",
                 )
             };
-            store.edit_client(&page, &email2, &update, &audit)
+            store
+                .edit_client(&page, &email2, &update, &audit)
+                .map_err(HttpError::store)
         })
-        .await?
-        .map_err(store_error)?;
+        .await?;
         if matches!(edited, ClientEdit::Missing) {
             return Ok(Err(missing(&email)));
         }
@@ -583,10 +588,11 @@ impl Admin<'_> {
                     &format!("extended by {EXTEND_DAYS} days on the admin page"),
                 )
             };
-            store.edit_client(&page, &email2, &update, &audit)
+            store
+                .edit_client(&page, &email2, &update, &audit)
+                .map_err(HttpError::store)
         })
-        .await?
-        .map_err(store_error)?;
+        .await?;
         match result {
             ClientEdit::Missing | ClientEdit::EmailTaken => Ok(Err(missing(&email))),
             ClientEdit::Unchanged(_) => Ok(Ok(None)),
@@ -606,7 +612,7 @@ impl Admin<'_> {
         let (page, email2) = (target.page.id.clone(), email.clone());
         let removed =
             blocking(move || clients::remove_client(&config, &*store, &page, &email2, &actor))
-                .await?;
+                .await;
         match removed {
             Ok(()) => Ok(Ok(Some(Notice::ok("admin_removed").with("email", email)))),
             Err(ApiError::NotFound(_)) => Ok(Err(missing(&email))),
@@ -666,9 +672,10 @@ impl Admin<'_> {
             .collect();
         let (store, page, actor) = (self.store(), target.page.id.clone(), self.admin.to_owned());
         let rows = import.rows;
-        let applied = blocking(move || csv::apply_import(&*store, &page, &rows, &actor))
-            .await?
-            .map_err(store_error)?;
+        let applied = blocking(move || {
+            csv::apply_import(&*store, &page, &rows, &actor).map_err(HttpError::store)
+        })
+        .await?;
         let done = Notice::ok("admin_imported")
             .with("added", applied.created.to_string())
             .with("updated", applied.updated.to_string());
@@ -948,38 +955,6 @@ where
         }
     }
     Ok(fields)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, HttpError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| HttpError::Internal(format!("admin task: {e}")))
-}
-
-fn redirect(status: StatusCode, location: &str) -> Response<Body> {
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = status;
-    if let Ok(v) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut r = Response::new(body::empty());
-    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
-}
-
-fn store_error(e: crate::store::StoreError) -> HttpError {
-    HttpError::Internal(format!("store: {e}"))
 }
 
 fn api_error(e: ApiError) -> HttpError {

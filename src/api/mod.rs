@@ -64,6 +64,12 @@ pub enum ApiError {
     Store(#[from] crate::store::StoreError),
 }
 
+impl From<crate::runtime::TaskFailed> for ApiError {
+    fn from(e: crate::runtime::TaskFailed) -> ApiError {
+        ApiError::Store(crate::store::StoreError::Backend(e.to_string()))
+    }
+}
+
 impl ApiError {
     /// An [`ApiError::Invalid`].
     pub fn invalid(field: &'static str, message: impl Into<String>) -> ApiError {

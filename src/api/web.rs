@@ -179,17 +179,6 @@ pub async fn read_body(
     }
 }
 
-/// Runs store work off the async workers.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(ApiError::Store(crate::store::StoreError::Backend(format!(
-            "task failed: {e}"
-        ))))
-    })
-}
-
 /// Shared state of the admin interfaces.
 pub struct Api {
     config: Arc<Config>,

@@ -27,9 +27,9 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::flow::{method_not_allowed, random_token, read_form};
+use super::flow::{random_token, read_form};
 use super::keys::CookiePurpose;
-use super::{Auth, SiteAuth, Visitor, cookies, input, redirect, store_error};
+use super::{Auth, SiteAuth, Visitor, cookies, input};
 use crate::body::Body;
 use crate::config::Language;
 use crate::error::HttpError;
@@ -39,7 +39,7 @@ use crate::routing::SiteId;
 use crate::store::{
     AuditEvent, AuditKind, CodeCheck, CodeRecord, SecretHash, SessionRecord, TokenRecord, now,
 };
-use crate::ui::{AdminFrame, AdminMail, AdminPage, html_response};
+use crate::ui::{AdminFrame, AdminMail, AdminPage, html_response, method_not_allowed, redirect};
 use cookies::CookieNames;
 
 /// How long an admin session lasts.
@@ -111,7 +111,10 @@ impl Auth {
             )
             .map(|(id, by)| by.hash("admin-session", &[id.as_bytes()]));
         if let Some(hash) = signed {
-            let access = self.store.session_access(&hash, &[]).map_err(store_error)?;
+            let access = self
+                .store
+                .session_access(&hash, &[])
+                .map_err(HttpError::store)?;
             if let Some(access) = access {
                 let s = access.session;
                 if s.site == namespace(&site.name)
@@ -345,7 +348,7 @@ impl SignIn<'_> {
             .auth
             .store
             .is_locked(&ns, &email, &browser, now(), self.auth.policy())
-            .map_err(store_error)?;
+            .map_err(HttpError::store)?;
         let listed = self.admins.contains(&email);
         if listed && !locked {
             let auth = self.auth.clone();

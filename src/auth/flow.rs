@@ -26,7 +26,7 @@ use rand::{Rng, RngCore};
 use subtle::ConstantTimeEq;
 
 use super::keys::{CookiePurpose, Keys};
-use super::{Auth, SiteAuth, Visitor, cookies, input, redirect, store_error};
+use super::{Auth, SiteAuth, Visitor, cookies, input};
 use crate::body::Body;
 use crate::config::Language;
 use crate::error::HttpError;
@@ -36,7 +36,7 @@ use crate::routing::SiteId;
 use crate::store::{
     AuditEvent, AuditKind, CodeCheck, CodeRecord, SecretHash, SessionRecord, TokenRecord, now,
 };
-use crate::ui::{Frame, LoginMail, Page, html_response};
+use crate::ui::{Frame, LoginMail, Page, html_response, method_not_allowed, redirect};
 
 /// Largest form body accepted.
 const MAX_FORM: usize = 16 * 1024;
@@ -261,13 +261,13 @@ impl Ctx<'_> {
                 .auth
                 .store
                 .client(&page.id, &email)
-                .map_err(store_error)?;
+                .map_err(HttpError::store)?;
             let browser = self.browser();
             let locked = self
                 .auth
                 .store
                 .is_locked(&self.site.name, &email, &browser, now(), self.auth.policy())
-                .map_err(store_error)?;
+                .map_err(HttpError::store)?;
             let eligible = client.is_some_and(|c| c.has_access(now())) && !locked;
             if eligible {
                 let auth = self.auth.clone();
@@ -390,7 +390,7 @@ impl Ctx<'_> {
                 .auth
                 .store
                 .peek_token(hash, now())
-                .map_err(store_error)?;
+                .map_err(HttpError::store)?;
             if let Some(record) = record {
                 return Ok((record.site == self.site.name).then_some(record));
             }
@@ -446,7 +446,7 @@ impl Ctx<'_> {
         })
         .await
         .map_err(|e| HttpError::Internal(format!("token task: {e}")))?
-        .map_err(store_error)?;
+        .map_err(HttpError::store)?;
         match taken.filter(|r| r.site == self.site.name) {
             Some(record) => {
                 self.count(LoginEvent::LinkVerified);
@@ -788,7 +788,7 @@ impl Auth {
         })
         .await
         .map_err(|e| HttpError::Internal(format!("code check task: {e}")))?
-        .map_err(store_error)
+        .map_err(HttpError::store)
     }
 
     /// The binding of codes and links to the browser that asked for them: its anti-forgery
@@ -887,7 +887,7 @@ impl Auth {
         })
         .await
         .map_err(|e| HttpError::Internal(format!("session task: {e}")))?
-        .map_err(store_error)?;
+        .map_err(HttpError::store)?;
         Ok((session_id, keys))
     }
 
@@ -902,7 +902,7 @@ impl Auth {
         tokio::task::spawn_blocking(move || auth.store.delete_session(&hash, Some(&event)))
             .await
             .map_err(|e| HttpError::Internal(format!("logout task: {e}")))?
-            .map_err(store_error)
+            .map_err(HttpError::store)
     }
 
     /// Writes `event` to the audit log; a failure is logged, and the request goes on.
@@ -1012,14 +1012,6 @@ pub(super) fn query_map<B>(req: &Request<B>) -> HashMap<String, String> {
     form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .into_owned()
         .collect()
-}
-
-pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut r = Response::new(crate::body::empty());
-    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use rand::RngCore;
 
 use super::flow::{Ctx, query_map, read_form};
 use super::keys::{KeySet, Keys};
-use super::{Auth, input, store_error};
+use super::{Auth, input};
 use crate::body::Body;
 use crate::error::HttpError;
 use crate::metrics::LoginEvent;
@@ -197,7 +197,7 @@ impl Ctx<'_> {
         })
         .await
         .map_err(|e| HttpError::Internal(format!("sign-in link task: {e}")))?
-        .map_err(store_error)?;
+        .map_err(HttpError::store)?;
         match taken {
             Some(record) => {
                 self.count(LoginEvent::SigninLinkVerified);
@@ -222,7 +222,7 @@ impl Ctx<'_> {
             .auth
             .store
             .peek_signin(&hashes, now())
-            .map_err(store_error)?;
+            .map_err(HttpError::store)?;
         Ok(record.filter(|r| r.site == self.site.name))
     }
 

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::ApiError;
 use crate::api::clients::{self, ClientInput};
 use crate::body::{self, Body};
+use crate::runtime::blocking;
 use crate::store::{BackupError, Source, Store, StoreCounts};
 
 /// `POST /v1/backup`: where the running gateway writes a backup of its database.
@@ -272,16 +273,6 @@ async fn rotate_key(live: &Live) -> Response<Body> {
             json(status, &serde_json::json!({ "error": e.to_string() }))
         }
     }
-}
-
-async fn blocking(
-    f: impl FnOnce() -> Result<Response<Body>, ApiError> + Send + 'static,
-) -> Result<Response<Body>, ApiError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(ApiError::Store(crate::store::StoreError::Backend(format!(
-            "task failed: {e}"
-        ))))
-    })
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
