@@ -12,7 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ipnet::IpNet;
 
-use crate::api::web::Api;
+use crate::api::Api;
 use crate::auth::forward::{self, Edge};
 use crate::auth::watch::WatchedBody;
 use crate::auth::{Auth, Gate, Identity, Visitor, cookies};

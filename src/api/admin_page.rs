@@ -28,10 +28,10 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::Api;
 use super::ApiError;
 use super::clients::{self, ClientInput, MAX_DAYS, check_name, last_day, rfc3339};
 use super::csv::{self, Fault, HeaderFault, Problem, Reading, Unusable};
-use super::web::Api;
 use crate::auth::admin::AdminRequest;
 use crate::auth::{Auth, Visitor, input};
 use crate::body::{self, Body};

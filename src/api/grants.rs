@@ -36,7 +36,7 @@ use super::clients::{
 };
 use super::json::{self, Object};
 use super::keys::{self, Credentials, credentials, require_cover, require_scope};
-use super::web::{Api, JSON_LIMIT, read_body};
+use super::{Api, JSON_LIMIT, read_body};
 use crate::auth::signin;
 use crate::body::Body;
 use crate::config::{ApiKeyConfig, Config, Scope};
