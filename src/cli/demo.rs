@@ -17,7 +17,7 @@ pub async fn run(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     let config = crate::demo::config(listen, site, data_dir)?;
     crate::demo::seed(&config).context("cannot prepare the demo database")?;
     let signals = Signals::install();
-    let running = crate::start(config)
+    let running = crate::server::start(config)
         .await
         .context("cannot start the gateway")?;
     if let Some(addr) = running.http_addr {

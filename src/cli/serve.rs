@@ -10,7 +10,7 @@ use super::signals::Signals;
 pub async fn run(config: &Path) -> anyhow::Result<()> {
     let parsed = crate::config::load(config)?;
     let signals = Signals::install();
-    let running = crate::start(parsed)
+    let running = crate::server::start(parsed)
         .await
         .context("cannot start the gateway")?;
     signals
