@@ -33,7 +33,7 @@ use super::ApiError;
 use super::clients::{self, ClientInput, MAX_DAYS, check_name, last_day, rfc3339};
 use super::csv::{self, Fault, HeaderFault, Problem, Reading, Unusable};
 use crate::auth::admin::AdminRequest;
-use crate::auth::{Auth, Visitor, input};
+use crate::auth::{Auth, FORM_CUT_OFF, Visitor, input, read_urlencoded};
 use crate::body::{self, Body};
 use crate::config::{Config, HostPattern, PageConfig, SiteConfig};
 use crate::error::HttpError;
@@ -897,20 +897,15 @@ async fn read_body(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let body = http_body_util::Limited::new(body, MAX_BODY);
     let lower = content_type.trim_start().to_ascii_lowercase();
     let form = if lower.starts_with("application/x-www-form-urlencoded") {
-        let bytes = body
-            .collect()
-            .await
-            .map_err(|_| HttpError::BadRequest(CUT_OFF))?
-            .to_bytes();
-        form_urlencoded::parse(&bytes).into_owned().collect()
+        read_urlencoded(body, MAX_BODY).await?
     } else if lower.starts_with("multipart/form-data") {
         let boundary = multer::parse_boundary(&content_type)
             .ok()
             .filter(|b| !b.is_empty() && b.len() <= MAX_BOUNDARY)
             .ok_or(HttpError::BadRequest("The form has no multipart boundary."))?;
+        let body = http_body_util::Limited::new(body, MAX_BODY);
         read_multipart(body.into_data_stream(), boundary).await?
     } else {
         return Err(HttpError::BadRequest(
@@ -919,9 +914,6 @@ async fn read_body(
     };
     Ok((parts.headers, form))
 }
-
-/// Why a form that was too large, or whose connection broke, was refused.
-const CUT_OFF: &str = "The form is too large or was cut off.";
 
 /// The fields of a `multipart/form-data` body, as text (a file's bytes read as UTF-8, lossy).
 /// A field named twice keeps its first value, and parts without a name are skipped, so a
@@ -935,7 +927,7 @@ where
     E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
 {
     let unreadable = |e: multer::Error| match e {
-        multer::Error::StreamReadFailed(_) => HttpError::BadRequest(CUT_OFF),
+        multer::Error::StreamReadFailed(_) => HttpError::BadRequest(FORM_CUT_OFF),
         _ => HttpError::BadRequest("The form could not be read."),
     };
     let mut multipart = multer::Multipart::new(stream, boundary);

@@ -27,8 +27,8 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::flow::{random_token, read_form};
 use super::keys::CookiePurpose;
+use super::steps::{random_token, read_form};
 use super::{Auth, SiteAuth, Visitor, cookies, input};
 use crate::body::Body;
 use crate::config::Language;

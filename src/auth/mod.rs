@@ -15,6 +15,9 @@ pub use crate::input;
 pub mod keys;
 pub mod limits;
 pub mod signin;
+mod steps;
+
+pub(crate) use steps::{FORM_CUT_OFF, read_urlencoded};
 pub mod watch;
 
 use std::collections::HashMap;

@@ -27,8 +27,9 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use rand::RngCore;
 
-use super::flow::{Ctx, query_map, read_form};
+use super::flow::Ctx;
 use super::keys::{KeySet, Keys};
+use super::steps::{query_map, read_form};
 use super::{Auth, input};
 use crate::body::Body;
 use crate::error::HttpError;
