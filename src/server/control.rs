@@ -275,15 +275,10 @@ async fn rotate_key(live: &Live) -> Response<Body> {
     }
 }
 
+/// A JSON body, read under the API's limit by the API's reader.
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
-    let bytes = http_body_util::Limited::new(req.into_body(), 64 * 1024)
-        .collect()
-        .await
-        .map_err(|_| ApiError::Invalid {
-            field: "body",
-            message: "too large or cut off".into(),
-        })?
-        .to_bytes();
+    let (parts, body) = req.into_parts();
+    let bytes = crate::api::read_body(body, &parts.headers, crate::api::JSON_LIMIT).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::Invalid {
         field: "body",
         message: e.to_string(),
