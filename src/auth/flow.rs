@@ -28,6 +28,7 @@ use crate::error::HttpError;
 use crate::mail::Outgoing;
 use crate::metrics::{self, Flow, LoginEvent};
 use crate::routing::SiteId;
+use crate::runtime::blocking;
 use crate::store::{
     AuditEvent, AuditKind, CodeCheck, CodeRecord, SecretHash, SessionRecord, TokenRecord, now,
 };
@@ -428,17 +429,19 @@ impl Ctx<'_> {
             );
         }
         let auth = self.auth.clone();
-        let taken = tokio::task::spawn_blocking(move || {
+        let taken = blocking(move || {
             for hash in &hashes {
-                if let Some(record) = auth.store.take_token(hash, now())? {
+                if let Some(record) = auth
+                    .store
+                    .take_token(hash, now())
+                    .map_err(HttpError::store)?
+                {
                     return Ok(Some(record));
                 }
             }
-            Ok(None)
+            Ok::<_, HttpError>(None)
         })
-        .await
-        .map_err(|e| HttpError::Internal(format!("token task: {e}")))?
-        .map_err(HttpError::store)?;
+        .await?;
         match taken.filter(|r| r.site == self.site.name) {
             Some(record) => {
                 self.count(LoginEvent::LinkVerified);

@@ -34,6 +34,7 @@ use super::{Auth, input};
 use crate::body::Body;
 use crate::error::HttpError;
 use crate::metrics::LoginEvent;
+use crate::runtime::blocking;
 use crate::store::{
     AuditEvent, AuditKind, IssuedSignin, SecretHash, SigninNonce, SigninRecord, Timestamp, now,
 };
@@ -192,13 +193,12 @@ impl Ctx<'_> {
             .hashes(HASH_PURPOSE, &[token.as_bytes()]);
         let used = self.event(AuditKind::SigninLinkUsed, None, "");
         let (auth, site) = (self.auth.clone(), self.site.name.clone());
-        let taken = tokio::task::spawn_blocking(move || {
+        let taken = blocking(move || {
             auth.store
                 .take_signin(&hashes, &site, now(), &|record| used_event(&used, record))
+                .map_err(HttpError::store)
         })
-        .await
-        .map_err(|e| HttpError::Internal(format!("sign-in link task: {e}")))?
-        .map_err(HttpError::store)?;
+        .await?;
         match taken {
             Some(record) => {
                 self.count(LoginEvent::SigninLinkVerified);

@@ -25,6 +25,7 @@ use crate::config::Language;
 use crate::error::HttpError;
 use crate::mail::{Delivery, MailError, Outgoing};
 use crate::metrics::{self, Flow, LoginEvent, MailKind};
+use crate::runtime::blocking;
 use crate::store::{
     AuditEvent, CodeCheck, CodeRecord, SecretHash, SessionRecord, TokenRecord, now,
 };
@@ -154,15 +155,14 @@ impl Auth {
             .hashes(purpose, &[ns.as_bytes(), email.as_bytes(), code.as_bytes()]);
         let auth = self.clone();
         let (ns, email, policy) = (ns.to_owned(), email.to_owned(), self.policy());
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             auth.store
                 .check_code(&ns, &email, &browser, now(), policy, &|record| {
                     matches_any(&record.code_hash, &expected)
                 })
+                .map_err(HttpError::store)
         })
         .await
-        .map_err(|e| HttpError::Internal(format!("code check task: {e}")))?
-        .map_err(HttpError::store)
     }
 
     /// The binding of codes and links to the browser that asked for them: its anti-forgery
@@ -256,12 +256,12 @@ impl Auth {
         let keys = self.keys.load_full();
         let hash = keys.hash(purpose, &[session_id.as_bytes()]);
         let auth = self.clone();
-        tokio::task::spawn_blocking(move || {
-            auth.store.create_session(&hash, &record, &pages, &event)
+        blocking(move || {
+            auth.store
+                .create_session(&hash, &record, &pages, &event)
+                .map_err(HttpError::store)
         })
-        .await
-        .map_err(|e| HttpError::Internal(format!("session task: {e}")))?
-        .map_err(HttpError::store)?;
+        .await?;
         Ok((session_id, keys))
     }
 
@@ -273,10 +273,12 @@ impl Auth {
         event: AuditEvent,
     ) -> Result<(), HttpError> {
         let auth = self.clone();
-        tokio::task::spawn_blocking(move || auth.store.delete_session(&hash, Some(&event)))
-            .await
-            .map_err(|e| HttpError::Internal(format!("logout task: {e}")))?
-            .map_err(HttpError::store)
+        blocking(move || {
+            auth.store
+                .delete_session(&hash, Some(&event))
+                .map_err(HttpError::store)
+        })
+        .await
     }
 
     /// Writes `event` to the audit log; a failure is logged, and the request goes on.
