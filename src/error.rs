@@ -38,7 +38,18 @@ pub enum HttpError {
     Internal(String),
 }
 
+impl From<crate::runtime::TaskFailed> for HttpError {
+    fn from(e: crate::runtime::TaskFailed) -> HttpError {
+        HttpError::Internal(e.to_string())
+    }
+}
+
 impl HttpError {
+    /// A store failure: the visitor sees an internal error, the log the store's reason.
+    pub fn store(e: crate::store::StoreError) -> HttpError {
+        HttpError::Internal(format!("store: {e}"))
+    }
+
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -12,7 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ipnet::IpNet;
 
-use crate::api::web::Api;
+use crate::api::Api;
 use crate::auth::forward::{self, Edge};
 use crate::auth::watch::WatchedBody;
 use crate::auth::{Auth, Gate, Identity, Visitor, cookies};
@@ -442,7 +442,7 @@ impl Gateway {
         note: &mut RequestNote,
     ) -> Result<Response<Body>, HttpError> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return Ok(crate::auth::method_not_allowed("GET, HEAD"));
+            return Ok(crate::ui::method_not_allowed("GET, HEAD"));
         }
         if !is_trusted(&self.trusted_proxies, conn.peer.ip()) {
             return Err(HttpError::Forbidden(

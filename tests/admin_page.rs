@@ -769,3 +769,71 @@ async fn without_admins_there_is_no_admin_page() {
     assert_eq!(browser.get(ADMIN_PAGE).await.status, 404);
     assert_eq!(browser.get("/_pagegate/admin/login").await.status, 404);
 }
+
+/// A form as RFC 7578 and RFC 2046 allow it, written the way browsers seldom do: the quoted
+/// boundary holds a space, each delimiter line ends in transport padding (spaces and a tab
+/// before its CRLF), and the file's name holds escaped quotes and a semicolon. The import reads
+/// it like any other, and the form's size limit still refuses a larger one.
+#[tokio::test]
+async fn an_import_in_any_legal_multipart_spelling_is_read() {
+    let school = School::open().await;
+    let mut browser = school.browser();
+    school.admin_sign_in(&mut browser, ADMIN).await;
+    let csrf = csrf_of(&mut browser, COURSE).await;
+    let boundary = "pagegate edge 42";
+    let body = format!(
+        "preamble, ignored\r\n\
+         --{boundary}  \t\r\n\
+         Content-Disposition: form-data; name=\"csrf\"\r\n\r\n\
+         {csrf}\r\n\
+         --{boundary} \r\n\
+         Content-Disposition: form-data; name=\"file\"; filename=\"the \\\"spring; 2027\\\" list.csv\"\r\n\
+         Content-Type: text/csv\r\n\r\n\
+         email,name\r\neve@example.com,Eve\r\n\
+         \r\n--{boundary}--  \r\n"
+    );
+    let imported = browser
+        .send(
+            "POST",
+            &format!("{COURSE}/import"),
+            Some((
+                &format!("multipart/form-data; boundary=\"{boundary}\""),
+                body,
+            )),
+        )
+        .await;
+    assert_eq!(imported.status, 303, "{}", imported.body);
+    let table = browser.get(COURSE).await;
+    assert!(
+        table.body.contains("Import done: 1 added, 0 updated."),
+        "{}",
+        table.body
+    );
+    assert!(table.body.contains("eve@example.com"), "{}", table.body);
+
+    // The limit on the whole form still holds: past 2 MiB the form is refused, and nothing of it
+    // is imported.
+    let csrf = csrf_of(&mut browser, COURSE).await;
+    let padding = "x".repeat(2 * 1024 * 1024);
+    let (content_type, body) = multipart(&[
+        ("csrf", None, &csrf),
+        ("file", Some("one.csv"), "fay@example.com,Fay\r\n"),
+        ("csv", None, &padding),
+    ]);
+    let refused = browser
+        .send(
+            "POST",
+            &format!("{COURSE}/import"),
+            Some((content_type.as_str(), body)),
+        )
+        .await;
+    assert_eq!(refused.status, 400);
+    assert!(
+        refused
+            .body
+            .contains("The form is too large or was cut off."),
+        "{}",
+        refused.body
+    );
+    assert!(!browser.get(COURSE).await.body.contains("fay@example.com"));
+}

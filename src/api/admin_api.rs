@@ -22,9 +22,11 @@ use super::clients::{self, ClientChange, ClientInput, ClientQuery, find_page, rf
 use super::csv::{self, Rejected};
 use super::json::{self, Object};
 use super::keys::{Credentials, credentials, require_cover, require_scope};
-use super::web::{Api, CSV_LIMIT, JSON_LIMIT, Route, blocking, read_body};
+use super::web::Route;
+use super::{Api, CSV_LIMIT, JSON_LIMIT, read_body};
 use crate::body::{self, Body};
 use crate::config::{ApiKeyConfig, Config, Scope};
+use crate::runtime::blocking;
 use crate::store::{AuditEvent, AuditKind, Source, Store, now};
 
 /// Audit entries per answer when the caller does not say.

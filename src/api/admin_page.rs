@@ -28,18 +28,22 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::Api;
 use super::ApiError;
 use super::clients::{self, ClientInput, MAX_DAYS, check_name, last_day, rfc3339};
 use super::csv::{self, Fault, HeaderFault, Problem, Reading, Unusable};
-use super::web::Api;
 use crate::auth::admin::AdminRequest;
-use crate::auth::{Auth, Visitor, input};
+use crate::auth::{Auth, FORM_CUT_OFF, Visitor, input, read_urlencoded};
 use crate::body::{self, Body};
 use crate::config::{Config, HostPattern, PageConfig, SiteConfig};
 use crate::error::HttpError;
 use crate::routing::SiteId;
+use crate::runtime::blocking;
 use crate::store::{AuditEvent, AuditKind, Client, ClientEdit, Source, Store, Timestamp, now};
-use crate::ui::{AddForm, AdminPage, ClientRow, ClientsView, Notice, PageSummary, SiteSummary};
+use crate::ui::{
+    AddForm, AdminPage, ClientRow, ClientsView, Notice, PageSummary, SiteSummary,
+    method_not_allowed, redirect,
+};
 
 /// Clients per screen.
 const PAGE_SIZE: usize = 50;
@@ -47,6 +51,11 @@ const PAGE_SIZE: usize = 50;
 const EXTEND_DAYS: u32 = 30;
 /// Largest form accepted (the import's file included).
 const MAX_BODY: usize = 2 * 1024 * 1024;
+/// Most parts a multipart form may have: the import form has three (the token, the pasted text
+/// and the file); the rest of [`MAX_BODY`] is no reason to keep a stranger's thousands.
+const MAX_PARTS: usize = 16;
+/// Longest multipart boundary accepted (RFC 2046 allows 70 characters).
+const MAX_BOUNDARY: usize = 200;
 /// Most clients one import may hold.
 const MAX_IMPORT_ROWS: usize = 10_000;
 /// Most problems listed for one import.
@@ -238,7 +247,7 @@ impl Admin<'_> {
                     .collect::<Result<Vec<_>, _>>()
             })
             .await
-            .map_err(store_error)?
+            .map_err(HttpError::store)?
             .into_iter();
         let now = now();
         let mut sites = Vec::with_capacity(self.config.sites.len());
@@ -309,7 +318,7 @@ impl Admin<'_> {
             .auth
             .read(move |store| store.clients(&page))
             .await
-            .map_err(store_error)?;
+            .map_err(HttpError::store)?;
         let now = now();
         let needle = back.q.to_lowercase();
         let matching: Vec<&Client> = clients
@@ -378,7 +387,7 @@ impl Admin<'_> {
             .auth
             .read(move |store| store.clients(&page))
             .await
-            .map_err(store_error)?;
+            .map_err(HttpError::store)?;
         let text = csv::export(&clients, now()).map_err(api_error)?;
         let mut response = Response::new(body::full(text));
         let h = response.headers_mut();
@@ -471,7 +480,7 @@ impl Admin<'_> {
             .auth
             .read(move |store| store.client(&page, &asked))
             .await
-            .map_err(store_error)?
+            .map_err(HttpError::store)?
             .is_some()
         {
             return problem(
@@ -496,7 +505,7 @@ impl Admin<'_> {
         let (config, store, actor) = (self.config.clone(), self.store(), self.admin.to_owned());
         let added =
             blocking(move || clients::add_client(&config, &*store, &input, Source::Admin, &actor))
-                .await?;
+                .await;
         match added {
             Ok(_) => Ok(Ok(Some(Notice::ok("admin_added").with("email", email)))),
             Err(ApiError::Invalid { field, .. }) => {
@@ -564,10 +573,11 @@ impl Admin<'_> {
                     "edited on the admin page",
                 )
             };
-            store.edit_client(&page, &email2, &update, &audit)
+            store
+                .edit_client(&page, &email2, &update, &audit)
+                .map_err(HttpError::store)
         })
-        .await?
-        .map_err(store_error)?;
+        .await?;
         if matches!(edited, ClientEdit::Missing) {
             return Ok(Err(missing(&email)));
         }
@@ -602,10 +612,11 @@ impl Admin<'_> {
                     &format!("extended by {EXTEND_DAYS} days on the admin page"),
                 )
             };
-            store.edit_client(&page, &email2, &update, &audit)
+            store
+                .edit_client(&page, &email2, &update, &audit)
+                .map_err(HttpError::store)
         })
-        .await?
-        .map_err(store_error)?;
+        .await?;
         match result {
             ClientEdit::Missing | ClientEdit::EmailTaken => Ok(Err(missing(&email))),
             ClientEdit::Unchanged(_) => Ok(Ok(None)),
@@ -625,7 +636,7 @@ impl Admin<'_> {
         let (page, email2) = (target.page.id.clone(), email.clone());
         let removed =
             blocking(move || clients::remove_client(&config, &*store, &page, &email2, &actor))
-                .await?;
+                .await;
         match removed {
             Ok(()) => Ok(Ok(Some(Notice::ok("admin_removed").with("email", email)))),
             Err(ApiError::NotFound(_)) => Ok(Err(missing(&email))),
@@ -685,9 +696,10 @@ impl Admin<'_> {
             .collect();
         let (store, page, actor) = (self.store(), target.page.id.clone(), self.admin.to_owned());
         let rows = import.rows;
-        let applied = blocking(move || csv::apply_import(&*store, &page, &rows, &actor))
-            .await?
-            .map_err(store_error)?;
+        let applied = blocking(move || {
+            csv::apply_import(&*store, &page, &rows, &actor).map_err(HttpError::store)
+        })
+        .await?;
         let done = Notice::ok("admin_imported")
             .with("added", applied.created.to_string())
             .with("updated", applied.updated.to_string());
@@ -897,7 +909,8 @@ fn line_notice(problem: &Problem) -> Notice {
 // ---------------------------------------------------------------------------------------------
 
 /// Reads a POSTed form: `application/x-www-form-urlencoded`, or `multipart/form-data` (the
-/// import, whose file arrives as the field `file`).
+/// import, whose file arrives as the field `file`). Either way at most [`MAX_BODY`] bytes are
+/// read.
 async fn read_body(
     req: Request<Incoming>,
 ) -> Result<(http::HeaderMap, HashMap<String, String>), HttpError> {
@@ -908,19 +921,16 @@ async fn read_body(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let bytes = http_body_util::Limited::new(body, MAX_BODY)
-        .collect()
-        .await
-        .map_err(|_| HttpError::BadRequest("The form is too large or was cut off."))?
-        .to_bytes();
     let lower = content_type.trim_start().to_ascii_lowercase();
     let form = if lower.starts_with("application/x-www-form-urlencoded") {
-        form_urlencoded::parse(&bytes).into_owned().collect()
+        read_urlencoded(body, MAX_BODY).await?
     } else if lower.starts_with("multipart/form-data") {
-        let boundary = boundary(&content_type)
+        let boundary = multer::parse_boundary(&content_type)
+            .ok()
+            .filter(|b| !b.is_empty() && b.len() <= MAX_BOUNDARY)
             .ok_or(HttpError::BadRequest("The form has no multipart boundary."))?;
-        parse_multipart(&bytes, &boundary)
-            .ok_or(HttpError::BadRequest("The form could not be read."))?
+        let body = http_body_util::Limited::new(body, MAX_BODY);
+        read_multipart(body.into_data_stream(), boundary).await?
     } else {
         return Err(HttpError::BadRequest(
             "Expected a form (application/x-www-form-urlencoded or multipart/form-data).",
@@ -929,85 +939,38 @@ async fn read_body(
     Ok((parts.headers, form))
 }
 
-fn boundary(content_type: &str) -> Option<String> {
-    content_type.split(';').skip(1).find_map(|param| {
-        let (name, value) = param.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("boundary")
-            .then(|| value.trim().trim_matches('"').to_owned())
-            .filter(|b| !b.is_empty() && b.len() <= 200)
-    })
-}
-
 /// The fields of a `multipart/form-data` body, as text (a file's bytes read as UTF-8, lossy).
-fn parse_multipart(body: &[u8], boundary: &str) -> Option<HashMap<String, String>> {
-    let first = format!("--{boundary}");
-    let between = format!("\r\n--{boundary}");
+/// A field named twice keeps its first value, and parts without a name are skipped, so a
+/// browser's extra parts cannot replace the CSRF token or the file.
+async fn read_multipart<S, E>(
+    stream: S,
+    boundary: String,
+) -> Result<HashMap<String, String>, HttpError>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+{
+    let unreadable = |e: multer::Error| match e {
+        multer::Error::StreamReadFailed(_) => HttpError::BadRequest(FORM_CUT_OFF),
+        _ => HttpError::BadRequest("The form could not be read."),
+    };
+    let mut multipart = multer::Multipart::new(stream, boundary);
     let mut fields = HashMap::new();
-    let start = find(body, first.as_bytes())?;
-    let mut rest = &body[start + first.len()..];
-    loop {
-        if rest.starts_with(b"--") {
-            return Some(fields);
+    let mut parts = 0;
+    while let Some(field) = multipart.next_field().await.map_err(unreadable)? {
+        parts += 1;
+        if parts > MAX_PARTS {
+            return Err(HttpError::BadRequest("The form has too many parts."));
         }
-        rest = rest.strip_prefix(b"\r\n")?;
-        let head_end = find(rest, b"\r\n\r\n")?;
-        let head = std::str::from_utf8(&rest[..head_end]).ok()?;
-        let content = &rest[head_end + 4..];
-        let end = find(content, between.as_bytes())?;
-        if let Some(name) = disposition_name(head) {
-            let value = String::from_utf8_lossy(&content[..end]).into_owned();
-            fields.entry(name).or_insert(value);
+        let name = field.name().map(str::to_owned);
+        let value = field.bytes().await.map_err(unreadable)?;
+        if let Some(name) = name {
+            fields
+                .entry(name)
+                .or_insert_with(|| String::from_utf8_lossy(&value).into_owned());
         }
-        rest = &content[end + between.len()..];
     }
-}
-
-/// The `name` of a part's `Content-Disposition: form-data; name="…"`.
-fn disposition_name(head: &str) -> Option<String> {
-    let line = head
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))?;
-    line.split(';').skip(1).find_map(|param| {
-        let (k, v) = param.split_once('=')?;
-        (k.trim() == "name").then(|| v.trim().trim_matches('"').to_owned())
-    })
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, HttpError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| HttpError::Internal(format!("admin task: {e}")))
-}
-
-fn redirect(status: StatusCode, location: &str) -> Response<Body> {
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = status;
-    if let Ok(v) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut r = Response::new(body::empty());
-    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
-}
-
-fn store_error(e: crate::store::StoreError) -> HttpError {
-    HttpError::Internal(format!("store: {e}"))
+    Ok(fields)
 }
 
 fn api_error(e: ApiError) -> HttpError {
@@ -1115,19 +1078,38 @@ mod tests {
         assert_eq!(parse_flash("admin_added\nevil=x"), None);
     }
 
-    #[test]
-    fn multipart_fields() {
+    /// The body in pieces cut at every few bytes, as a slow client would send it.
+    async fn fields_of(body: &str, boundary: &str) -> Result<HashMap<String, String>, HttpError> {
+        let pieces: Vec<Result<bytes::Bytes, std::convert::Infallible>> = body
+            .as_bytes()
+            .chunks(7)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        read_multipart(futures_util::stream::iter(pieces), boundary.to_owned()).await
+    }
+
+    #[tokio::test]
+    async fn multipart_fields() {
         let body = "--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\ntok\r\n\
                     --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\
-                    Content-Type: text/csv\r\n\r\nemail\r\nann@example.com\r\n\r\n--XyZ--\r\n";
-        let fields = parse_multipart(body.as_bytes(), "XyZ").expect("parsed");
-        assert_eq!(fields["csrf"], "tok");
+                    Content-Type: text/csv\r\n\r\nemail\r\nann@example.com\r\n\r\n\
+                    --XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nother\r\n--XyZ--\r\n";
+        let fields = fields_of(body, "XyZ").await.expect("parsed");
+        assert_eq!(fields["csrf"], "tok", "the first of two values is kept");
         assert_eq!(fields["file"], "email\r\nann@example.com\r\n");
-        assert_eq!(
-            boundary("multipart/form-data; boundary=\"XyZ\"").as_deref(),
-            Some("XyZ")
+        assert!(fields_of("garbage", "XyZ").await.is_err());
+        assert!(
+            fields_of(&body[..body.len() - 10], "XyZ").await.is_err(),
+            "cut off"
         );
-        assert!(parse_multipart(b"garbage", "XyZ").is_none());
+        let many: String = (0..=MAX_PARTS)
+            .map(|i| format!("--XyZ\r\nContent-Disposition: form-data; name=\"f{i}\"\r\n\r\nv\r\n"))
+            .collect::<String>()
+            + "--XyZ--\r\n";
+        assert!(matches!(
+            fields_of(&many, "XyZ").await,
+            Err(HttpError::BadRequest("The form has too many parts."))
+        ));
     }
 
     #[test]

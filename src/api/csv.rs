@@ -822,7 +822,7 @@ mod tests {
         // minutes for a file of short rows at the size limit.
         let mut text = String::from("email\n");
         let mut rows = 0;
-        while text.len() + 24 < crate::api::web::CSV_LIMIT {
+        while text.len() + 24 < crate::api::CSV_LIMIT {
             text.push_str(&format!("u{rows}@example.com\n"));
             rows += 1;
         }

@@ -36,12 +36,13 @@ use super::clients::{
 };
 use super::json::{self, Object};
 use super::keys::{self, Credentials, credentials, require_cover, require_scope};
-use super::web::{Api, JSON_LIMIT, blocking, read_body};
+use super::{Api, JSON_LIMIT, read_body};
 use crate::auth::signin;
 use crate::body::Body;
 use crate::config::{ApiKeyConfig, Config, Scope};
 use crate::mail::{Delivery, MailError, Outgoing};
 use crate::metrics::{self, GrantOutcome, MailKind};
+use crate::runtime::blocking;
 use crate::store::{
     AuditEvent, AuditKind, Client, Grant, GrantResult, SigninNonce, SigninRecord, SigninRequest,
     Source, SpentSignature, StoreError, Timestamp, now,
@@ -294,7 +295,7 @@ async fn apply(
                 }
                 _ => None,
             };
-            Ok(((applied, url), now))
+            Ok::<_, ApiError>(((applied, url), now))
         })
         .await?
     };

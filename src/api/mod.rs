@@ -5,6 +5,9 @@
 //!
 //! The operations validate their input and return [`ApiError`]s that name the offending field,
 //! so every front end (command line, control socket, admin API) reports mistakes the same way.
+//!
+//! What the handlers share is here too: [`Api`], the state of the web side, and the body
+//! limits with [`read_body`], so that [`web`] is the router alone.
 
 pub mod admin_api;
 pub mod admin_page;
@@ -14,6 +17,99 @@ pub mod grants;
 pub mod json;
 pub mod keys;
 pub mod web;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::store::Store;
+use keys::KeyRing;
+
+/// Largest JSON body the API reads.
+pub const JSON_LIMIT: usize = 64 * 1024;
+/// Largest CSV import.
+pub const CSV_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Shared state of the admin interfaces.
+pub struct Api {
+    config: Arc<Config>,
+    auth: Arc<Auth>,
+    keys: KeyRing,
+    openapi: String,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
+impl Api {
+    /// Builds the admin interfaces on the gateway's config and sign-in state.
+    pub fn new(config: Arc<Config>, auth: Arc<Auth>) -> Api {
+        let openapi = web::openapi_for(&config.server.prefix);
+        Api {
+            keys: KeyRing::new(&config),
+            config,
+            auth,
+            openapi,
+        }
+    }
+
+    /// The admin interfaces of a reloaded configuration: new keys and settings. Spent
+    /// signatures are in the store, which the reload keeps.
+    pub fn reloaded(&self, config: Arc<Config>, auth: Arc<Auth>) -> Api {
+        Api::new(config, auth)
+    }
+
+    /// The configuration the gateway runs.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The sign-in state (store, mail, templates, keys).
+    pub fn auth(&self) -> &Arc<Auth> {
+        &self.auth
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.auth.store()
+    }
+
+    /// The API keys.
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+}
+
+/// Reads a request body of at most `limit` bytes: 413 when it is larger (told by
+/// `Content-Length` before reading, or found while reading).
+pub async fn read_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::TooLarge { limit })
+        }
+        Err(_) => Err(ApiError::invalid("body", "the body was cut off")),
+    }
+}
 
 /// Why an admin operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +158,12 @@ pub enum ApiError {
     /// The store failed.
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+}
+
+impl From<crate::runtime::TaskFailed> for ApiError {
+    fn from(e: crate::runtime::TaskFailed) -> ApiError {
+        ApiError::Store(crate::store::StoreError::Backend(e.to_string()))
+    }
 }
 
 impl ApiError {

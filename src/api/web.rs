@@ -8,26 +8,15 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
-use super::ApiError;
-use super::json;
-use super::keys::KeyRing;
-use crate::auth::{Auth, Visitor};
+use super::{Api, ApiError, json};
+use crate::auth::Visitor;
 use crate::body::{self, Body};
-use crate::config::Config;
 use crate::error::HttpError;
 use crate::routing::SiteId;
-use crate::store::Store;
-
-/// Largest JSON body the API reads.
-pub const JSON_LIMIT: usize = 64 * 1024;
-/// Largest CSV import.
-pub const CSV_LIMIT: usize = 2 * 1024 * 1024;
 
 /// Every route of `{prefix}/api/v1`: method and path as the OpenAPI document writes them.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -156,92 +145,7 @@ fn template_matches(template: &str, segments: &[&str]) -> bool {
             .all(|(p, s)| (p.starts_with('{') && p.ends_with('}')) || p == s)
 }
 
-/// Reads a request body of at most `limit` bytes: 413 when it is larger (told by
-/// `Content-Length` before reading, or found while reading).
-pub async fn read_body(
-    body: Incoming,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(ApiError::TooLarge { limit });
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::TooLarge { limit })
-        }
-        Err(_) => Err(ApiError::invalid("body", "the body was cut off")),
-    }
-}
-
-/// Runs store work off the async workers.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(ApiError::Store(crate::store::StoreError::Backend(format!(
-            "task failed: {e}"
-        ))))
-    })
-}
-
-/// Shared state of the admin interfaces.
-pub struct Api {
-    config: Arc<Config>,
-    auth: Arc<Auth>,
-    keys: KeyRing,
-    openapi: String,
-}
-
-impl std::fmt::Debug for Api {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Api").finish_non_exhaustive()
-    }
-}
-
 impl Api {
-    /// Builds the admin interfaces on the gateway's config and sign-in state.
-    pub fn new(config: Arc<Config>, auth: Arc<Auth>) -> Api {
-        let openapi = openapi_for(&config.server.prefix);
-        Api {
-            keys: KeyRing::new(&config),
-            config,
-            auth,
-            openapi,
-        }
-    }
-
-    /// The admin interfaces of a reloaded configuration: new keys and settings. Spent
-    /// signatures are in the store, which the reload keeps.
-    pub fn reloaded(&self, config: Arc<Config>, auth: Arc<Auth>) -> Api {
-        Api::new(config, auth)
-    }
-
-    /// The configuration the gateway runs.
-    pub fn config(&self) -> &Arc<Config> {
-        &self.config
-    }
-
-    /// The sign-in state (store, mail, templates, keys).
-    pub fn auth(&self) -> &Arc<Auth> {
-        &self.auth
-    }
-
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        self.auth.store()
-    }
-
-    /// The API keys.
-    pub fn keys(&self) -> &KeyRing {
-        &self.keys
-    }
-
     /// Answers `{prefix}/api/v1{sub_path}`. The API answers every request itself, errors
     /// included, as JSON; the site the request came for does not matter (page ids are unique
     /// across the gateway, and keys carry their own site limits).
@@ -291,7 +195,7 @@ impl Api {
 }
 
 /// The OpenAPI document with `servers` pointing at this gateway's prefix.
-fn openapi_for(prefix: &str) -> String {
+pub(super) fn openapi_for(prefix: &str) -> String {
     match serde_json::from_str::<serde_json::Value>(OPENAPI) {
         Ok(mut doc) => {
             doc["servers"] = serde_json::json!([{ "url": format!("{prefix}/api/v1") }]);

@@ -27,9 +27,9 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::flow::{method_not_allowed, random_token, read_form};
 use super::keys::CookiePurpose;
-use super::{Auth, SiteAuth, Visitor, cookies, input, redirect, store_error};
+use super::steps::{random_token, read_form};
+use super::{Auth, SiteAuth, Visitor, cookies, input};
 use crate::body::Body;
 use crate::config::Language;
 use crate::error::HttpError;
@@ -39,7 +39,7 @@ use crate::routing::SiteId;
 use crate::store::{
     AuditEvent, AuditKind, CodeCheck, CodeRecord, SecretHash, SessionRecord, TokenRecord,
 };
-use crate::ui::{AdminFrame, AdminMail, AdminPage, html_response};
+use crate::ui::{AdminFrame, AdminMail, AdminPage, html_response, method_not_allowed, redirect};
 use cookies::CookieNames;
 
 /// How long an admin session lasts.
@@ -114,7 +114,7 @@ impl Auth {
             let access = self
                 .read(move |store| store.session_access(&hash, &[]))
                 .await
-                .map_err(store_error)?;
+                .map_err(HttpError::store)?;
             if let Some(access) = access {
                 let s = access.session;
                 if s.site == namespace(&site.name)
@@ -350,7 +350,7 @@ impl SignIn<'_> {
             .auth
             .read(move |store| store.is_locked(&in_ns, &asked, &in_browser, at, policy))
             .await
-            .map_err(store_error)?;
+            .map_err(HttpError::store)?;
         let listed = self.admins.contains(&email);
         if listed && !locked {
             let auth = self.auth.clone();

@@ -16,6 +16,9 @@ pub use crate::input;
 pub mod keys;
 pub mod limits;
 pub mod signin;
+mod steps;
+
+pub(crate) use steps::{FORM_CUT_OFF, read_urlencoded};
 pub mod watch;
 
 use std::collections::HashMap;
@@ -38,10 +41,9 @@ use crate::routing::path::PageMatcher;
 use crate::store::{
     AttemptPolicy, Retention, SecretHash, SessionAccess, Store, StoreError, Timestamp, now,
 };
-use crate::ui::Templates;
+use crate::ui::{Templates, redirect};
 pub use clock::Clock;
 use cookies::CookieNames;
-pub(crate) use flow::method_not_allowed;
 use keys::{CookiePurpose, KeyError, Keys, Rotation};
 use limits::Limits;
 use watch::{Subject, Verdict, Watch, Watched};
@@ -341,7 +343,7 @@ impl Auth {
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
             self.store.session_access(&hash, &ids)
         };
-        let Some(access) = access.map_err(store_error)? else {
+        let Some(access) = access.map_err(HttpError::store)? else {
             return Ok(None);
         };
         let on_pages = pages.iter().map(|&i| site.pages.get(i));
@@ -590,18 +592,6 @@ fn asks_for_json(headers: &http::HeaderMap) -> bool {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"))
 }
 
-fn redirect(status: StatusCode, location: &str) -> Response<Body> {
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = status;
-    if let Ok(v) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
 /// Until when (exclusive) `access` lets its session use `pages` of `site`: the earliest of the
 /// session's own end, its lifetime on each page, and each page's client's end of access. `None`
 /// when it gives no access at all: a session of another site, an email missing from a page's
@@ -627,10 +617,6 @@ fn access_ends<'a>(
         }
     }
     Some(ends)
-}
-
-fn store_error(e: StoreError) -> HttpError {
-    HttpError::Internal(format!("store: {e}"))
 }
 
 #[cfg(test)]

@@ -27,12 +27,14 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use rand::RngCore;
 
-use super::flow::{Ctx, query_map, read_form};
+use super::flow::Ctx;
 use super::keys::{KeySet, Keys};
-use super::{Auth, input, store_error};
+use super::steps::{query_map, read_form};
+use super::{Auth, input};
 use crate::body::Body;
 use crate::error::HttpError;
 use crate::metrics::LoginEvent;
+use crate::runtime::blocking;
 use crate::store::{
     AuditEvent, AuditKind, IssuedSignin, SecretHash, SigninNonce, SigninRecord, Timestamp,
 };
@@ -191,15 +193,14 @@ impl Ctx<'_> {
             .hashes(HASH_PURPOSE, &[token.as_bytes()]);
         let used = self.event(AuditKind::SigninLinkUsed, None, "");
         let (auth, site) = (self.auth.clone(), self.site.name.clone());
-        let taken = tokio::task::spawn_blocking(move || {
+        let taken = blocking(move || {
             auth.store
                 .take_signin(&hashes, &site, auth.now(), &|record| {
                     used_event(&used, record)
                 })
+                .map_err(HttpError::store)
         })
-        .await
-        .map_err(|e| HttpError::Internal(format!("sign-in link task: {e}")))?
-        .map_err(store_error)?;
+        .await?;
         match taken {
             Some(record) => {
                 self.count(LoginEvent::SigninLinkVerified);
@@ -225,7 +226,7 @@ impl Ctx<'_> {
             .auth
             .read(move |store| store.peek_signin(&hashes, at))
             .await
-            .map_err(store_error)?;
+            .map_err(HttpError::store)?;
         Ok(record.filter(|r| r.site == self.site.name))
     }
 

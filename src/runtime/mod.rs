@@ -1,7 +1,8 @@
 //! The runtime every connection and request runs on, below `server`, `proxy` and `auth`, which
 //! all stand on it: one single-threaded tokio runtime per core ([`workers`], with per-worker
 //! shares of hot state), the coarse per-worker timer for request deadlines ([`coarse_timer`]),
-//! and [`EndSignal`], by which a long-lived request learns that it must end.
+//! [`EndSignal`], by which a long-lived request learns that it must end, and [`blocking`], the one
+//! way store transactions and file work leave the workers.
 //!
 //! # The rules
 //!
@@ -58,4 +59,22 @@ use tokio_util::sync::CancellationToken;
 pub trait EndSignal: Send + Sync {
     /// Cancelled when the request must end.
     fn token(&self) -> &CancellationToken;
+}
+
+/// Blocking work that ended without an answer: it panicked, or the runtime is shutting down.
+/// Each front end turns it into its own internal error.
+#[derive(Debug, thiserror::Error)]
+#[error("task failed: {0}")]
+pub struct TaskFailed(#[from] tokio::task::JoinError);
+
+/// Runs `f` on tokio's blocking pool: a store transaction or a file write must not hold up the
+/// worker thread whose other connections wait on it.
+pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<TaskFailed> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(TaskFailed(e).into()))
 }

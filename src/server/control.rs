@@ -39,6 +39,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::ApiError;
 use crate::api::clients::{self, ClientInput};
 use crate::body::{self, Body};
+use crate::runtime::blocking;
 use crate::store::{BackupError, Source, Store, StoreCounts};
 
 /// `POST /v1/backup`: where the running gateway writes a backup of its database.
@@ -290,25 +291,10 @@ async fn rotate_key(live: &Live) -> Response<Body> {
     }
 }
 
-async fn blocking(
-    f: impl FnOnce() -> Result<Response<Body>, ApiError> + Send + 'static,
-) -> Result<Response<Body>, ApiError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(ApiError::Store(crate::store::StoreError::Backend(format!(
-            "task failed: {e}"
-        ))))
-    })
-}
-
+/// A JSON body, read under the API's limit by the API's reader.
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
-    let bytes = http_body_util::Limited::new(req.into_body(), 64 * 1024)
-        .collect()
-        .await
-        .map_err(|_| ApiError::Invalid {
-            field: "body",
-            message: "too large or cut off".into(),
-        })?
-        .to_bytes();
+    let (parts, body) = req.into_parts();
+    let bytes = crate::api::read_body(body, &parts.headers, crate::api::JSON_LIMIT).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::Invalid {
         field: "body",
         message: e.to_string(),

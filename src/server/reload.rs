@@ -28,7 +28,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use super::tls;
-use crate::api::web::Api;
+use crate::api::Api;
 use crate::auth::Auth;
 use crate::auth::keys::{KeyError, Rotation};
 use crate::config::{Config, ConfigError};

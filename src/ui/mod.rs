@@ -94,6 +94,29 @@ fn plain_error_html(status: StatusCode, message: &str) -> String {
     )
 }
 
+/// A redirect pagegate answers itself (to a form, after a form, to the page signed in for): never
+/// cached, since where it points depends on the visitor's state.
+pub fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `405` for one of pagegate's own endpoints, with the methods it takes in `Allow`.
+pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = Response::new(body::empty());
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
 /// Escapes text for HTML element content and quoted attributes.
 pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
