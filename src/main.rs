@@ -198,7 +198,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let result = runtime.block_on(run(cli.command));
+    // Requests the runtime still held end with it, and their lines must reach the log.
+    drop(runtime);
+    pagegate::access_log::flush(pagegate::access_log::EXIT_FLUSH_LIMIT);
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -789,6 +793,10 @@ impl Signals {
 }
 
 fn init_logging(format: LogFormat) {
+    pagegate::access_log::set_format(match format {
+        LogFormat::Text => pagegate::access_log::Format::Text,
+        LogFormat::Json => pagegate::access_log::Format::Json,
+    });
     let spec = std::env::var("PAGEGATE_LOG").ok();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(log_filter(spec.as_deref()))

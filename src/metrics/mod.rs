@@ -22,6 +22,7 @@
 //! | `pagegate_active_sessions` | gauge | `site`, `kind` | live sessions in the store, `kind` `visitor` or `admin` |
 //! | `pagegate_open_connections` | gauge | | client connections open on the site listeners |
 //! | `pagegate_open_tunnels` | gauge | | of those, connections upgraded to a byte tunnel (WebSocket) |
+//! | `pagegate_access_log_dropped_total` | counter | | access log lines dropped because the writer did not keep up (or could not write them); see `access_log` |
 //! | `pagegate_build_info` | info | `version` | the running build |
 //! | `pagegate_start_time_seconds` | gauge | | when the process started, Unix time |
 //!
@@ -195,6 +196,7 @@ pub struct Metrics {
     grants: Family<GrantLabels, Counter>,
     open_connections: Gauge,
     open_tunnels: Gauge,
+    access_log_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -260,6 +262,12 @@ impl Metrics {
             "Client connections upgraded to a byte tunnel (WebSocket), counted among the open connections",
             open_tunnels.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the disk or the stderr reader did not keep up, or writing failed",
+            access_log_dropped.clone(),
+        );
         registry.register(
             "build",
             "The running build",
@@ -283,6 +291,7 @@ impl Metrics {
             grants,
             open_connections,
             open_tunnels,
+            access_log_dropped,
         }
     }
 
@@ -355,6 +364,16 @@ impl Metrics {
                 outcome: outcome.as_str(),
             })
             .inc();
+    }
+
+    /// Counts access log lines that were dropped rather than written.
+    pub fn access_log_dropped(&self, lines: u64) {
+        self.access_log_dropped.inc_by(lines);
+    }
+
+    /// Access log lines dropped so far.
+    pub fn access_log_dropped_count(&self) -> u64 {
+        self.access_log_dropped.get()
     }
 
     /// Counts a client connection as open until the returned guard is dropped.
@@ -489,6 +508,7 @@ mod tests {
         );
         assert!(has(&out, "pagegate_open_connections 0"), "{out}");
         assert!(has(&out, "pagegate_open_tunnels 0"), "{out}");
+        assert!(has(&out, "pagegate_access_log_dropped_total 0"), "{out}");
         assert!(
             out.lines()
                 .any(|l| l.starts_with("pagegate_start_time_seconds 1")),

@@ -292,6 +292,7 @@ async fn serve(
             }
         });
     }
+    tokio::spawn(crate::access_log::report_drops(shutdown.clone()));
     // Runs on through the shutdown: downloads finishing in the grace period stay watched.
     let watching = CancellationToken::new();
     tokio::spawn(watch_access(live.clone(), watching.clone()));
@@ -313,6 +314,14 @@ async fn serve(
     }
     watching.cancel();
     settings.workers.stop().await;
+    // Every request that ended has its line queued by now; none is lost to the stop.
+    let flushed = tokio::task::spawn_blocking(|| {
+        crate::access_log::flush(crate::access_log::EXIT_FLUSH_LIMIT)
+    })
+    .await;
+    if !matches!(flushed, Ok(true)) {
+        tracing::warn!("the access log could not be written out before the stop");
+    }
 }
 
 /// Every second, ends the open tunnels and long downloads whose visitor lost access since they
