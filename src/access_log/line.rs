@@ -10,6 +10,7 @@
 //! outside printable ASCII, `"` and `\` written `\xNN`; in JSON, strings are escaped as JSON
 //! requires.
 
+use std::cell::Cell;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -116,26 +117,51 @@ fn json(out: &mut Vec<u8>, now: SystemTime, f: &Fields<'_>) {
     });
 }
 
+thread_local! {
+    /// The second last stamped on this thread and its `YYYY-MM-DDTHH:MM:SS.`: the date is
+    /// worked out once a second, not once a line.
+    static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
+}
+
 /// `2026-11-23T09:06:47.559015Z`: UTC, microseconds.
 fn timestamp(out: &mut Vec<u8>, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    let (year, month, day) = civil_date((secs / 86_400) as i64);
-    let of_day = secs % 86_400;
-    padded(out, year.max(0) as u64, 4);
-    out.push(b'-');
-    padded(out, u64::from(month), 2);
-    out.push(b'-');
-    padded(out, u64::from(day), 2);
-    out.push(b'T');
-    padded(out, of_day / 3600, 2);
-    out.push(b':');
-    padded(out, of_day / 60 % 60, 2);
-    out.push(b':');
-    padded(out, of_day % 60, 2);
-    out.push(b'.');
-    padded(out, u64::from(since.subsec_micros()), 6);
+    let (cached, mut prefix) = SECOND.get();
+    if cached != secs {
+        prefix = date_and_time(secs);
+        SECOND.set((secs, prefix));
+    }
+    out.extend_from_slice(&prefix);
+    let micros = since.subsec_micros();
+    two(out, micros / 10_000);
+    two(out, micros / 100 % 100);
+    two(out, micros % 100);
     out.push(b'Z');
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of a Unix time (years past 9999 are not expected).
+fn date_and_time(secs: u64) -> [u8; 20] {
+    let (year, month, day) = civil_date((secs / 86_400) as i64);
+    let year = year.clamp(0, 9999) as u32;
+    let of_day = (secs % 86_400) as u32;
+    let mut text = Vec::with_capacity(20);
+    two(&mut text, year / 100);
+    two(&mut text, year % 100);
+    text.push(b'-');
+    two(&mut text, month);
+    text.push(b'-');
+    two(&mut text, day);
+    text.push(b'T');
+    two(&mut text, of_day / 3600);
+    text.push(b':');
+    two(&mut text, of_day / 60 % 60);
+    text.push(b':');
+    two(&mut text, of_day % 60);
+    text.push(b'.');
+    let mut prefix = [0; 20];
+    prefix.copy_from_slice(&text);
+    prefix
 }
 
 /// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
@@ -153,26 +179,38 @@ fn civil_date(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// `n` in decimal.
-fn integer(out: &mut Vec<u8>, n: u64) {
-    padded(out, n, 1);
+/// "00" to "99", two bytes each.
+const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// `n` (below 100) as two digits.
+fn two(out: &mut Vec<u8>, n: u32) {
+    let at = (n as usize % 100) * 2;
+    out.extend_from_slice(&PAIRS[at..at + 2]);
 }
 
-/// `n` in decimal, with leading zeros to `width` digits.
-fn padded(out: &mut Vec<u8>, n: u64, width: usize) {
-    let mut digits = [b'0'; 20];
+/// `n` in decimal, two digits at a time.
+fn integer(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
     let mut at = digits.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
     }
-    let start = at.min(digits.len().saturating_sub(width));
-    out.extend_from_slice(&digits[start..]);
+    if n >= 10 {
+        let pair = n as usize * 2;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        at -= 1;
+        digits[at] = b'0' + n as u8;
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Microseconds as milliseconds the way `f64`'s `Debug` shows `micros as f64 / 1000.0`: the
@@ -185,12 +223,17 @@ fn millis(out: &mut Vec<u8>, micros: u64) {
         out.push(b'0');
         return;
     }
+    let digits = [
+        b'0' + (fraction / 100) as u8,
+        b'0' + (fraction / 10 % 10) as u8,
+        b'0' + (fraction % 10) as u8,
+    ];
     let mut width = 3;
     while fraction % 10 == 0 {
         fraction /= 10;
         width -= 1;
     }
-    padded(out, fraction, width);
+    out.extend_from_slice(&digits[..width]);
 }
 
 fn address(out: &mut Vec<u8>, ip: IpAddr) {
@@ -416,6 +459,15 @@ mod tests {
                 String::from_utf8(out).expect("UTF-8"),
                 format!("{:?}", micros as f64 / 1000.0)
             );
+        }
+    }
+
+    #[test]
+    fn integers_read_as_display_does() {
+        for n in (0..1200).chain([9_999, 10_000, 65_535, 1 << 40, u64::MAX]) {
+            let mut out = Vec::new();
+            integer(&mut out, n);
+            assert_eq!(String::from_utf8(out).expect("UTF-8"), n.to_string());
         }
     }
 
