@@ -24,6 +24,9 @@
 #   PAGEGATE_BIN=...         use this binary instead of building target/release/pagegate
 #   BENCH_FLOOR=1            also measure .ci/bench/bare_proxy.rs (hyper and tokio alone, laid
 #                            out like pagegate's hot path): what pagegate's own work costs
+#   BENCH_ACCESS_LOG=1       also measure both proxies with their access log on, written to a
+#                            file in the temporary directory (emptied after each run), in the
+#                            same rounds: what the access log costs each of them
 #   BENCH_OUT=DIR            also keep the results and raw wrk output in DIR
 set -euo pipefail
 
@@ -43,6 +46,7 @@ BENCH_OUT=${BENCH_OUT:-}
 BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-30}
 BENCH_FLOOR=${BENCH_FLOOR:-1}
 BENCH_ROUNDS=${BENCH_ROUNDS:-4}
+BENCH_ACCESS_LOG=${BENCH_ACCESS_LOG:-1}
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -313,6 +317,7 @@ run_wrk() {
     # Everything this benchmark runs, to tell other work on the machine apart during the run.
     ours=$(pids_of_nginx "$UPSTREAM_PID")
     ours="$ours $(pids_of_nginx "$PROXY_PID") $PG_PID $FLOOR_PID"
+    [ -n "$LOG_PROXY_PID" ] && ours="$ours $(pids_of_nginx "$LOG_PROXY_PID") $LOG_PG_PID"
     cpu_before=$(cpu_ticks $pids) user_before=$(cpu_ticks user $pids) mine_before=$(($(cpu_ticks $ours) + $(children_ticks)))
     all_before=$(machine_ticks)
     timeout "$limit" wrk -t "$BENCH_THREADS" -c "$BENCH_CONNECTIONS" -d "$BENCH_DURATION" --latency "$@" "$url" >"$out" ||
@@ -388,6 +393,37 @@ print_wrk_table() {
     done
 }
 
+# print_log_ratios: each proxy with its access log on against the same proxy with it off.
+print_log_ratios() {
+    local on off
+    for pair in "nginx proxy, access log on|nginx proxy" "pagegate, access log on|pagegate"; do
+        on=${pair%%|*} off=${pair#*|}
+        [ -n "${RPS[$on]:-}" ] && [ -n "${RPS[$off]:-}" ] || continue
+        awk -v n="$on" -v r="$(median ${RPS[$on]})" -v ro="$(median ${RPS[$off]})" \
+            -v c="$(median ${CPU_US[$on]:-0})" -v co="$(median ${CPU_US[$off]:-0})" \
+            -v cu="$(median ${CPU_USER_US[$on]:-0})" -v cuo="$(median ${CPU_USER_US[$off]:-0})" \
+            -v rl="${RPS[$on]}" -v rol="${RPS[$off]}" 'BEGIN {
+                printf "%s / off: req/s x%.3f", n, r / ro
+                if (c > 0 && co > 0) printf ", CPU per request x%.3f (%+.1f µs)", c / co, c - co
+                if (cu > 0 && cuo > 0) printf ", user space x%.3f", cu / cuo
+                k = split(rl, a, " "); split(rol, b, " ")
+                if (k > 1) {
+                    printf "; round by round, req/s"
+                    for (i = 1; i <= k; i++) printf " x%.3f", a[i] / b[i]
+                }
+                printf "\n"
+            }'
+    done
+    on="pagegate, access log on" off="nginx proxy, access log on"
+    [ -n "${RPS[$on]:-}" ] && [ -n "${RPS[$off]:-}" ] || return 0
+    awk -v r="$(median ${RPS[$on]})" -v rn="$(median ${RPS[$off]})" \
+        -v c="$(median ${CPU_US[$on]:-0})" -v cn="$(median ${CPU_US[$off]:-0})" 'BEGIN {
+            printf "both access logs on, pagegate / nginx proxy: req/s x%.2f", r / rn
+            if (c > 0 && cn > 0) printf ", CPU per request x%.2f", c / cn
+            printf "\n"
+        }'
+}
+
 # --- idle connections ---------------------------------------------------------------------------
 
 IDLE_ROWS=()
@@ -461,6 +497,35 @@ PG_PID=$!
 STARTED_PIDS+=("$PG_PID")
 wait_ready pagegate "http://127.0.0.1:$PG_PORT/1k" "$WORK/pagegate.log"
 
+# The same two proxies with their access log on, to a file, as each is usually run: nginx with
+# its default `access_log` (the combined format, one write per request), pagegate with its
+# default `access_log = true` and its default log level.
+LOG_PROXY_PID= LOG_PG_PID=
+if [ "$BENCH_ACCESS_LOG" = 1 ]; then
+    read -r LOG_PROXY_PORT LOG_PG_PORT <<<"$(free_ports 2)"
+    mkdir -p "$WORK/proxy-log-temp" "$WORK/pagegate-log-data"
+    render "$BENCH/proxy.nginx.conf" "$WORK/proxy-log.conf" "${common[@]}" PORT="$LOG_PROXY_PORT"
+    sed -i -e "s/worker_connections [0-9]*;/worker_connections $WORKER_CONNECTIONS;/" \
+        -e "s|access_log off;|access_log $WORK/nginx-access.log;|" \
+        -e "s|/proxy-temp/|/proxy-log-temp/|" -e "s|/proxy.pid;|/proxy-log.pid;|" \
+        -e "s|/proxy.error.log|/proxy-log.error.log|" "$WORK/proxy-log.conf"
+    grep -q "access_log $WORK/nginx-access.log;" "$WORK/proxy-log.conf" ||
+        die "cannot turn the access log on in the nginx proxy's configuration"
+    start_nginx proxy-log "$WORK/proxy-log.conf"
+    LOG_PROXY_PID=$LAST_PID
+    wait_ready "nginx proxy, access log on" "http://127.0.0.1:$LOG_PROXY_PORT/1k" "$WORK/proxy-log.error.log"
+
+    render "$BENCH/pagegate.toml" "$WORK/pagegate-log.toml" "${common[@]}" PORT="$LOG_PG_PORT"
+    sed -i -e "s|^access_log = false|access_log_path = \"$WORK/pagegate-access.log\"|" \
+        -e "s|/pagegate-data\"|/pagegate-log-data\"|" "$WORK/pagegate-log.toml"
+    grep -q "^access_log_path" "$WORK/pagegate-log.toml" ||
+        die "cannot turn the access log on in pagegate's configuration"
+    PAGEGATE_LOG=info "$PG_BIN" serve --config "$WORK/pagegate-log.toml" 2>"$WORK/pagegate-log.log" &
+    LOG_PG_PID=$!
+    STARTED_PIDS+=("$LOG_PG_PID")
+    wait_ready "pagegate, access log on" "http://127.0.0.1:$LOG_PG_PORT/1k" "$WORK/pagegate-log.log"
+fi
+
 FLOOR_PID=
 if [ "$BENCH_FLOOR" = 1 ]; then
     "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UPSTREAM_PORT" 2>"$WORK/floor.log" &
@@ -492,6 +557,20 @@ run_wrk "upstream (direct)" "http://127.0.0.1:$UPSTREAM_PORT/1k"
 # (nginx first, then last), so that neither proxy always runs in the same place of a round.
 run_nginx() { PROXY_PIDS=$(pids_of_nginx "$PROXY_PID") run_wrk "nginx proxy" "http://127.0.0.1:$PROXY_PORT/1k"; }
 run_pagegate() { PROXY_PIDS=$PG_PID run_wrk "pagegate" "http://127.0.0.1:$PG_PORT/1k"; }
+# Each access log is emptied after its run: its lines are not kept, and the disk is not filled.
+run_nginx_logged() {
+    if [ -n "$LOG_PROXY_PID" ]; then
+        PROXY_PIDS=$(pids_of_nginx "$LOG_PROXY_PID") run_wrk "nginx proxy, access log on" "http://127.0.0.1:$LOG_PROXY_PORT/1k"
+        : >"$WORK/nginx-access.log"
+    fi
+}
+run_pagegate_logged() {
+    if [ -n "$LOG_PG_PID" ]; then
+        PROXY_PIDS=$LOG_PG_PID run_wrk "pagegate, access log on" "http://127.0.0.1:$LOG_PG_PORT/1k"
+        [ -s "$WORK/pagegate-access.log" ] || die "pagegate wrote no access log during its run"
+        : >"$WORK/pagegate-access.log"
+    fi
+}
 run_floor() {
     if [ -n "$FLOOR_PID" ]; then
         PROXY_PIDS=$FLOOR_PID run_wrk "hyper floor (bare_proxy)" "http://127.0.0.1:$FLOOR_PORT/1k"
@@ -499,18 +578,28 @@ run_floor() {
 }
 for ROUND in $(seq "$BENCH_ROUNDS"); do
     if [ $((ROUND % 2)) = 1 ]; then
-        say "round $ROUND of $BENCH_ROUNDS (nginx, pagegate, floor)"
+        say "round $ROUND of $BENCH_ROUNDS (nginx, logged nginx, pagegate, logged pagegate, floor)"
         run_nginx
+        run_nginx_logged
         run_pagegate
+        run_pagegate_logged
         run_floor
     else
-        say "round $ROUND of $BENCH_ROUNDS (floor, pagegate, nginx)"
+        say "round $ROUND of $BENCH_ROUNDS (floor, logged pagegate, pagegate, logged nginx, nginx)"
         run_floor
+        run_pagegate_logged
         run_pagegate
+        run_nginx_logged
         run_nginx
     fi
 done
 print_wrk_table >>"$WORK/results.md"
+if [ "$BENCH_ACCESS_LOG" = 1 ]; then
+    {
+        echo
+        print_log_ratios
+    } >>"$WORK/results.md"
+fi
 if [ ${#BUSY_WARNINGS[@]} -gt 0 ]; then
     {
         echo
@@ -530,6 +619,12 @@ if [ "$IDLE_CONNECTIONS" -gt 0 ]; then
 fi
 
 kill -0 "$PG_PID" 2>/dev/null || die "pagegate exited during the benchmark (see $WORK/pagegate.log)"
+if [ -n "$LOG_PG_PID" ]; then
+    kill -0 "$LOG_PG_PID" 2>/dev/null || die "the logging pagegate exited during the benchmark (see $WORK/pagegate-log.log)"
+    if grep -q "access log lines dropped" "$WORK/pagegate-log.log"; then
+        say "pagegate dropped access log lines during the benchmark (see $WORK/pagegate-log.log)"
+    fi
+fi
 if [ -s "$WORK/pagegate.log" ]; then
     say "pagegate logged:"
     sed 's/^/    /' "$WORK/pagegate.log" | tail -20 >&2

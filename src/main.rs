@@ -195,7 +195,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let result = runtime.block_on(run(cli.command));
+    // Requests the runtime still held end with it, and their lines must reach the log.
+    drop(runtime);
+    pagegate::access_log::flush(pagegate::access_log::EXIT_FLUSH_LIMIT);
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -11,6 +11,10 @@ pub enum LogFormat {
 }
 
 pub fn init_logging(format: LogFormat) {
+    crate::access_log::set_format(match format {
+        LogFormat::Text => crate::access_log::Format::Text,
+        LogFormat::Json => crate::access_log::Format::Json,
+    });
     let spec = std::env::var("PAGEGATE_LOG").ok();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(log_filter(spec.as_deref()))

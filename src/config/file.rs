@@ -224,6 +224,8 @@ pub(crate) struct FileServer {
     pub(crate) access_log: Option<bool>,
     /// Put the signed-in visitor's email in access log lines.
     pub(crate) access_log_email: Option<bool>,
+    /// A file the access log is appended to, instead of stderr.
+    pub(crate) access_log_path: Option<Spanned<String>>,
 }
 
 /// `[[site]]`.

@@ -280,6 +280,8 @@ pub struct ServerConfig {
     pub access_log: bool,
     /// Whether access log lines name the signed-in visitor's email.
     pub access_log_email: bool,
+    /// The file access log lines are appended to; `None`: stderr, beside the other log lines.
+    pub access_log_path: Option<PathBuf>,
 }
 
 /// One `[[site]]`, validated.

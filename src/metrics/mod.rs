@@ -23,6 +23,7 @@
 //! | `pagegate_open_connections` | gauge | | client connections open on the site listeners |
 //! | `pagegate_open_tunnels` | gauge | | of those, connections upgraded to a byte tunnel (WebSocket) |
 //! | `pagegate_parked_connections` | gauge | | of those, quiet keep-alive connections waiting in a worker's lot, without a task or buffers |
+//! | `pagegate_access_log_dropped_total` | counter | | access log lines dropped because the writer did not keep up (or could not write them); see `access_log` |
 //! | `pagegate_build_info` | info | `version` | the running build |
 //! | `pagegate_start_time_seconds` | gauge | | when the process started, Unix time |
 //!
@@ -197,6 +198,7 @@ pub struct Metrics {
     open_connections: Gauge,
     open_tunnels: Gauge,
     parked_connections: Gauge,
+    access_log_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -268,6 +270,12 @@ impl Metrics {
             "Quiet keep-alive connections waiting for their next request without a task or buffers, counted among the open connections",
             parked_connections.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the disk or the stderr reader did not keep up, or writing failed",
+            access_log_dropped.clone(),
+        );
         registry.register(
             "build",
             "The running build",
@@ -292,6 +300,7 @@ impl Metrics {
             open_connections,
             open_tunnels,
             parked_connections,
+            access_log_dropped,
         }
     }
 
@@ -364,6 +373,16 @@ impl Metrics {
                 outcome: outcome.as_str(),
             })
             .inc();
+    }
+
+    /// Counts access log lines that were dropped rather than written.
+    pub fn access_log_dropped(&self, lines: u64) {
+        self.access_log_dropped.inc_by(lines);
+    }
+
+    /// Access log lines dropped so far.
+    pub fn access_log_dropped_count(&self) -> u64 {
+        self.access_log_dropped.get()
     }
 
     /// Counts a client connection as open until the returned guard is dropped.
@@ -517,6 +536,7 @@ mod tests {
         assert!(has(&out, "pagegate_open_connections 0"), "{out}");
         assert!(has(&out, "pagegate_open_tunnels 0"), "{out}");
         assert!(has(&out, "pagegate_parked_connections 0"), "{out}");
+        assert!(has(&out, "pagegate_access_log_dropped_total 0"), "{out}");
         assert!(
             out.lines()
                 .any(|l| l.starts_with("pagegate_start_time_seconds 1")),

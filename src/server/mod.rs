@@ -341,6 +341,7 @@ async fn serve(
             }
         });
     }
+    tokio::spawn(crate::access_log::report_drops(shutdown.clone()));
     // Runs on through the shutdown: downloads finishing in the grace period stay watched.
     let watching = CancellationToken::new();
     background.spawn(watch_access(live.clone(), watching.clone()));
@@ -366,6 +367,14 @@ async fn serve(
     // on the same token; once they have, nothing of this gateway holds the store.
     background.close();
     background.wait().await;
+    // Every request that ended has its line queued by now; none is lost to the stop.
+    let flushed = tokio::task::spawn_blocking(|| {
+        crate::access_log::flush(crate::access_log::EXIT_FLUSH_LIMIT)
+    })
+    .await;
+    if !matches!(flushed, Ok(true)) {
+        tracing::warn!("the access log could not be written out before the stop");
+    }
 }
 
 /// Every second, ends the open tunnels and long downloads whose visitor lost access since they

@@ -151,7 +151,11 @@ impl Live {
         store: Arc<dyn Store>,
         https_port: Option<u16>,
     ) -> Result<Live, String> {
+        let access_log = access_log_output(&config)?;
         let state = build(config, store.clone(), https_port, None)?;
+        if let Some(output) = access_log {
+            crate::access_log::use_output(output);
+        }
         Ok(Live {
             state: ArcSwap::from_pointee(state),
             store,
@@ -231,13 +235,16 @@ impl Live {
         let built = tokio::task::spawn_blocking(move || {
             let loaded = crate::config::load(&path)?;
             let (config, restart_needed) = keep_running_values(&current.config, loaded);
+            // Opened again even when unchanged: after log rotation renamed the file, the lines
+            // go to a new one.
+            let access_log = access_log_output(&config).map_err(ReloadError::Setup)?;
             let state =
                 build(config, store, https_port, Some(&current)).map_err(ReloadError::Setup)?;
-            Ok::<_, ReloadError>((state, restart_needed))
+            Ok::<_, ReloadError>((state, restart_needed, access_log))
         })
         .await
         .map_err(|e| ReloadError::Setup(format!("reload task failed: {e}")))??;
-        let (state, restart_needed) = built;
+        let (state, restart_needed, access_log) = built;
         let report = ReloadReport {
             file,
             sites: state.config.sites.len(),
@@ -245,6 +252,9 @@ impl Live {
             restart_needed: restart_needed.into_iter().map(str::to_owned).collect(),
         };
         self.state.store(Arc::new(state));
+        if let Some(output) = access_log {
+            crate::access_log::use_output(output);
+        }
         Ok(report)
     }
 
@@ -305,6 +315,20 @@ fn build(
         gateway: Arc::new(gateway),
         certs,
     })
+}
+
+/// Where the access log goes under `config`, the file opened; `None` when it is off.
+fn access_log_output(config: &Config) -> Result<Option<crate::access_log::Output>, String> {
+    if !config.server.access_log {
+        return Ok(None);
+    }
+    let path = config.server.access_log_path.as_deref();
+    crate::access_log::Output::open(path)
+        .map(Some)
+        .map_err(|e| {
+            let shown = path.map(|p| p.display().to_string()).unwrap_or_default();
+            format!("server.access_log_path: cannot open {shown}: {e}")
+        })
 }
 
 /// Whether two spellings name the same directory (compared resolved where it exists).

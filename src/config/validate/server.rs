@@ -108,6 +108,17 @@ impl Ctx<'_> {
             pin_workers: s.pin_workers,
             access_log: s.access_log.unwrap_or(true),
             access_log_email: s.access_log_email.unwrap_or(false),
+            access_log_path: match &s.access_log_path {
+                None => None,
+                Some(p) if p.get_ref().trim().is_empty() => {
+                    return Err(self.invalid(
+                        "server.access_log_path",
+                        Some(p.span()),
+                        "expected the path of a file",
+                    ));
+                }
+                Some(p) => Some(self.path(p.get_ref())),
+            },
         })
     }
 
@@ -216,6 +227,23 @@ mod tests {
         let err = parse(&MINIMAL.replace("[server]", "[server]\naccess_log = \"yes\""))
             .expect_err("not a boolean");
         assert!(err.to_string().contains("invalid type"), "{err}");
+        assert_eq!(c.server.access_log_path, None, "stderr by default");
+        let c = parse(&MINIMAL.replace(
+            "[server]",
+            "[server]\naccess_log_path = \"logs/access.log\"",
+        ))
+        .expect("valid");
+        assert_eq!(
+            c.server.access_log_path,
+            Some(std::path::PathBuf::from(
+                "/nonexistent-base/logs/access.log"
+            )),
+            "relative to the file's directory"
+        );
+        assert_eq!(
+            invalid_key(&MINIMAL.replace("[server]", "[server]\naccess_log_path = \" \"")),
+            "server.access_log_path"
+        );
     }
 
     #[test]
