@@ -58,9 +58,13 @@ fn parse_args() -> Result<Args, String> {
             "--name" => args.name = value()?,
             "--path" => args.path = value()?,
             "--connections" => {
-                args.connections = value()?.parse().map_err(|e| format!("--connections: {e}"))?
+                args.connections = value()?
+                    .parse()
+                    .map_err(|e| format!("--connections: {e}"))?
             }
-            "--seconds" => args.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--seconds" => {
+                args.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?
+            }
             "--resume" => args.resume = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -148,12 +152,13 @@ fn main() -> Result<(), String> {
     let args = Arc::new(parse_args()?);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let algorithms = provider.signature_verification_algorithms;
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone() as Arc<CryptoProvider>)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(SignatureOnly(algorithms)))
-        .with_no_client_auth();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(provider.clone() as Arc<CryptoProvider>)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SignatureOnly(algorithms)))
+            .with_no_client_auth();
     config.resumption = if args.resume {
         Resumption::in_memory_sessions(1024).tls12_resumption(Tls12Resumption::SessionIdOrTickets)
     } else {
@@ -179,8 +184,12 @@ fn main() -> Result<(), String> {
         let started = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..args.connections {
-            let (connector, args, name, request) =
-                (connector.clone(), args.clone(), name.clone(), request.clone());
+            let (connector, args, name, request) = (
+                connector.clone(),
+                args.clone(),
+                name.clone(),
+                request.clone(),
+            );
             let (counts, stop) = (counts.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {

@@ -495,15 +495,14 @@ impl TlsFiles {
         }
         let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&self.key)
             .map_err(|e| format!("{}: not a PEM private key: {e}", self.key.display()))?;
-        rustls::sign::CertifiedKey::from_der(certs.clone(), key.clone_key(), &tls_provider()).map_err(
-            |e| {
+        rustls::sign::CertifiedKey::from_der(certs.clone(), key.clone_key(), &tls_provider())
+            .map_err(|e| {
                 format!(
                     "{} and {} do not belong together: {e}",
                     self.cert.display(),
                     self.key.display()
                 )
-            },
-        )?;
+            })?;
         Ok((certs, key))
     }
 }
