@@ -28,6 +28,7 @@
 #   BENCH_QUIET_WAIT=30       seconds to wait, before each run, for other work on the machine to
 #                             stop (CPUs at most 10% busy); a busy machine is warned about
 #   PAGEGATE_BIN=...          use this binary instead of building target/release/pagegate
+#   CLIENT_BIN=...            use this tls_handshakes binary instead of building the example
 #   BENCH_OUT=DIR             also keep the results and the raw output in DIR
 set -euo pipefail
 
@@ -214,7 +215,11 @@ ensure_tools
 ulimit -n "$BENCH_NOFILE" 2>/dev/null || true
 NOFILE=$(ulimit -n)
 build_pagegate
-CLIENT_BIN=$(build_example tls_handshakes)
+if [ -n "${CLIENT_BIN:-}" ]; then
+    [ -x "$CLIENT_BIN" ] || die "no tls_handshakes binary at $CLIENT_BIN"
+else
+    CLIENT_BIN=$(build_example tls_handshakes)
+fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pagegate-bench-https.XXXXXX")
 chmod 755 "$WORK"

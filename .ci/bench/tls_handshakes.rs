@@ -152,19 +152,27 @@ fn main() -> Result<(), String> {
     let args = Arc::new(parse_args()?);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let algorithms = provider.signature_verification_algorithms;
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(provider.clone() as Arc<CryptoProvider>)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SignatureOnly(algorithms)))
-            .with_no_client_auth();
-    config.resumption = if args.resume {
-        Resumption::in_memory_sessions(1024).tls12_resumption(Tls12Resumption::SessionIdOrTickets)
-    } else {
-        Resumption::disabled()
+    // One session store per connection, like one browser per visitor: with a store shared by
+    // every connection, rustls keeps at most eight tickets for a server name, and connections
+    // starting together found it empty and fell back to full handshakes.
+    let connector = |resume: bool| -> Result<TlsConnector, String> {
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(provider.clone() as Arc<CryptoProvider>)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(SignatureOnly(algorithms)))
+                .with_no_client_auth();
+        config.resumption = if resume {
+            Resumption::in_memory_sessions(4).tls12_resumption(Tls12Resumption::SessionIdOrTickets)
+        } else {
+            Resumption::disabled()
+        };
+        Ok(TlsConnector::from(Arc::new(config)))
     };
-    let connector = TlsConnector::from(Arc::new(config));
+    let connectors = (0..args.connections)
+        .map(|_| connector(args.resume))
+        .collect::<Result<Vec<_>, _>>()?;
     let name = ServerName::try_from(args.name.clone()).map_err(|e| format!("--name: {e}"))?;
     let request: Arc<[u8]> = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
@@ -183,13 +191,8 @@ fn main() -> Result<(), String> {
     let elapsed = runtime.block_on(async {
         let started = Instant::now();
         let mut tasks = Vec::new();
-        for _ in 0..args.connections {
-            let (connector, args, name, request) = (
-                connector.clone(),
-                args.clone(),
-                name.clone(),
-                request.clone(),
-            );
+        for connector in connectors {
+            let (args, name, request) = (args.clone(), name.clone(), request.clone());
             let (counts, stop) = (counts.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
