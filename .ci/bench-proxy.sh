@@ -48,39 +48,9 @@ BENCH_FLOOR=${BENCH_FLOOR:-1}
 BENCH_ROUNDS=${BENCH_ROUNDS:-4}
 BENCH_ACCESS_LOG=${BENCH_ACCESS_LOG:-1}
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'bench-proxy: error: %s\n' "$*" >&2
-    exit 1
-}
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-
-# --- processes and cleanup ----------------------------------------------------------------------
-
-WORK=
-STARTED_PIDS=()
-cleanup() {
-    local pid
-    for pid in "${STARTED_PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${STARTED_PIDS[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        # nginx workers are the master's children; take them down too if the master did not.
-        for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
-            kill -KILL "$child" 2>/dev/null || true
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ -n "$WORK" ]; then rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+BENCH_TAG=bench-proxy
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
 
 # --- set-up -------------------------------------------------------------------------------------
 
@@ -91,11 +61,7 @@ ensure_tools() {
     command -v curl >/dev/null || missing+=(curl)
     command -v python3 >/dev/null || missing+=(python3)
     command -v ps >/dev/null || missing+=(procps)
-    if [ ${#missing[@]} -gt 0 ]; then
-        say "installing ${missing[*]}"
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-    fi
+    apt_install "${missing[@]}"
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
     command -v cargo >/dev/null || [ -n "${PAGEGATE_BIN:-}" ] || die "cargo is needed to build pagegate"
 }
@@ -117,129 +83,11 @@ CAP_SYS_RESOURCE), or set IDLE_CONNECTIONS lower."
     say "open-files limit: $NOFILE"
 }
 
-build_pagegate() {
-    if [ -n "${PAGEGATE_BIN:-}" ]; then
-        PG_BIN=$PAGEGATE_BIN
-    else
-        say "building pagegate (cargo build --release)"
-        (cd "$ROOT" && cargo build --release --quiet --bin pagegate)
-        PG_BIN=$ROOT/target/release/pagegate
-    fi
-    [ -x "$PG_BIN" ] || die "no pagegate binary at $PG_BIN"
+build_floor() {
+    FLOOR_BIN=
     if [ "$BENCH_FLOOR" = 1 ]; then
-        say "building the hyper floor (cargo build --release --example bare_proxy)"
-        (cd "$ROOT" && cargo build --release --quiet --example bare_proxy)
-        FLOOR_BIN=$ROOT/target/release/examples/bare_proxy
-        [ -x "$FLOOR_BIN" ] || die "no bare_proxy binary at $FLOOR_BIN"
+        FLOOR_BIN=$(build_example bare_proxy)
     fi
-}
-
-# free_ports N: N distinct free TCP ports on 127.0.0.1, space-separated.
-free_ports() {
-    python3 -c '
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"
-}
-
-# render TEMPLATE OUTPUT KEY=VALUE...: copies TEMPLATE with every @KEY@ replaced.
-render() {
-    local template=$1 out=$2 kv script=()
-    shift 2
-    for kv in "$@"; do
-        script+=(-e "s|@${kv%%=*}@|${kv#*=}|g")
-    done
-    sed "${script[@]}" "$template" >"$out"
-}
-
-# wait_ready NAME URL LOG: until URL answers 200 with exactly 1024 bytes, for at most 10 s.
-wait_ready() {
-    local name=$1 url=$2 logfile=$3 code
-    for _ in $(seq 100); do
-        code=$(curl -s -o "$WORK/ready.body" -w '%{http_code}' --max-time 2 "$url" || true)
-        if [ "$code" = 200 ]; then
-            [ "$(wc -c <"$WORK/ready.body")" -eq 1024 ] ||
-                die "$name: $url answered $(wc -c <"$WORK/ready.body") bytes, 1024 expected"
-            return 0
-        fi
-        sleep 0.1
-    done
-    cat "$logfile" >&2 2>/dev/null || true
-    die "$name did not answer 200 on $url within 10 s (last status: $code)"
-}
-
-# start_nginx NAME CONFIG: starts a foreground nginx master in the background; sets LAST_PID.
-start_nginx() {
-    local name=$1 conf=$2
-    "$NGINX" -p "$WORK" -c "$conf" -e "$WORK/$name.error.log" 2>>"$WORK/$name.error.log" &
-    LAST_PID=$!
-    STARTED_PIDS+=("$LAST_PID")
-}
-
-# pids_of_nginx MASTER: the master and its workers, space-separated.
-pids_of_nginx() {
-    echo "$1" $(ps -o pid= --ppid "$1")
-}
-
-# status_kib FIELD PID...: sum of a /proc/PID/status field (VmRSS, VmHWM) in KiB.
-status_kib() {
-    local field=$1 pid total=0 v
-    shift
-    for pid in "$@"; do
-        v=$(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
-        total=$((total + ${v:-0}))
-    done
-    echo "$total"
-}
-
-duration_secs() {
-    case $1 in
-    *ms) echo 1 ;;
-    *s) echo "${1%s}" ;;
-    *m) echo $((${1%m} * 60)) ;;
-    *h) echo $((${1%h} * 3600)) ;;
-    *) echo "$1" ;;
-    esac
-}
-
-# busy_pct: share of all CPUs (percent) in use over one second, before anything of ours runs.
-# Other work on the machine (a compile, a test suite) skews every number, so it is reported.
-busy_pct() {
-    local a b
-    a=($(head -1 /proc/stat))
-    sleep 1
-    b=($(head -1 /proc/stat))
-    awk -v a="${a[*]:1}" -v b="${b[*]:1}" 'BEGIN {
-        n = split(a, x, " "); split(b, y, " ")
-        for (i = 1; i <= n; i++) { d = y[i] - x[i]; total += d; if (i == 4 || i == 5) idle += d }
-        printf "%.0f", total ? 100 * (total - idle) / total : 0
-    }'
-}
-
-# wait_quiet: waits (at most BENCH_QUIET_WAIT seconds) until the CPUs are at most 10% busy;
-# prints the last reading.
-wait_quiet() {
-    local busy deadline=$((SECONDS + BENCH_QUIET_WAIT))
-    while :; do
-        busy=$(busy_pct)
-        if [ "$busy" -le 10 ] || [ "$SECONDS" -ge "$deadline" ]; then break; fi
-    done
-    echo "$busy"
-}
-
-# machine_ticks: user + nice + system CPU time of the whole machine (clock ticks, all CPUs).
-machine_ticks() {
-    awk '/^cpu / { print $2 + $3 + $4; exit }' /proc/stat
-}
-
-# children_ticks: CPU time of this shell's finished children (wrk, through timeout).
-children_ticks() {
-    local f
-    f=$(sed 's/.*) //' "/proc/$$/stat")
-    set -- $f
-    echo $((${14} + ${15}))
 }
 
 # --- wrk ----------------------------------------------------------------------------------------
@@ -247,53 +95,6 @@ children_ticks() {
 ROWS=()
 BUSY_WARNINGS=()
 declare -A RPS P50 P99 ERRORS CPU_US CPU_USER_US MEM_AFTER MEM_PEAK
-
-# parse_wrk FILE: prints "req/s p50_us p99_us errors" from wrk --latency output.
-parse_wrk() {
-    awk '
-        function us(v,   n, u) {
-            n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-            if (u == "us") return n
-            if (u == "ms") return n * 1000
-            if (u == "s") return n * 1000000
-            if (u == "m") return n * 60000000
-            return -1
-        }
-        /^Requests\/sec:/ { rps = $2 }
-        /^ +50% / { p50 = us($2) }
-        /^ +99% / { p99 = us($2) }
-        /Non-2xx or 3xx responses:/ { err += $NF }
-        /Socket errors:/ { for (i = 3; i <= NF; i++) { gsub(",", "", $i); if ($i ~ /^[0-9]+$/) err += $i } }
-        END {
-            if (rps == "" || p50 == "" || p99 == "") exit 1
-            printf "%s %s %s %d\n", rps, p50, p99, err
-        }' "$1"
-}
-
-# cpu_ticks [user] PID...: CPU time (clock ticks, all threads) of the processes: user + system,
-# or with `user` first, user space alone. The kernel's share of a proxied request (its socket
-# calls, loopback TCP, the scheduler) is much the same for every proxy here; the user-space
-# share is where they differ.
-cpu_ticks() {
-    local pid total=0 f system=1
-    if [ "${1:-}" = user ]; then
-        system=0
-        shift
-    fi
-    for pid in "$@"; do
-        f=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
-        set -- $f
-        total=$((total + ${12} + system * ${13}))
-    done
-    echo "$total"
-}
-
-# us_per_request TICKS REQ_PER_SEC: CPU microseconds per request over a measured run,
-# ticks * 1e6 / CLK_TCK / (req/s * seconds of the run).
-us_per_request() {
-    awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v r="$2" -v d="$(duration_secs "$BENCH_DURATION")" \
-        'BEGIN { printf "%.1f", t * 1000000 / hz / (r * d) }'
-}
 
 # [PROXY_PIDS="PID..."] run_wrk NAME URL [EXTRA WRK ARGS...]: warm-up, then the measured run;
 # adds a row NAME. Extra arguments go to both runs, e.g. -H "Cookie: session=..." for an
@@ -325,9 +126,7 @@ run_wrk() {
     cpu_after=$(cpu_ticks $pids) user_after=$(cpu_ticks user $pids) mine_after=$(($(cpu_ticks $ours) + $(children_ticks)))
     all_after=$(machine_ticks)
     # Share of the machine's CPU time used by processes other than ours during the run.
-    other=$(awk -v all=$((all_after - all_before)) -v mine=$((mine_after - mine_before)) \
-        -v hz="$(getconf CLK_TCK)" -v n="$(nproc)" -v d="$(duration_secs "$BENCH_DURATION")" \
-        'BEGIN { o = (all - mine) / (hz * n * d) * 100; printf "%.0f", o < 0 ? 0 : o }')
+    other=$(other_pct $((all_after - all_before)) $((mine_after - mine_before)))
     say "$name: other processes used ${other}% of the CPUs during the run"
     if [ "$other" -gt 10 ]; then
         BUSY_WARNINGS+=("during \"$name\", other processes used ${other}% of the CPUs")
@@ -346,16 +145,6 @@ run_wrk() {
     fi
     case " ${ROWS[*]:-} " in *" $name "*) ;; *) ROWS+=("$name") ;; esac
 }
-
-# median VALUES...: the middle value (the mean of the two middle ones for an even count).
-median() {
-    printf '%s\n' $* | sort -g | awk '{ v[NR] = $1 } END {
-        if (NR == 0) exit 1
-        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
-ms() { awk -v u="$1" 'BEGIN { printf "%.2f ms", u / 1000 }'; }
 
 print_wrk_table() {
     local name
@@ -465,6 +254,7 @@ print_idle_table() {
 ensure_tools
 [ "$IDLE_CONNECTIONS" -gt 0 ] && raise_nofile || NOFILE=$(ulimit -n)
 build_pagegate
+build_floor
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pagegate-bench.XXXXXX")
 chmod 755 "$WORK"
@@ -534,18 +324,12 @@ if [ "$BENCH_FLOOR" = 1 ]; then
     wait_ready "hyper floor" "http://127.0.0.1:$FLOOR_PORT/1k" "$WORK/floor.log"
 fi
 
-if [ -n "${PAGEGATE_BIN:-}" ]; then
-    commit="binary $PAGEGATE_BIN"
-else
-    commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-    [ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] &&
-        commit="$commit + uncommitted changes"
-fi
+commit=$(pagegate_commit)
 {
     echo "## Proxy benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     echo "- pagegate $commit; $("$NGINX" -v 2>&1 | sed 's/.*version: //'); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
-    echo "- CPU: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; memory $(free -h | awk '/^Mem:/ { print $2 }'); kernel $(uname -r)"
+    echo "- CPU: $(machine_line)"
     echo "- wrk: $BENCH_THREADS thread(s), $BENCH_CONNECTIONS keep-alive connections, $BENCH_WARMUP warm-up + $BENCH_DURATION measured, GET /1k (1024-byte static file); upstream nginx workers: $BENCH_UPSTREAM_WORKERS"
     echo "- $BENCH_ROUNDS round(s) of the proxies' runs, taking turns, the order reversed every other round; each figure below is the median of its rounds"
     echo

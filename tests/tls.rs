@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::certs::TestCa;
 use common::client::{self, read_answer};
 use common::{TestGateway, TestUpstream};
@@ -56,6 +58,48 @@ async fn https_send(
         .expect("h1");
     tokio::spawn(conn);
     read_answer(send.send_request(req).await.expect("send")).await
+}
+
+/// A health check on a new connection made with `config`, whose session store carries what the
+/// server gave one connection to the next; whether the handshake resumed a session.
+async fn healthz_resumed(gateway: &TestGateway, config: Arc<rustls::ClientConfig>) -> bool {
+    let tls_addr = gateway.tls_addr.expect("tls listener");
+    let stream = client::tls_connect(tls_addr, "a.test", config)
+        .await
+        .expect("TLS handshake");
+    let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let req = client::request("GET", "a.test", "/_pagegate/healthz")
+        .body(Full::<bytes::Bytes>::default())
+        .expect("request");
+    // The server sends its session tickets before any answer: once the answer is read, the
+    // client holds them.
+    let answer = read_answer(send.send_request(req).await.expect("send")).await;
+    assert_eq!(answer.status, 200);
+    resumed
+}
+
+#[tokio::test]
+async fn a_returning_visitor_resumes_its_session_however_many_others_came_meanwhile() {
+    let ca = TestCa::new();
+    let (gateway, _a, _b) = two_tls_sites(&ca).await;
+    let returning = ca.client_config(&[b"http/1.1"]);
+    assert!(
+        !healthz_resumed(&gateway, returning.clone()).await,
+        "a first visit is a full handshake"
+    );
+    // Other visitors, each with a full handshake. A server keeping sessions in a bounded store
+    // has forgotten the first visitor's by the end of them; one handing out tickets has not.
+    for _ in 0..300 {
+        assert!(!healthz_resumed(&gateway, ca.client_config(&[b"http/1.1"])).await);
+    }
+    assert!(
+        healthz_resumed(&gateway, returning).await,
+        "the returning visitor's handshake must resume its session"
+    );
 }
 
 #[tokio::test]

@@ -7,11 +7,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
 
 use super::reload::Live;
-use crate::config::Config;
+use crate::config::{Config, tls_provider};
 use crate::routing::{SiteId, normalize_host};
 
 /// Every TLS site's certificate, built from one configuration.
@@ -24,7 +24,7 @@ pub(crate) struct Certificates {
 
 /// Loads every site's certificate and key.
 pub(crate) fn certificates(config: &Config) -> Result<Certificates, String> {
-    let provider = rustls::crypto::ring::default_provider();
+    let provider = tls_provider();
     let mut certs = Certificates::default();
     for (id, site) in config.sites.iter().enumerate() {
         let Some(files) = &site.tls else { continue };
@@ -65,14 +65,26 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// Sessions kept for TLS 1.2 clients that resume by session id instead of by ticket (rustls's
+/// default size); everyone else resumes with a ticket, which the server does not store.
+const SESSION_CACHE_ENTRIES: usize = 256;
+
 /// The server's TLS configuration (ALPN h2 and http/1.1), with certificates from `live`.
+///
+/// Sessions resume with tickets, encrypted with keys the ticketer makes at start and replaces
+/// every six hours (a ticket stays valid for one period after its key was replaced). A stored
+/// session, rustls's default, lasts only until enough other handshakes push it out of the
+/// bounded store: under load, a returning visitor paid for a full handshake again.
 pub(crate) fn server_config(live: Arc<Live>) -> Result<rustls::ServerConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(tls_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS set-up failed: {e}"))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { live }));
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tls.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+        .map_err(|e| format!("TLS session tickets: {e}"))?;
+    tls.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
     Ok(tls)
 }
