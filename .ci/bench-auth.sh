@@ -74,20 +74,10 @@ PIDS+=($PG_PID)
 wait_port "$UPSTREAM_PORT"; wait_port "$PG_PORT"
 
 # Sign in the way a browser does: form, code from the mail, verify.
-JAR=$WORK/cookies
 BASE=http://127.0.0.1:$PG_PORT
-csrf=$(curl -s -c "$JAR" -b "$JAR" "$BASE/_pagegate/login?next=/course/1k" | grep -o 'name="csrf" value="[^"]*"' | head -1 | sed 's/.*value="//;s/"$//')
-[ -n "$csrf" ] || die "no CSRF token on the email form"
-curl -s -o /dev/null -c "$JAR" -b "$JAR" --data-urlencode email=bench@example.com --data-urlencode next=/course/1k \
-    --data-urlencode "csrf=$csrf" "$BASE/_pagegate/login"
-for _ in $(seq 100); do ls "$WORK/mail"/*.eml >/dev/null 2>&1 && break; sleep 0.1; done
-code=$(grep -hoE '\b[0-9]{6}\b' "$WORK/mail"/*.eml | head -1)
-[ -n "$code" ] || die "no code in the mail"
-status=$(curl -s -o /dev/null -w '%{http_code}' -c "$JAR" -b "$JAR" --data-urlencode email=bench@example.com \
-    --data-urlencode "code=$code" --data-urlencode next=/course/1k --data-urlencode "csrf=$csrf" "$BASE/_pagegate/verify")
-[ "$status" = 303 ] || die "sign-in failed with status $status"
-cookie=$(awk '$6 ~ /^pagegate-[0-9a-f]+$/ {print $6"="$7}' "$JAR" | head -1)
-[ -n "$cookie" ] || die "no session cookie after sign-in"
+# shellcheck source=.ci/bench/sign_in.sh
+. "$BENCH/sign_in.sh"
+cookie=$(sign_in "$BASE" bench@example.com /course/1k "$WORK/cookies" "$WORK/mail")
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $cookie" "$BASE/course/1k")" = 200 ] || die "the session does not open the page"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/course/1k")" = 302 ] || die "the page is not protected"
 
