@@ -74,7 +74,14 @@ pub fn read_signed_any(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(|pair| Cookie::parse_encoded(pair.trim().to_owned()).ok())
+        .map(str::trim)
+        // Only the named cookie is parsed (and copied): a site's own cookies, often many, ride
+        // along on every request. pagegate's names are plain, so they are never encoded.
+        .filter(|pair| {
+            pair.split_once('=')
+                .is_some_and(|(n, _)| n.trim_end() == name)
+        })
+        .filter_map(|pair| Cookie::parse_encoded(pair.to_owned()).ok())
         .filter(|c| c.name() == name)
         .collect();
     keys.iter().enumerate().find_map(|(index, key)| {
