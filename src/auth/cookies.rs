@@ -56,6 +56,23 @@ impl CookieNames {
     }
 }
 
+/// The text of the one `name=value` pair named `name` in the request's cookies, as sent; `None`
+/// when there is none or more than one.
+pub fn sole_pair<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let mut found = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            pair.split_once('=')
+                .is_some_and(|(n, _)| n.trim_end() == name)
+        });
+    let pair = found.next()?;
+    found.next().is_none().then_some(pair)
+}
+
 /// The verified value of the signed cookie `name` in the request, if any.
 pub fn read_signed(headers: &HeaderMap, name: &str, key: &cookie::Key) -> Option<String> {
     read_signed_any(headers, name, &[key]).map(|(value, _)| value)

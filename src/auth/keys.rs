@@ -18,9 +18,12 @@
 //! `{"current": HEX, "previous": [{"secret": HEX, "retired_at": UNIX_SECONDS}]}`. It is
 //! replaced atomically (temporary file, fsync, rename) and is `0600`. Secrets are never logged.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -121,6 +124,38 @@ pub struct Keys {
     /// Newest first. `until`: the first second it is no longer accepted; `None` for a configured
     /// previous secret, accepted while it is listed.
     previous: Vec<(KeySet, Option<Timestamp>)>,
+    /// Tells this set of keys from every other one in the process (each load, reload and
+    /// rotation makes a new set), so what one set verified is never taken as verified by another.
+    id: u64,
+}
+
+/// Gives every [`Keys`] its [`Keys::id`].
+static NEXT_KEYS_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_keys_id() -> u64 {
+    NEXT_KEYS_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Session cookies this thread has verified under the current key of one [`Keys`], as sent
+/// (`name=value`), with the keyed hash of their session id. A signed-in visitor sends the same
+/// cookie with every request, and checking it costs two HMAC-SHA256 (its signature and the
+/// session id's hash), the largest part of a signed-in request's own work. Only a cookie whose
+/// signature was checked gets in, so an entry proves nothing a forger could not already show;
+/// a cookie signed with a previous key is checked every time, since that key's acceptance ends
+/// with time. Whether the session is still valid is the store's answer, asked on every request.
+struct VerifiedSessions {
+    keys: u64,
+    entries: HashMap<Box<str>, SecretHash>,
+}
+
+/// Most cookies kept per thread before the cache starts over (about 200 KiB).
+const VERIFIED_SESSIONS_LIMIT: usize = 2048;
+
+thread_local! {
+    static VERIFIED_SESSIONS: RefCell<VerifiedSessions> = RefCell::new(VerifiedSessions {
+        keys: 0,
+        entries: HashMap::new(),
+    });
 }
 
 impl std::fmt::Debug for Keys {
@@ -179,6 +214,7 @@ impl Keys {
                     .iter()
                     .map(|s| (KeySet::from_master(s.0.as_bytes()), None))
                     .collect(),
+                id: next_keys_id(),
             });
         }
         let _guard = FILE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -202,6 +238,7 @@ impl Keys {
         Keys {
             current: KeySet::from_master(master),
             previous: Vec::new(),
+            id: next_keys_id(),
         }
     }
 
@@ -258,6 +295,39 @@ impl Keys {
             accepted.iter().map(|k| k.cookie_key(purpose)).collect();
         let (value, index) = cookies::read_signed_any(headers, name, &cookie_keys)?;
         Some((value, accepted.get(index).copied()?))
+    }
+
+    /// The keyed hash of the session id in the signed session cookie `name`, under the keys that
+    /// signed it (the session was stored under that hash at sign-in), if the cookie is genuine.
+    /// Answered from [`VerifiedSessions`] when this thread has checked the same cookie before.
+    pub fn session_hash(&self, headers: &HeaderMap, name: &str) -> Option<SecretHash> {
+        let pair = cookies::sole_pair(headers, name);
+        if let Some(pair) = pair {
+            let known = VERIFIED_SESSIONS.with(|cache| {
+                let cache = cache.borrow();
+                (cache.keys == self.id)
+                    .then(|| cache.entries.get(pair).copied())
+                    .flatten()
+            });
+            if known.is_some() {
+                return known;
+            }
+        }
+        let (session_id, signed_by) = self.read_cookie(headers, name, CookiePurpose::Session)?;
+        let hash = signed_by.hash("session", &[session_id.as_bytes()]);
+        if let Some(pair) = pair
+            && std::ptr::eq(signed_by, &self.current)
+        {
+            VERIFIED_SESSIONS.with(|cache| {
+                let mut cache = cache.borrow_mut();
+                if cache.keys != self.id || cache.entries.len() >= VERIFIED_SESSIONS_LIMIT {
+                    cache.entries.clear();
+                    cache.keys = self.id;
+                }
+                cache.entries.insert(pair.into(), hash);
+            });
+        }
+        Some(hash)
     }
 }
 
@@ -443,6 +513,7 @@ impl KeyFile {
                     (at < until).then(|| (KeySet::from_master(&p.secret), Some(until)))
                 })
                 .collect(),
+            id: next_keys_id(),
         }
     }
 }
@@ -698,12 +769,76 @@ mod tests {
     }
 
     #[test]
+    fn a_session_cookie_checked_once_answers_alike_and_a_forged_one_never_does() {
+        let old = KeySet::from_master(&[1; 32]);
+        let keys = Keys {
+            current: KeySet::from_master(&[2; 32]),
+            previous: vec![(KeySet::from_master(&[1; 32]), None)],
+            id: next_keys_id(),
+        };
+        let cookie_of = |key: &cookie::Key, value: &str| {
+            cookies::set_signed("c", value, false, cookie::SameSite::Lax, None, key)
+                .expect("cookie")
+                .to_str()
+                .expect("ascii")
+                .split(';')
+                .next()
+                .expect("pair")
+                .to_owned()
+        };
+        let request = |pairs: &[&str]| {
+            let mut headers = HeaderMap::new();
+            let value = http::HeaderValue::from_str(&pairs.join("; ")).expect("header");
+            headers.insert(http::header::COOKIE, value);
+            headers
+        };
+        let genuine = cookie_of(keys.cookie_key(CookiePurpose::Session), "id");
+        let expected = keys.current().hash("session", &[b"id"]);
+        // The first answer is checked in full, the second comes from this thread's cache: both
+        // are the session id's hash under the current key.
+        for _ in 0..2 {
+            assert_eq!(
+                keys.session_hash(&request(&[&genuine, "other=1"]), "c"),
+                Some(expected)
+            );
+        }
+        // A cookie signed with the previous key is answered under that key's hash.
+        let by_old = cookie_of(old.cookie_key(CookiePurpose::Session), "id");
+        assert_eq!(
+            keys.session_hash(&request(&[&by_old]), "c"),
+            Some(old.hash("session", &[b"id"]))
+        );
+        // A changed value, another purpose's key, or a stranger's key never passes, cached
+        // neighbours or not.
+        let forged = genuine.replacen("id", "ie", 1);
+        assert_ne!(forged, genuine);
+        assert_eq!(keys.session_hash(&request(&[&forged]), "c"), None);
+        let csrf = cookie_of(keys.cookie_key(CookiePurpose::Csrf), "id");
+        assert_eq!(keys.session_hash(&request(&[&csrf]), "c"), None);
+        let stranger = cookie_of(
+            KeySet::from_master(&[3; 32]).cookie_key(CookiePurpose::Session),
+            "id",
+        );
+        assert_eq!(keys.session_hash(&request(&[&stranger]), "c"), None);
+        // Other keys (a reload or rotation makes new ones) do not take this thread's cache as
+        // theirs: the same cookie is checked again, and fails under keys that never signed it.
+        let others = Keys::from_master(&[3; 32]);
+        assert_eq!(others.session_hash(&request(&[&genuine]), "c"), None);
+        // Two cookies of the same name: checked in full every time, the genuine one found.
+        assert_eq!(
+            keys.session_hash(&request(&[&forged, &genuine]), "c"),
+            Some(expected)
+        );
+    }
+
+    #[test]
     fn a_cookie_is_read_with_the_key_that_signed_it() {
         let session = CookiePurpose::Session;
         let old = KeySet::from_master(&[1; 32]);
         let keys = Keys {
             current: KeySet::from_master(&[2; 32]),
             previous: vec![(KeySet::from_master(&[1; 32]), None)],
+            id: next_keys_id(),
         };
         let set = |key: &cookie::Key| {
             cookies::request_with(
@@ -728,6 +863,7 @@ mod tests {
         let expired = Keys {
             current: KeySet::from_master(&[2; 32]),
             previous: vec![(KeySet::from_master(&[1; 32]), Some(now() - 1))],
+            id: next_keys_id(),
         };
         assert!(
             expired

@@ -44,7 +44,7 @@ use crate::store::{
 use crate::ui::{Templates, redirect};
 pub use clock::Clock;
 use cookies::CookieNames;
-use keys::{CookiePurpose, KeyError, Keys, Rotation};
+use keys::{KeyError, Keys, Rotation};
 use limits::Limits;
 use watch::{Subject, Verdict, Watch, Watched};
 
@@ -318,14 +318,9 @@ impl Auth {
         let site = &self.sites[site_id];
         let keys = self.keys.load();
         // The session was stored under the hash key of the secret that signed its cookie.
-        let Some((session_id, signed_by)) = keys.read_cookie(
-            headers,
-            site.cookies.session(visitor.secure),
-            CookiePurpose::Session,
-        ) else {
+        let Some(hash) = keys.session_hash(headers, site.cookies.session(visitor.secure)) else {
             return Ok(None);
         };
-        let hash = signed_by.hash("session", &[session_id.as_bytes()]);
         drop(keys);
         let ids: Vec<String> = pages
             .iter()
