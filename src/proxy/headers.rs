@@ -244,25 +244,27 @@ const SHARED_CACHE_ORDERS: [&str; 5] = [
 /// it), and so do the CDN-only caching headers. `Vary: Cookie` is added for caches that key on
 /// it rather than honour `private`.
 pub fn keep_from_shared_caches(headers: &mut HeaderMap, no_store: bool) {
-    for name in SHARED_CACHE_ORDERS {
+    // One look at the names the answer carries; removing each listed name in turn would parse
+    // and hash all six on every protected answer, which seldom carries any of them.
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| *n == header::EXPIRES || SHARED_CACHE_ORDERS.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    for name in doomed {
         headers.remove(name);
     }
-    headers.remove(header::EXPIRES);
     let directives = if no_store {
         "no-store".to_owned()
     } else {
         let mut kept = vec!["private"];
         for value in headers.get_all(header::CACHE_CONTROL) {
             for directive in tokens(value) {
-                let name = directive
-                    .split('=')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                if !matches!(name.as_str(), "public" | "s-maxage" | "private")
-                    && !kept.contains(&directive)
-                {
+                let name = directive.split('=').next().unwrap_or("").trim();
+                let for_shared_caches = ["public", "s-maxage", "private"]
+                    .iter()
+                    .any(|d| name.eq_ignore_ascii_case(d));
+                if !for_shared_caches && !kept.contains(&directive) {
                     kept.push(directive);
                 }
             }
