@@ -7,10 +7,11 @@
 #
 #   bash .ci/bench-instructions.sh
 #
-# Each proxy runs with one worker under callgrind twice, for WARMUP and for WARMUP + MEASURED
-# requests over CONNECTIONS keep-alive connections; the difference of the two totals divided by
-# MEASURED is the cost of one request, start-up and shutdown cancelling out.
-# Settings (environment): WARMUP=1000 MEASURED=4000 CONNECTIONS=4
+# Each proxy runs with one worker under callgrind twice: WARMUP requests uncounted, then BASELINE
+# (first run) or BASELINE + MEASURED (second run) counted ones, over CONNECTIONS keep-alive
+# connections, then a stop. The difference of the two counts divided by MEASURED is the cost of
+# one request, the stop cancelling out.
+# Settings (environment): WARMUP=1000 BASELINE=500 MEASURED=4000 CONNECTIONS=4
 #                         PAGEGATE_BIN=... FLOOR_BIN=... (use these binaries instead of building)
 #                         PROFILE_DIR=... (keep each target's larger profile there, for
 #                         callgrind_annotate)
@@ -19,6 +20,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$ROOT/.ci/bench
 WARMUP=${WARMUP:-1000}
+BASELINE=${BASELINE:-500}
 MEASURED=${MEASURED:-4000}
 CONNECTIONS=${CONNECTIONS:-4}
 
@@ -78,15 +80,22 @@ COOKIE=$(sign_in "http://127.0.0.1:$PROXY_PORT" bench@example.com /course/1k "$W
 [ -n "$COOKIE" ] || die "no session cookie"
 kill -TERM "$pid"; wait "$pid" || true
 
-# counted N PATH COOKIE STOP_SIGNAL COMMAND...: total instructions of COMMAND serving N requests.
+# counted N PATH COOKIE STOP_SIGNAL COMMAND...: instructions of COMMAND serving N requests after
+# WARMUP uncounted ones, and then stopping. Counting starts only after the warm-up
+# (`callgrind_control -i on`), so start-up work whose length depends on time (the rate limiters'
+# clock calibration, a few million instructions that vary from run to run) is left out.
 counted() {
     local n=$1 path=$2 cookie=$3 signal=$4; shift 4
     local out=$WORK/callgrind.out
     rm -f "$out"
-    valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out" "$@" >"$WORK/run.log" 2>&1 &
+    valgrind --tool=callgrind --instr-atstart=no --trace-children=yes --callgrind-out-file="$out" \
+        "$@" >"$WORK/run.log" 2>&1 &
     local pid=$!
     STARTED_PIDS+=("$pid")
     wait_port "$PROXY_PORT" "$pid"
+    python3 "$BENCH/fixed_requests.py" "$PROXY_PORT" "$path" "$WARMUP" "$CONNECTIONS" ${cookie:+"$cookie"} \
+        || die "the warm-up requests failed (see $WORK/run.log)"
+    callgrind_control -i on "$pid" >/dev/null || die "callgrind_control could not reach $pid"
     python3 "$BENCH/fixed_requests.py" "$PROXY_PORT" "$path" "$n" "$CONNECTIONS" ${cookie:+"$cookie"} \
         || die "the requests failed (see $WORK/run.log)"
     kill "-$signal" "$pid"
@@ -98,9 +107,9 @@ counted() {
 per_request() {
     local name=$1 path=$2 cookie=$3 signal=$4; shift 4
     local low high
-    # The warm-up requests, with what each of them made the curl in wait_port cost, cancel out.
-    low=$(counted "$WARMUP" "$path" "$cookie" "$signal" "$@")
-    high=$(counted "$((WARMUP + MEASURED))" "$path" "$cookie" "$signal" "$@")
+    # Both runs count the same shutdown; the difference is MEASURED requests.
+    low=$(counted "$BASELINE" "$path" "$cookie" "$signal" "$@")
+    high=$(counted "$((BASELINE + MEASURED))" "$path" "$cookie" "$signal" "$@")
     if [ -n "${PROFILE_DIR:-}" ]; then
         mkdir -p "$PROFILE_DIR"
         cp "$WORK/callgrind.out" "$PROFILE_DIR/callgrind.$(echo "$name" | tr -c 'A-Za-z0-9\n' '-')"
@@ -118,7 +127,7 @@ rows+=("$(per_request "pagegate, protected /course/1k, signed in" /course/1k "$C
 
 floor=$(printf '%s\n' "${rows[@]}" | awk -F'|' '/^hyper floor/ {print $2}')
 echo
-echo "Instructions per request at $(pagegate_commit) (callgrind, one worker, $MEASURED requests over $CONNECTIONS keep-alive connections after $WARMUP; $(uname -m), $(nproc) CPUs)"
+echo "Instructions per request at $(pagegate_commit) (callgrind, one worker, $MEASURED requests over $CONNECTIONS keep-alive connections, counted after $WARMUP; $(uname -m), $(nproc) CPUs)"
 echo
 echo "| target | instructions per request | × floor |"
 echo "|---|---:|---:|"
