@@ -18,45 +18,23 @@ BENCH_WARMUP=${BENCH_WARMUP:-3s}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-64}
 BENCH_THREADS=${BENCH_THREADS:-1}
 
-die() { printf 'bench-auth: error: %s\n' "$*" >&2; exit 1; }
+BENCH_TAG=bench-auth
+# shellcheck source=.ci/bench/lib.sh
+. "$BENCH/lib.sh"
 WORK=$(mktemp -d /tmp/pagegate-bench-auth.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.3
-    for pid in "${PIDS[@]}"; do
-        for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill -KILL "$child" 2>/dev/null || true; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 missing=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v curl >/dev/null || missing+=(curl)
-if ((${#missing[@]})); then
-    sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+apt_install "${missing[@]}"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-PAGEGATE=${PAGEGATE_BIN:-}
-if [ -z "$PAGEGATE" ]; then
-    (cd "$ROOT" && cargo build --release --quiet --bin pagegate)
-    PAGEGATE=$ROOT/target/release/pagegate
-fi
+build_pagegate
+PAGEGATE=$PG_BIN
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-render() {
-    local template=$1 out=$2; shift 2
-    local text; text=$(cat "$template")
-    for pair in "$@"; do text=${text//@${pair%%=*}@/${pair#*=}}; done
-    printf '%s\n' "$text" >"$out"
-}
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; die "nothing listens on port $1"; }
 
-UPSTREAM_PORT=$(free_port); PG_PORT=$(free_port)
+UPSTREAM_PORT=$(free_ports 1); PG_PORT=$(free_ports 1)
 USER_LINE=; [ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
 mkdir -p "$WORK/www/course" "$WORK/upstream-temp" "$WORK/mail"
 head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/www/1k"
@@ -66,11 +44,11 @@ render "$BENCH/upstream.nginx.conf" "$WORK/upstream.conf" DIR="$WORK" PORT="$UPS
 render "$BENCH/auth.pagegate.toml" "$WORK/pagegate.toml" DIR="$WORK" PORT="$PG_PORT" UPSTREAM_PORT="$UPSTREAM_PORT"
 
 "$NGINX" -c "$WORK/upstream.conf" -e "$WORK/upstream.err" &
-PIDS+=($!)
+STARTED_PIDS+=($!)
 "$PAGEGATE" clients --config "$WORK/pagegate.toml" add --page course --email bench@example.com --name Bench >/dev/null
 PAGEGATE_LOG=warn "$PAGEGATE" serve --config "$WORK/pagegate.toml" 2>"$WORK/pagegate.log" &
 PG_PID=$!
-PIDS+=($PG_PID)
+STARTED_PIDS+=($PG_PID)
 wait_port "$UPSTREAM_PORT"; wait_port "$PG_PORT"
 
 # Sign in the way a browser does: form, code from the mail, verify.

@@ -32,42 +32,20 @@ BENCH_THREADS=${BENCH_THREADS:-1}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 HOST=school.example
 
-die() { printf 'bench-forward-auth: error: %s\n' "$*" >&2; exit 1; }
+BENCH_TAG=bench-forward-auth
+# shellcheck source=.ci/bench/lib.sh
+. "$BENCH/lib.sh"
 WORK=$(mktemp -d /tmp/pagegate-bench-fwd.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    sleep 0.3
-    for pid in "${PIDS[@]}"; do
-        for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill -KILL "$child" 2>/dev/null || true; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 missing=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v curl >/dev/null || missing+=(curl)
-if ((${#missing[@]})); then
-    sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+apt_install "${missing[@]}"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-PAGEGATE=${PAGEGATE_BIN:-}
-if [ -z "$PAGEGATE" ]; then
-    (cd "$ROOT" && cargo build --release --quiet --bin pagegate)
-    PAGEGATE=$ROOT/target/release/pagegate
-fi
+build_pagegate
+PAGEGATE=$PG_BIN
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-render() {
-    local template=$1 out=$2; shift 2
-    local text; text=$(cat "$template")
-    for pair in "$@"; do text=${text//@${pair%%=*}@/${pair#*=}}; done
-    printf '%s\n' "$text" >"$out"
-}
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; die "nothing listens on port $1"; }
 # The shipped snippet with the benchmark's addresses, as docs/forward-auth.md has it installed.
 snippet() { # NAME EDGE_PORT AUTH_PORT
@@ -79,8 +57,8 @@ snippet() { # NAME EDGE_PORT AUTH_PORT
     render "$BENCH/forward-auth.edge.nginx.conf" "$WORK/$1.conf" DIR="$WORK" NAME="$1" USER_LINE="$USER_LINE"
 }
 
-UPSTREAM_PORT=$(free_port); PG_PORT=$(free_port); FLOOR_PORT=$(free_port)
-EDGE_PG_PORT=$(free_port); EDGE_FLOOR_PORT=$(free_port)
+UPSTREAM_PORT=$(free_ports 1); PG_PORT=$(free_ports 1); FLOOR_PORT=$(free_ports 1)
+EDGE_PG_PORT=$(free_ports 1); EDGE_FLOOR_PORT=$(free_ports 1)
 USER_LINE=; [ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
 mkdir -p "$WORK/www/course" "$WORK/upstream-temp" "$WORK/floor-temp" "$WORK/mail"
 head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/www/course/1k"
@@ -93,13 +71,13 @@ snippet edge-floor "$EDGE_FLOOR_PORT" "$FLOOR_PORT"
 
 for conf in upstream floor edge-pagegate edge-floor; do
     "$NGINX" -c "$WORK/$conf.conf" -e "$WORK/$conf.err" &
-    PIDS+=($!)
+    STARTED_PIDS+=($!)
     [ "$conf" = floor ] && FLOOR_PID=$!
 done
 "$PAGEGATE" clients --config "$WORK/pagegate.toml" add --page course --email bench@example.com --name Bench >/dev/null
 PAGEGATE_LOG=warn "$PAGEGATE" serve --config "$WORK/pagegate.toml" 2>"$WORK/pagegate.log" &
 PG_PID=$!
-PIDS+=($PG_PID)
+STARTED_PIDS+=($PG_PID)
 for port in "$UPSTREAM_PORT" "$FLOOR_PORT" "$PG_PORT" "$EDGE_PG_PORT" "$EDGE_FLOOR_PORT"; do wait_port "$port"; done
 
 # Sign in through the edge the way a browser does: form, code from the mail, verify.
