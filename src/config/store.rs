@@ -5,13 +5,11 @@
 
 use std::net::IpAddr;
 use std::ops::Range;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use toml::Spanned;
-
 use super::file::FileStore;
+use super::validate::Ctx;
 use super::{ConfigError, Secret};
 pub use crate::store::postgres::{DatabaseUrl, PgTls, PostgresConfig};
 
@@ -40,31 +38,15 @@ pub enum StoreBackend {
 /// A problem with a key: its dotted name, where it is, and what was expected.
 type Problem = (&'static str, Option<Range<usize>>, String);
 
-/// Makes the error for a key's problem, naming the file and line.
-type Invalid<'a> = &'a dyn Fn(&str, Option<Range<usize>>, String) -> ConfigError;
-/// Reads a duration key, with its default.
-type DurationRule<'a> =
-    &'a dyn Fn(&str, Option<&Spanned<String>>, Duration) -> Result<Duration, ConfigError>;
-
-/// The rules every section shares, lent by `validate`.
-pub(super) struct Rules<'a> {
-    /// The error for a key's problem, naming the file and line.
-    pub(super) invalid: Invalid<'a>,
-    /// A duration key with its default.
-    pub(super) duration: DurationRule<'a>,
-    /// A path resolved from the configuration file's folder.
-    pub(super) path: &'a dyn Fn(&str) -> PathBuf,
-}
-
 /// The backend `[store]` asks for. `url` is the value of `url`, `url_file` or `url_env`
 /// (already read, at most one given).
 pub(super) fn backend(
     s: &FileStore,
     url: Option<Secret>,
-    rules: &Rules<'_>,
+    ctx: &Ctx<'_>,
 ) -> Result<StoreBackend, ConfigError> {
-    choose(s, url, rules).map_err(|e| match e {
-        Failure::Problem((key, span, problem)) => (rules.invalid)(key, span, problem),
+    choose(s, url, ctx).map_err(|e| match e {
+        Failure::Problem((key, span, problem)) => ctx.invalid(key, span, problem),
         Failure::Config(e) => e,
     })
 }
@@ -86,7 +68,7 @@ impl From<ConfigError> for Failure {
     }
 }
 
-fn choose(s: &FileStore, url: Option<Secret>, rules: &Rules<'_>) -> Result<StoreBackend, Failure> {
+fn choose(s: &FileStore, url: Option<Secret>, ctx: &Ctx<'_>) -> Result<StoreBackend, Failure> {
     let url_span = s
         .url
         .as_ref()
@@ -119,7 +101,7 @@ fn choose(s: &FileStore, url: Option<Secret>, rules: &Rules<'_>) -> Result<Store
             }
             Ok(StoreBackend::Redb)
         }
-        "postgres" => postgres(s, url, url_span, rules).map(StoreBackend::Postgres),
+        "postgres" => postgres(s, url, url_span, ctx).map(StoreBackend::Postgres),
         other => Err(Failure::Problem((
             "store.backend",
             s.backend.as_ref().map(|b| b.span()),
@@ -132,7 +114,7 @@ fn postgres(
     s: &FileStore,
     url: Option<Secret>,
     url_span: Option<Range<usize>>,
-    rules: &Rules<'_>,
+    ctx: &Ctx<'_>,
 ) -> Result<PostgresConfig, Failure> {
     let Some(url) = url else {
         return Err(Failure::Problem((
@@ -157,12 +139,12 @@ fn postgres(
                 )
             })?,
     };
-    let connect_timeout = (rules.duration)(
+    let connect_timeout = ctx.duration(
         "store.connect_timeout",
         s.connect_timeout.as_ref(),
         DEFAULT_CONNECT_TIMEOUT,
     )?;
-    let statement_timeout = (rules.duration)(
+    let statement_timeout = ctx.duration(
         "store.statement_timeout",
         s.statement_timeout.as_ref(),
         DEFAULT_STATEMENT_TIMEOUT,
@@ -196,7 +178,7 @@ fn postgres(
             )));
         }
         Some(v) => {
-            let file = (rules.path)(v.get_ref());
+            let file = ctx.path(v.get_ref());
             if !file.is_file() {
                 return Err(Failure::Problem((
                     "store.ca_file",

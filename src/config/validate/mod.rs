@@ -33,7 +33,9 @@ pub fn parse_str(
     ctx.config(file)
 }
 
-struct Ctx<'a> {
+/// What every section's rules share: the file's text and where it is, to name a key's line and
+/// resolve relative paths.
+pub(in crate::config) struct Ctx<'a> {
     text: &'a str,
     origin: &'a Path,
     base: &'a Path,
@@ -42,7 +44,7 @@ struct Ctx<'a> {
 type Result<T> = std::result::Result<T, ConfigError>;
 
 impl Ctx<'_> {
-    fn invalid(
+    pub(in crate::config) fn invalid(
         &self,
         key: &str,
         span: Option<Range<usize>>,
@@ -64,7 +66,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn path(&self, raw: &str) -> PathBuf {
+    pub(in crate::config) fn path(&self, raw: &str) -> PathBuf {
         let p = Path::new(raw);
         if p.is_absolute() {
             p.to_path_buf()
@@ -88,7 +90,7 @@ impl Ctx<'_> {
         Ok(path)
     }
 
-    fn duration(
+    pub(in crate::config) fn duration(
         &self,
         key: &str,
         value: Option<&Spanned<String>>,

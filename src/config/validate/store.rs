@@ -70,11 +70,7 @@ impl Ctx<'_> {
                     s.url_file.as_ref(),
                     s.url_env.as_ref(),
                 )?,
-                &crate::config::store::Rules {
-                    invalid: &|k, sp, p| self.invalid(k, sp, p),
-                    duration: &|k, v, d| self.duration(k, v, d),
-                    path: &|p| self.path(p),
-                },
+                self,
             )?,
         })
     }
