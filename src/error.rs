@@ -33,6 +33,9 @@ pub enum HttpError {
     /// The upstream did not answer in time.
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// The database is unreachable for a moment: nothing was changed, the visitor may retry.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
     /// A bug or resource problem on pagegate's side.
     #[error("internal error: {0}")]
     Internal(String),
@@ -45,9 +48,13 @@ impl From<crate::runtime::TaskFailed> for HttpError {
 }
 
 impl HttpError {
-    /// A store failure: the visitor sees an internal error, the log the store's reason.
+    /// A store failure: the visitor sees "try again in a moment" when the database is only
+    /// unreachable (503), an internal error otherwise; the log gets the store's reason.
     pub fn store(e: crate::store::StoreError) -> HttpError {
-        HttpError::Internal(format!("store: {e}"))
+        match e {
+            crate::store::StoreError::Unavailable(why) => HttpError::StoreUnavailable(why),
+            other => HttpError::Internal(format!("store: {other}")),
+        }
     }
 
     /// The status this error answers with.
@@ -60,6 +67,7 @@ impl HttpError {
             HttpError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             HttpError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             HttpError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            HttpError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -82,6 +90,9 @@ impl HttpError {
             }
             HttpError::UpstreamTimeout => {
                 "The site behind this gateway took too long to answer. Please try again shortly."
+            }
+            HttpError::StoreUnavailable(_) => {
+                "Signing in is unavailable for a moment. Nothing was lost: please try again in a minute."
             }
             HttpError::Internal(_) => "Something went wrong on our side. Please try again.",
         }
@@ -109,6 +120,7 @@ mod tests {
             (HttpError::Misdirected, 421),
             (HttpError::UpstreamUnavailable("refused".into()), 502),
             (HttpError::UpstreamTimeout, 504),
+            (HttpError::StoreUnavailable("x".into()), 503),
             (HttpError::Internal("x".into()), 500),
         ];
         for (err, status) in cases {

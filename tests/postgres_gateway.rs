@@ -9,10 +9,14 @@ use std::process::Command;
 use common::postgres as pg_server;
 use common::school::School;
 
-/// The `[store]` table of a gateway on the database at `url`. The school's configuration ends
-/// with `[auth]`, so a table written after its settings starts a table of its own.
+/// The rest of the `[auth]` table (the secret every gateway on one database shares) and the
+/// `[store]` table of a gateway on the database at `url`. The school's configuration ends with
+/// `[auth]`, so a table written after its settings starts a table of its own.
 fn on_postgres(url: &str) -> String {
-    format!("\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n")
+    format!(
+        "secret = \"{}\"\n\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n",
+        pg_server::SHARED_SECRET
+    )
 }
 
 #[tokio::test]
@@ -61,7 +65,7 @@ fn check_reports_the_database_and_its_schema_version() {
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n\n[[site]]\nhosts = [\"*\"]\n\
-             upstream = \"http://127.0.0.1:9\"\n{}",
+             upstream = \"http://127.0.0.1:9\"\n\n[auth]\n{}",
             on_postgres(&url)
         ),
     )

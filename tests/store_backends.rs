@@ -561,16 +561,21 @@ fn live_sessions_are_counted_per_site_and_admin_namespace(backend: &Backend) {
 
 fn every_change_to_access_moves_the_change_count_and_reads_do_not(backend: &Backend) {
     let store = backend.open();
+    let start = store.changes();
+    add(&*store, "course", "a@x.org", None);
+    assert!(
+        store.changes() > start,
+        "adding a client did not move the change count"
+    );
+    // A sign-in adds a session and changes no one's access: it need not move the count (the
+    // PostgreSQL store does not, so other gateways keep their answers).
+    sign_in(&*store, 1, &session(), &["course".into()]);
     let mut last = store.changes();
     let mut moved = |what: &str| {
         let now = store.changes();
         assert!(now > last, "{what} did not move the change count");
         last = now;
     };
-    add(&*store, "course", "a@x.org", None);
-    moved("adding a client");
-    sign_in(&*store, 1, &session(), &["course".into()]);
-    moved("a sign-in");
     store
         .delete_session(&[1; 32], Some(&event(AuditKind::Logout)))
         .expect("logout");

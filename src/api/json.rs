@@ -111,6 +111,12 @@ pub fn error(e: &ApiError) -> Response<Body> {
                 HeaderValue::from_static("Bearer realm=\"pagegate\""),
             );
         }
+        ApiError::Store(crate::store::StoreError::Unavailable(_)) => {
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(crate::ui::RETRY_AFTER_SECONDS),
+            );
+        }
         ApiError::MethodNotAllowed { allow } => {
             if let Ok(v) = HeaderValue::from_str(allow) {
                 r.headers_mut().insert(header::ALLOW, v);

@@ -186,6 +186,9 @@ impl ApiError {
             ApiError::Conflict { .. } => http::StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed { .. } => http::StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Store(crate::store::StoreError::Unavailable(_)) => {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Store(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -208,6 +211,10 @@ impl ApiError {
                 message.clone()
             }
             ApiError::UnknownField(name) => format!("unknown field {name:?}"),
+            ApiError::Store(crate::store::StoreError::Unavailable(_)) => {
+                "the database is unreachable for a moment; nothing was changed, retry later"
+                    .to_owned()
+            }
             ApiError::Store(_) => "internal error".to_owned(),
             other => other.to_string(),
         }

@@ -112,7 +112,7 @@ impl Auth {
             .map(|(id, by)| by.hash("admin-session", &[id.as_bytes()]));
         if let Some(hash) = signed {
             let access = self
-                .read(move |store| store.session_access(&hash, &[]))
+                .session_access(hash, &[])
                 .await
                 .map_err(HttpError::store)?;
             if let Some(access) = access {

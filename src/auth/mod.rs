@@ -327,17 +327,7 @@ impl Auth {
             .filter_map(|&i| site.pages.get(i))
             .map(|p| p.id.clone())
             .collect();
-        let access = if self.store.reads_wait() {
-            let asked = ids.clone();
-            self.read(move |store| {
-                let ids: Vec<&str> = asked.iter().map(String::as_str).collect();
-                store.session_access(&hash, &ids)
-            })
-            .await
-        } else {
-            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            self.store.session_access(&hash, &ids)
-        };
+        let access = self.session_access(hash, &ids).await;
         let Some(access) = access.map_err(HttpError::store)? else {
             return Ok(None);
         };
@@ -386,6 +376,28 @@ impl Auth {
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
             .map_err(|e| StoreError::Backend(format!("store read task: {e}")))?
+    }
+
+    /// [`Store::session_access`] on a request's path: inline from the backend's memory or page
+    /// cache when it can answer there, else on a blocking thread (see [`Auth::read`]).
+    pub(crate) async fn session_access(
+        &self,
+        hash: SecretHash,
+        pages: &[String],
+    ) -> Result<Option<SessionAccess>, StoreError> {
+        let asked: Vec<&str> = pages.iter().map(String::as_str).collect();
+        if !self.store.reads_wait() {
+            return self.store.session_access(&hash, &asked);
+        }
+        if let Some(kept) = self.store.kept_session_access(&hash, &asked) {
+            return Ok(kept);
+        }
+        let pages = pages.to_vec();
+        self.read(move |store| {
+            let asked: Vec<&str> = pages.iter().map(String::as_str).collect();
+            store.session_access(&hash, &asked)
+        })
+        .await
     }
 
     /// The registry of requests watched for the end of their access.

@@ -241,7 +241,8 @@ mod tests {
     use super::*;
     use crate::config::{Config, parse_str};
 
-    const SITE: &str = "[server]\nlisten = \"127.0.0.1:8080\"\n\n[[site]]\nhosts = [\"localhost\"]\nupstream = \"http://127.0.0.1:8000\"\n";
+    /// A site, and the secret gateways on a shared database need.
+    const SITE: &str = "[server]\nlisten = \"127.0.0.1:8080\"\n\n[[site]]\nhosts = [\"localhost\"]\nupstream = \"http://127.0.0.1:8000\"\n\n[auth]\nsecret = \"a-secret-of-at-least-32-characters-here\"\n";
 
     fn parse(store: &str) -> Result<Config, ConfigError> {
         parse_str(
@@ -262,6 +263,24 @@ mod tests {
     fn problem(store: &str) -> (String, String) {
         match parse(store) {
             Err(ConfigError::Invalid { key, problem, .. }) => (key, problem),
+            other => panic!("expected an Invalid error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn gateways_on_postgres_need_a_configured_secret() {
+        let bare = parse_str(
+            "[server]\nlisten = \"127.0.0.1:8080\"\n\n[[site]]\nhosts = [\"localhost\"]\n\
+             upstream = \"http://127.0.0.1:8000\"\n\n[store]\nbackend = \"postgres\"\n\
+             url = \"postgres://pg@db.example.com/gate\"\n",
+            Path::new("gateway.toml"),
+            Path::new("/nonexistent-base"),
+        );
+        match bare {
+            Err(ConfigError::Invalid { key, problem, .. }) => {
+                assert_eq!(key, "auth.secret");
+                assert!(problem.contains("same secret"), "{problem}");
+            }
             other => panic!("expected an Invalid error, got {other:?}"),
         }
     }

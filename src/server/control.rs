@@ -85,6 +85,8 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> std::io::Result<()> {
+    // With a database server for the store, nothing else may have made the folder yet.
+    std::fs::create_dir_all(data_dir)?;
     let path = socket_path(data_dir);
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)?;

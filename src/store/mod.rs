@@ -57,6 +57,10 @@ pub enum StoreError {
     /// The storage engine failed (I/O, disk full, …).
     #[error("database error: {0}")]
     Backend(String),
+    /// The database server cannot be reached (down, restarting, network): nothing was changed,
+    /// and the same call may succeed in a moment. Visitors and API callers get a 503.
+    #[error("database unreachable: {0}")]
+    Unavailable(String),
 }
 
 /// Who added a client.
@@ -684,6 +688,18 @@ pub trait Store: Send + Sync + 'static {
     /// backend, whose reads are a memory or page-cache lookup and stay inline.
     fn reads_wait(&self) -> bool {
         false
+    }
+
+    /// The answer [`Store::session_access`] would give, when the backend keeps it in memory and
+    /// it is still current; `None` means "ask `session_access`". Never waits: a backend whose
+    /// reads wait ([`Store::reads_wait`]) answers the per-request check from here, so a signed-in
+    /// visitor costs no database round trip.
+    fn kept_session_access(
+        &self,
+        _session_hash: &SecretHash,
+        _pages: &[&str],
+    ) -> Option<Option<SessionAccess>> {
+        None
     }
 
     /// A count that moves forward whenever something that decides access may have changed

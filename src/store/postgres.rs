@@ -12,16 +12,21 @@
 //! pool's connections; each call waits on it with `block_on`, from the blocking threads its
 //! callers use. Called on an async worker it panics: a worker must never wait on the network.
 //!
-//! [`Store::changes`] is a sequence every gateway's writes move after they commit; the store
-//! reads it once a second, and adds its own writes at once.
+//! [`Store::changes`] is a sequence that every gateway's writes which change who has access
+//! (client lists, sessions ended) move after they commit, announcing the new value with
+//! `NOTIFY` ([`listen`]); the store also reads it once a second, in case an announcement is lost,
+//! and adds its own writes at once. The per-request session check is answered from memory
+//! ([`cache`]) while that count stands still, for at most [`cache::FRESH_FOR`].
 
+mod cache;
 mod connect;
+mod listen;
 mod settings;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Object, Pool};
@@ -50,8 +55,10 @@ pub struct PgStore {
     name: String,
     /// The highest value of the shared `changes` sequence seen.
     seen: Arc<AtomicU64>,
-    /// This gateway's own committed writes, counted at once.
+    /// This gateway's own committed changes to who has access, counted at once.
     local: AtomicU64,
+    /// Recent session checks, kept while `changes` stands still.
+    cache: Arc<cache::AccessCache>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -73,8 +80,31 @@ pub struct Probe {
     pub expected: u64,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+/// A driver error as the store reports it: a lost or refused connection is
+/// [`StoreError::Unavailable`] (nothing was changed; a 503 for the caller), anything the server
+/// answered with is [`StoreError::Backend`].
+fn backend(e: tokio_postgres::Error) -> StoreError {
+    let io = std::error::Error::source(&e).is_some_and(|c| c.is::<std::io::Error>());
+    if e.is_closed() || (e.code().is_none() && io) || is_unavailable(e.code()) {
+        StoreError::Unavailable(with_causes(&e))
+    } else {
+        StoreError::Backend(with_causes(&e))
+    }
+}
+
+/// Server answers that mean "not now" rather than "no": shutting down, starting up, too many
+/// connections.
+fn is_unavailable(code: Option<&tokio_postgres::error::SqlState>) -> bool {
+    use tokio_postgres::error::SqlState;
+    code.is_some_and(|c| {
+        [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+        ]
+        .contains(c)
+    })
 }
 
 /// An error with its causes: the driver's own message is often only "error performing TLS
@@ -422,7 +452,7 @@ impl PgStore {
             .map_err(|e| StoreError::Backend(format!("database runtime: {e}")))?;
         let pool = {
             let _inside = runtime.enter();
-            connect::pool(config, pg)?
+            connect::pool(config, pg.clone())?
         };
         let seen = Arc::new(AtomicU64::new(0));
         let store = PgStore {
@@ -431,6 +461,7 @@ impl PgStore {
             name,
             seen,
             local: AtomicU64::new(0),
+            cache: Arc::default(),
         };
         store.block(async {
             let mut conn = store.conn().await?;
@@ -440,6 +471,7 @@ impl PgStore {
             Ok::<_, StoreError>(())
         })?;
         store.watch_changes();
+        store.listen_for_changes(config, pg);
         Ok(store)
     }
 
@@ -483,30 +515,106 @@ impl PgStore {
         }
     }
 
+    /// A connection from the pool. Failing to get one (the server down, the network cut, every
+    /// connection busy past `connect_timeout`) is [`StoreError::Unavailable`].
     async fn conn(&self) -> Result<Object, StoreError> {
         self.pool
             .get()
             .await
-            .map_err(|e| StoreError::Backend(format!("{}: {}", self.name, with_causes(&e))))
+            .map_err(|e| StoreError::Unavailable(format!("{}: {}", self.name, with_causes(&e))))
     }
 
     /// Commits `tx`: the call's writes are durable once this returns.
     async fn commit(&self, tx: Transaction<'_>) -> Result<(), StoreError> {
-        tx.commit().await.map_err(backend)?;
-        self.local.fetch_add(1, Ordering::AcqRel);
-        Ok(())
+        tx.commit().await.map_err(backend)
     }
 
-    /// After a commit: moves the shared change count, so every other gateway learns of the
-    /// write within a poll. Only after the commit: moved before, another gateway could check
-    /// again too early, see the old data, and never look again.
-    async fn moved(&self, conn: &Object) {
-        match read_next_change(conn).await {
+    /// After a commit that changed who has access (a client list, a session ended): this
+    /// gateway stops using its kept session answers at once, and every other one when it hears
+    /// the announcement (or, should that be lost, at its next poll of the count). Only after the
+    /// commit: moved before, another gateway could check again too early, see the old data, and
+    /// keep that answer as current.
+    async fn announce(&self, conn: &Object) {
+        self.local.fetch_add(1, Ordering::AcqRel);
+        match announce_change(conn).await {
             Ok(v) => {
                 self.seen.fetch_max(v, Ordering::AcqRel);
             }
-            Err(e) => tracing::warn!(error = %e, "could not move the shared change count"),
+            Err(e) => tracing::warn!(error = %e, "could not announce a change to other gateways"),
         }
+    }
+
+    /// The session and its clients on `pages`, from the database.
+    fn read_session_access(
+        &self,
+        session_hash: &SecretHash,
+        pages: &[&str],
+    ) -> Result<Option<SessionAccess>, StoreError> {
+        self.block(async {
+            let conn = self.conn().await?;
+            // One statement, so one snapshot: the session and its clients as of one moment.
+            let rows = conn
+                .query(
+                    &format!(
+                        "SELECT s.site, s.email, s.created_at, s.expires_at, c.page, {}
+                         FROM sessions s
+                         LEFT JOIN clients c ON c.email = s.email AND c.page = ANY($2)
+                         WHERE s.session_hash = $1",
+                        CLIENT_COLUMNS
+                            .split(", ")
+                            .map(|col| format!("c.{col}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    &[&session_hash.as_slice(), &pages],
+                )
+                .await
+                .map_err(backend)?;
+            let Some(first) = rows.first() else {
+                return Ok(None);
+            };
+            let site: &[u8] = first.get(0);
+            let session = SessionRecord {
+                site: String::from_utf8(site.to_vec()).map_err(|e| StoreError::Corrupt {
+                    table: "sessions",
+                    detail: e.to_string(),
+                })?,
+                email: first.get(1),
+                created_at: first.get(2),
+                expires_at: first.get(3),
+            };
+            let mut found: Vec<(String, Client)> = Vec::new();
+            for row in &rows {
+                if let Some(page) = row.get::<_, Option<String>>(4) {
+                    found.push((page, client_of(row, 5)?));
+                }
+            }
+            let clients = pages
+                .iter()
+                .map(|p| {
+                    found
+                        .iter()
+                        .find(|(page, _)| page == p)
+                        .map(|(_, c)| c.clone())
+                })
+                .collect();
+            Ok(Some(SessionAccess { session, clients }))
+        })
+    }
+
+    /// Starts the connection that hears other gateways' announcements (see [`listen`]).
+    fn listen_for_changes(&self, config: &PostgresConfig, pg: tokio_postgres::Config) {
+        let Some(rt) = &self.runtime else { return };
+        rt.spawn(
+            listen::Listener {
+                seen: Arc::downgrade(&self.seen),
+                cache: Arc::downgrade(&self.cache),
+                config: config.clone(),
+                pg,
+                database: self.name.clone(),
+            }
+            .run(),
+        );
     }
 
     /// Reads the shared change count once a second, on the store's runtime, for as long as the
@@ -539,22 +647,30 @@ impl Drop for PgStore {
 }
 
 async fn read_changes(c: &impl deadpool_postgres::GenericClient) -> Result<u64, StoreError> {
+    let row = c.query_one(READ_CHANGES, &[]).await.map_err(backend)?;
+    Ok(changes_in(&row))
+}
+
+/// Reads the shared change count; [`changes_in`] makes it a number.
+const READ_CHANGES: &str = "SELECT last_value, is_called FROM changes";
+
+fn changes_in(row: &tokio_postgres::Row) -> u64 {
     // A sequence never used still reports its start value, with is_called false.
-    let row = c
-        .query_one("SELECT last_value, is_called FROM changes", &[])
-        .await
-        .map_err(backend)?;
     let called: bool = row.get(1);
-    Ok(if called {
+    if called {
         u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)
     } else {
         0
-    })
+    }
 }
 
-async fn read_next_change(c: &impl deadpool_postgres::GenericClient) -> Result<u64, StoreError> {
+/// Moves the shared change count and announces its new value on [`listen::CHANNEL`].
+async fn announce_change(c: &impl deadpool_postgres::GenericClient) -> Result<u64, StoreError> {
     let v: i64 = c
-        .query_one("SELECT nextval('changes')", &[])
+        .query_one(
+            "SELECT n FROM (SELECT nextval('changes') AS n) moved, pg_notify($1, n::text)",
+            &[&listen::CHANNEL],
+        )
         .await
         .map_err(backend)?
         .get(0);
@@ -595,7 +711,7 @@ impl Store for PgStore {
             write_client(&tx, page, client).await?;
             append_audit(&tx, audit).await?;
             self.commit(tx).await?;
-            self.moved(&conn).await;
+            self.announce(&conn).await;
             Ok(())
         })
     }
@@ -622,7 +738,7 @@ impl Store for PgStore {
             }
             append_audit(&tx, audit).await?;
             self.commit(tx).await?;
-            self.moved(&conn).await;
+            self.announce(&conn).await;
             Ok(true)
         })
     }
@@ -673,7 +789,6 @@ impl Store for PgStore {
             .await
             .map_err(backend)?;
             self.commit(tx).await?;
-            self.moved(&conn).await;
             Ok(())
         })
     }
@@ -771,7 +886,6 @@ impl Store for PgStore {
                 }
                 let accepted = CodeCheck::Accepted(code.clone());
                 self.commit(tx).await?;
-                self.moved(&conn).await;
                 return Ok(accepted);
             }
             if let (Some(b), Some(m)) = (mine_browser, mine.as_mut()) {
@@ -796,7 +910,6 @@ impl Store for PgStore {
                 }
             };
             self.commit(tx).await?;
-            self.moved(&conn).await;
             Ok(answer)
         })
     }
@@ -849,7 +962,6 @@ impl Store for PgStore {
             .await
             .map_err(backend)?;
             self.commit(tx).await?;
-            self.moved(&conn).await;
             Ok((token.expires_at > now).then_some(token))
         })
     }
@@ -888,7 +1000,6 @@ impl Store for PgStore {
             .map_err(backend)?;
             append_audit(&tx, audit).await?;
             self.commit(tx).await?;
-            self.moved(&conn).await;
             Ok(())
         })
     }
@@ -898,56 +1009,25 @@ impl Store for PgStore {
         session_hash: &SecretHash,
         pages: &[&str],
     ) -> Result<Option<SessionAccess>, StoreError> {
-        self.block(async {
-            let conn = self.conn().await?;
-            // One statement, so one snapshot: the session and its clients as of one moment.
-            let rows = conn
-                .query(
-                    &format!(
-                        "SELECT s.site, s.email, s.created_at, s.expires_at, c.page, {}
-                         FROM sessions s
-                         LEFT JOIN clients c ON c.email = s.email AND c.page = ANY($2)
-                         WHERE s.session_hash = $1",
-                        CLIENT_COLUMNS
-                            .split(", ")
-                            .map(|col| format!("c.{col}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    &[&session_hash.as_slice(), &pages],
-                )
-                .await
-                .map_err(backend)?;
-            let Some(first) = rows.first() else {
-                return Ok(None);
-            };
-            let site: &[u8] = first.get(0);
-            let session = SessionRecord {
-                site: String::from_utf8(site.to_vec()).map_err(|e| StoreError::Corrupt {
-                    table: "sessions",
-                    detail: e.to_string(),
-                })?,
-                email: first.get(1),
-                created_at: first.get(2),
-                expires_at: first.get(3),
-            };
-            let mut found: Vec<(String, Client)> = Vec::new();
-            for row in &rows {
-                if let Some(page) = row.get::<_, Option<String>>(4) {
-                    found.push((page, client_of(row, 5)?));
-                }
-            }
-            let clients = pages
-                .iter()
-                .map(|p| {
-                    found
-                        .iter()
-                        .find(|(page, _)| page == p)
-                        .map(|(_, c)| c.clone())
-                })
-                .collect();
-            Ok(Some(SessionAccess { session, clients }))
-        })
+        // The count before the question: a change committed while it is in flight moves the
+        // count past it, so the answer is never kept as current.
+        let changes = self.changes();
+        if let Some(kept) = self.cache.get(session_hash, pages, changes) {
+            return Ok(kept);
+        }
+        let asked_at = Instant::now();
+        let access = self.read_session_access(session_hash, pages)?;
+        self.cache
+            .put(session_hash, pages, access.clone(), asked_at, changes);
+        Ok(access)
+    }
+
+    fn kept_session_access(
+        &self,
+        session_hash: &SecretHash,
+        pages: &[&str],
+    ) -> Option<Option<SessionAccess>> {
+        self.cache.get(session_hash, pages, self.changes())
     }
 
     fn delete_session(
@@ -973,7 +1053,7 @@ impl Store for PgStore {
                 append_audit(&tx, event).await?;
             }
             self.commit(tx).await?;
-            self.moved(&conn).await;
+            self.announce(&conn).await;
             Ok(())
         })
     }
@@ -1009,7 +1089,7 @@ impl Store for PgStore {
                 .map_err(backend)?;
             append_audit(&tx, audit).await?;
             self.commit(tx).await?;
-            self.moved(&conn).await;
+            self.announce(&conn).await;
             Ok(Some(count(revoked)))
         })
     }
@@ -1087,7 +1167,7 @@ impl Store for PgStore {
             write_client(&tx, page, &new).await?;
             append_audit(&tx, &audit(&new)).await?;
             self.commit(tx).await?;
-            self.moved(&conn).await;
+            self.announce(&conn).await;
             Ok(ClientEdit::Edited(new))
         })
     }
@@ -1113,7 +1193,7 @@ impl Store for PgStore {
                 out.push((client, created));
             }
             self.commit(tx).await?;
-            self.moved(&conn).await;
+            self.announce(&conn).await;
             Ok(out)
         })
     }
@@ -1194,7 +1274,7 @@ impl Store for PgStore {
                 };
                 if spent || issued {
                     self.commit(tx).await?;
-                    self.moved(&conn).await;
+                    self.announce(&conn).await;
                 }
                 return Ok(replayed);
             }
@@ -1218,7 +1298,7 @@ impl Store for PgStore {
                 save_grant(&tx, k, &record).await?;
             }
             self.commit(tx).await?;
-            self.moved(&conn).await;
+            self.announce(&conn).await;
             Ok(GrantResult::Applied {
                 client,
                 created,
@@ -1290,7 +1370,6 @@ impl Store for PgStore {
                     append_audit(&tx, &audit(&record)).await?;
                 }
                 self.commit(tx).await?;
-                self.moved(&conn).await;
                 return Ok(live.then_some(record));
             }
             Ok(None)
@@ -1386,7 +1465,6 @@ impl Store for PgStore {
                 }
             };
             self.commit(tx).await?;
-            self.moved(&conn).await;
             Ok(Pruned {
                 codes,
                 sessions,

@@ -77,8 +77,18 @@ pub fn error_page(status: StatusCode, message: &str) -> Response<Body> {
         tracing::error!(error = %e, "the built-in error page does not render");
         plain_error_html(status, message)
     });
-    html_response(status, html)
+    let mut response = html_response(status, html);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
+    }
+    response
 }
+
+/// When a visitor or client told "unavailable for a moment" (503) should try again.
+pub const RETRY_AFTER_SECONDS: &str = "10";
 
 /// The error page without templates: the fallback should the built-in ones ever fail.
 fn plain_error_html(status: StatusCode, message: &str) -> String {

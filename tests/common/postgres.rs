@@ -17,6 +17,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// The `[auth] secret` of test gateways on PostgreSQL: every gateway on one database must share
+/// one.
+#[allow(dead_code)]
+pub const SHARED_SECRET: &str = "several-gateways-share-this-one-secret";
+
 /// How long the server may take to accept connections, on a busy machine.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 

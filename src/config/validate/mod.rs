@@ -216,6 +216,18 @@ impl Ctx<'_> {
             None => MetricsConfig::default(),
         };
         let store = self.store(file.store.as_ref())?;
+        if matches!(store.backend, crate::config::StoreBackend::Postgres(_))
+            && auth.secret.is_none()
+        {
+            // A generated secret lives in one gateway's data_dir: every other gateway on the
+            // same database would reject its cookies and could not find its codes.
+            return Err(self.invalid(
+                "auth.secret",
+                file.auth.as_ref().map(|a| a.span()),
+                "expected `secret`, `secret_file` or `secret_env` with store.backend = \"postgres\": \
+                 every gateway on the database must sign and hash with the same secret",
+            ));
+        }
         let admin_emails = self.admin(file.admin.as_ref())?;
         if file.site.is_empty() {
             return Err(self.invalid("site", None, "expected at least one [[site]] block"));

@@ -91,7 +91,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// rustls for the database: `verify-full` checks the chain against the platform's roots and
 /// `ca_file` and the name against the host; `require` only encrypts.
-fn tls_config(config: &PostgresConfig) -> Result<rustls::ClientConfig, StoreError> {
+pub(super) fn tls_config(config: &PostgresConfig) -> Result<rustls::ClientConfig, StoreError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| StoreError::Backend(format!("TLS set-up: {e}")))?;
