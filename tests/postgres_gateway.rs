@@ -87,15 +87,18 @@ fn check_reports_the_database_and_its_schema_version() {
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("reachable, new"), "{stdout}");
 
+    let current = pagegate::store::postgres::SCHEMA_VERSION;
     psql(
         &url,
-        "CREATE TABLE schema_version (version bigint PRIMARY KEY, applied_at timestamptz); \
-         INSERT INTO schema_version (version) VALUES (1)",
+        &format!(
+            "CREATE TABLE schema_version (version bigint PRIMARY KEY, applied_at timestamptz); \
+             INSERT INTO schema_version (version) SELECT generate_series(1, {current})"
+        ),
     );
     let (ok, stdout, _) = check();
     assert!(ok);
     assert!(
-        stdout.contains("reachable, schema version 1, current"),
+        stdout.contains(&format!("reachable, schema version {current}, current")),
         "{stdout}"
     );
 

@@ -13,7 +13,7 @@ use pagegate::store::postgres::PgStore;
 use pagegate::store::redb::RedbStore;
 use pagegate::store::{
     AttemptPolicy, AuditEvent, AuditKind, Client, ClientEdit, ClientSet, CodeCheck, CodeRecord,
-    Grant, GrantResult, Retention, SecretHash, SessionRecord, SigninNonce, SigninRecord,
+    Grant, GrantResult, Rate, Retention, SecretHash, SessionRecord, SigninNonce, SigninRecord,
     SigninRequest, Source, SpentSignature, Store, StoreError, Timestamp, TokenRecord,
     admin_namespace,
 };
@@ -1073,4 +1073,48 @@ fn encrypted_connections_check_the_server_certificate_only_when_asked() {
         .expect_err("a server certificate from an unknown CA");
     let message = err.to_string().to_lowercase();
     assert!(message.contains("certificate"), "{message}");
+}
+
+#[test]
+fn gateways_on_one_database_share_each_rate_limit() {
+    let config = pg_config(pg_server::fresh_database());
+    let (a, b) = (
+        PgStore::open(&config).expect("open a"),
+        PgStore::open(&config).expect("open b"),
+    );
+    assert!(a.shares_rate_limits() && b.shares_rate_limits());
+    let three_an_hour = Rate {
+        interval: Duration::from_secs(1200),
+        burst: 3,
+    };
+    for (n, store) in [&a, &b, &a].into_iter().enumerate() {
+        assert_eq!(
+            store
+                .take_rate("codes-ip 192.0.2.1", three_an_hour)
+                .expect("take"),
+            None,
+            "request {n} is within the burst"
+        );
+    }
+    let wait = b
+        .take_rate("codes-ip 192.0.2.1", three_an_hour)
+        .expect("take")
+        .expect("the fourth, on the other gateway, is refused");
+    assert!(
+        wait > Duration::from_secs(1100) && wait <= Duration::from_secs(1200),
+        "{wait:?}"
+    );
+    assert_eq!(
+        a.take_rate("codes-ip 192.0.2.2", three_an_hour)
+            .expect("take"),
+        None,
+        "another key has its own limit"
+    );
+    // The redb store keeps none: each gateway limits in memory.
+    let dir = tempfile::tempdir().expect("temp dir");
+    assert!(
+        !RedbStore::open(dir.path())
+            .expect("redb")
+            .shares_rate_limits()
+    );
 }

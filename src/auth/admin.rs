@@ -336,7 +336,13 @@ impl SignIn<'_> {
             );
         };
         let ns = self.namespace();
-        if let Err(wait) = self.auth.limits.code_request(self.ar.ip, &ns, &email) {
+        if let Err(wait) = self
+            .auth
+            .limits
+            .code_request(self.ar.ip, &ns, &email)
+            .await
+            .map_err(HttpError::store)?
+        {
             tracing::info!(site = %self.site.name, "admin code request rate-limited");
             self.count(LoginEvent::RateLimited);
             return self.auth.rate_limited(self.site, self.ar.lang, wait);
@@ -372,7 +378,13 @@ impl SignIn<'_> {
         if !self.auth.admin_csrf_ok(self.ar, &headers, field("csrf")) {
             return self.code_form(StatusCode::FORBIDDEN, raw_email, &next, Some("csrf"));
         }
-        if let Err(wait) = self.auth.limits.verify_attempt(self.ar.ip) {
+        if let Err(wait) = self
+            .auth
+            .limits
+            .verify_attempt(self.ar.ip)
+            .await
+            .map_err(HttpError::store)?
+        {
             self.count(LoginEvent::RateLimited);
             return self.auth.rate_limited(self.site, self.ar.lang, wait);
         }

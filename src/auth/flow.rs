@@ -240,6 +240,8 @@ impl Ctx<'_> {
             .auth
             .limits
             .code_request(self.visitor.ip, &self.site.name, &email)
+            .await
+            .map_err(HttpError::store)?
         {
             tracing::info!(site = %self.site.name, domain = email_domain(&email), "code request rate-limited");
             self.count(LoginEvent::RateLimited);
@@ -291,7 +293,13 @@ impl Ctx<'_> {
         if !self.csrf_ok(&headers, &form) {
             return self.code_form(StatusCode::FORBIDDEN, raw_email, &next, Some("csrf"));
         }
-        if let Err(wait) = self.auth.limits.verify_attempt(self.visitor.ip) {
+        if let Err(wait) = self
+            .auth
+            .limits
+            .verify_attempt(self.visitor.ip)
+            .await
+            .map_err(HttpError::store)?
+        {
             self.count(LoginEvent::RateLimited);
             return self.auth.rate_limited(self.site, self.lang, wait);
         }

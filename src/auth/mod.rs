@@ -203,11 +203,11 @@ impl Auth {
             })
             .collect();
         Ok(Auth {
+            limits: Arc::new(Limits::new(&config.auth, &store)),
             store,
             mailer,
             templates,
             keys: ArcSwap::from_pointee(keys),
-            limits: Arc::new(Limits::new(&config.auth)),
             config: config.auth.clone(),
             data_dir: config.data_dir.clone(),
             prefix: config.server.prefix.clone(),

@@ -17,6 +17,7 @@ pub mod postgres;
 pub mod redb;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +62,15 @@ pub enum StoreError {
     /// and the same call may succeed in a moment. Visitors and API callers get a 503.
     #[error("database unreachable: {0}")]
     Unavailable(String),
+}
+
+/// A rate limit: `burst` requests at once, then one per `interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Time between two requests once the burst is spent.
+    pub interval: Duration,
+    /// Requests allowed at once.
+    pub burst: u32,
 }
 
 /// Who added a client.
@@ -688,6 +698,21 @@ pub trait Store: Send + Sync + 'static {
     /// backend, whose reads are a memory or page-cache lookup and stay inline.
     fn reads_wait(&self) -> bool {
         false
+    }
+
+    /// Whether rate limits live in this store, shared by every gateway that uses it; else each
+    /// gateway keeps its own in memory and [`Store::take_rate`] is not called.
+    fn shares_rate_limits(&self) -> bool {
+        false
+    }
+
+    /// Takes one request from the rate limit `key` (GCRA: `rate.burst` at once, then one per
+    /// `rate.interval`), durably and atomically for every gateway. `Some(wait)` when refused.
+    fn take_rate(&self, key: &str, rate: Rate) -> Result<Option<Duration>, StoreError> {
+        let _ = (key, rate);
+        Err(StoreError::Backend(
+            "this store keeps no rate limits; they are kept in memory".into(),
+        ))
     }
 
     /// The answer [`Store::session_access`] would give, when the backend keeps it in memory and

@@ -39,9 +39,9 @@ pub use settings::{DatabaseUrl, PgTls, PostgresConfig};
 
 use super::{
     AttemptPolicy, AuditEvent, BackupError, Client, ClientEdit, ClientSet, CodeCheck, CodeRecord,
-    Grant, GrantResult, IssuedSignin, PRUNE_BATCH, Pruned, Retention, SecretHash, SessionAccess,
-    SessionRecord, SigninNonce, SigninPlan, SigninRecord, SigninRequest, Source, Store,
-    StoreCounts, StoreError, Timestamp, TokenRecord, merge_grant, merge_set, signin_plan,
+    Grant, GrantResult, IssuedSignin, PRUNE_BATCH, Pruned, Rate, Retention, SecretHash,
+    SessionAccess, SessionRecord, SigninNonce, SigninPlan, SigninRecord, SigninRequest, Source,
+    Store, StoreCounts, StoreError, Timestamp, TokenRecord, merge_grant, merge_set, signin_plan,
 };
 
 /// How often the shared change count is read.
@@ -1022,6 +1022,46 @@ impl Store for PgStore {
         Ok(access)
     }
 
+    fn shares_rate_limits(&self) -> bool {
+        true
+    }
+
+    fn take_rate(&self, key: &str, rate: Rate) -> Result<Option<Duration>, StoreError> {
+        let key = Sha256::digest(key.as_bytes()).to_vec();
+        let interval = i64::try_from(rate.interval.as_millis()).unwrap_or(i64::MAX / 4);
+        let tolerance = interval.saturating_mul(i64::from(rate.burst.saturating_sub(1)));
+        self.block(async {
+            let conn = self.conn().await?;
+            // One statement, atomic per key: the limit moves only when it lets the request in.
+            let taken = conn
+                .query_opt(
+                    "INSERT INTO rate_limits AS r (key, tat)
+                     VALUES ($1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $2)
+                     ON CONFLICT (key) DO UPDATE
+                     SET tat = GREATEST(r.tat, EXCLUDED.tat - $2) + $2
+                     WHERE GREATEST(r.tat, EXCLUDED.tat - $2) - (EXCLUDED.tat - $2) <= $3
+                     RETURNING tat",
+                    &[&key, &interval, &tolerance],
+                )
+                .await
+                .map_err(backend)?;
+            if taken.is_some() {
+                return Ok(None);
+            }
+            let wait: Option<i64> = conn
+                .query_opt(
+                    "SELECT tat - (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $2
+                     FROM rate_limits WHERE key = $1",
+                    &[&key, &tolerance],
+                )
+                .await
+                .map_err(backend)?
+                .map(|row| row.get(0));
+            let wait = u64::try_from(wait.unwrap_or(1).max(1)).unwrap_or(1);
+            Ok(Some(Duration::from_millis(wait)))
+        })
+    }
+
     fn kept_session_access(
         &self,
         session_hash: &SecretHash,
@@ -1441,6 +1481,12 @@ impl Store for PgStore {
             .await?;
             let signatures = run("DELETE FROM signatures WHERE until < $1", vec![now]).await?;
             let signin_links = run("DELETE FROM signins WHERE expires_at <= $1", vec![now]).await?;
+            // A limit whose arrival time has passed is as good as none.
+            run(
+                "DELETE FROM rate_limits WHERE tat < $1",
+                vec![now.saturating_mul(1000)],
+            )
+            .await?;
             let batch = PRUNE_BATCH as i64;
             let audit = match retention.audit {
                 None => 0,

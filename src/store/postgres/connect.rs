@@ -14,7 +14,10 @@ use super::{PgTls, PostgresConfig};
 use crate::store::StoreError;
 
 /// The migrations, in order; the schema's version is how many of them a database has.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_rate_limits.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
