@@ -209,3 +209,21 @@ pub async fn read_one(stream: &mut TcpStream) -> Option<(u16, String)> {
     let body = String::from_utf8_lossy(&got[head_end..]).into_owned();
     Some((raw_status(&head), body))
 }
+
+/// One request over a fresh HTTP/1.1 connection, `None` when no answer came (the server is
+/// gone, or broke the exchange): for stories where a server may die mid-flight.
+pub async fn try_send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Option<Answer> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let response = send.send_request(req).await.ok()?;
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.ok()?.to_bytes();
+    Some(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    })
+}

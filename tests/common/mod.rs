@@ -11,6 +11,7 @@ pub mod client;
 pub mod edges;
 pub mod nginx;
 pub mod observe;
+pub mod pair;
 pub mod postgres;
 pub mod process;
 pub mod school;

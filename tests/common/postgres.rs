@@ -155,14 +155,23 @@ impl TestPostgres {
         let port = free_port();
         // The guardian: starts the server in the background, waits for its standard input to
         // close (this process ended), then stops the server at once and removes the folder.
+        // A line on its standard input restarts the server (a fast shutdown, then a start),
+        // as an operator's restart would.
         let script = r#"
             trap '' INT TERM HUP
-            "$@" >"$DIR/server.log" 2>&1 &
-            pid=$!
-            cat >/dev/null
-            kill -QUIT "$pid" 2>/dev/null
-            wait "$pid"
-            rm -rf "$DIR"
+            while :; do
+                "$@" >>"$DIR/server.log" 2>&1 &
+                pid=$!
+                if read -r _; then
+                    kill -INT "$pid" 2>/dev/null
+                    wait "$pid"
+                    continue
+                fi
+                kill -QUIT "$pid" 2>/dev/null
+                wait "$pid"
+                rm -rf "$DIR"
+                exit
+            done
         "#;
         let mut server = as_server_user(&bin.join("postgres"));
         server
@@ -226,6 +235,32 @@ impl TestPostgres {
             let server_gone = log().contains("database system is shut down");
             assert!(!server_gone, "PostgreSQL stopped: {}", log());
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Restarts the server (a fast shutdown: every connection is cut, as in a real restart) and
+    /// waits until it accepts connections again.
+    pub fn restart(&self) {
+        use std::io::Write;
+        let ready = "database system is ready to accept connections";
+        let log = || std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        let before = log().matches(ready).count();
+        {
+            let mut guardian = self._guardian.lock().expect("guardian");
+            guardian
+                .1
+                .write_all(b"restart\n")
+                .expect("tell the guardian");
+            guardian.1.flush().expect("tell the guardian");
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        while log().matches(ready).count() <= before {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not come back: {}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

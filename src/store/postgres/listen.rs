@@ -141,6 +141,9 @@ where
     T: MakeTlsConnect<Socket>,
     T::Stream: Send + 'static,
 {
+    // Named apart from the pool's connections, so an operator can tell it in pg_stat_activity.
+    let mut pg = pg.clone();
+    pg.application_name("pagegate-listen");
     let (client, mut connection) = pg
         .connect(tls)
         .await
