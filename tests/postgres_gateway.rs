@@ -144,3 +144,53 @@ fn psql(url: &str, sql: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+#[tokio::test]
+async fn the_clients_command_edits_a_postgres_list_with_or_without_a_gateway() {
+    let url = pg_server::fresh_database();
+    let school = School::open(&on_postgres(&url)).await;
+    let config = school.gateway.dir.path().join("gateway.toml");
+    let clients = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pagegate"))
+            .arg("clients")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("run pagegate clients");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        text
+    };
+
+    // Added from the command line, straight into the database the running gateway uses: the
+    // visitor can sign in at once.
+    let added = clients(&[
+        "add",
+        "--page",
+        "course",
+        "--email",
+        "ann@example.com",
+        "--name",
+        "Ann Lee",
+    ]);
+    assert!(added.contains("added ann@example.com"), "{added}");
+    let mut browser = school.browser();
+    assert_eq!(
+        school.sign_in(&mut browser, "ann@example.com").await.status,
+        303
+    );
+    assert_eq!(browser.get("/course/lesson-1").await.status, 200);
+
+    // With the gateway stopped, the list is still there to read and edit.
+    let _dir = school.gateway.stop_and_keep_dir().await;
+    let listed = clients(&["list", "--page", "course"]);
+    assert!(listed.contains("ann@example.com"), "{listed}");
+    assert!(listed.contains("Ann Lee"), "{listed}");
+    clients(&["remove", "--page", "course", "--email", "ann@example.com"]);
+    assert_eq!(psql(&url, "SELECT count(*) FROM clients").trim(), "0");
+}

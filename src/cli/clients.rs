@@ -1,32 +1,47 @@
-//! `pagegate clients add | list | remove`: a page's client list, on the database directly while
-//! the gateway is stopped, or through the running gateway's control socket while it holds the
-//! database.
+//! `pagegate clients add | list | remove`: a page's client list, on the database directly (a
+//! PostgreSQL database always, a redb file while no gateway runs), or through the running
+//! gateway's control socket while it holds the redb file.
 
+use crate::api::ApiError;
 use crate::api::clients::{self as ops, ClientInput, ClientView};
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
+use crate::store::postgres::PgStore;
 use crate::store::redb::RedbStore;
-use crate::store::{Source, StoreError};
+use crate::store::{Source, Store, StoreError};
 
 use super::control::control;
 
-/// The database, or `None` when a running gateway holds it and must be asked instead. A
-/// PostgreSQL store is shared with running gateways: the action goes through this machine's
-/// gateway, which holds the connections.
-fn open_store(config: &Config) -> anyhow::Result<Option<RedbStore>> {
-    if let crate::config::StoreBackend::Postgres(_) = config.store.backend {
-        return Ok(None);
-    }
-    match RedbStore::open(&config.data_dir) {
-        Ok(store) => Ok(Some(store)),
-        Err(StoreError::Locked(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+/// Runs `op` on the database itself, off the async runtime (a PostgreSQL store waits on the
+/// network); `None` when a running gateway holds the redb file and must be asked instead. A
+/// PostgreSQL database is shared: no gateway needs to run.
+async fn on_store<T: Send + 'static>(
+    config: &Config,
+    op: impl FnOnce(&Config, &dyn Store) -> Result<T, ApiError> + Send + 'static,
+) -> anyhow::Result<Option<T>> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || {
+        let store: Box<dyn Store> = match &config.store.backend {
+            StoreBackend::Postgres(pg) => Box::new(PgStore::open(pg)?),
+            StoreBackend::Redb => match RedbStore::open(&config.data_dir) {
+                Ok(store) => Box::new(store),
+                Err(StoreError::Locked(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        Ok(Some(op(&config, store.as_ref())?))
+    })
+    .await?
 }
 
 /// Adds a client, or changes the name and access period of one already listed.
 pub async fn add(config: &Config, input: ClientInput) -> anyhow::Result<()> {
-    let (view, new) = match &open_store(config)? {
-        Some(store) => ops::add_client(config, store, &input, Source::Cli, "cli")?,
+    let direct = input.clone();
+    let done = on_store(config, move |config, store| {
+        ops::add_client(config, store, &direct, Source::Cli, "cli")
+    })
+    .await?;
+    let (view, new) = match done {
+        Some(done) => done,
         None => {
             let (status, body) = control(
                 config,
@@ -58,8 +73,13 @@ pub async fn add(config: &Config, input: ClientInput) -> anyhow::Result<()> {
 
 /// Prints a page's clients as a table, or as JSON.
 pub async fn list(config: &Config, page: &str, json: bool) -> anyhow::Result<()> {
-    let list = match &open_store(config)? {
-        Some(store) => ops::list_clients(config, store, page)?,
+    let asked = page.to_owned();
+    let list = match on_store(config, move |config, store| {
+        ops::list_clients(config, store, &asked)
+    })
+    .await?
+    {
+        Some(list) => list,
         None => {
             let query = format!(
                 "/v1/clients?page={}",
@@ -79,8 +99,13 @@ pub async fn list(config: &Config, page: &str, json: bool) -> anyhow::Result<()>
 
 /// Removes a client: their access ends on their next request.
 pub async fn remove(config: &Config, page: &str, email: &str) -> anyhow::Result<()> {
-    match &open_store(config)? {
-        Some(store) => ops::remove_client(config, store, page, email, "cli")?,
+    let (asked_page, asked_email) = (page.to_owned(), email.to_owned());
+    let done = on_store(config, move |config, store| {
+        ops::remove_client(config, store, &asked_page, &asked_email, "cli")
+    })
+    .await?;
+    match done {
+        Some(()) => {}
         None => {
             let query = format!(
                 "/v1/clients?page={}&email={}",
