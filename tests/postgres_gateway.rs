@@ -194,3 +194,62 @@ async fn the_clients_command_edits_a_postgres_list_with_or_without_a_gateway() {
     clients(&["remove", "--page", "course", "--email", "ann@example.com"]);
     assert_eq!(psql(&url, "SELECT count(*) FROM clients").trim(), "0");
 }
+
+#[tokio::test]
+async fn without_its_database_the_gateway_answers_503_and_fails_closed_then_recovers() {
+    let link = pg_server::CuttableLink::open().await;
+    let url = link.url_through(&pg_server::fresh_database());
+    let school = School::open(&on_postgres(&url)).await;
+    school
+        .add_client("course", "ann@example.com", "Ann Lee", None)
+        .await;
+    let mut browser = school.browser();
+    assert_eq!(school.sign_in(&mut browser, "ann@example.com").await.status, 303);
+    assert_eq!(browser.get("/course/lesson-1").await.status, 200);
+
+    link.cut();
+    // The visitor keeps access only as long as the remembered answer is fresh (3 s), then the
+    // gate fails closed with a page that says to come back.
+    let start = std::time::Instant::now();
+    let closed = loop {
+        let page = browser.get("/course/lesson-1").await;
+        if page.status != 200 {
+            break page;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the page stayed open without a database"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(closed.status, 503, "{}", closed.body);
+    assert_eq!(closed.header("retry-after"), Some("10"));
+    assert!(closed.body.contains("try again"), "{}", closed.body);
+    let served = school.upstream.count();
+
+    // A sign-in cannot start, and says why.
+    let mut other = school.browser();
+    let csrf = other.open_login("/course/lesson-1").await;
+    let asked = other
+        .post_form(
+            "/_pagegate/login",
+            &[
+                ("email", "bob@example.com"),
+                ("next", "/course/lesson-1"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(asked.status, 503, "{}", asked.body);
+
+    link.mend();
+    let start = std::time::Instant::now();
+    while browser.get("/course/lesson-1").await.status != 200 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the gateway did not come back by itself"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(school.upstream.count(), served + 1, "nothing passed while closed");
+}

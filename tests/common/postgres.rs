@@ -279,3 +279,61 @@ impl TestPostgres {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 }
+
+/// A TCP link to the server that a test can cut and mend, to play a database that becomes
+/// unreachable (a network partition, a server down) and comes back. While cut, every open
+/// connection through it is closed and new ones are refused at once.
+pub struct CuttableLink {
+    /// Where gateways connect instead of the server.
+    pub port: u16,
+    cut: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl CuttableLink {
+    /// A link to this binary's server. Needs a tokio runtime.
+    pub async fn open() -> CuttableLink {
+        let target = format!("127.0.0.1:{}", server().port);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the link");
+        let port = listener.local_addr().expect("link address").port();
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let cut = std::sync::Arc::new(cut);
+        let state = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut_now = state.subscribe();
+                if *cut_now.borrow() {
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut_now.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        CuttableLink { port, cut }
+    }
+
+    /// The URL of database `url` reached through this link.
+    pub fn url_through(&self, url: &str) -> String {
+        url.replace(
+            &format!(":{}/", server().port),
+            &format!(":{}/", self.port),
+        )
+    }
+
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    pub fn mend(&self) {
+        self.cut.send_replace(false);
+    }
+}

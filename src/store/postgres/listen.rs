@@ -61,9 +61,9 @@ impl Listener {
                     failing = true;
                 }
             }
-            if let Some(cache) = self.cache.upgrade() {
-                cache.clear();
-            }
+            // Answers remembered before the cut stay usable for the rest of their bound (a
+            // database that is back within it costs signed-in visitors nothing); the next
+            // connection forgets them all, since announcements made meanwhile are lost.
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
