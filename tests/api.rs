@@ -1482,9 +1482,22 @@ async fn sign_in_links_are_only_for_pages_the_key_covers_and_only_when_asked() {
 
 /// Moves the end of every stored sign-in link `seconds` into the past, in a stopped gateway's
 /// database: how much later the test pretends it is.
-async fn age_sign_in_links(data_dir: &std::path::Path, seconds: i64) {
+async fn age_sign_in_links(dir: &std::path::Path, seconds: i64) {
+    if common::store_under_test() == "postgres" {
+        let aged = common::pair::psql(
+            &common::database_of(dir),
+            &format!(
+                "WITH aged AS (UPDATE signins SET expires_at = expires_at - {seconds}, \
+                 record = convert_to(jsonb_set(convert_from(record, 'UTF8')::jsonb, \
+                 '{{expires_at}}', to_jsonb(expires_at - {seconds}))::text, 'UTF8') \
+                 RETURNING 1) SELECT count(*) FROM aged"
+            ),
+        );
+        assert_ne!(aged.trim(), "0", "a link to age");
+        return;
+    }
     use redb::ReadableTable;
-    let path = data_dir.join("pagegate.redb");
+    let path = dir.join("data").join("pagegate.redb");
     let table = redb::TableDefinition::<&[u8], &[u8]>::new("signins");
     let db = {
         let mut opened = None;
@@ -1539,7 +1552,7 @@ async fn an_expired_sign_in_link_is_refused_and_a_retry_of_its_order_gets_a_new_
     // Twenty minutes later (the link lasts fifteen).
     let toml = std::fs::read_to_string(gate.gateway.dir.path().join("gateway.toml")).expect("toml");
     let dir = gate.gateway.stop_and_keep_dir().await;
-    age_sign_in_links(&dir.path().join("data"), 20 * 60).await;
+    age_sign_in_links(dir.path(), 20 * 60).await;
     gate.gateway = TestGateway::start_in(dir, &toml).await;
     gate.api = ApiClient::new(gate.gateway.addr, "school.test");
 

@@ -304,9 +304,8 @@ async fn a_websocket_ends_when_the_clients_access_period_does() {
     // client list's own commands count access in whole days.
     let dir = tempfile::tempdir().expect("temp dir");
     let until = common::api::unix_now() + 3600;
-    {
-        use pagegate::store::{AuditEvent, AuditKind, Client, Source, Store};
-        let store = pagegate::store::redb::RedbStore::open(&dir.path().join("data")).expect("db");
+    common::with_store(dir.path(), move |store| {
+        use pagegate::store::{AuditEvent, AuditKind, Client, Source};
         let ann = Client {
             email: "ann@example.com".into(),
             name: "Ann".into(),
@@ -326,7 +325,8 @@ async fn a_websocket_ends_when_the_clients_access_period_does() {
             detail: String::new(),
         };
         store.put_client("course", &ann, &audit).expect("put");
-    }
+    })
+    .await;
     let school = School::open_in(dir, "", "").await;
     let ann = school.signed_in("ann@example.com").await;
     let mut chat = school.chat(&ann).await;

@@ -204,7 +204,10 @@ async fn without_its_database_the_gateway_answers_503_and_fails_closed_then_reco
         .add_client("course", "ann@example.com", "Ann Lee", None)
         .await;
     let mut browser = school.browser();
-    assert_eq!(school.sign_in(&mut browser, "ann@example.com").await.status, 303);
+    assert_eq!(
+        school.sign_in(&mut browser, "ann@example.com").await.status,
+        303
+    );
     assert_eq!(browser.get("/course/lesson-1").await.status, 200);
 
     link.cut();
@@ -251,5 +254,9 @@ async fn without_its_database_the_gateway_answers_503_and_fails_closed_then_reco
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(school.upstream.count(), served + 1, "nothing passed while closed");
+    assert_eq!(
+        school.upstream.count(),
+        served + 1,
+        "nothing passed while closed"
+    );
 }

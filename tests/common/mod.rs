@@ -43,8 +43,20 @@ impl TestGateway {
         Self::start_in(tempfile::tempdir().expect("temp dir"), toml).await
     }
 
-    /// Same, in a directory the test already prepared (e.g. with certificates in it).
+    /// Same, in a directory the test already prepared (e.g. with certificates in it). On the
+    /// store [`store_under_test`] selects.
     pub async fn start_in(dir: TempDir, toml: &str) -> TestGateway {
+        let toml = on_store_under_test(dir.path(), toml);
+        Self::start_as_written(dir, &toml).await
+    }
+
+    /// Same, on the redb store whatever the switch says: for stories about the redb file itself
+    /// (its lock, its backups, a generated secret in `data_dir`).
+    pub async fn start_on_redb(toml: &str) -> TestGateway {
+        Self::start_as_written(tempfile::tempdir().expect("temp dir"), toml).await
+    }
+
+    async fn start_as_written(dir: TempDir, toml: &str) -> TestGateway {
         let path = write_config(dir.path(), toml);
         let config =
             pagegate::config::load(&path).unwrap_or_else(|e| panic!("test config is invalid: {e}"));
@@ -155,4 +167,100 @@ pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
     };
     std::fs::write(&path, text).expect("write config");
     path
+}
+
+/// The store the suites run on: `PAGEGATE_TEST_STORE=postgres` puts every gateway a test starts
+/// in-process on a fresh database of this binary's throwaway PostgreSQL server, with the shared
+/// secret gateways on one database need; anything else (the default) keeps the redb file in
+/// `data_dir`. `.ci/run` runs the suites that touch the store both ways.
+pub fn store_under_test() -> &'static str {
+    match std::env::var("PAGEGATE_TEST_STORE").as_deref() {
+        Ok("postgres") => "postgres",
+        Ok("redb") | Err(_) => "redb",
+        Ok(other) => panic!("PAGEGATE_TEST_STORE={other:?}: expected \"redb\" or \"postgres\""),
+    }
+}
+
+/// `toml` moved onto the store under test: unchanged for redb, or with `[store]` pointing at the
+/// PostgreSQL database of `dir` (see [`database_of`]) and `[auth] secret` set, unless the test
+/// chose its store itself.
+pub fn on_store_under_test(dir: &Path, toml: &str) -> String {
+    if store_under_test() != "postgres" {
+        return toml.to_owned();
+    }
+    let mut doc: toml::Table = toml.parse().expect("the test's configuration is TOML");
+    let table = |doc: &mut toml::Table, name: &str| -> toml::Table {
+        match doc.remove(name) {
+            Some(toml::Value::Table(t)) => t,
+            _ => toml::Table::new(),
+        }
+    };
+    let mut store = table(&mut doc, "store");
+    if store.contains_key("backend") {
+        doc.insert("store".into(), toml::Value::Table(store));
+        return toml.to_owned();
+    }
+    store.insert("backend".into(), "postgres".into());
+    store.insert("url".into(), database_of(dir).into());
+    doc.insert("store".into(), toml::Value::Table(store));
+    let mut auth = table(&mut doc, "auth");
+    if !["secret", "secret_file", "secret_env"]
+        .iter()
+        .any(|k| auth.contains_key(*k))
+    {
+        auth.insert("secret".into(), postgres::SHARED_SECRET.into());
+    }
+    doc.insert("auth".into(), toml::Value::Table(auth));
+    toml::to_string(&doc).expect("TOML again")
+}
+
+/// The PostgreSQL database of the gateway in `dir`, when the suites run on PostgreSQL: made on
+/// first use and noted in `dir/database-url`, so a gateway started again on the same directory,
+/// or a test reading the store after a stop, finds the same data.
+pub fn database_of(dir: &Path) -> String {
+    let note = dir.join("database-url");
+    if let Ok(url) = std::fs::read_to_string(&note) {
+        return url;
+    }
+    let url = postgres::fresh_database();
+    std::fs::write(&note, &url).expect("note the database");
+    url
+}
+
+/// Runs `f` on the store of the gateway in `dir` (stopped, or never started): the redb file in
+/// `dir/data` (waiting until a stopping gateway lets go of it) or the PostgreSQL database of
+/// `dir`, whichever the suites run on. Off the async runtime, as store calls must be.
+pub async fn with_store<T: Send + 'static>(
+    dir: &Path,
+    f: impl FnOnce(&dyn pagegate::store::Store) -> T + Send + 'static,
+) -> T {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        if store_under_test() == "postgres" {
+            let config = pagegate::config::PostgresConfig {
+                url: pagegate::config::DatabaseUrl(database_of(&dir)),
+                pool_size: 2,
+                connect_timeout: std::time::Duration::from_secs(30),
+                statement_timeout: std::time::Duration::from_secs(30),
+                tls: pagegate::config::PgTls::Disable,
+                ca_file: None,
+            };
+            let store = pagegate::store::postgres::PgStore::open(&config).expect("open postgres");
+            return f(&store);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match pagegate::store::redb::RedbStore::open(&dir.join("data")) {
+                Ok(store) => return f(&store),
+                Err(pagegate::store::StoreError::Locked(_))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("cannot open the database: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("store task")
 }

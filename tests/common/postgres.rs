@@ -323,10 +323,7 @@ impl CuttableLink {
 
     /// The URL of database `url` reached through this link.
     pub fn url_through(&self, url: &str) -> String {
-        url.replace(
-            &format!(":{}/", server().port),
-            &format!(":{}/", self.port),
-        )
+        url.replace(&format!(":{}/", server().port), &format!(":{}/", self.port))
     }
 
     pub fn cut(&self) {
