@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::postgres as pg_server;
+use common::postgres::{self as pg_server, psql};
 use common::school::School;
 
 /// The rest of the `[auth]` table (the secret every gateway on one database shares) and the
@@ -129,20 +129,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
-}
-
-/// Runs `sql` on the database at `url` and returns what it printed (unaligned, tuples only).
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new(pg_server::server().bin_path("psql"))
-        .args([url, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test]
