@@ -1530,4 +1530,24 @@ impl Store for PgStore {
             self.name
         ))))
     }
+
+    fn export_records(&self, now: Timestamp, sink: RecordSink<'_>) -> Result<(), StoreError> {
+        copy::export(self, now, sink)
+    }
+
+    fn import_records(&self, batch: &[Record]) -> Result<(), StoreError> {
+        copy::import(self, batch)
+    }
+
+    fn inventory(&self) -> Result<Inventory, StoreError> {
+        copy::inventory(self)
+    }
+
+    fn clear(&self) -> Result<(), StoreError> {
+        copy::clear(self)
+    }
 }
+
+/// Moving every durable record to or from another backend (`pagegate store copy`).
+mod copy;
+use super::{Inventory, Record, RecordSink};
