@@ -28,7 +28,7 @@ fn redb_config(dir: &Path) -> PathBuf {
             "[server]\nlisten = \"127.0.0.1:0\"\n\n\
              [auth]\nsecret = \"{}\"\n\n\
              [[site]]\nname = \"school\"\nhosts = [\"school.test\"]\n\
-             upstream = \"http://127.0.0.1:9\"\n\n\
+             upstream = \"http://127.0.0.1:9\"\npublic_url = \"http://school.test\"\n\n\
              [[site.page]]\nid = \"course\"\npaths = [\"/course/\"]\n\n\
              [[site.page]]\nid = \"vip\"\npaths = [\"/vip/\"]\n",
             pg_server::SHARED_SECRET

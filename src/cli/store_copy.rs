@@ -168,13 +168,17 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 fn open_source(location: Location) -> anyhow::Result<Side> {
     match location {
-        Location::Redb { file, .. } => {
+        Location::Redb { file, data_dir } => {
             match file.try_exists() {
                 Ok(true) => {}
                 Ok(false) => bail!(
-                    "there is no database at {}: nothing to copy (check data_dir in the \
-                     configuration)",
-                    file.display()
+                    "there is no database at {}: nothing to copy{}",
+                    file.display(),
+                    if data_dir.is_some() {
+                        " (check data_dir in the configuration)"
+                    } else {
+                        ""
+                    }
                 ),
                 Err(e) => bail!(
                     "cannot reach the database at {}: {e} (run this as the account that runs \
