@@ -15,8 +15,8 @@ use pagegate::config::{DatabaseUrl, PgTls, PostgresConfig};
 use pagegate::store::postgres::PgStore;
 use pagegate::store::redb::RedbStore;
 use pagegate::store::{
-    AuditEvent, AuditKind, Client, CodeRecord, Grant, GrantResult, SessionRecord, Source,
-    SpentSignature, Store, Timestamp, TokenRecord,
+    AuditEvent, AuditKind, Client, ClientSet, CodeRecord, Grant, GrantResult, SessionRecord,
+    Source, SpentSignature, Store, Timestamp, TokenRecord,
 };
 
 /// A redb gateway's configuration: one site with the pages `course` and `vip`. The secret is
@@ -448,4 +448,52 @@ fn a_store_is_not_copied_onto_itself() {
     let (ok, _, err) = store_copy(&url, &alias, true);
     assert!(!ok);
     assert!(err.contains("the same database"), "{err}");
+}
+
+#[test]
+fn a_store_larger_than_a_batch_moves_whole_and_in_order() {
+    let origin_dir = tempfile::tempdir().expect("temp dir");
+    let origin = redb_config(origin_dir.path());
+    // Two pages whose boundary falls inside a batch, and more audit entries than two batches.
+    let (expected_clients, expected_audit) = {
+        let store = RedbStore::open(&origin_dir.path().join("data")).expect("open redb");
+        for (page, count) in [("course", 1_500), ("vip", 700)] {
+            let emails: Vec<String> = (0..count).map(|i| format!("p{i:05}@x.org")).collect();
+            let rows: Vec<ClientSet<'_>> = emails
+                .iter()
+                .map(|email| ClientSet {
+                    email,
+                    name: Some("Member"),
+                    access_until: Some(Some(now() + DAY)),
+                    source: Source::Import,
+                    now: now(),
+                })
+                .collect();
+            store
+                .set_clients(page, &rows, &|c, _| {
+                    event(now(), AuditKind::ClientAdded, &c.email, "import")
+                })
+                .expect("import");
+        }
+        (clients(&store), audit(&store))
+    };
+    assert_eq!(expected_clients.len(), 2_200);
+
+    let url = pg_server::fresh_database();
+    let (ok, out, err) = store_copy(&origin.display().to_string(), &url, false);
+    assert!(ok, "copy to PostgreSQL failed: {err}\n{out}");
+    assert!(
+        out.contains("clients: 2200 (course: 1500, vip: 700)"),
+        "{out}"
+    );
+    assert!(out.contains("audit entries: 2200\n"), "{out}");
+
+    let back_dir = tempfile::tempdir().expect("temp dir");
+    let back = back_dir.path().join("back.redb");
+    let (ok, out, err) = store_copy(&url, &back.display().to_string(), false);
+    assert!(ok, "copy back failed: {err}\n{out}");
+    assert!(out.contains("verified"), "{out}");
+    let store = RedbStore::open_file(&back).expect("open the copy");
+    assert_eq!(clients(&store), expected_clients);
+    assert_eq!(audit(&store), expected_audit);
 }
