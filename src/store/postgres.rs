@@ -1531,15 +1531,19 @@ impl Store for PgStore {
         ))))
     }
 
-    fn export_records(&self, now: Timestamp, sink: RecordSink<'_>) -> Result<(), StoreError> {
+    fn export_records(
+        &self,
+        now: Timestamp,
+        sink: super::RecordSink<'_>,
+    ) -> Result<(), StoreError> {
         copy::export(self, now, sink)
     }
 
-    fn import_records(&self, batch: &[Record]) -> Result<(), StoreError> {
+    fn import_records(&self, batch: &[super::Record]) -> Result<(), StoreError> {
         copy::import(self, batch)
     }
 
-    fn inventory(&self) -> Result<Inventory, StoreError> {
+    fn inventory(&self) -> Result<super::Inventory, StoreError> {
         copy::inventory(self)
     }
 
@@ -1550,4 +1554,3 @@ impl Store for PgStore {
 
 /// Moving every durable record to or from another backend (`pagegate store copy`).
 mod copy;
-use super::{Inventory, Record, RecordSink};

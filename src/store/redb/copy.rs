@@ -192,15 +192,11 @@ pub(super) fn inventory(store: &RedbStore) -> Result<Inventory, StoreError> {
     for entry in txn.open_table(CLIENTS)?.iter()? {
         let (k, _) = entry?;
         let (page, _) = split_key("clients", k.value())?;
-        // Keys come in page order: only a page's first client allocates its name.
-        match inventory.clients.last_key_value() {
-            Some((last, _)) if last == page => {}
-            _ => {
-                inventory.clients.insert(page.to_owned(), 0);
+        match inventory.clients.get_mut(page) {
+            Some(n) => *n += 1,
+            None => {
+                inventory.clients.insert(page.to_owned(), 1);
             }
-        }
-        if let Some(n) = inventory.clients.get_mut(page) {
-            *n += 1;
         }
     }
     inventory.audit = txn.open_table(AUDIT)?.len()?;
