@@ -1530,4 +1530,27 @@ impl Store for PgStore {
             self.name
         ))))
     }
+
+    fn export_records(
+        &self,
+        now: Timestamp,
+        sink: super::RecordSink<'_>,
+    ) -> Result<(), StoreError> {
+        copy::export(self, now, sink)
+    }
+
+    fn import_records(&self, batch: &[super::Record]) -> Result<(), StoreError> {
+        copy::import(self, batch)
+    }
+
+    fn inventory(&self) -> Result<super::Inventory, StoreError> {
+        copy::inventory(self)
+    }
+
+    fn clear(&self) -> Result<(), StoreError> {
+        copy::clear(self)
+    }
 }
+
+/// Moving every durable record to or from another backend (`pagegate store copy`).
+mod copy;
