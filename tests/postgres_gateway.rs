@@ -246,3 +246,32 @@ async fn without_its_database_the_gateway_answers_503_and_fails_closed_then_reco
         "nothing passed while closed"
     );
 }
+
+#[tokio::test]
+async fn the_metrics_say_whether_the_gateway_hears_the_others() {
+    let url = pg_server::fresh_database();
+    let school = School::open(&format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        on_postgres(&url)
+    ))
+    .await;
+    let addr = school.gateway.metrics_addr.expect("a metrics listener");
+    let start = std::time::Instant::now();
+    loop {
+        let scraped = common::observe::scrape(addr, None).await;
+        assert_eq!(scraped.status, 200);
+        if scraped.body.contains("\npagegate_store_listening 1\n") {
+            break;
+        }
+        assert!(
+            scraped.body.contains("\npagegate_store_listening 0\n"),
+            "{}",
+            scraped.body
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the gateway never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

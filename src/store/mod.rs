@@ -804,6 +804,13 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
+    /// Whether this gateway hears other gateways' changes as they happen (a shared store's
+    /// listening connection is up); `None` for a store no other gateway writes to. For the
+    /// metrics: while `false`, changes still arrive by polling, within the documented bound.
+    fn hears_changes(&self) -> Option<bool> {
+        None
+    }
+
     /// Whether rate limits live in this store, shared by every gateway that uses it; else each
     /// gateway keeps its own in memory and [`Store::take_rate`] is not called.
     fn shares_rate_limits(&self) -> bool {

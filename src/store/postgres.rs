@@ -25,7 +25,7 @@ mod settings;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Transaction;
@@ -59,6 +59,8 @@ pub struct PgStore {
     local: AtomicU64,
     /// Recent session checks, kept while `changes` stands still.
     cache: Arc<cache::AccessCache>,
+    /// Whether the listening connection is up (see [`listen`]).
+    listening: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -462,6 +464,7 @@ impl PgStore {
             seen,
             local: AtomicU64::new(0),
             cache: Arc::default(),
+            listening: Arc::default(),
         };
         store.block(async {
             let mut conn = store.conn().await?;
@@ -609,6 +612,7 @@ impl PgStore {
             listen::Listener {
                 seen: Arc::downgrade(&self.seen),
                 cache: Arc::downgrade(&self.cache),
+                listening: self.listening.clone(),
                 config: config.clone(),
                 pg,
                 database: self.name.clone(),
@@ -1024,6 +1028,10 @@ impl Store for PgStore {
 
     fn shares_rate_limits(&self) -> bool {
         true
+    }
+
+    fn hears_changes(&self) -> Option<bool> {
+        Some(self.listening.load(Ordering::Acquire))
     }
 
     fn take_rate(&self, key: &str, rate: Rate) -> Result<Option<Duration>, StoreError> {
