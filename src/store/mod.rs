@@ -812,15 +812,17 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Whether rate limits live in this store, shared by every gateway that uses it; else each
-    /// gateway keeps its own in memory and [`Store::take_rate`] is not called.
+    /// gateway keeps its own in memory and [`Store::take_rates`] is not called.
     fn shares_rate_limits(&self) -> bool {
         false
     }
 
-    /// Takes one request from the rate limit `key` (GCRA: `rate.burst` at once, then one per
-    /// `rate.interval`), durably and atomically for every gateway. `Some(wait)` when refused.
-    fn take_rate(&self, key: &str, rate: Rate) -> Result<Option<Duration>, StoreError> {
-        let _ = (key, rate);
+    /// Takes one request from each rate limit in `limits` in turn (GCRA: `rate.burst` at once,
+    /// then one per `rate.interval`), atomically per limit and for every gateway, stopping at the
+    /// first that refuses (the ones before it keep the request, as in-memory limiters do).
+    /// `Some(wait)` when one refused.
+    fn take_rates(&self, limits: &[(&str, Rate)]) -> Result<Option<Duration>, StoreError> {
+        let _ = limits;
         Err(StoreError::Backend(
             "this store keeps no rate limits; they are kept in memory".into(),
         ))

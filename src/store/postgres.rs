@@ -1034,39 +1034,43 @@ impl Store for PgStore {
         Some(self.listening.load(Ordering::Acquire))
     }
 
-    fn take_rate(&self, key: &str, rate: Rate) -> Result<Option<Duration>, StoreError> {
-        let key = Sha256::digest(key.as_bytes()).to_vec();
-        let interval = i64::try_from(rate.interval.as_millis()).unwrap_or(i64::MAX / 4);
-        let tolerance = interval.saturating_mul(i64::from(rate.burst.saturating_sub(1)));
+    fn take_rates(&self, limits: &[(&str, Rate)]) -> Result<Option<Duration>, StoreError> {
         self.block(async {
             let conn = self.conn().await?;
-            // One statement, atomic per key: the limit moves only when it lets the request in.
-            let taken = conn
-                .query_opt(
-                    "INSERT INTO rate_limits AS r (key, tat)
-                     VALUES ($1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $2)
-                     ON CONFLICT (key) DO UPDATE
-                     SET tat = GREATEST(r.tat, EXCLUDED.tat - $2) + $2
-                     WHERE GREATEST(r.tat, EXCLUDED.tat - $2) - (EXCLUDED.tat - $2) <= $3
-                     RETURNING tat",
-                    &[&key, &interval, &tolerance],
-                )
-                .await
-                .map_err(backend)?;
-            if taken.is_some() {
-                return Ok(None);
+            for (key, rate) in limits {
+                let key = Sha256::digest(key.as_bytes()).to_vec();
+                let interval = i64::try_from(rate.interval.as_millis()).unwrap_or(i64::MAX / 4);
+                let tolerance = interval.saturating_mul(i64::from(rate.burst.saturating_sub(1)));
+                // One statement, atomic per key: the limit moves only when it lets the request
+                // in.
+                let taken = conn
+                    .query_opt(
+                        "INSERT INTO rate_limits AS r (key, tat)
+                         VALUES ($1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $2)
+                         ON CONFLICT (key) DO UPDATE
+                         SET tat = GREATEST(r.tat, EXCLUDED.tat - $2) + $2
+                         WHERE GREATEST(r.tat, EXCLUDED.tat - $2) - (EXCLUDED.tat - $2) <= $3
+                         RETURNING tat",
+                        &[&key, &interval, &tolerance],
+                    )
+                    .await
+                    .map_err(backend)?;
+                if taken.is_some() {
+                    continue;
+                }
+                let wait: Option<i64> = conn
+                    .query_opt(
+                        "SELECT tat - (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $2
+                         FROM rate_limits WHERE key = $1",
+                        &[&key, &tolerance],
+                    )
+                    .await
+                    .map_err(backend)?
+                    .map(|row| row.get(0));
+                let wait = u64::try_from(wait.unwrap_or(1).max(1)).unwrap_or(1);
+                return Ok(Some(Duration::from_millis(wait)));
             }
-            let wait: Option<i64> = conn
-                .query_opt(
-                    "SELECT tat - (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $2
-                     FROM rate_limits WHERE key = $1",
-                    &[&key, &tolerance],
-                )
-                .await
-                .map_err(backend)?
-                .map(|row| row.get(0));
-            let wait = u64::try_from(wait.unwrap_or(1).max(1)).unwrap_or(1);
-            Ok(Some(Duration::from_millis(wait)))
+            Ok(None)
         })
     }
 
