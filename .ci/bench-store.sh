@@ -30,6 +30,10 @@
 #   BENCH_PG_POOL=16          [store] pool_size of the gateways on PostgreSQL
 #   BENCH_PG_SETTINGS=        more server settings, space-separated name=value (for instance
 #                             "synchronous_commit=off" to see what waiting for fsync costs)
+#   BENCH_PG_PROFILE=0        writes: 1 loads pg_stat_statements into the server and prints, for
+#                             each run on PostgreSQL, the statements per operation and their
+#                             mean time (the extension costs a little itself; off for the
+#                             numbers that count)
 #   PAGEGATE_BIN=...          use this binary instead of building one
 #   LOAD_BIN=...              use this store_load binary instead of building the example
 set -euo pipefail
@@ -49,6 +53,7 @@ BENCH_REMOVALS=${BENCH_REMOVALS:-1000}
 BENCH_ONE_ADDRESS=${BENCH_ONE_ADDRESS:-0}
 BENCH_PG_POOL=${BENCH_PG_POOL:-16}
 BENCH_PG_SETTINGS=${BENCH_PG_SETTINGS:-}
+BENCH_PG_PROFILE=${BENCH_PG_PROFILE:-0}
 
 BENCH_TAG=bench-store
 # shellcheck source=.ci/bench/lib.sh
@@ -101,6 +106,7 @@ start_postgres() {
     "${as[@]}" "$PGBIN/initdb" -D "$WORK/pg/data" -U postgres --auth=trust -E UTF8 --locale=C \
         --no-sync --no-instructions >"$WORK/initdb.log" 2>&1 || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
     for setting in $BENCH_PG_SETTINGS; do extra+=(-c "$setting"); done
+    [ "$BENCH_PG_PROFILE" = 1 ] && extra+=(-c shared_preload_libraries=pg_stat_statements)
     PG_PORT=$(free_ports 1)
     "${as[@]}" "$PGBIN/postgres" -D "$WORK/pg/data" -h 127.0.0.1 -p "$PG_PORT" -k "$WORK/pg" \
         -c max_connections=200 "${extra[@]}" >"$WORK/postgres.log" 2>&1 &
@@ -113,6 +119,14 @@ start_postgres() {
     done
     "$PGBIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench
     DB_URL="postgres://postgres@127.0.0.1:$PG_PORT/bench"
+    if [ "$BENCH_PG_PROFILE" = 1 ]; then psql_bench 'CREATE EXTENSION pg_stat_statements' >/dev/null; fi
+}
+
+# pg_counters: transactions committed in the database (explicit ones, and the implicit one of
+# every statement or prepare sent outside one) and WAL flushes (fsyncs) so far, as
+# "COMMITS SYNCS".
+pg_counters() {
+    psql_bench "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = 'bench'), wal_sync FROM pg_stat_wal" | tr '|' ' '
 }
 
 psql_bench() { "$PGBIN/psql" "$DB_URL" -v ON_ERROR_STOP=1 -At -c "$1"; }
@@ -284,20 +298,40 @@ bench_writes() {
             count=$BENCH_SIGNINS
             args+=(--maildir "$WORK/$backend/mail" "${one[@]}")
         fi
+        local c_before=(0 0) c_after=(0 0)
+        if [ "$backend" = pg ]; then
+            c_before=($(pg_counters))
+            [ "$BENCH_PG_PROFILE" = 1 ] && psql_bench 'SELECT pg_stat_statements_reset()' >/dev/null
+        fi
         before=$(cpu_ticks "$pid"); pg_before=$(postgres_ticks); m_before=$(machine_ticks)
         out=$("$LOAD_BIN" "$kind" "${args[@]}" --count "$count")
         after=$(cpu_ticks "$pid"); pg_after=$(postgres_ticks); m_after=$(machine_ticks)
+        if [ "$backend" = pg ]; then
+            # Backends report their counts at most once a second, when idle.
+            sleep 2
+            c_after=($(pg_counters))
+            if [ "$BENCH_PG_PROFILE" = 1 ]; then
+                {
+                    echo "round $round, $kind on PostgreSQL: statements per operation (calls / $count), mean ms"
+                    psql_bench "SELECT round(calls::numeric / $count, 2), round(mean_exec_time::numeric, 3), left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+                                FROM pg_stat_statements JOIN pg_database d ON d.oid = dbid WHERE d.datname = 'bench'
+                                ORDER BY calls DESC LIMIT 25" | sed 's/^/    /'
+                } >>"$WORK/profile.txt"
+            fi
+        fi
         echo "$backend $out" >>"$WORK/writes.log"
         case $out in *" errors=0 "*) ;; *) die "$kind on $backend: $out" ;; esac
         python3 - "$kind" "$backend" "$out" "$((after - before))" "$(ticks_between "$pg_before" "$pg_after")" \
-            "$((m_after - m_before))" "$(getconf CLK_TCK)" "$(nproc)" <<'EOF'
+            "$((m_after - m_before))" "$(getconf CLK_TCK)" "$(nproc)" \
+            "$((c_after[0] - c_before[0]))" "$((c_after[1] - c_before[1]))" <<'EOF'
 import sys
-kind, backend, out, gw, pg, machine, hz, cpus = sys.argv[1:]
+kind, backend, out, gw, pg, machine, hz, cpus, commits, syncs = sys.argv[1:]
 f = dict(kv.split("=") for kv in out.split()[1:])
 done, secs = int(f["done"]), float(f["seconds"])
 us = lambda t: int(t) / int(hz) * 1e6 / done
 busy = int(machine) / int(hz) / (secs * int(cpus)) * 100
-print(f"{kind}|{backend}|{f['per_sec']}|{f['p50_ms']}|{f['p99_ms']}|{us(gw):.0f}|{us(pg):.0f}|{busy:.0f}")
+per = lambda n: f"{int(n) / done:.2f}" if backend == "pg" else "-"
+print(f"{kind}|{backend}|{f['per_sec']}|{f['p50_ms']}|{f['p99_ms']}|{us(gw):.0f}|{us(pg):.0f}|{busy:.0f}|{per(commits)}|{per(syncs)}")
 EOF
     }
     # A first, unmeasured pass opens the pools' connections and warms both gateways.
@@ -320,11 +354,11 @@ EOF
     done
     results_head
     echo "- store_load: $BENCH_CLIENTS clients at once, each on its own keep-alive connection$([ "$BENCH_ONE_ADDRESS" = 1 ] && echo ', all from 127.0.0.1' || echo ', each from its own 127.0.1.N'); $BENCH_GRANTS grants and $BENCH_SIGNINS full sign-ins per backend and round${BENCH_PG_SETTINGS:+; server settings: $BENCH_PG_SETTINGS}"
-    printf '\n| round | what | backend | per second | p50 | p99 | pagegate CPU per op | PostgreSQL CPU per op | machine busy |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n'
+    printf '\n| round | what | backend | per second | p50 | p99 | pagegate CPU per op | PostgreSQL CPU per op | machine busy | transactions per op | WAL flushes per op |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
     local i=0 row
     for row in "${rows[@]}"; do
-        IFS='|' read -r k bk r a p c d m <<<"$row"
-        printf '| %s | %s | %s | %s | %s ms | %s ms | %s µs | %s µs | %s%% |\n' "$((i / 4 + 1))" "$k" "${bk/pg/PostgreSQL}" "$r" "$a" "$p" "$c" "$d" "$m"
+        IFS='|' read -r k bk r a p c d m cm sy <<<"$row"
+        printf '| %s | %s | %s | %s | %s ms | %s ms | %s µs | %s µs | %s%% | %s | %s |\n' "$((i / 4 + 1))" "$k" "${bk/pg/PostgreSQL}" "$r" "$a" "$p" "$c" "$d" "$m" "$cm" "$sy"
         i=$((i + 1))
     done
     printf '%s\n' "${rows[@]}" | python3 -c '
@@ -338,6 +372,7 @@ for kind in ("grants", "signins"):
     print(f"{kind}: redb median {statistics.median(r):.0f}/s, PostgreSQL median {statistics.median(p):.0f}/s; "
           "PostgreSQL / redb by round: " + ", ".join(f"{x:.2f}" for x in ratios)
           + f", median {statistics.median(ratios):.2f}")'
+    if [ -s "$WORK/profile.txt" ]; then echo; cat "$WORK/profile.txt"; fi
 }
 
 # --- removal: how soon another gateway stops admitting a removed client ---------------------------
