@@ -20,14 +20,15 @@
 //!
 //! Emails are `P-I@example.com` … `P-(I+N-1)@example.com`; order ids are the same strings.
 //! Sign-ins need the emails to be clients of page `course` (grant them first). `removal` signs
-//! them all in on A, then one at a time: checks the session opens `/course/1k` on A (`200`, twice,
-//! so that A answers from memory),
-//! removes the client through B's admin API (`204`), and asks A again, back to back, until it
-//! answers `302`; the time is from B's `204` to A's first `302`.
+//! them all in on A, then one at a time: checks the session opens `/course/1k` on A (`200`,
+//! twice, so that A answers from memory), removes the client through B's admin API (`204`), and
+//! asks A again, back to back, until it answers `302`; the time is from B's `204` to A's first
+//! `302`.
 //!
 //! Prints one line: `GRANTS per_sec=… done=… errors=… seconds=… p50_ms=… p99_ms=…`, `SIGNINS …`
-//! alike, or `REMOVAL rounds=… median_ms=… p90_ms=… max_ms=… min_ms=… polls_median=… polls_max=…
-//! closed_at_first_poll=…` (rounds whose very first request after the `204` was already refused).
+//! alike, or `REMOVAL rounds=… median_ms=… p90_ms=… p99_ms=… max_ms=… min_ms=… polls_median=…
+//! polls_max=… closed_at_first_poll=…` (rounds whose very first request after the `204` was
+//! already refused).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -74,7 +75,11 @@ fn parse_args() -> Result<Args, String> {
         Some("grants") => Mode::Grants,
         Some("signins") => Mode::Signins,
         Some("removal") => Mode::Removal,
-        other => return Err(format!("expected grants, signins or removal, got {other:?}")),
+        other => {
+            return Err(format!(
+                "expected grants, signins or removal, got {other:?}"
+            ));
+        }
     };
     let mut args = Args {
         mode,
@@ -151,7 +156,9 @@ impl Conn {
             socket
                 .bind(SocketAddr::new(self.from, 0))
                 .map_err(|e| format!("bind {}: {e}", self.from))?;
-            socket.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+            socket
+                .set_nodelay(true)
+                .map_err(|e| format!("nodelay: {e}"))?;
             let stream = socket
                 .connect(self.to)
                 .await
@@ -162,7 +169,9 @@ impl Conn {
             tokio::spawn(conn);
             self.send = Some(send);
         }
-        self.send.as_mut().ok_or_else(|| "no connection".to_string())
+        self.send
+            .as_mut()
+            .ok_or_else(|| "no connection".to_string())
     }
 
     /// Sends one request and reads the whole answer; reconnects once if the server had closed
@@ -189,7 +198,12 @@ impl Conn {
     }
 }
 
-fn request(method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Request<Full<Bytes>> {
+fn request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Request<Full<Bytes>> {
     let mut r = Request::builder()
         .method(method)
         .uri(path)
@@ -217,9 +231,12 @@ impl Jar {
         for value in headers.get_all(http::header::SET_COOKIE) {
             let Ok(text) = value.to_str() else { continue };
             let pair = text.split(';').next().unwrap_or_default();
-            let Some((name, value)) = pair.split_once('=') else { continue };
+            let Some((name, value)) = pair.split_once('=') else {
+                continue;
+            };
             self.0.retain(|(n, _)| n != name);
-            self.0.push((name.trim().to_owned(), value.trim().to_owned()));
+            self.0
+                .push((name.trim().to_owned(), value.trim().to_owned()));
         }
     }
 
@@ -259,8 +276,12 @@ impl Mailbox {
                         if path.extension().is_none_or(|e| e != "eml") {
                             continue;
                         }
-                        let Ok(text) = std::fs::read_to_string(&path) else { continue };
-                        let Some((to, code)) = parse_mail(&text) else { continue };
+                        let Ok(text) = std::fs::read_to_string(&path) else {
+                            continue;
+                        };
+                        let Some((to, code)) = parse_mail(&text) else {
+                            continue;
+                        };
                         let _ = std::fs::remove_file(&path);
                         found = true;
                         let waiter = self
@@ -283,7 +304,9 @@ impl Mailbox {
 
 /// The recipient and the code of a sign-in mail; `None` for a mail not yet fully written.
 fn parse_mail(text: &str) -> Option<(String, String)> {
-    let (head, body) = text.split_once("\r\n\r\n").or_else(|| text.split_once("\n\n"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .or_else(|| text.split_once("\n\n"))?;
     let to = head.lines().find_map(|l| l.strip_prefix("To: "))?.trim();
     let to = match (to.rfind('<'), to.rfind('>')) {
         (Some(a), Some(b)) if a < b => &to[a + 1..b],
@@ -332,10 +355,16 @@ fn csrf_of(body: &[u8]) -> Option<String> {
 async fn sign_in(conn: &mut Conn, mailbox: &Mailbox, email: &str) -> Result<Jar, Failure> {
     let mut jar = Jar::default();
     let page = conn
-        .exchange(request("GET", &format!("{PREFIX}/login?next={NEXT}"), &[], Vec::new()))
+        .exchange(request(
+            "GET",
+            &format!("{PREFIX}/login?next={NEXT}"),
+            &[],
+            Vec::new(),
+        ))
         .await?;
     jar.take(&page.headers);
-    let csrf = csrf_of(&page.body).ok_or_else(|| format!("no CSRF token on the form ({})", page.status))?;
+    let csrf = csrf_of(&page.body)
+        .ok_or_else(|| format!("no CSRF token on the form ({})", page.status))?;
     let code = mailbox.expect(email);
     let form_type = ("content-type", "application/x-www-form-urlencoded");
     let asked = conn
@@ -359,7 +388,12 @@ async fn sign_in(conn: &mut Conn, mailbox: &Mailbox, email: &str) -> Result<Jar,
             "POST",
             &format!("{PREFIX}/verify"),
             &[form_type, ("cookie", &jar.header())],
-            form(&[("email", email), ("code", &code), ("next", NEXT), ("csrf", &csrf)]),
+            form(&[
+                ("email", email),
+                ("code", &code),
+                ("next", NEXT),
+                ("csrf", &csrf),
+            ]),
         ))
         .await?;
     if verified.status != StatusCode::SEE_OTHER {
@@ -580,10 +614,11 @@ async fn removal(args: Args) {
     times.sort();
     polls.sort();
     println!(
-        "REMOVAL rounds={} errors={failures} median_ms={:.2} p90_ms={:.2} max_ms={:.2} min_ms={:.2} polls_median={} polls_max={} closed_at_first_poll={}",
+        "REMOVAL rounds={} errors={failures} median_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} min_ms={:.2} polls_median={} polls_max={} closed_at_first_poll={}",
         times.len(),
         ms(quantile(&times, 0.5)),
         ms(quantile(&times, 0.9)),
+        ms(quantile(&times, 0.99)),
         ms(times.last().copied().unwrap_or_default()),
         ms(times.first().copied().unwrap_or_default()),
         polls.get(polls.len() / 2).copied().unwrap_or(0),
