@@ -45,6 +45,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# The cargo target folder: CARGO_TARGET_DIR when set, as cargo itself reads it.
+target_dir() { echo "${CARGO_TARGET_DIR:-$ROOT/target}"; }
+
 # build_pagegate: sets PG_BIN to PAGEGATE_BIN, or builds target/release/pagegate.
 build_pagegate() {
     if [ -n "${PAGEGATE_BIN:-}" ]; then
@@ -52,7 +55,7 @@ build_pagegate() {
     else
         say "building pagegate (cargo build --release)"
         (cd "$ROOT" && cargo build --release --quiet --bin pagegate)
-        PG_BIN=$ROOT/target/release/pagegate
+        PG_BIN=$(target_dir)/release/pagegate
     fi
     [ -x "$PG_BIN" ] || die "no pagegate binary at $PG_BIN"
 }
@@ -61,8 +64,8 @@ build_pagegate() {
 build_example() {
     say "building $1 (cargo build --release --example $1)"
     (cd "$ROOT" && cargo build --release --quiet --example "$1") >&2
-    [ -x "$ROOT/target/release/examples/$1" ] || die "no $1 binary in target/release/examples"
-    echo "$ROOT/target/release/examples/$1"
+    [ -x "$(target_dir)/release/examples/$1" ] || die "no $1 binary in $(target_dir)/release/examples"
+    echo "$(target_dir)/release/examples/$1"
 }
 
 # pagegate_commit: the commit measured, noting uncommitted changes to the code.
