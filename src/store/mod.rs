@@ -525,12 +525,11 @@ pub fn search_needle(q: &str) -> Option<String> {
     (!needle.is_empty()).then_some(needle)
 }
 
-/// What a client's search matches, lower-cased: the email (already lower case), a line break,
-/// the name. The line break cannot be typed into a search ([`search_needle`] trims it, and a
+/// What a client's search matches, lower-cased: the email, a line break, the name. The line break cannot be typed into a search ([`search_needle`] trims it, and a
 /// needle holding one matches nothing), so a search never matches across the two.
 pub fn search_text(client: &Client) -> String {
     let mut text = String::with_capacity(client.email.len() + client.name.len() + 1);
-    text.push_str(&client.email);
+    text.push_str(&client.email.to_lowercase());
     text.push('\n');
     text.push_str(&client.name.to_lowercase());
     text

@@ -298,3 +298,100 @@ pub(super) fn count_matching(
     }
     Ok(MatchCount { count, exact: true })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::redb::{DB_FILE, RedbStore};
+    use crate::store::{AuditEvent, AuditKind, Source, Store};
+
+    fn client(email: &str, name: &str, until: Option<Timestamp>) -> Client {
+        Client {
+            email: email.into(),
+            name: name.into(),
+            created_at: 1,
+            updated_at: 1,
+            access_until: until,
+            source: Source::Admin,
+            last_login: None,
+        }
+    }
+
+    fn added() -> AuditEvent {
+        AuditEvent {
+            at: 1,
+            kind: AuditKind::ClientAdded,
+            site: None,
+            page: None,
+            email: None,
+            actor: "test".into(),
+            detail: String::new(),
+        }
+    }
+
+    /// Makes the file look like one written before the search table and the counts: only
+    /// `clients` holds the list.
+    fn forget_index(path: &std::path::Path) {
+        let db = Database::open(path).expect("open");
+        let txn = db.begin_write().expect("write");
+        txn.delete_table(CLIENT_SEARCH).expect("drop search");
+        txn.delete_table(CLIENT_TOTALS).expect("drop totals");
+        txn.delete_table(CLIENT_ENDS).expect("drop ends");
+        txn.open_table(META)
+            .expect("meta")
+            .remove(INDEXED)
+            .expect("unmark");
+        txn.commit().expect("commit");
+    }
+
+    #[test]
+    fn a_file_from_before_the_counts_gets_them_built_once_when_opened() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let store = RedbStore::open(dir.path()).expect("open");
+            for (email, name, until) in [
+                ("a@x.org", "Ann", None),
+                ("b@x.org", "Bea", Some(500)),
+                ("c@x.org", "Cy", Some(2_000)),
+            ] {
+                store
+                    .put_client("course", &client(email, name, until), &added())
+                    .expect("put");
+            }
+        }
+        forget_index(&dir.path().join(DB_FILE));
+        {
+            let db = Database::open(dir.path().join(DB_FILE)).expect("open");
+            let txn = db.begin_read().expect("read");
+            assert!(
+                txn.open_table(CLIENT_TOTALS).is_err(),
+                "the file really has no counts"
+            );
+        }
+        let store = RedbStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store.client_counts("course", 1_000).expect("counts"),
+            ClientCounts {
+                total: 3,
+                active: 2
+            }
+        );
+        let found = store
+            .client_page("course", None, 10, Some("bea"))
+            .expect("search");
+        assert_eq!(found, [client("b@x.org", "Bea", Some(500))]);
+        // Built once: writes from then on keep it, and opening again does not rebuild it.
+        store
+            .remove_client("course", "a@x.org", &added())
+            .expect("remove");
+        drop(store);
+        let store = RedbStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store.client_counts("course", 1_000).expect("counts"),
+            ClientCounts {
+                total: 2,
+                active: 1
+            }
+        );
+    }
+}
