@@ -92,10 +92,7 @@ impl<'t> ClientTables<'t> {
             .insert(k.as_str(), encode(client)?.as_slice())?
             .map(|v| decode("clients", v.value()))
             .transpose()?;
-        if old
-            .as_ref()
-            .is_none_or(|o| o.name != client.name || o.email != client.email)
-        {
+        if old.as_ref().is_none_or(|o| o.name != client.name) {
             self.search
                 .insert(k.as_str(), search_text(client).as_str())?;
         }
