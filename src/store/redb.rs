@@ -927,15 +927,15 @@ impl Store for RedbStore {
         self.write(|txn| {
             let mut clients = ClientTables::open(txn)?;
             let mut audit_table = txn.open_table(AUDIT)?;
-            let mut next = audit_table.last()?.map_or(1, |(k, _)| k.value() + 1);
+            // The audit sequence read once for the batch, not once per row.
+            let first = audit_table.last()?.map_or(1, |(k, _)| k.value() + 1);
             let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
+            for (seq, row) in (first..).zip(rows) {
                 let existing = clients.get(page, row.email)?;
                 let created = existing.is_none();
                 let client = merge_set(existing, row);
                 clients.put(page, &client)?;
-                audit_table.insert(next, encode(&audit(&client, created))?.as_slice())?;
-                next += 1;
+                audit_table.insert(seq, encode(&audit(&client, created))?.as_slice())?;
                 out.push((client, created));
             }
             Ok(out)
