@@ -63,8 +63,10 @@ fn file(from: usize, to: usize) -> String {
                 LAST[(i / 8) % LAST.len()]
             )
         };
-        let until = match i % 3 {
-            0 => String::new(),
+        // A third unlimited, a seventh ended, the rest ending on one of 336 days.
+        let until = match (i % 3, i % 7) {
+            (0, _) => String::new(),
+            (_, 0) => "2020-06-30".to_owned(),
             _ => format!("2027-{:02}-{:02}", 1 + i % 12, 1 + i % 28),
         };
         text.push_str(&format!("{},{name},{until}\n", email(i)));

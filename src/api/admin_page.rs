@@ -349,6 +349,11 @@ impl Admin<'_> {
                     count: counts.total,
                     exact: true,
                 },
+                // The first screen holds every match: counted without a second pass.
+                Some(_) if after.is_none() && clients.len() <= PAGE_SIZE => MatchCount {
+                    count: clients.len() as u64,
+                    exact: true,
+                },
                 Some(q) => store.count_matching(&page, q, clients::SEARCH_COUNT_CAP)?,
             };
             Ok::<_, StoreError>((counts, clients, matching))

@@ -412,8 +412,12 @@ pub fn search_clients(
     } else {
         None
     };
+    let whole_listing = query.after.is_none() && query.offset == 0 && next.is_none();
     let (total, total_is_exact) = match search {
         None => (store.client_counts(page, now)?.total, true),
+        // This answer holds every match: no second pass to count them (a rare term's search
+        // reads the whole page once, not twice).
+        Some(_) if whole_listing => (clients.len() as u64, true),
         Some(q) => {
             let counted = store.count_matching(page, q, SEARCH_COUNT_CAP)?;
             (counted.count, counted.exact)

@@ -535,11 +535,6 @@ pub fn search_text(client: &Client) -> String {
     text
 }
 
-/// Whether a client whose [`search_text`] is `text` matches `needle` (from [`search_needle`]).
-pub fn search_matches(text: &str, needle: &str) -> bool {
-    !needle.contains('\n') && text.contains(needle)
-}
-
 /// What [`Store::edit_client`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEdit {
