@@ -7,7 +7,7 @@
 # RSS before and after. PostgreSQL is a throwaway server from Debian's postgresql package
 # (durable settings: fsync and synchronous_commit on), started here and removed at the end.
 #
-#   .ci/bench-lists.sh [N]
+#   .ci/bench-lists.sh [N]              (BACKENDS="redb" or "postgres" runs one of them)
 #
 # Results go to stdout; docs/performance.md ("Large client lists") has a run.
 set -eu
@@ -115,10 +115,14 @@ sign_in_admin() {
 }
 
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {print int($2/1024)" MB"}' /proc/meminfo), $(uname -sr), $(date -u +%Y-%m-%dT%H:%MZ)"
+BACKENDS="${BACKENDS:-redb postgres}"
+case " $BACKENDS " in *" redb "*)
 echo "== redb"
 "$BIN" redb "$WORK/redb" "$N"
 echo "   file: $(du -m "$WORK/redb/pagegate.redb" | cut -f1) MB"
 http_phase redb
+;; esac
+case " $BACKENDS " in *" postgres "*) ;; *) exit 0 ;; esac
 
 echo "== postgres ($("$PGBIN/postgres" --version))"
 mkdir -p "$WORK/pg"

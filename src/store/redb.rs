@@ -30,6 +30,13 @@ use super::{
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
 
+/// The most memory redb's own page cache takes. redb's default is 1 GiB, which a file holding a
+/// million clients fills (its pages are cached as lists are read, searched and exported), so the
+/// gateway's memory would grow with its lists up to that. What a session check reads (a session
+/// and a client) stays cached within far less; pages read past this come from the operating
+/// system's file cache, which is shared and given back under pressure.
+const CACHE_BYTES: usize = 256 * 1024 * 1024;
+
 /// The database's file name inside `data_dir`.
 pub const DB_FILE: &str = "pagegate.redb";
 
@@ -234,12 +241,15 @@ impl RedbStore {
     pub fn open(data_dir: &Path) -> Result<RedbStore, StoreError> {
         create_private_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                StoreError::Locked(path.display().to_string())
-            }
-            other => StoreError::Backend(format!("{}: {other}", path.display())),
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::Locked(path.display().to_string())
+                }
+                other => StoreError::Backend(format!("{}: {other}", path.display())),
+            })?;
         restrict_file(&path)?;
         let store = RedbStore {
             db,
