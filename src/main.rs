@@ -1,6 +1,6 @@
 //! The `pagegate` command line: serve, check a config, manage clients, back up and restore the
-//! database, reload a running gateway, rotate its session key, check its health, or run the
-//! built-in demo.
+//! database, copy it to another backend, reload a running gateway, rotate its session key, check
+//! its health, or run the built-in demo.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,6 +86,11 @@ enum Command {
         /// The backup to restore.
         file: PathBuf,
     },
+    /// Work on the store itself, whichever backend it is.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Make a running gateway read its configuration file again (as SIGHUP does) and report
     /// the outcome: exit 0 when the new configuration is in force, 1 with the error when it was
     /// refused (the running configuration then stays).
@@ -110,6 +115,29 @@ enum Command {
         /// Where the demo keeps its database.
         #[arg(long, default_value = "pagegate-demo-data")]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreAction {
+    /// Copy every client list, grant order, spent signature, live session and audit entry
+    /// from one store to another, then verify the target's counts: to move between redb and
+    /// PostgreSQL.
+    ///
+    /// SRC and DST are each a configuration file (its [store] section and data_dir), a
+    /// postgres:// URL, or a .redb file such as a backup. A redb source must not be in use by
+    /// a running gateway. Codes, links and counters are not copied. Exit 0 only when the
+    /// target holds exactly what was copied.
+    Copy {
+        /// The store to copy from.
+        #[arg(long, value_name = "SRC")]
+        from: String,
+        /// The store to copy to; it must be empty unless --force.
+        #[arg(long, value_name = "DST")]
+        to: String,
+        /// Empty the target first (every record of every kind), then copy.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -254,6 +282,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Restore { config, file } => {
             cli::restore::run(&pagegate::config::load(&config)?, &file).await
         }
+        Command::Store {
+            action: StoreAction::Copy { from, to, force },
+        } => cli::store_copy::run(&from, &to, force).await,
         Command::Demo { listen, data_dir } => cli::demo::run(listen, &data_dir).await,
     }
 }

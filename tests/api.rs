@@ -1511,7 +1511,7 @@ async fn sign_in_links_are_only_for_pages_the_key_covers_and_only_when_asked() {
 /// database: how much later the test pretends it is.
 async fn age_sign_in_links(dir: &std::path::Path, seconds: i64) {
     if common::store_under_test() == "postgres" {
-        let aged = common::pair::psql(
+        let aged = common::postgres::psql(
             &common::database_of(dir),
             &format!(
                 "WITH aged AS (UPDATE signins SET expires_at = expires_at - {seconds}, \

@@ -10,31 +10,8 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use common::api::Cred;
-use common::pair::{ADMIN, Pair, SHOP};
+use common::pair::{ADMIN, Pair, grant};
 use common::postgres as pg_server;
-
-/// One grant for buyer `n` through the gateway at `addr`: its status, or `None` when no answer
-/// came.
-async fn grant(addr: std::net::SocketAddr, n: usize) -> Option<u16> {
-    let body = serde_json::to_vec(
-        &json!({"page": "course", "email": format!("buyer{n}@example.com"), "days": 30}),
-    )
-    .expect("json");
-    let req = common::api::request(
-        "school.test",
-        "POST",
-        "/grants",
-        &Cred::Bearer(SHOP),
-        Some("application/json"),
-        body,
-    );
-    common::client::try_send(addr, req)
-        .await
-        .map(|a| a.status.as_u16())
-}
 
 #[tokio::test]
 async fn gateways_ride_out_a_database_restart_and_lose_nothing_acknowledged() {

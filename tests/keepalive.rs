@@ -34,7 +34,7 @@ async fn one_at_a_time() -> MutexGuard<'static, ()> {
 fn parked() -> f64 {
     let mut text = String::new();
     pagegate::metrics::global()
-        .encode(&mut text, None)
+        .encode(&mut text, None, None)
         .expect("the metrics encode");
     common::observe::value(&text, "pagegate_parked_connections", &[])
 }

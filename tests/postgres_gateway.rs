@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::postgres as pg_server;
+use common::postgres::{self as pg_server, psql};
 use common::school::School;
 
 /// The rest of the `[auth]` table (the secret every gateway on one database shares) and the
@@ -131,20 +131,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Runs `sql` on the database at `url` and returns what it printed (unaligned, tuples only).
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new(pg_server::server().bin_path("psql"))
-        .args([url, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test]
 async fn the_clients_command_edits_a_postgres_list_with_or_without_a_gateway() {
     let url = pg_server::fresh_database();
@@ -259,4 +245,33 @@ async fn without_its_database_the_gateway_answers_503_and_fails_closed_then_reco
         served + 1,
         "nothing passed while closed"
     );
+}
+
+#[tokio::test]
+async fn the_metrics_say_whether_the_gateway_hears_the_others() {
+    let url = pg_server::fresh_database();
+    let school = School::open(&format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        on_postgres(&url)
+    ))
+    .await;
+    let addr = school.gateway.metrics_addr.expect("a metrics listener");
+    let start = std::time::Instant::now();
+    loop {
+        let scraped = common::observe::scrape(addr, None).await;
+        assert_eq!(scraped.status, 200);
+        if scraped.body.contains("\npagegate_store_listening 1\n") {
+            break;
+        }
+        assert!(
+            scraped.body.contains("\npagegate_store_listening 0\n"),
+            "{}",
+            scraped.body
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the gateway never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -1393,14 +1393,14 @@ fn gateways_on_one_database_share_each_rate_limit() {
     for (n, store) in [&a, &b, &a].into_iter().enumerate() {
         assert_eq!(
             store
-                .take_rate("codes-ip 192.0.2.1", three_an_hour)
+                .take_rates(&[("codes-ip 192.0.2.1", three_an_hour)])
                 .expect("take"),
             None,
             "request {n} is within the burst"
         );
     }
     let wait = b
-        .take_rate("codes-ip 192.0.2.1", three_an_hour)
+        .take_rates(&[("codes-ip 192.0.2.1", three_an_hour)])
         .expect("take")
         .expect("the fourth, on the other gateway, is refused");
     assert!(
@@ -1408,7 +1408,7 @@ fn gateways_on_one_database_share_each_rate_limit() {
         "{wait:?}"
     );
     assert_eq!(
-        a.take_rate("codes-ip 192.0.2.2", three_an_hour)
+        a.take_rates(&[("codes-ip 192.0.2.2", three_an_hour)])
             .expect("take"),
         None,
         "another key has its own limit"
@@ -1420,4 +1420,33 @@ fn gateways_on_one_database_share_each_rate_limit() {
             .expect("redb")
             .shares_rate_limits()
     );
+}
+
+#[test]
+fn limits_taken_together_stop_at_the_first_that_refuses() {
+    let store = PgStore::open(&pg_config(pg_server::fresh_database())).expect("open");
+    let once = Rate {
+        interval: Duration::from_secs(3600),
+        burst: 1,
+    };
+    assert_eq!(
+        store.take_rates(&[("a", once), ("b", once)]).expect("take"),
+        None
+    );
+    // "a" refuses: "c" after it is not taken, so it still has its one request.
+    assert!(
+        store
+            .take_rates(&[("a", once), ("c", once)])
+            .expect("take")
+            .is_some()
+    );
+    assert_eq!(store.take_rates(&[("c", once)]).expect("take"), None);
+    // A limit before the refusing one keeps the request, as in memory.
+    assert!(
+        store
+            .take_rates(&[("d", once), ("b", once)])
+            .expect("take")
+            .is_some()
+    );
+    assert!(store.take_rates(&[("d", once)]).expect("take").is_some());
 }

@@ -362,7 +362,7 @@ impl SignIn<'_> {
             let auth = self.auth.clone();
             let (site_id, lang, email) = (self.ar.site_id, self.ar.lang, email.clone());
             let browser = browser.first().copied();
-            tokio::spawn(async move {
+            self.auth.in_background(async move {
                 auth.admin_issue_and_mail(site_id, &email, lang, browser)
                     .await
             });

@@ -277,7 +277,7 @@ impl Ctx<'_> {
                     (self.site_id, page.id.clone(), self.lang, next.clone());
                 let email = email.clone();
                 let browser = browser.first().copied();
-                tokio::spawn(async move {
+                self.auth.in_background(async move {
                     auth.issue_and_mail(site_id, &page_id, &email, &next, lang, browser)
                         .await
                 });

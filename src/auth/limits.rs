@@ -4,7 +4,7 @@
 //! Limits apply to listed and unlisted emails alike, so they reveal nothing about the list.
 //!
 //! One gateway keeps them in memory. Gateways sharing a database keep them there
-//! ([`Store::take_rate`]), so a visitor spreading requests over several gateways meets the same
+//! ([`Store::take_rates`]), so a visitor spreading requests over several gateways meets the same
 //! limits as on one; a limit the database cannot be asked about refuses (the caller answers 503).
 
 use std::net::IpAddr;
@@ -145,19 +145,17 @@ impl Limits {
     }
 }
 
-/// Takes one request from each limit in turn, in the store, off the connection workers; stops
-/// at the first that refuses (the ones before it keep the request, as in memory).
+/// Takes one request from each limit in turn, in the store, off the connection workers.
 async fn take_all(
     store: Arc<dyn Store>,
     limits: Vec<(String, Rate)>,
 ) -> Result<Allowed, StoreError> {
     tokio::task::spawn_blocking(move || {
-        for (key, rate) in &limits {
-            if let Some(wait) = store.take_rate(key, *rate)? {
-                return Ok(Err(wait));
-            }
-        }
-        Ok(Ok(()))
+        let asked: Vec<(&str, Rate)> = limits.iter().map(|(k, r)| (k.as_str(), *r)).collect();
+        Ok(match store.take_rates(&asked)? {
+            Some(wait) => Err(wait),
+            None => Ok(()),
+        })
     })
     .await
     .map_err(|e| StoreError::Backend(format!("rate limit task: {e}")))?

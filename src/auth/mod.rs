@@ -135,6 +135,9 @@ pub struct Auth {
     sites: Vec<SiteAuth>,
     /// (site, email) whose last code could not be mailed, so the code form can say so.
     failed_sends: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Sign-in work running after the visitor's answer (issuing a code, mailing it, noting how
+    /// that went), counted so that anyone can tell when all of it has finished.
+    sign_in_work: Arc<std::sync::atomic::AtomicUsize>,
     /// How long audit entries and grant orders are kept.
     retention: Retention,
     /// When housekeeping next applies `retention`: hourly, as those limits are days long, and
@@ -213,6 +216,7 @@ impl Auth {
             prefix: config.server.prefix.clone(),
             sites,
             failed_sends: Arc::new(Mutex::new(HashMap::new())),
+            sign_in_work: Arc::default(),
             retention: config.store.retention(),
             retention_due: Mutex::new(Instant::now()),
             watch: Watch::new(),
@@ -240,6 +244,7 @@ impl Auth {
             next.limits = self.limits.clone();
         }
         next.failed_sends = self.failed_sends.clone();
+        next.sign_in_work = self.sign_in_work.clone();
         next.watch = self.watch.clone();
         next.clock = self.clock.clone();
         Ok(next)
@@ -260,6 +265,27 @@ impl Auth {
             "session key rotated; the previous key is accepted until its grace period ends"
         );
         Ok(rotation)
+    }
+
+    /// Runs sign-in work that must not hold up the visitor's answer (issuing and mailing a code,
+    /// then noting the outcome) in the background, counted in [`Auth::sign_in_work`].
+    pub(crate) fn in_background(
+        &self,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        use std::sync::atomic::Ordering;
+        let counter = self.sign_in_work.clone();
+        counter.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            work.await;
+            counter.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+
+    /// How much sign-in work is still running in the background: 0 once every code asked for
+    /// has been mailed or given up on, and the outcome noted for the code form.
+    pub fn sign_in_work(&self) -> usize {
+        self.sign_in_work.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The mail transport, shared with the welcome mail of grants.

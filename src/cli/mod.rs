@@ -13,6 +13,7 @@ pub mod restore;
 pub mod rotate_key;
 pub mod serve;
 mod signals;
+pub mod store_copy;
 
 /// The `pagegate backup`/`restore` answer for a PostgreSQL store.
 fn not_for_postgres(config: &crate::config::Config, what: &str) -> anyhow::Result<()> {

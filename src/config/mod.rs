@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use store::{DatabaseUrl, PgTls, PostgresConfig, StoreBackend};
+pub use store::{DatabaseUrl, PgTls, PostgresConfig, StoreBackend, postgres_from_url};
 pub use validate::parse_str;
 
 /// Default path for pagegate's own endpoints.

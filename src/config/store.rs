@@ -202,6 +202,25 @@ fn postgres(
     })
 }
 
+/// A PostgreSQL database named by its URL alone, with the settings `[store]` would give it by
+/// default (TLS off for a loopback host or a unix socket, else verified), for commands that
+/// take a database on the command line. The error never quotes the URL.
+pub fn postgres_from_url(url: &str) -> Result<PostgresConfig, String> {
+    let parsed = parse_url(url)?;
+    Ok(PostgresConfig {
+        url: DatabaseUrl(url.to_owned()),
+        pool_size: DEFAULT_POOL_SIZE,
+        connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+        tls: if local_only(&parsed) {
+            PgTls::Disable
+        } else {
+            PgTls::VerifyFull
+        },
+        ca_file: None,
+    })
+}
+
 /// Checks a connection URL without ever quoting it: it may hold a password.
 fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -372,6 +391,20 @@ mod tests {
             let (key, _) = problem(&format!("backend = \"postgres\"\nurl = \"{url}\""));
             assert_eq!(key, "store.url", "{url}");
         }
+    }
+
+    #[test]
+    fn a_url_alone_gets_the_default_settings() {
+        let local = postgres_from_url("postgres://pg@127.0.0.1:5433/gate").expect("valid");
+        assert_eq!(local.tls, PgTls::Disable);
+        assert_eq!(local.pool_size, DEFAULT_POOL_SIZE);
+        assert_eq!(local.statement_timeout, DEFAULT_STATEMENT_TIMEOUT);
+        let remote = postgres_from_url("postgresql://pg@db.example.com/gate").expect("valid");
+        assert_eq!(remote.tls, PgTls::VerifyFull);
+        let secret = "hunter2-very-secret";
+        let refused = postgres_from_url(&format!("postgres://pg:{secret}@db.example.com"))
+            .expect_err("no database");
+        assert!(!refused.contains(secret), "{refused}");
     }
 
     #[test]

@@ -89,7 +89,11 @@ impl Exporter {
             None => None,
         };
         let mut out = String::with_capacity(16 * 1024);
-        if super::global().encode(&mut out, sessions).is_err() {
+        let hears_changes = self.store.as_ref().and_then(|s| s.hears_changes());
+        if super::global()
+            .encode(&mut out, sessions, hears_changes)
+            .is_err()
+        {
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the metrics could not be encoded\n",

@@ -24,6 +24,7 @@
 //! | `pagegate_open_tunnels` | gauge | | of those, connections upgraded to a byte tunnel (WebSocket) |
 //! | `pagegate_parked_connections` | gauge | | of those, quiet keep-alive connections waiting in a worker's lot, without a task or buffers |
 //! | `pagegate_access_log_dropped_total` | counter | | access log lines dropped because the writer did not keep up (or could not write them); see `access_log` |
+//! | `pagegate_store_listening` | gauge | | PostgreSQL store only: 1 while this gateway hears other gateways' changes at once, 0 while it only polls for them |
 //! | `pagegate_build_info` | info | `version` | the running build |
 //! | `pagegate_start_time_seconds` | gauge | | when the process started, Unix time |
 //!
@@ -413,14 +414,24 @@ impl Metrics {
         &self,
         out: &mut String,
         sessions: Option<Vec<(String, u64)>>,
+        hears_changes: Option<bool>,
     ) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::text;
         text::encode_registry(out, &self.registry)?;
+        let mut extra = Registry::with_prefix("pagegate");
         if let Some(sessions) = sessions {
-            let mut extra = Registry::with_prefix("pagegate");
             extra.register_collector(Box::new(ActiveSessions(sessions)));
-            text::encode_registry(out, &extra)?;
         }
+        if let Some(up) = hears_changes {
+            let gauge = Gauge::<i64>::default();
+            gauge.set(i64::from(up));
+            extra.register(
+                "store_listening",
+                "1 while this gateway hears other gateways' changes at once (PostgreSQL LISTEN); 0 while it only polls for them",
+                gauge,
+            );
+        }
+        text::encode_registry(out, &extra)?;
         text::encode_eof(out)
     }
 }
@@ -511,7 +522,7 @@ mod tests {
 
     fn text(metrics: &Metrics, sessions: Option<Vec<(String, u64)>>) -> String {
         let mut out = String::new();
-        metrics.encode(&mut out, sessions).expect("encode");
+        metrics.encode(&mut out, sessions, None).expect("encode");
         out
     }
 

@@ -85,8 +85,16 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> std::io::Result<()> {
-    // With a database server for the store, nothing else may have made the folder yet.
-    std::fs::create_dir_all(data_dir)?;
+    // With a database server for the store, nothing else may have made the folder yet; it is
+    // the owner's alone, as the redb store makes it.
+    if !data_dir.is_dir() {
+        std::fs::create_dir_all(data_dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
     let path = socket_path(data_dir);
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)?;

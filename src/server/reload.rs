@@ -181,6 +181,15 @@ impl Live {
         self.load().gateway.auth().map(|auth| auth.clock().clone())
     }
 
+    /// Sign-in work still running in the background (see [`crate::auth::Auth::sign_in_work`]);
+    /// 0 without the sign-in flow.
+    pub fn sign_in_work(&self) -> usize {
+        self.load()
+            .gateway
+            .auth()
+            .map_or(0, |auth| auth.sign_in_work())
+    }
+
     /// The open store, the same for every state.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store

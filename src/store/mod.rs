@@ -16,6 +16,7 @@
 pub mod postgres;
 pub mod redb;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -613,6 +614,109 @@ impl std::fmt::Display for StoreCounts {
     }
 }
 
+/// How many records one transaction of a copy between backends writes, and one batch of its
+/// export holds: large enough that a store of millions moves in minutes, small enough that
+/// neither side holds much in memory nor keeps a transaction open long.
+pub const COPY_BATCH: usize = 1_000;
+
+/// A grant order's first answer, kept so that a retried order is answered the same way: what
+/// each backend stores under `key name \0 order id`, in the same JSON, and what a copy between
+/// backends moves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantOrder {
+    /// The page the order granted.
+    pub page: String,
+    /// The buyer's normalised email.
+    pub email: String,
+    /// The client record as the first grant left it.
+    pub client: Client,
+    /// Whether the first grant created the client.
+    pub created: bool,
+    /// The nonce of the order's latest sign-in link, if one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signin: Option<SigninNonce>,
+}
+
+/// One durable record, as a copy between backends moves it ([`Store::export_records`],
+/// [`Store::import_records`]). Codes, link tokens, shops' sign-in links, wrong-code counters
+/// and rate limits are not records: they last minutes, and a visitor simply asks again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A client of a page, every field as stored.
+    Client {
+        /// The page id.
+        page: String,
+        /// The record.
+        client: Client,
+    },
+    /// An audit entry; the target gives it its own id, after those it has.
+    Audit(AuditEvent),
+    /// A grant order's idempotency record.
+    GrantOrder {
+        /// The API key's name.
+        key: String,
+        /// The shop's order id.
+        order: String,
+        /// The first answer.
+        record: GrantOrder,
+    },
+    /// A webhook signature a grant spent, still refused.
+    Signature(SpentSignature),
+    /// A signed-in visitor or admin, stored under the keyed hash of the session id.
+    Session {
+        /// The keyed hash of the session id.
+        hash: SecretHash,
+        /// The session.
+        session: SessionRecord,
+    },
+}
+
+/// How many records of each kind a store holds, or a copy moved: what `pagegate store copy`
+/// compares to verify a copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Clients per page id (pages without clients are absent).
+    pub clients: BTreeMap<String, u64>,
+    /// Audit entries.
+    pub audit: u64,
+    /// Grant order records.
+    pub grants: u64,
+    /// Spent signatures.
+    pub signatures: u64,
+    /// Sessions.
+    pub sessions: u64,
+}
+
+impl Inventory {
+    /// Counts one more record.
+    pub fn count(&mut self, record: &Record) {
+        match record {
+            Record::Client { page, .. } => *self.clients.entry(page.clone()).or_default() += 1,
+            Record::Audit(_) => self.audit += 1,
+            Record::GrantOrder { .. } => self.grants += 1,
+            Record::Signature(_) => self.signatures += 1,
+            Record::Session { .. } => self.sessions += 1,
+        }
+    }
+
+    /// Clients over all pages.
+    pub fn client_total(&self) -> u64 {
+        self.clients.values().sum()
+    }
+
+    /// Whether nothing of any kind is counted.
+    pub fn is_empty(&self) -> bool {
+        self.client_total() == 0
+            && self.audit == 0
+            && self.grants == 0
+            && self.signatures == 0
+            && self.sessions == 0
+    }
+}
+
+/// The sink [`Store::export_records`] hands each batch to; its error ends the export.
+pub type RecordSink<'a> = &'a mut dyn FnMut(Vec<Record>) -> Result<(), StoreError>;
+
 /// Why a backup was not written. The destination is never left half-written: the copy goes to
 /// a temporary file next to it, which is removed on failure.
 #[derive(Debug, thiserror::Error)]
@@ -741,16 +845,25 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
+    /// Whether this gateway hears other gateways' changes as they happen (a shared store's
+    /// listening connection is up); `None` for a store no other gateway writes to. For the
+    /// metrics: while `false`, changes still arrive by polling, within the documented bound.
+    fn hears_changes(&self) -> Option<bool> {
+        None
+    }
+
     /// Whether rate limits live in this store, shared by every gateway that uses it; else each
-    /// gateway keeps its own in memory and [`Store::take_rate`] is not called.
+    /// gateway keeps its own in memory and [`Store::take_rates`] is not called.
     fn shares_rate_limits(&self) -> bool {
         false
     }
 
-    /// Takes one request from the rate limit `key` (GCRA: `rate.burst` at once, then one per
-    /// `rate.interval`), durably and atomically for every gateway. `Some(wait)` when refused.
-    fn take_rate(&self, key: &str, rate: Rate) -> Result<Option<Duration>, StoreError> {
-        let _ = (key, rate);
+    /// Takes one request from each rate limit in `limits` in turn (GCRA: `rate.burst` at once,
+    /// then one per `rate.interval`), atomically per limit and for every gateway, stopping at the
+    /// first that refuses (the ones before it keep the request, as in-memory limiters do).
+    /// `Some(wait)` when one refused.
+    fn take_rates(&self, limits: &[(&str, Rate)]) -> Result<Option<Duration>, StoreError> {
+        let _ = limits;
         Err(StoreError::Backend(
             "this store keeps no rate limits; they are kept in memory".into(),
         ))
@@ -888,6 +1001,22 @@ pub trait Store: Send + Sync + 'static {
     /// calls go on. `dest` is replaced only when `overwrite` is set; either way it appears
     /// complete or not at all. Returns what the copy holds.
     fn backup_to(&self, dest: &Path, overwrite: bool) -> Result<StoreCounts, BackupError>;
+
+    /// Hands every durable record to `sink`, in batches of at most [`COPY_BATCH`], all from one
+    /// consistent snapshot, kind by kind: clients by page and email, grant orders, signatures
+    /// still refused at `now`, sessions live at `now`, then audit entries oldest first. Only a
+    /// batch at a time is in memory, so a store of any size can be moved.
+    fn export_records(&self, now: Timestamp, sink: RecordSink<'_>) -> Result<(), StoreError>;
+    /// Writes a batch of records in one transaction. Audit entries are appended after the
+    /// store's own, in the batch's order. A record whose key is taken fails the whole batch:
+    /// a copy goes into an empty store.
+    fn import_records(&self, batch: &[Record]) -> Result<(), StoreError>;
+    /// How many records of each kind [`Store::export_records`] reads, counted as stored
+    /// (expired sessions and stale signatures not yet pruned included).
+    fn inventory(&self) -> Result<Inventory, StoreError>;
+    /// Deletes every record of every kind, short-lived ones included, in one transaction: a
+    /// forced copy replaces whatever its target held.
+    fn clear(&self) -> Result<(), StoreError>;
 }
 
 /// The store namespace ("site") of a site's admin codes and sessions, which share the visitors'

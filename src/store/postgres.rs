@@ -26,7 +26,7 @@ mod settings;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Transaction;
@@ -60,6 +60,8 @@ pub struct PgStore {
     local: AtomicU64,
     /// Recent session checks, kept while `changes` stands still.
     cache: Arc<cache::AccessCache>,
+    /// Whether the listening connection is up (see [`listen`]).
+    listening: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -464,6 +466,7 @@ impl PgStore {
             seen,
             local: AtomicU64::new(0),
             cache: Arc::default(),
+            listening: Arc::default(),
         };
         store.block(async {
             let mut conn = store.conn().await?;
@@ -612,6 +615,7 @@ impl PgStore {
             listen::Listener {
                 seen: Arc::downgrade(&self.seen),
                 cache: Arc::downgrade(&self.cache),
+                listening: self.listening.clone(),
                 config: config.clone(),
                 pg,
                 database: self.name.clone(),
@@ -1029,39 +1033,47 @@ impl Store for PgStore {
         true
     }
 
-    fn take_rate(&self, key: &str, rate: Rate) -> Result<Option<Duration>, StoreError> {
-        let key = Sha256::digest(key.as_bytes()).to_vec();
-        let interval = i64::try_from(rate.interval.as_millis()).unwrap_or(i64::MAX / 4);
-        let tolerance = interval.saturating_mul(i64::from(rate.burst.saturating_sub(1)));
+    fn hears_changes(&self) -> Option<bool> {
+        Some(self.listening.load(Ordering::Acquire))
+    }
+
+    fn take_rates(&self, limits: &[(&str, Rate)]) -> Result<Option<Duration>, StoreError> {
         self.block(async {
             let conn = self.conn().await?;
-            // One statement, atomic per key: the limit moves only when it lets the request in.
-            let taken = conn
-                .query_opt(
-                    "INSERT INTO rate_limits AS r (key, tat)
-                     VALUES ($1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $2)
-                     ON CONFLICT (key) DO UPDATE
-                     SET tat = GREATEST(r.tat, EXCLUDED.tat - $2) + $2
-                     WHERE GREATEST(r.tat, EXCLUDED.tat - $2) - (EXCLUDED.tat - $2) <= $3
-                     RETURNING tat",
-                    &[&key, &interval, &tolerance],
-                )
-                .await
-                .map_err(backend)?;
-            if taken.is_some() {
-                return Ok(None);
+            for (key, rate) in limits {
+                let key = Sha256::digest(key.as_bytes()).to_vec();
+                let interval = i64::try_from(rate.interval.as_millis()).unwrap_or(i64::MAX / 4);
+                let tolerance = interval.saturating_mul(i64::from(rate.burst.saturating_sub(1)));
+                // One statement, atomic per key: the limit moves only when it lets the request
+                // in.
+                let taken = conn
+                    .query_opt(
+                        "INSERT INTO rate_limits AS r (key, tat)
+                         VALUES ($1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $2)
+                         ON CONFLICT (key) DO UPDATE
+                         SET tat = GREATEST(r.tat, EXCLUDED.tat - $2) + $2
+                         WHERE GREATEST(r.tat, EXCLUDED.tat - $2) - (EXCLUDED.tat - $2) <= $3
+                         RETURNING tat",
+                        &[&key, &interval, &tolerance],
+                    )
+                    .await
+                    .map_err(backend)?;
+                if taken.is_some() {
+                    continue;
+                }
+                let wait: Option<i64> = conn
+                    .query_opt(
+                        "SELECT tat - (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $2
+                         FROM rate_limits WHERE key = $1",
+                        &[&key, &tolerance],
+                    )
+                    .await
+                    .map_err(backend)?
+                    .map(|row| row.get(0));
+                let wait = u64::try_from(wait.unwrap_or(1).max(1)).unwrap_or(1);
+                return Ok(Some(Duration::from_millis(wait)));
             }
-            let wait: Option<i64> = conn
-                .query_opt(
-                    "SELECT tat - (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $2
-                     FROM rate_limits WHERE key = $1",
-                    &[&key, &tolerance],
-                )
-                .await
-                .map_err(backend)?
-                .map(|row| row.get(0));
-            let wait = u64::try_from(wait.unwrap_or(1).max(1)).unwrap_or(1);
-            Ok(Some(Duration::from_millis(wait)))
+            Ok(None)
         })
     }
 
@@ -1554,4 +1566,27 @@ impl Store for PgStore {
             self.name
         ))))
     }
+
+    fn export_records(
+        &self,
+        now: Timestamp,
+        sink: super::RecordSink<'_>,
+    ) -> Result<(), StoreError> {
+        copy::export(self, now, sink)
+    }
+
+    fn import_records(&self, batch: &[super::Record]) -> Result<(), StoreError> {
+        copy::import(self, batch)
+    }
+
+    fn inventory(&self) -> Result<super::Inventory, StoreError> {
+        copy::inventory(self)
+    }
+
+    fn clear(&self) -> Result<(), StoreError> {
+        copy::clear(self)
+    }
 }
+
+/// Moving every durable record to or from another backend (`pagegate store copy`).
+mod copy;

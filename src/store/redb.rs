@@ -22,9 +22,10 @@ use lists::ClientTables;
 
 use super::{
     AttemptPolicy, AuditEvent, BackupError, Client, ClientCounts, ClientEdit, ClientSet, CodeCheck,
-    CodeRecord, Grant, GrantResult, IssuedSignin, MatchCount, PRUNE_BATCH, Pruned, Retention,
-    SecretHash, SessionAccess, SessionRecord, SigninNonce, SigninPlan, SigninRecord, SigninRequest,
-    Store, StoreCounts, StoreError, Timestamp, TokenRecord, merge_grant, merge_set, signin_plan,
+    CodeRecord, Grant, GrantResult, Inventory, IssuedSignin, MatchCount, PRUNE_BATCH, Pruned,
+    Record, RecordSink, Retention, SecretHash, SessionAccess, SessionRecord, SigninNonce,
+    SigninPlan, SigninRecord, SigninRequest, Store, StoreCounts, StoreError, Timestamp,
+    TokenRecord, merge_grant, merge_set, signin_plan,
 };
 
 /// The schema this build reads and writes.
@@ -240,7 +241,13 @@ impl RedbStore {
     /// Opens (or creates) `data_dir/pagegate.redb`, creating `data_dir` with owner-only access.
     pub fn open(data_dir: &Path) -> Result<RedbStore, StoreError> {
         create_private_dir(data_dir)?;
-        let path = data_dir.join(DB_FILE);
+        RedbStore::open_file(&data_dir.join(DB_FILE))
+    }
+
+    /// Opens (or creates) the database file `path` itself, such as a backup that a copy to
+    /// another backend reads.
+    pub fn open_file(path: &Path) -> Result<RedbStore, StoreError> {
+        let path = path.to_path_buf();
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
@@ -1089,6 +1096,22 @@ impl Store for RedbStore {
         }
         copied
     }
+
+    fn export_records(&self, now: Timestamp, sink: RecordSink<'_>) -> Result<(), StoreError> {
+        copy::export(self, now, sink)
+    }
+
+    fn import_records(&self, batch: &[Record]) -> Result<(), StoreError> {
+        copy::import(self, batch)
+    }
+
+    fn inventory(&self) -> Result<Inventory, StoreError> {
+        copy::inventory(self)
+    }
+
+    fn clear(&self) -> Result<(), StoreError> {
+        copy::clear(self)
+    }
 }
 
 /// The key of the first audit entry at or after `cutoff`, looking at no more than `limit`
@@ -1550,6 +1573,9 @@ fn restrict_file(path: &Path) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// Moving every durable record to or from another backend (`pagegate store copy`).
+mod copy;
 
 #[cfg(test)]
 mod tests {

@@ -113,6 +113,25 @@ impl TestGateway {
             .expect("the gateway has the sign-in flow")
     }
 
+    /// Waits until the sign-in work the gateway runs after its answers (issuing and mailing
+    /// codes, retries included, and noting how they went) has all finished; fails after
+    /// `limit`. After it, no more mail can go out for the requests made so far.
+    pub async fn until_sign_in_work_done(&self, limit: std::time::Duration) {
+        let live = self
+            .running
+            .as_ref()
+            .expect("the gateway is running")
+            .live();
+        let start = std::time::Instant::now();
+        while live.sign_in_work() > 0 {
+            assert!(
+                start.elapsed() < limit,
+                "sign-in work still running after {limit:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Stops the gateway and hands back its directory (config and data), to start again on it.
     pub async fn stop_and_keep_dir(mut self) -> TempDir {
         if let Some(running) = self.running.take() {

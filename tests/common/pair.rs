@@ -107,6 +107,15 @@ impl Pair {
         assert_eq!(answer.status, 204, "{}", answer.body);
     }
 
+    /// A browser at gateway A in which `email` signed in with a code from A, and saw the page.
+    pub async fn signed_in(&self, email: &str) -> Browser {
+        let mut browser = self.browser();
+        let code = self.request_code(&mut browser, email).await;
+        assert_eq!(self.verify(&mut browser, email, &code).await, 303);
+        assert_eq!(browser.get("/course/lesson-1").await.status, 200);
+        browser
+    }
+
     /// Asks for a code in `browser` at the gateway it talks to; returns the mailed code.
     pub async fn request_code(&self, browser: &mut Browser, email: &str) -> String {
         let before = self.smtp.messages().len();
@@ -156,16 +165,22 @@ impl Pair {
     }
 }
 
-/// Runs `sql` on the database at `url` and returns what it printed (unaligned, tuples only).
-pub fn psql(url: &str, sql: &str) -> String {
-    let out = std::process::Command::new(pg_server::server().bin_path("psql"))
-        .args([url, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+/// One grant of the course to buyer `n` through the gateway at `addr`, with the shop's key: its
+/// status, or `None` when no answer came (the gateway died, say).
+pub async fn grant(addr: std::net::SocketAddr, n: usize) -> Option<u16> {
+    let body = serde_json::to_vec(
+        &json!({"page": "course", "email": format!("buyer{n}@example.com"), "days": 30}),
+    )
+    .expect("json");
+    let req = super::api::request(
+        "school.test",
+        "POST",
+        "/grants",
+        &Cred::Bearer(SHOP),
+        Some("application/json"),
+        body,
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    super::client::try_send(addr, req)
+        .await
+        .map(|a| a.status.as_u16())
 }

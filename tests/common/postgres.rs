@@ -334,3 +334,17 @@ impl CuttableLink {
         self.cut.send_replace(false);
     }
 }
+
+/// Runs `sql` on the database at `url` and returns what it printed (unaligned, tuples only).
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new(server().bin_path("psql"))
+        .args([url, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -8,8 +8,8 @@
 //! but silently stops delivering is caught by a ping, and the kept answers' age bound
 //! ([`super::cache::FRESH_FOR`]) covers the time until then.
 
-use std::sync::Weak;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -34,6 +34,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) struct Listener {
     pub seen: Weak<AtomicU64>,
     pub cache: Weak<AccessCache>,
+    /// Up while a connection listens, for the metrics.
+    pub listening: Arc<AtomicBool>,
     pub config: PostgresConfig,
     pub pg: tokio_postgres::Config,
     pub database: String,
@@ -48,7 +50,9 @@ impl Listener {
             if self.seen.upgrade().is_none() {
                 return;
             }
-            match self.listen_once().await {
+            let outcome = self.listen_once().await;
+            self.listening.store(false, Ordering::Release);
+            match outcome {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
                     failing = false;
@@ -88,6 +92,7 @@ impl Listener {
         if let Some(cache) = self.cache.upgrade() {
             cache.clear();
         }
+        self.listening.store(true, Ordering::Release);
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
