@@ -784,6 +784,87 @@ async fn without_admins_there_is_no_admin_page() {
     assert_eq!(browser.get("/_pagegate/admin/login").await.status, 404);
 }
 
+/// A list longer than a screen: the table shows 50 clients and a link to the next 50, found
+/// by the last email shown (not by counting rows from the top); a change made on a later screen
+/// returns to that screen; the overview counts clients and those with access without listing
+/// them.
+#[tokio::test]
+async fn a_long_list_pages_screen_by_screen_with_next_links() {
+    let school = School::open().await;
+    let mut browser = school.browser();
+    school.admin_sign_in(&mut browser, ADMIN).await;
+    let lines: String = (0..120)
+        .map(|i| {
+            let until = if i % 4 == 0 { "2001-01-01" } else { "" };
+            format!("p{i:03}@example.com,Pupil {i},{until}\n")
+        })
+        .collect();
+    let csrf = csrf_of(&mut browser, COURSE).await;
+    let (content_type, body) = multipart(&[("csrf", None, &csrf), ("csv", None, &lines)]);
+    let imported = browser
+        .send(
+            "POST",
+            &format!("{COURSE}/import"),
+            Some((content_type.as_str(), body)),
+        )
+        .await;
+    assert_eq!(imported.status, 303, "{}", imported.body);
+
+    let overview = browser.get(ADMIN_PAGE).await;
+    assert!(overview.body.contains("120 clients"), "{}", overview.body);
+    assert!(
+        overview.body.contains("90 with access"),
+        "{}",
+        overview.body
+    );
+
+    let first = browser.get(COURSE).await;
+    assert!(first.body.contains("1–50 of 120"), "{}", first.body);
+    let row = |email: &str| format!("<td data-label=\"Email\">{email}</td>");
+    assert!(first.body.contains(&row("p049@example.com")));
+    assert!(!first.body.contains(&row("p050@example.com")));
+    let next = "after=p049%40example.com&amp;at=51";
+    assert!(first.body.contains(next), "{}", first.body);
+
+    let second = browser
+        .get(&format!("{COURSE}?{}", next.replace("&amp;", "&")))
+        .await;
+    assert!(second.body.contains("51–100 of 120"), "{}", second.body);
+    assert!(second.body.contains(&row("p050@example.com")));
+    assert!(!second.body.contains(&row("p049@example.com")));
+    assert!(second.body.contains("after=p099%40example.com&amp;at=101"));
+
+    // Removing a client on the second screen comes back to it.
+    let removed = post(
+        &mut browser,
+        "remove",
+        &[
+            ("email", "p060@example.com"),
+            ("after", "p049@example.com"),
+            ("at", "51"),
+        ],
+    )
+    .await;
+    assert_eq!(removed.status, 303);
+    assert_eq!(
+        removed.header("location"),
+        Some("/_pagegate/admin/pages/course?after=p049%40example.com&at=51")
+    );
+
+    let last = browser
+        .get(&format!("{COURSE}?after=p099%40example.com&at=100"))
+        .await;
+    assert!(last.body.contains("100–119 of 119"), "{}", last.body);
+    assert!(
+        !last.body.contains("at=120"),
+        "no next link on the last screen"
+    );
+
+    // A search pages the same way, its count from the search.
+    let found = browser.get(&format!("{COURSE}?q=pupil%201")).await;
+    assert!(found.body.contains("1–31 of 31"), "{}", found.body);
+}
+
 /// A form as RFC 7578 and RFC 2046 allow it, written the way browsers seldom do: the quoted
 /// boundary holds a space, each delimiter line ends in transport padding (spaces and a tab
 /// before its CRLF), and the file's name holds escaped quotes and a semicolon. The import reads

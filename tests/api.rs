@@ -638,6 +638,33 @@ async fn admin_keys_list_add_search_edit_and_remove_clients() {
     assert_eq!(paged["total"], 3);
     assert_eq!(paged["clients"].as_array().expect("clients").len(), 1);
     assert_eq!(paged["clients"][0]["email"], "carl@example.com");
+    // Keyset paging: each answer names the `after` of the next page, null on the last.
+    let first = body(&gate.api.get(&format!("{clients}?limit=2"), &admin).await);
+    assert_eq!(
+        (&first["total"], &first["total_is_exact"], &first["next"]),
+        (&json!(3), &json!(true), &json!("bob@example.com"))
+    );
+    let next = format!("{clients}?limit=2&after=bob%40example.com");
+    let rest = body(&gate.api.get(&next, &admin).await);
+    assert_eq!(
+        (&rest["clients"][0]["email"], &rest["next"], &rest["total"]),
+        (&json!("carl@example.com"), &Value::Null, &json!(3))
+    );
+    let searched = body(
+        &gate
+            .api
+            .get(
+                &format!("{clients}?q=example&limit=1&after=ann%40example.com"),
+                &admin,
+            )
+            .await,
+    );
+    assert_eq!(
+        (&searched["clients"][0]["email"], &searched["next"]),
+        (&json!("bob@example.com"), &json!("bob@example.com"))
+    );
+    let past_the_end = body(&gate.api.get(&format!("{clients}?after=zz"), &admin).await);
+    assert_eq!(past_the_end["clients"], json!([]));
     let bad_limit = gate.api.get(&format!("{clients}?limit=0"), &admin).await;
     assert_eq!(error(&bad_limit).2, "limit");
 

@@ -938,6 +938,306 @@ fn pruning_removes_only_what_has_expired_or_outlived_its_retention(backend: &Bac
     );
 }
 
+// ---- large lists: keyset pages, search, counts ------------------------------------------
+
+/// Imports `rows` (email, name, end of access) onto `page` as the CSV import does.
+fn import(store: &dyn Store, page: &str, rows: &[(&str, &str, Option<Timestamp>)]) {
+    let sets: Vec<ClientSet<'_>> = rows
+        .iter()
+        .map(|(email, name, until)| ClientSet {
+            email,
+            name: Some(name),
+            access_until: Some(*until),
+            source: Source::Import,
+            now: 10,
+        })
+        .collect();
+    store
+        .set_clients(page, &sets, &|_, created| {
+            event(if created {
+                AuditKind::ClientAdded
+            } else {
+                AuditKind::ClientUpdated
+            })
+        })
+        .expect("import");
+}
+
+fn page_of(
+    store: &dyn Store,
+    page: &str,
+    after: Option<&str>,
+    limit: usize,
+    search: Option<&str>,
+) -> Vec<String> {
+    store
+        .client_page(page, after, limit, search)
+        .expect("page")
+        .into_iter()
+        .map(|c| c.email)
+        .collect()
+}
+
+fn counts(store: &dyn Store, page: &str, now: Timestamp) -> (u64, u64) {
+    let c = store.client_counts(page, now).expect("counts");
+    (c.total, c.active)
+}
+
+fn a_long_list_pages_by_keyset_in_email_order(backend: &Backend) {
+    let store = backend.open();
+    // An empty page: nothing to list, nothing counted.
+    assert!(page_of(&*store, "course", None, 10, None).is_empty());
+    assert!(page_of(&*store, "course", Some("m@x.org"), 10, None).is_empty());
+    assert_eq!(counts(&*store, "course", 0), (0, 0));
+
+    let emails: Vec<String> = (0..25).map(|i| format!("c{i:02}@x.org")).collect();
+    let rows: Vec<(&str, &str, Option<Timestamp>)> =
+        emails.iter().map(|e| (e.as_str(), "", None)).collect();
+    for batch in rows.chunks(10) {
+        import(&*store, "course", batch);
+    }
+    // Neighbours whose names start the same must not leak into the page.
+    import(&*store, "course2", &[("c00@x.org", "", None)]);
+    import(&*store, "cours", &[("zz@x.org", "", None)]);
+
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut sizes = Vec::new();
+    loop {
+        let page = page_of(&*store, "course", after.as_deref(), 10, None);
+        sizes.push(page.len());
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().cloned();
+        seen.extend(page);
+    }
+    assert_eq!(sizes, [10, 10, 5, 0], "three pages, then nothing");
+    assert_eq!(seen, emails, "every client once, in email order");
+
+    // `after` need not be a listed email; past the end there is nothing.
+    assert_eq!(
+        page_of(&*store, "course", Some("c19~"), 3, None),
+        ["c20@x.org", "c21@x.org", "c22@x.org"]
+    );
+    assert!(page_of(&*store, "course", Some("c24@x.org"), 10, None).is_empty());
+    assert!(page_of(&*store, "course", Some("zzz"), 10, None).is_empty());
+    assert_eq!(counts(&*store, "course", 0), (25, 25));
+    assert_eq!(counts(&*store, "course2", 0), (1, 1));
+
+    // Chunked reads hand out the same list.
+    let mut chunked = Vec::new();
+    store
+        .client_chunks("course", &mut |chunk| {
+            chunked.extend(chunk.into_iter().map(|c| c.email));
+            Ok(())
+        })
+        .expect("chunks");
+    assert_eq!(chunked, emails);
+}
+
+fn searches_match_email_or_name_ignoring_case_and_page_by_keyset(backend: &Backend) {
+    let store = backend.open();
+    import(
+        &*store,
+        "course",
+        &[
+            ("ann@x.org", "Ann Lee", None),
+            ("bob@x.org", "Zoë Ångström", None),
+            ("dan@x.org", "ÅSA BERG", None),
+            ("eve@annex.org", "Eve", None),
+            ("fay@x.org", "100% Fan", None),
+            ("gus@x.org", "Gus_Oak", None),
+            ("hal@x.org", "Hal", None),
+        ],
+    );
+    import(&*store, "other", &[("ann@y.org", "Ann", None)]);
+    let search = |q: &str| page_of(&*store, "course", None, 10, Some(q));
+
+    // Email or name, whatever the case typed or stored.
+    assert_eq!(search("ANN"), ["ann@x.org", "eve@annex.org"]);
+    assert_eq!(search("lee"), ["ann@x.org"], "the name only");
+    assert_eq!(search("ÅNGSTRÖM"), ["bob@x.org"], "unicode letters fold");
+    assert_eq!(search("åsa b"), ["dan@x.org"]);
+    assert_eq!(search("  hal "), ["hal@x.org"], "spaces around are ignored");
+    // LIKE's wildcards are plain characters in a search.
+    assert_eq!(search("0% f"), ["fay@x.org"]);
+    assert_eq!(search("%"), ["fay@x.org"]);
+    assert_eq!(search("s_o"), ["gus@x.org"]);
+    assert!(search("nobody").is_empty());
+    assert!(search("org\nann").is_empty(), "never across email and name");
+    // An empty search lists everyone.
+    assert_eq!(page_of(&*store, "course", None, 10, Some("  ")).len(), 7);
+
+    // Search results page by keyset too.
+    assert_eq!(
+        page_of(&*store, "course", None, 2, Some(".org")),
+        ["ann@x.org", "bob@x.org"]
+    );
+    assert_eq!(
+        page_of(&*store, "course", Some("bob@x.org"), 2, Some(".org")),
+        ["dan@x.org", "eve@annex.org"]
+    );
+    assert!(page_of(&*store, "course", Some("hal@x.org"), 2, Some(".org")).is_empty());
+
+    // Counting matches stops at the cap, and says so.
+    let count = |q: &str, cap| {
+        let m = store.count_matching("course", q, cap).expect("count");
+        (m.count, m.exact)
+    };
+    assert_eq!(count("ann", 100), (2, true));
+    assert_eq!(count(".org", 100), (7, true));
+    assert_eq!(count(".org", 7), (7, true), "exactly the cap is exact");
+    assert_eq!(count(".org", 5), (5, false));
+    assert_eq!(count("nobody", 5), (0, true));
+    assert_eq!(count("", 100), (7, true), "no search counts the page");
+
+    // A rename is found under its new name only.
+    store
+        .edit_client(
+            "course",
+            "hal@x.org",
+            &|c| {
+                Some(Client {
+                    name: "Halvard".into(),
+                    ..c.clone()
+                })
+            },
+            &|_| event(AuditKind::ClientUpdated),
+        )
+        .expect("edit");
+    assert_eq!(search("halvard"), ["hal@x.org"]);
+    store
+        .edit_client(
+            "course",
+            "hal@x.org",
+            &|c| {
+                Some(Client {
+                    email: "ida@x.org".into(),
+                    name: "Ida".into(),
+                    ..c.clone()
+                })
+            },
+            &|_| event(AuditKind::ClientUpdated),
+        )
+        .expect("rename");
+    assert!(search("halvard").is_empty());
+    assert!(search("hal@").is_empty());
+    assert_eq!(search("ida"), ["ida@x.org"]);
+}
+
+fn counts_follow_every_write_that_adds_or_removes_clients(backend: &Backend) {
+    let now = 1_000;
+    {
+        let store = backend.open();
+        add(&*store, "course", "a@x.org", None);
+        add(&*store, "course", "b@x.org", Some(500));
+        add(&*store, "course", "c@x.org", Some(2_000));
+        assert_eq!(counts(&*store, "course", now), (3, 2), "b has expired");
+        assert_eq!(
+            counts(&*store, "course", 2_000),
+            (3, 1),
+            "an end is exclusive"
+        );
+        assert_eq!(counts(&*store, "course", 0), (3, 3));
+        // Replacing a record is no new client.
+        add(&*store, "course", "c@x.org", Some(3_000));
+        assert_eq!(counts(&*store, "course", 2_500), (3, 2));
+
+        // A grant adds a new client, or extends an existing one.
+        store
+            .grant(&grant(None, None, "d@x.org"), &event(AuditKind::Grant))
+            .expect("grant");
+        assert_eq!(counts(&*store, "course", now), (4, 3));
+        store
+            .grant(
+                &grant(None, Some(4_000), "b@x.org"),
+                &event(AuditKind::Grant),
+            )
+            .expect("grant");
+        assert_eq!(counts(&*store, "course", now), (4, 4), "b is back");
+
+        // An edit that moves a client to another email keeps the count; one that ends access
+        // moves it out of the active ones; one refused changes nothing.
+        let rename = |to: &'static str| {
+            move |c: &Client| {
+                Some(Client {
+                    email: to.into(),
+                    ..c.clone()
+                })
+            }
+        };
+        let edited = store
+            .edit_client("course", "a@x.org", &rename("z@x.org"), &|_| {
+                event(AuditKind::ClientUpdated)
+            })
+            .expect("edit");
+        assert!(matches!(edited, ClientEdit::Edited(_)));
+        assert_eq!(counts(&*store, "course", now), (4, 4));
+        let taken = store
+            .edit_client("course", "z@x.org", &rename("b@x.org"), &|_| {
+                event(AuditKind::ClientUpdated)
+            })
+            .expect("edit");
+        assert_eq!(taken, ClientEdit::EmailTaken);
+        assert_eq!(counts(&*store, "course", now), (4, 4));
+        store
+            .edit_client(
+                "course",
+                "z@x.org",
+                &|c| {
+                    Some(Client {
+                        access_until: Some(900),
+                        ..c.clone()
+                    })
+                },
+                &|_| event(AuditKind::ClientUpdated),
+            )
+            .expect("edit");
+        assert_eq!(counts(&*store, "course", now), (4, 3));
+
+        // Removing, and removing what is not there.
+        assert!(
+            store
+                .remove_client("course", "c@x.org", &event(AuditKind::ClientRemoved))
+                .expect("remove")
+        );
+        assert!(
+            !store
+                .remove_client("course", "c@x.org", &event(AuditKind::ClientRemoved))
+                .expect("remove")
+        );
+        assert_eq!(counts(&*store, "course", now), (3, 2));
+
+        // An import: one new client twice, one existing client made unlimited.
+        import(
+            &*store,
+            "course",
+            &[
+                ("n@x.org", "New", Some(5_000)),
+                ("z@x.org", "Zed", None),
+                ("n@x.org", "New", Some(800)),
+            ],
+        );
+        assert_eq!(
+            counts(&*store, "course", now),
+            (4, 3),
+            "n is in once, and expired"
+        );
+        assert_eq!(counts(&*store, "other", now), (0, 0));
+    }
+    // The counts are kept, not rebuilt from memory.
+    let store = backend.open();
+    assert_eq!(counts(&*store, "course", now), (4, 3));
+    assert_eq!(
+        store
+            .client_page("course", None, 10, None)
+            .expect("page")
+            .len(),
+        4
+    );
+}
+
 /// Runs each scenario on both backends, as `redb::NAME` and `postgres::NAME`.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -968,6 +1268,9 @@ on_both_backends!(
     a_sign_in_link_is_issued_with_its_grant_handed_out_again_while_live_and_spent_once,
     the_audit_log_pages_in_order,
     pruning_removes_only_what_has_expired_or_outlived_its_retention,
+    a_long_list_pages_by_keyset_in_email_order,
+    searches_match_email_or_name_ignoring_case_and_page_by_keyset,
+    counts_follow_every_write_that_adds_or_removes_clients,
 );
 
 // ---- PostgreSQL only --------------------------------------------------------------------

@@ -225,6 +225,25 @@ fn clients(store: &dyn Store) -> Vec<(String, Client)> {
         .collect()
 }
 
+/// What a large list is read by: the counts of both pages (total, active) and a search that
+/// matches a name only. A copy writes clients by its own path, so these must come along.
+fn list_reads(store: &dyn Store) -> Vec<(u64, u64, Vec<String>)> {
+    let now = now();
+    ["course", "vip"]
+        .into_iter()
+        .map(|page| {
+            let counts = store.client_counts(page, now).expect("counts");
+            let found = store
+                .client_page(page, None, 10, Some("EXAMPLE"))
+                .expect("search")
+                .into_iter()
+                .map(|c| c.email)
+                .collect();
+            (counts.total, counts.active, found)
+        })
+        .collect()
+}
+
 /// The audit log's entries, oldest first, without the store's own ids.
 fn audit(store: &dyn Store) -> Vec<AuditEvent> {
     store
@@ -249,6 +268,7 @@ fn a_store_goes_to_postgres_and_back_with_every_record_and_grant_orders_still_re
         4,
         "ann and bob on course, the buyer, ann on vip"
     );
+    let expected_reads = vec![(3, 3, vec!["ann@x.org".to_owned()]), (1, 0, Vec::new())];
 
     // To PostgreSQL, named by a gateway's configuration file.
     let url = pg_server::fresh_database();
@@ -279,6 +299,11 @@ fn a_store_goes_to_postgres_and_back_with_every_record_and_grant_orders_still_re
         let pg = open_postgres(&url);
         assert_eq!(clients(&pg), expected_clients);
         assert_eq!(audit(&pg), expected_audit);
+        assert_eq!(
+            list_reads(&pg),
+            expected_reads,
+            "counts and search on PostgreSQL"
+        );
     }
 
     // And back, into a new gateway's data directory, from the bare URL.
@@ -296,6 +321,11 @@ fn a_store_goes_to_postgres_and_back_with_every_record_and_grant_orders_still_re
         "every field of every client"
     );
     assert_eq!(audit(&store), expected_audit, "every entry, in order");
+    assert_eq!(
+        list_reads(&store),
+        expected_reads,
+        "counts and search back on redb"
+    );
 
     // The shop retries its order after the move: the first answer, nothing applied twice.
     let retry = store

@@ -195,8 +195,10 @@ pub(crate) async fn handle(
         }
         Route::ExportCsv(page) => {
             let file_name = safe_file_name(&page);
-            let text = blocking(move || csv::export(&store.clients(&page)?, now())).await?;
-            Ok(csv_response(text, &file_name))
+            Ok(csv_response(
+                csv::export_body(store, page, now()),
+                &file_name,
+            ))
         }
         Route::ImportCsv(page) => {
             let bytes = read_body(body, &parts.headers, CSV_LIMIT).await?;
@@ -264,8 +266,8 @@ pub(crate) fn client_change(bytes: &[u8]) -> Result<ClientChange, ApiError> {
     })
 }
 
-/// Applies an import's accepted rows in one transaction (a failure leaves the list unchanged)
-/// and reports them with the rejected ones.
+/// Applies an import's accepted rows in batches (see [`csv::apply_import`]) and reports them
+/// with the rejected ones.
 fn apply_import(
     store: &dyn Store,
     page: &str,
@@ -281,8 +283,8 @@ fn apply_import(
     })
 }
 
-fn csv_response(text: Vec<u8>, file_name: &str) -> Response<Body> {
-    let mut r = Response::new(body::full(text));
+fn csv_response(body: Body, file_name: &str) -> Response<Body> {
+    let mut r = Response::new(body);
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -4,7 +4,7 @@
 //! | method | path                                   | what                                     |
 //! |--------|----------------------------------------|------------------------------------------|
 //! | GET    | `/admin/`                              | sites and their pages, with client counts |
-//! | GET    | `/admin/pages/{page}?q=&offset=`       | the client table, search and paging       |
+//! | GET    | `/admin/pages/{page}?q=&after=&at=`    | the client table, search and paging       |
 //! | GET    | `/admin/pages/{page}/clients.csv`      | the client list as CSV                    |
 //! | POST   | `/admin/pages/{page}/add`              | add a client                              |
 //! | POST   | `/admin/pages/{page}/edit`             | change a client's name and access period  |
@@ -34,12 +34,15 @@ use super::clients::{self, ClientInput, MAX_DAYS, check_name, last_day, rfc3339}
 use super::csv::{self, Fault, HeaderFault, Problem, Reading, Unusable};
 use crate::auth::admin::AdminRequest;
 use crate::auth::{Auth, FORM_CUT_OFF, Visitor, input, read_urlencoded};
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::config::{Config, HostPattern, PageConfig, SiteConfig};
 use crate::error::HttpError;
 use crate::routing::SiteId;
 use crate::runtime::blocking;
-use crate::store::{AuditEvent, AuditKind, Client, ClientEdit, Source, Store, Timestamp, now};
+use crate::store::{
+    AuditEvent, AuditKind, Client, ClientCounts, ClientEdit, MatchCount, Source, Store, StoreError,
+    Timestamp, now,
+};
 use crate::ui::{
     AddForm, AdminPage, ClientRow, ClientsView, Notice, PageSummary, SiteSummary,
     method_not_allowed, redirect,
@@ -157,24 +160,42 @@ struct Admin<'a> {
     admin: &'a str,
 }
 
-/// Where to return after a change: the table as it was (search and screen).
+/// Where to return after a change: the table as it was (search and screen). A screen is found
+/// by keyset, after the last email of the screen before (`after`), so every screen of a long
+/// list costs the same; `at`, the position of its first row, is carried along for display only.
 #[derive(Debug, Clone, Default)]
 struct Back {
     q: String,
-    offset: usize,
+    after: Option<String>,
+    at: usize,
 }
 
 impl Back {
     fn from_map(map: &HashMap<String, String>) -> Back {
+        let after = map
+            .get("after")
+            .map(|a| {
+                a.trim()
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+                    .to_lowercase()
+            })
+            .filter(|a| !a.is_empty());
         Back {
             q: map
                 .get("q")
                 .map(|q| q.trim().chars().take(200).collect())
                 .unwrap_or_default(),
-            offset: map
-                .get("offset")
-                .and_then(|o| o.trim().parse().ok())
-                .unwrap_or(0),
+            at: match after {
+                Some(_) => map
+                    .get("at")
+                    .and_then(|o| o.trim().parse().ok())
+                    .unwrap_or(1)
+                    .max(1),
+                None => 1,
+            },
+            after,
         }
     }
 
@@ -184,8 +205,9 @@ impl Back {
         if !self.q.is_empty() {
             query.append_pair("q", &self.q);
         }
-        if self.offset > 0 {
-            query.append_pair("offset", &self.offset.to_string());
+        if let Some(after) = &self.after {
+            query.append_pair("after", after);
+            query.append_pair("at", &self.at.to_string());
         }
         let query = query.finish();
         if !query.is_empty() {
@@ -239,23 +261,22 @@ impl Admin<'_> {
             .iter()
             .flat_map(|s| s.pages.iter().map(|p| p.id.clone()))
             .collect();
-        let mut lists = self
+        let now = now();
+        let mut counts = self
             .auth
             .read(move |store| {
                 ids.iter()
-                    .map(|id| store.clients(id))
+                    .map(|id| store.client_counts(id, now))
                     .collect::<Result<Vec<_>, _>>()
             })
             .await
             .map_err(HttpError::store)?
             .into_iter();
-        let now = now();
         let mut sites = Vec::with_capacity(self.config.sites.len());
         for site in &self.config.sites {
             let mut pages = Vec::with_capacity(site.pages.len());
             for page in &site.pages {
-                let clients: Vec<Client> = lists.next().unwrap_or_default();
-                pages.push(summary(page, &clients, now));
+                pages.push(summary(page, counts.next().unwrap_or_default()));
             }
             sites.push(SiteSummary {
                 name: site.name.clone(),
@@ -314,29 +335,37 @@ impl Admin<'_> {
         shown: Redisplay,
     ) -> Result<Response<Body>, HttpError> {
         let page = target.page.id.clone();
-        let clients = self
-            .auth
-            .read(move |store| store.clients(&page))
-            .await
-            .map_err(HttpError::store)?;
         let now = now();
-        let needle = back.q.to_lowercase();
-        let matching: Vec<&Client> = clients
+        let q = back.q.clone();
+        let after = back.after.clone();
+        let store = self.store();
+        // Off the async workers: a search may read the whole page's search table.
+        let (counts, clients, matching) = tokio::task::spawn_blocking(move || {
+            let counts = store.client_counts(&page, now)?;
+            let search = (!q.is_empty()).then_some(q.as_str());
+            let clients = store.client_page(&page, after.as_deref(), PAGE_SIZE + 1, search)?;
+            let matching = match search {
+                None => MatchCount {
+                    count: counts.total,
+                    exact: true,
+                },
+                // The first screen holds every match: counted without a second pass.
+                Some(_) if after.is_none() && clients.len() <= PAGE_SIZE => MatchCount {
+                    count: clients.len() as u64,
+                    exact: true,
+                },
+                Some(q) => store.count_matching(&page, q, clients::SEARCH_COUNT_CAP)?,
+            };
+            Ok::<_, StoreError>((counts, clients, matching))
+        })
+        .await
+        .map_err(|e| HttpError::Internal(format!("admin page: client list task: {e}")))?
+        .map_err(HttpError::store)?;
+        let next_after = (clients.len() > PAGE_SIZE)
+            .then(|| clients.get(PAGE_SIZE - 1).map(|c| c.email.clone()))
+            .flatten();
+        let rows: Vec<ClientRow> = clients
             .iter()
-            .filter(|c| {
-                needle.is_empty()
-                    || c.email.contains(&needle)
-                    || c.name.to_lowercase().contains(&needle)
-            })
-            .collect();
-        let offset = if back.offset < matching.len() {
-            back.offset - back.offset % PAGE_SIZE
-        } else {
-            matching.len().saturating_sub(1) / PAGE_SIZE * PAGE_SIZE
-        };
-        let rows: Vec<ClientRow> = matching
-            .iter()
-            .skip(offset)
             .take(PAGE_SIZE)
             .map(|c| ClientRow {
                 email: c.email.clone(),
@@ -348,17 +377,25 @@ impl Admin<'_> {
                 can_extend: c.access_until.is_some(),
             })
             .collect();
+        let from = if rows.is_empty() { 0 } else { back.at };
         let view = ClientsView {
-            page: summary(target.page, &clients, now),
+            page: summary(target.page, counts),
             site_title: target.site.title.clone(),
-            from: if rows.is_empty() { 0 } else { offset + 1 },
-            to: offset + rows.len(),
-            prev_offset: (offset > 0).then(|| offset.saturating_sub(PAGE_SIZE)),
-            next_offset: (offset + PAGE_SIZE < matching.len()).then_some(offset + PAGE_SIZE),
-            matching: matching.len(),
+            from,
+            to: if rows.is_empty() {
+                0
+            } else {
+                back.at + rows.len() - 1
+            },
+            first: back.after.is_some(),
+            next_after,
+            next_at: back.at + rows.len(),
+            matching: usize::try_from(matching.count).unwrap_or(usize::MAX),
+            matching_exact: matching.exact,
             rows,
             q: back.q.clone(),
-            offset,
+            after: back.after.clone().unwrap_or_default(),
+            at: back.at,
             add: shown.add.unwrap_or_else(|| AddForm {
                 access: "unlimited".into(),
                 ..AddForm::default()
@@ -382,14 +419,8 @@ impl Admin<'_> {
     }
 
     async fn export(&self, target: Target<'_>) -> Result<Response<Body>, HttpError> {
-        let page = target.page.id.clone();
-        let clients = self
-            .auth
-            .read(move |store| store.clients(&page))
-            .await
-            .map_err(HttpError::store)?;
-        let text = csv::export(&clients, now()).map_err(api_error)?;
-        let mut response = Response::new(body::full(text));
+        let body = csv::export_body(self.store(), target.page.id.clone(), now());
+        let mut response = Response::new(body);
         let h = response.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -740,13 +771,13 @@ fn missing(email: &str) -> Redisplay {
     )
 }
 
-fn summary(page: &PageConfig, clients: &[Client], now: Timestamp) -> PageSummary {
+fn summary(page: &PageConfig, counts: ClientCounts) -> PageSummary {
     PageSummary {
         id: page.id.clone(),
         title: page.title.clone(),
         paths: page.paths.clone(),
-        clients: clients.len(),
-        active: clients.iter().filter(|c| c.has_access(now)).count(),
+        clients: usize::try_from(counts.total).unwrap_or(usize::MAX),
+        active: usize::try_from(counts.active).unwrap_or(usize::MAX),
     }
 }
 

@@ -8,7 +8,8 @@ use super::ApiError;
 use crate::config::{Config, PageConfig, SiteConfig};
 use crate::input::normalize_email;
 use crate::store::{
-    AuditEvent, AuditKind, Client, ClientEdit, ClientSet, Source, Store, Timestamp, now,
+    AuditEvent, AuditKind, CLIENT_CHUNK, Client, ClientEdit, ClientSet, Source, Store, Timestamp,
+    now,
 };
 
 /// Most days of access one request may give (about a hundred years).
@@ -19,6 +20,9 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub const DEFAULT_LIMIT: usize = 100;
 /// Most clients per page of a listing.
 pub const MAX_LIMIT: usize = 1000;
+/// Most matches a search counts for its `total`: past this, the count is given as this many and
+/// marked inexact, rather than reading a million records to count a common term's matches.
+pub const SEARCH_COUNT_CAP: u64 = 10_000;
 
 /// A request to add a client or change one.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -288,12 +292,17 @@ pub fn remove_client(
 }
 
 /// What to list of a page's clients: those whose email or name contains `q` (ignoring case),
-/// `limit` of them from `offset`, ordered by email.
+/// `limit` of them after the email `after` and from `offset`, ordered by email.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientQuery {
     /// Search text; empty lists everyone.
     pub q: String,
-    /// How many matching clients to skip.
+    /// The last email of the previous page of the listing (its `next`): the listing goes on
+    /// after it. Each page then costs the same, wherever it is in the list.
+    pub after: Option<String>,
+    /// How many matching clients to skip (after `after`). Kept for callers that page by
+    /// offset; skipping costs a read of every client skipped, so `after` is the way to page
+    /// through a long list.
     pub offset: usize,
     /// Most clients to return, 1..=[`MAX_LIMIT`].
     pub limit: usize,
@@ -303,6 +312,7 @@ impl Default for ClientQuery {
     fn default() -> ClientQuery {
         ClientQuery {
             q: String::new(),
+            after: None,
             offset: 0,
             limit: DEFAULT_LIMIT,
         }
@@ -310,12 +320,16 @@ impl Default for ClientQuery {
 }
 
 impl ClientQuery {
-    /// Reads `q`, `offset` and `limit` from a URL query string; other parameters are ignored.
+    /// Reads `q`, `after`, `offset` and `limit` from a URL query string; other parameters are
+    /// ignored.
     pub fn from_query(query: &str) -> Result<ClientQuery, ApiError> {
         let mut out = ClientQuery::default();
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             match name.as_ref() {
                 "q" => out.q = value.trim().to_owned(),
+                "after" => {
+                    out.after = Some(value.trim().to_lowercase()).filter(|a| !a.is_empty());
+                }
                 "offset" => {
                     out.offset = value.parse().map_err(|_| {
                         ApiError::invalid("offset", "expected a whole number from 0")
@@ -338,31 +352,34 @@ impl ClientQuery {
         }
         Ok(out)
     }
-
-    /// Whether a client matches the search text.
-    pub fn matches(&self, client: &Client) -> bool {
-        if self.q.is_empty() {
-            return true;
-        }
-        let q = self.q.to_lowercase();
-        client.email.contains(&q) || client.name.to_lowercase().contains(&q)
-    }
 }
 
 /// One page of a client listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientList {
-    /// Clients matching the search, on all pages of the listing.
+    /// Clients matching the search, on all pages of the listing: exact without a search; with
+    /// one, counted up to [`SEARCH_COUNT_CAP`] (then `total_is_exact` is `false`).
     pub total: usize,
+    /// Whether `total` is the exact count.
+    #[serde(default = "exact")]
+    pub total_is_exact: bool,
     /// As asked.
     pub offset: usize,
     /// As asked.
     pub limit: usize,
+    /// The `after` that asks for the next page of the listing; `null` on its last page.
+    #[serde(default)]
+    pub next: Option<String>,
     /// The clients of this page of the listing, ordered by email.
     pub clients: Vec<ClientView>,
 }
 
-/// A page's clients matching `query`, one page of the listing.
+fn exact() -> bool {
+    true
+}
+
+/// A page's clients matching `query`, one page of the listing: read by keyset from the
+/// store, never the whole list.
 pub fn search_clients(
     config: &Config,
     store: &dyn Store,
@@ -371,19 +388,49 @@ pub fn search_clients(
 ) -> Result<ClientList, ApiError> {
     check_page(config, page)?;
     let now = now();
-    let matching: Vec<Client> = store
-        .clients(page)?
-        .into_iter()
-        .filter(|c| query.matches(c))
-        .collect();
+    let search = (!query.q.is_empty()).then_some(query.q.as_str());
+    let mut after = query.after.clone();
+    let mut skip = query.offset;
+    let mut past_the_end = false;
+    while skip > 0 {
+        let chunk = store.client_page(page, after.as_deref(), skip.min(CLIENT_CHUNK), search)?;
+        if chunk.len() < skip.min(CLIENT_CHUNK) {
+            past_the_end = true;
+            break;
+        }
+        skip -= chunk.len();
+        after = chunk.last().map(|c| c.email.clone());
+    }
+    let mut clients = if past_the_end {
+        Vec::new()
+    } else {
+        store.client_page(page, after.as_deref(), query.limit + 1, search)?
+    };
+    let next = if clients.len() > query.limit {
+        clients.truncate(query.limit);
+        clients.last().map(|c| c.email.clone())
+    } else {
+        None
+    };
+    let whole_listing = query.after.is_none() && query.offset == 0 && next.is_none();
+    let (total, total_is_exact) = match search {
+        None => (store.client_counts(page, now)?.total, true),
+        // This answer holds every match: no second pass to count them (a rare term's search
+        // reads the whole page once, not twice).
+        Some(_) if whole_listing => (clients.len() as u64, true),
+        Some(q) => {
+            let counted = store.count_matching(page, q, SEARCH_COUNT_CAP)?;
+            (counted.count, counted.exact)
+        }
+    };
     Ok(ClientList {
-        total: matching.len(),
+        total: usize::try_from(total).unwrap_or(usize::MAX),
+        total_is_exact,
         offset: query.offset,
         limit: query.limit,
-        clients: matching
+        next,
+        clients: clients
             .iter()
-            .skip(query.offset)
-            .take(query.limit)
             .map(|c| ClientView::new(page, c, now))
             .collect(),
     })

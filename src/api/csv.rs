@@ -19,11 +19,14 @@
 //! a short row leaves what it lacks as it is.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 use super::clients::{check_email, check_name, day_end, last_day, rfc3339, set_event};
+use crate::body::{self, Body};
 use crate::store::{Client, ClientSet, Source, Store, StoreError, Timestamp};
 
 /// The export's columns, in order.
@@ -42,13 +45,48 @@ const READ_ONLY_COLUMNS: [&str; 5] = ["active", "source", "created_at", "updated
 
 /// A page's clients as CSV text.
 pub fn export(clients: &[Client], now: Timestamp) -> Result<Vec<u8>, ApiError> {
+    export_rows(clients, now, true)
+}
+
+/// Chunks of an export kept ready ahead of the download.
+const EXPORT_CHUNKS_AHEAD: usize = 4;
+
+/// A page's clients as a CSV body written while it is read: a chunk of clients at a time is
+/// read from the store (on a blocking thread) and written out, so an export of a million clients
+/// never holds the list. Stops reading when the download is abandoned. A store failure midway
+/// cuts the download short (the answer's status has gone out) and is logged.
+pub fn export_body(store: Arc<dyn Store>, page: String, now: Timestamp) -> Body {
+    let (tx, body) = body::channel(EXPORT_CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let gone = || StoreError::Backend("the download was abandoned".into());
+        let send = |bytes: Result<Vec<u8>, ApiError>| -> Result<(), StoreError> {
+            let bytes = bytes.map_err(|e| StoreError::Backend(e.to_string()))?;
+            tx.blocking_send(Ok(Bytes::from(bytes))).map_err(|_| gone())
+        };
+        let written = send(export_rows(&[], now, true)).and_then(|()| {
+            store.client_chunks(&page, &mut |chunk| send(export_rows(&chunk, now, false)))
+        });
+        if let Err(e) = written {
+            if !tx.is_closed() {
+                tracing::warn!(page = %page, error = %e, "client export cut short");
+                let _ = tx.blocking_send(Err(Box::new(e)));
+            }
+        }
+    });
+    body
+}
+
+/// The CSV lines of `clients`, after the header row when `header` is set.
+fn export_rows(clients: &[Client], now: Timestamp, header: bool) -> Result<Vec<u8>, ApiError> {
     let failed = |e: ::csv::Error| ApiError::invalid("body", format!("cannot write CSV: {e}"));
     // Quoted, a cell's commas, semicolons and line breaks are data to every CSV reader, and a
     // reader that splits anyway meets the defused text below.
     let mut out = ::csv::WriterBuilder::new()
         .quote_style(::csv::QuoteStyle::Always)
-        .from_writer(Vec::new());
-    out.write_record(EXPORT_COLUMNS).map_err(failed)?;
+        .from_writer(Vec::with_capacity(clients.len() * 96));
+    if header {
+        out.write_record(EXPORT_COLUMNS).map_err(failed)?;
+    }
     for c in clients {
         let cells = [
             c.name.clone(),
@@ -557,40 +595,82 @@ pub struct Applied {
     pub updated: usize,
 }
 
+/// Rows one transaction of an import applies: a large import is a series of short write
+/// transactions, so sign-ins and grants never wait long behind it, and none holds a huge
+/// transaction's worth of changes.
+pub const IMPORT_BATCH: usize = 2_000;
+
+/// Rows between two progress lines in the log.
+const IMPORT_PROGRESS_EVERY: usize = 50_000;
+
 /// Sets each row's client on `page` (name and access period replaced, history kept, new clients
-/// `source: import`), with an audit entry each naming `actor`, all in one transaction: a failure
-/// leaves the list unchanged.
+/// `source: import`), with an audit entry each naming `actor`, in transactions of
+/// [`IMPORT_BATCH`] rows. A failure leaves the batches before it applied and the rest not (it is
+/// logged with how many rows were applied); applying the same rows again is harmless, since a
+/// row sets the client to what it says.
 pub fn apply_import(
     store: &dyn Store,
     page: &str,
     rows: &[ImportRow],
     actor: &str,
 ) -> Result<Applied, StoreError> {
-    if rows.is_empty() {
-        return Ok(Applied {
-            created: 0,
-            updated: 0,
-        });
-    }
+    let mut applied = Applied {
+        created: 0,
+        updated: 0,
+    };
     let now = crate::store::now();
-    let sets: Vec<ClientSet<'_>> = rows
-        .iter()
-        .map(|row| ClientSet {
-            email: &row.email,
-            name: row.name.as_deref(),
-            access_until: row.access_until,
-            source: Source::Import,
-            now,
-        })
-        .collect();
     let audit =
         |client: &Client, created: bool| set_event(now, page, actor, "import", client, created);
-    let stored = store.set_clients(page, &sets, &audit)?;
-    let created = stored.iter().filter(|(_, created)| *created).count();
-    Ok(Applied {
-        created,
-        updated: stored.len() - created,
-    })
+    let started = std::time::Instant::now();
+    let mut since_progress = 0;
+    for batch in rows.chunks(IMPORT_BATCH) {
+        let sets: Vec<ClientSet<'_>> = batch
+            .iter()
+            .map(|row| ClientSet {
+                email: &row.email,
+                name: row.name.as_deref(),
+                access_until: row.access_until,
+                source: Source::Import,
+                now,
+            })
+            .collect();
+        let stored = match store.set_clients(page, &sets, &audit) {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(
+                    page = %page,
+                    applied = applied.created + applied.updated,
+                    left = rows.len() - applied.created - applied.updated,
+                    error = %e,
+                    "client import stopped"
+                );
+                return Err(e);
+            }
+        };
+        let created = stored.iter().filter(|(_, created)| *created).count();
+        applied.created += created;
+        applied.updated += stored.len() - created;
+        since_progress += batch.len();
+        if since_progress >= IMPORT_PROGRESS_EVERY {
+            since_progress = 0;
+            tracing::info!(
+                page = %page,
+                applied = applied.created + applied.updated,
+                of = rows.len(),
+                "client import going on"
+            );
+        }
+    }
+    if rows.len() > IMPORT_BATCH {
+        tracing::info!(
+            page = %page,
+            created = applied.created,
+            updated = applied.updated,
+            ms = started.elapsed().as_millis() as u64,
+            "client import applied"
+        );
+    }
+    Ok(applied)
 }
 
 #[cfg(test)]

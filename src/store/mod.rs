@@ -495,6 +495,47 @@ pub fn merge_set(existing: Option<Client>, set: &ClientSet<'_>) -> Client {
     }
 }
 
+// ---- large lists: paging, searching, counting and streaming a page's clients ----
+
+/// A page's client counts, read without reading the list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCounts {
+    /// Clients on the page.
+    pub total: u64,
+    /// Of those, clients whose access is current.
+    pub active: u64,
+}
+
+/// How many clients match a search, counted up to a cap: counting every match of a term that
+/// matches most of a million clients would cost a scan per answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatchCount {
+    /// Matches counted, at most the cap.
+    pub count: u64,
+    /// `false` when counting stopped at the cap: there may be more.
+    pub exact: bool,
+}
+
+/// Clients one chunk of [`Store::client_chunks`] holds: enough to make each read worth its
+/// round trip, few enough that an export's memory does not grow with the list.
+pub const CLIENT_CHUNK: usize = 1000;
+
+/// Search text as the stores compare it: trimmed and lower-cased; `None` for nothing to search.
+pub fn search_needle(q: &str) -> Option<String> {
+    let needle = q.trim().to_lowercase();
+    (!needle.is_empty()).then_some(needle)
+}
+
+/// What a client's search matches, lower-cased: the email, a line break, the name. The line break cannot be typed into a search ([`search_needle`] trims it, and a
+/// needle holding one matches nothing), so a search never matches across the two.
+pub fn search_text(client: &Client) -> String {
+    let mut text = String::with_capacity(client.email.len() + client.name.len() + 1);
+    text.push_str(&client.email.to_lowercase());
+    text.push('\n');
+    text.push_str(&client.name.to_lowercase());
+    text
+}
+
 /// What [`Store::edit_client`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEdit {
@@ -870,6 +911,48 @@ pub trait Store: Send + Sync + 'static {
         rows: &[ClientSet<'_>],
         audit: &dyn Fn(&Client, bool) -> AuditEvent,
     ) -> Result<Vec<(Client, bool)>, StoreError>;
+
+    // ---- large lists ----
+
+    /// Up to `limit` clients of a page in email order, after the email `after` (exclusive), and
+    /// only those matching `search` (see [`search_needle`]: case-insensitive "contains" on the
+    /// email or the name). Keyset paging: each page costs the same wherever it is in the list.
+    fn client_page(
+        &self,
+        page: &str,
+        after: Option<&str>,
+        limit: usize,
+        search: Option<&str>,
+    ) -> Result<Vec<Client>, StoreError>;
+    /// How many clients a page has, and how many of them have access at `now`, from counts kept
+    /// with every write rather than by reading the list.
+    fn client_counts(&self, page: &str, now: Timestamp) -> Result<ClientCounts, StoreError>;
+    /// How many clients of a page match `search`, counting no further than `cap`.
+    fn count_matching(&self, page: &str, search: &str, cap: u64) -> Result<MatchCount, StoreError>;
+    /// Every client of a page in email order, handed to `each` [`CLIENT_CHUNK`] at a time, so a
+    /// caller can write them out as they come. Each chunk is one read; a change made between
+    /// two chunks shows or not depending on where it falls, as with any keyset paging. An error
+    /// from `each` stops the walk and is returned.
+    fn client_chunks(
+        &self,
+        page: &str,
+        each: &mut dyn FnMut(Vec<Client>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut after: Option<String> = None;
+        loop {
+            let chunk = self.client_page(page, after.as_deref(), CLIENT_CHUNK, None)?;
+            let done = chunk.len() < CLIENT_CHUNK;
+            after = chunk.last().map(|c| c.email.clone());
+            if !chunk.is_empty() {
+                each(chunk)?;
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    // ---- end of large lists ----
 
     /// Applies a grant atomically with its idempotency record, its spent signature, its
     /// sign-in link and its audit entries: an order seen before changes nothing and answers as

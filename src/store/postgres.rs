@@ -21,6 +21,7 @@
 mod cache;
 mod connect;
 mod listen;
+mod lists;
 mod settings;
 
 use std::path::Path;
@@ -38,10 +39,10 @@ pub use connect::SCHEMA_VERSION;
 pub use settings::{DatabaseUrl, PgTls, PostgresConfig};
 
 use super::{
-    AttemptPolicy, AuditEvent, BackupError, Client, ClientEdit, ClientSet, CodeCheck, CodeRecord,
-    Grant, GrantResult, IssuedSignin, PRUNE_BATCH, Pruned, Rate, Retention, SecretHash,
-    SessionAccess, SessionRecord, SigninNonce, SigninPlan, SigninRecord, SigninRequest, Source,
-    Store, StoreCounts, StoreError, Timestamp, TokenRecord, merge_grant, merge_set, signin_plan,
+    AttemptPolicy, AuditEvent, BackupError, Client, ClientCounts, ClientEdit, ClientSet, CodeCheck,
+    CodeRecord, Grant, GrantResult, IssuedSignin, MatchCount, PRUNE_BATCH, Pruned, Rate, Retention,
+    SecretHash, SessionAccess, SessionRecord, SigninNonce, SigninPlan, SigninRecord, SigninRequest,
+    Source, Store, StoreCounts, StoreError, Timestamp, TokenRecord, merge_grant, signin_plan,
 };
 
 /// How often the shared change count is read.
@@ -214,12 +215,12 @@ async fn read_client(
 
 async fn write_client(tx: &Transaction<'_>, page: &str, c: &Client) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO clients (page, email, name, created_at, updated_at, access_until, source, last_login)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        "INSERT INTO clients (page, email, name, created_at, updated_at, access_until, source, last_login, search)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (page, email) DO UPDATE SET name = EXCLUDED.name,
              created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
              access_until = EXCLUDED.access_until, source = EXCLUDED.source,
-             last_login = EXCLUDED.last_login",
+             last_login = EXCLUDED.last_login, search = EXCLUDED.search",
         &[
             &page,
             &c.email,
@@ -229,6 +230,7 @@ async fn write_client(tx: &Transaction<'_>, page: &str, c: &Client) -> Result<()
             &c.access_until,
             &c.source.name(),
             &c.last_login,
+            &super::search_text(c),
         ],
     )
     .await
@@ -469,6 +471,7 @@ impl PgStore {
         store.block(async {
             let mut conn = store.conn().await?;
             connect::migrate(&mut conn, &store.name).await?;
+            lists::ensure_search_index(&mut conn, &store.name).await;
             let v = read_changes(&conn).await?;
             store.seen.fetch_max(v, Ordering::AcqRel);
             Ok::<_, StoreError>(())
@@ -1233,22 +1236,43 @@ impl Store for PgStore {
         self.block(async {
             let mut conn = self.conn().await?;
             let tx = conn.transaction().await.map_err(backend)?;
-            let ids: Vec<i64> = rows.iter().map(|r| client_lock(page, r.email)).collect();
-            lock(&tx, &ids).await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
-                let existing = read_client(&tx, page, row.email).await?;
-                let created = existing.is_none();
-                let client = merge_set(existing, row);
-                write_client(&tx, page, &client).await?;
-                append_audit(&tx, &audit(&client, created)).await?;
-                out.push((client, created));
-            }
+            let out = lists::set_clients(&tx, page, rows, audit).await?;
             self.commit(tx).await?;
             self.announce(&conn).await;
             Ok(out)
         })
     }
+
+    // ---- large lists (see the `lists` module) ----
+
+    fn client_page(
+        &self,
+        page: &str,
+        after: Option<&str>,
+        limit: usize,
+        search: Option<&str>,
+    ) -> Result<Vec<Client>, StoreError> {
+        self.block(async {
+            let conn = self.conn().await?;
+            lists::client_page(&conn, page, after, limit, search).await
+        })
+    }
+
+    fn client_counts(&self, page: &str, now: Timestamp) -> Result<ClientCounts, StoreError> {
+        self.block(async {
+            let conn = self.conn().await?;
+            lists::client_counts(&conn, page, now).await
+        })
+    }
+
+    fn count_matching(&self, page: &str, search: &str, cap: u64) -> Result<MatchCount, StoreError> {
+        self.block(async {
+            let conn = self.conn().await?;
+            lists::count_matching(&conn, page, search, cap).await
+        })
+    }
+
+    // ---- end of large lists ----
 
     fn grant(&self, grant: &Grant<'_>, audit: &AuditEvent) -> Result<GrantResult, StoreError> {
         self.block(async {

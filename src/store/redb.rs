@@ -16,16 +16,27 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod lists;
+
+use lists::ClientTables;
+
 use super::{
-    AttemptPolicy, AuditEvent, BackupError, Client, ClientEdit, ClientSet, CodeCheck, CodeRecord,
-    Grant, GrantResult, Inventory, IssuedSignin, PRUNE_BATCH, Pruned, Record, RecordSink,
-    Retention, SecretHash, SessionAccess, SessionRecord, SigninNonce, SigninPlan, SigninRecord,
-    SigninRequest, Store, StoreCounts, StoreError, Timestamp, TokenRecord, merge_grant, merge_set,
-    signin_plan,
+    AttemptPolicy, AuditEvent, BackupError, Client, ClientCounts, ClientEdit, ClientSet, CodeCheck,
+    CodeRecord, Grant, GrantResult, Inventory, IssuedSignin, MatchCount, PRUNE_BATCH, Pruned,
+    Record, RecordSink, Retention, SecretHash, SessionAccess, SessionRecord, SigninNonce,
+    SigninPlan, SigninRecord, SigninRequest, Store, StoreCounts, StoreError, Timestamp,
+    TokenRecord, merge_grant, merge_set, signin_plan,
 };
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
+
+/// The most memory redb's own page cache takes. redb's default is 1 GiB, which a file holding a
+/// million clients fills (its pages are cached as lists are read, searched and exported), so the
+/// gateway's memory would grow with its lists up to that. What a session check reads (a session
+/// and a client) stays cached within far less; pages read past this come from the operating
+/// system's file cache, which is shared and given back under pressure.
+const CACHE_BYTES: usize = 256 * 1024 * 1024;
 
 /// The database's file name inside `data_dir`.
 pub const DB_FILE: &str = "pagegate.redb";
@@ -237,12 +248,15 @@ impl RedbStore {
     /// another backend reads.
     pub fn open_file(path: &Path) -> Result<RedbStore, StoreError> {
         let path = path.to_path_buf();
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                StoreError::Locked(path.display().to_string())
-            }
-            other => StoreError::Backend(format!("{}: {other}", path.display())),
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::Locked(path.display().to_string())
+                }
+                other => StoreError::Backend(format!("{}: {other}", path.display())),
+            })?;
         restrict_file(&path)?;
         let store = RedbStore {
             db,
@@ -295,6 +309,7 @@ impl RedbStore {
             txn.open_table(SIGNATURES)?;
             txn.open_table(SIGNINS)?;
         }
+        lists::build_if_missing(&txn)?;
         txn.commit()?;
         Ok(())
     }
@@ -511,10 +526,7 @@ impl Store for RedbStore {
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         self.write(|txn| {
-            txn.open_table(CLIENTS)?.insert(
-                key(page, &client.email).as_str(),
-                encode(client)?.as_slice(),
-            )?;
+            ClientTables::open(txn)?.put(page, client)?;
             append_audit(txn, audit)?;
             Ok(())
         })
@@ -527,10 +539,7 @@ impl Store for RedbStore {
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
         self.write(|txn| {
-            let removed = txn
-                .open_table(CLIENTS)?
-                .remove(key(page, email).as_str())?
-                .is_some();
+            let removed = ClientTables::open(txn)?.remove(page, email)?.is_some();
             if removed {
                 append_audit(txn, audit)?;
             }
@@ -821,12 +830,12 @@ impl Store for RedbStore {
                 }
             }
             spend()?;
-            let mut clients = txn.open_table(CLIENTS)?;
-            let k = key(grant.page, grant.email);
-            let existing = get_record(&clients, "clients", k.as_str())?;
+            let mut clients = ClientTables::open(txn)?;
+            let existing = clients.get(grant.page, grant.email)?;
             let created = existing.is_none();
             let client = merge_grant(existing, grant);
-            clients.insert(k.as_str(), encode(&client)?.as_slice())?;
+            clients.put(grant.page, &client)?;
+            drop(clients);
             append_audit(txn, audit)?;
             let signin = match &grant.signin {
                 Some(request) => Some(order_signin(txn, request, None, grant.now)?.0),
@@ -906,22 +915,21 @@ impl Store for RedbStore {
         audit: &dyn Fn(&Client) -> AuditEvent,
     ) -> Result<ClientEdit, StoreError> {
         self.write(|txn| {
-            let mut clients = txn.open_table(CLIENTS)?;
-            let old_key = key(page, email);
-            let Some(old) = get_record::<_, Client>(&clients, "clients", old_key.as_str())? else {
+            let mut clients = ClientTables::open(txn)?;
+            let Some(old) = clients.get(page, email)? else {
                 return Ok(ClientEdit::Missing);
             };
             let Some(new) = update(&old) else {
                 return Ok(ClientEdit::Unchanged(old));
             };
-            let new_key = key(page, &new.email);
-            if new_key != old_key {
-                if clients.get(new_key.as_str())?.is_some() {
+            if new.email != old.email {
+                if clients.contains(page, &new.email)? {
                     return Ok(ClientEdit::EmailTaken);
                 }
-                clients.remove(old_key.as_str())?;
+                clients.remove(page, &old.email)?;
             }
-            clients.insert(new_key.as_str(), encode(&new)?.as_slice())?;
+            clients.put(page, &new)?;
+            drop(clients);
             append_audit(txn, &audit(&new))?;
             Ok(ClientEdit::Edited(new))
         })
@@ -934,20 +942,44 @@ impl Store for RedbStore {
         audit: &dyn Fn(&Client, bool) -> AuditEvent,
     ) -> Result<Vec<(Client, bool)>, StoreError> {
         self.write(|txn| {
-            let mut clients = txn.open_table(CLIENTS)?;
+            let mut clients = ClientTables::open(txn)?;
+            let mut audit_table = txn.open_table(AUDIT)?;
+            // The audit sequence read once for the batch, not once per row.
+            let first = audit_table.last()?.map_or(1, |(k, _)| k.value() + 1);
             let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
-                let k = key(page, row.email);
-                let existing = get_record(&clients, "clients", k.as_str())?;
+            for (seq, row) in (first..).zip(rows) {
+                let existing = clients.get(page, row.email)?;
                 let created = existing.is_none();
                 let client = merge_set(existing, row);
-                clients.insert(k.as_str(), encode(&client)?.as_slice())?;
-                append_audit(txn, &audit(&client, created))?;
+                clients.put(page, &client)?;
+                audit_table.insert(seq, encode(&audit(&client, created))?.as_slice())?;
                 out.push((client, created));
             }
             Ok(out)
         })
     }
+
+    // ---- large lists (see the `lists` module) ----
+
+    fn client_page(
+        &self,
+        page: &str,
+        after: Option<&str>,
+        limit: usize,
+        search: Option<&str>,
+    ) -> Result<Vec<Client>, StoreError> {
+        lists::client_page(&self.db, page, after, limit, search)
+    }
+
+    fn client_counts(&self, page: &str, now: Timestamp) -> Result<ClientCounts, StoreError> {
+        lists::client_counts(&self.db, page, now)
+    }
+
+    fn count_matching(&self, page: &str, search: &str, cap: u64) -> Result<MatchCount, StoreError> {
+        lists::count_matching(&self.db, page, search, cap)
+    }
+
+    // ---- end of large lists ----
 
     fn audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         self.write(|txn| append_audit(txn, event).map(|_| ()))
@@ -1205,6 +1237,10 @@ impl RedbStore {
         // A restored copy must not take spent signatures for fresh ones.
         copy_table(&snapshot, &txn, SIGNATURES)?;
         copy_table(&snapshot, &txn, SIGNINS)?;
+        // The search table and the counts, which `meta` says the copy has.
+        copy_table(&snapshot, &txn, lists::CLIENT_SEARCH)?;
+        copy_table(&snapshot, &txn, lists::CLIENT_TOTALS)?;
+        copy_table(&snapshot, &txn, lists::CLIENT_ENDS)?;
         // The default durability: the copy is on disk when this returns.
         txn.commit()?;
         Ok(StoreCounts {

@@ -155,18 +155,25 @@ pub struct ClientsView {
     pub rows: Vec<ClientRow>,
     /// The search text.
     pub q: String,
-    /// Clients matching the search.
+    /// Clients matching the search: exact, or a lower bound when `matching_exact` is false (a
+    /// search stops counting at a cap).
     pub matching: usize,
-    /// Offset of the first row shown.
-    pub offset: usize,
+    /// Whether `matching` is exact.
+    pub matching_exact: bool,
+    /// The email the screen shown starts after ("" for the first screen), kept by the forms.
+    pub after: String,
+    /// Position of the first row shown, 1-based, kept by the forms.
+    pub at: usize,
     /// Position of the first and last row shown, 1-based (0 and 0 when none).
     pub from: usize,
     /// See `from`.
     pub to: usize,
-    /// Offset of the previous screenful, if any.
-    pub prev_offset: Option<usize>,
-    /// Offset of the next screenful, if any.
-    pub next_offset: Option<usize>,
+    /// Whether a link back to the first screen is shown (this is a later one).
+    pub first: bool,
+    /// The `after` of the next screen, if there is one.
+    pub next_after: Option<String>,
+    /// The position of the next screen's first row.
+    pub next_at: usize,
     /// The add form's values.
     pub add: AddForm,
     /// The import form's text, to show again after a problem.
@@ -375,11 +382,14 @@ impl Samples {
             rows,
             q: "ann".into(),
             matching: 120,
-            offset: 50,
+            matching_exact: true,
+            after: "client50@example.com".into(),
+            at: 51,
             from: 51,
             to: 100,
-            prev_offset: Some(0),
-            next_offset: Some(100),
+            first: true,
+            next_after: Some("client100@example.com".into()),
+            next_at: 101,
             add: AddForm {
                 email: "ann@".into(),
                 name: "Ann".into(),
@@ -396,11 +406,13 @@ impl Samples {
             rows: Vec::new(),
             q: String::new(),
             matching: 0,
-            offset: 0,
+            after: String::new(),
+            at: 1,
             from: 0,
             to: 0,
-            prev_offset: None,
-            next_offset: None,
+            first: false,
+            next_after: None,
+            next_at: 1,
             add: AddForm {
                 access: "unlimited".into(),
                 ..AddForm::default()
@@ -569,7 +581,7 @@ mod tests {
             "action=\"/_pagegate/admin/pages/course/import\"",
             "href=\"/_pagegate/admin/pages/course/clients.csv\"",
             "enctype=\"multipart/form-data\"",
-            "offset=100",
+            "after=client100%40example.com&amp;at=101",
             "data-label=\"Email\"",
             "51–100 of 120",
         ] {

@@ -17,6 +17,7 @@ use crate::store::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_rate_limits.sql"),
+    include_str!("migrations/0003_large_lists.sql"),
 ];
 
 /// The schema version this build writes.
@@ -24,7 +25,7 @@ pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
 /// Any 64-bit number that stays the same: the advisory lock every gateway takes while it
 /// migrates, so two starting together apply each migration once.
-const MIGRATION_LOCK: i64 = 0x7061_6765_6761_7465; // "pagegate"
+pub(super) const MIGRATION_LOCK: i64 = 0x7061_6765_6761_7465; // "pagegate"
 
 /// How a database is named in messages: host and database, never the user or password.
 pub(super) fn describe(config: &tokio_postgres::Config) -> String {

@@ -230,6 +230,8 @@ struct Columns<'r> {
     client_until: Vec<Option<i64>>,
     client_sources: Vec<&'static str>,
     client_logins: Vec<Option<i64>>,
+    /// What a search matches, as every client write stores it.
+    client_search: Vec<String>,
     order_keys: Vec<Vec<u8>>,
     order_updated: Vec<i64>,
     order_records: Vec<Vec<u8>>,
@@ -258,6 +260,7 @@ impl<'r> Columns<'r> {
                     c.client_until.push(client.access_until);
                     c.client_sources.push(client.source.name());
                     c.client_logins.push(client.last_login);
+                    c.client_search.push(crate::store::search_text(client));
                 }
                 Record::GrantOrder { key, order, record } => {
                     c.order_keys.push(order_key(key, order));
@@ -296,9 +299,10 @@ pub(super) fn import(store: &PgStore, batch: &[Record]) -> Result<(), StoreError
         if !c.client_pages.is_empty() {
             tx.execute(
                 "INSERT INTO clients
-                     (page, email, name, created_at, updated_at, access_until, source, last_login)
+                     (page, email, name, created_at, updated_at, access_until, source, last_login,
+                      search)
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[],
-                     $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])",
+                     $5::bigint[], $6::bigint[], $7::text[], $8::bigint[], $9::text[])",
                 &[
                     &c.client_pages,
                     &c.client_emails,
@@ -308,6 +312,7 @@ pub(super) fn import(store: &PgStore, batch: &[Record]) -> Result<(), StoreError
                     &c.client_until,
                     &c.client_sources,
                     &c.client_logins,
+                    &c.client_search,
                 ],
             )
             .await
@@ -410,8 +415,8 @@ pub(super) fn clear(store: &PgStore) -> Result<(), StoreError> {
         let mut conn = store.conn().await?;
         let tx = conn.transaction().await.map_err(backend)?;
         tx.batch_execute(
-            "TRUNCATE clients, codes, tokens, attempts, sessions, grants, signatures, signins,
-                 audit, rate_limits",
+            "TRUNCATE clients, client_totals, client_ends, codes, tokens, attempts, sessions,
+                 grants, signatures, signins, audit, rate_limits",
         )
         .await
         .map_err(backend)?;

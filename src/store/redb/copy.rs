@@ -7,6 +7,7 @@
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
+use super::lists::ClientTables;
 use super::{
     ATTEMPTS, AUDIT, CLIENTS, CODES, GRANTS, RedbStore, SESSIONS, SESSIONS_BY_EMAIL, SIGNATURES,
     SIGNINS, SignatureRecord, TOKENS, decode, encode, key,
@@ -133,7 +134,9 @@ fn insert_new<K: redb::Key + 'static>(
 
 pub(super) fn import(store: &RedbStore, batch: &[Record]) -> Result<(), StoreError> {
     store.write(|txn| {
-        let mut clients = txn.open_table(CLIENTS)?;
+        // Clients go through the list tables' one door, which keeps the search table and the
+        // counts true to the list.
+        let mut clients = ClientTables::open(txn)?;
         let mut grants = txn.open_table(GRANTS)?;
         let mut signatures = txn.open_table(SIGNATURES)?;
         let mut sessions = txn.open_table(SESSIONS)?;
@@ -142,12 +145,16 @@ pub(super) fn import(store: &RedbStore, batch: &[Record]) -> Result<(), StoreErr
         let mut next_audit = audit.last()?.map_or(1, |(k, _)| k.value() + 1);
         for record in batch {
             match record {
-                Record::Client { page, client } => insert_new(
-                    &mut clients,
-                    &format!("client {} of page {page}", client.email),
-                    &key(page, &client.email).as_str(),
-                    &encode(client)?,
-                )?,
+                Record::Client { page, client } => {
+                    if clients.contains(page, &client.email)? {
+                        return Err(StoreError::Backend(format!(
+                            "the target already holds this client {} of page {page}: was it \
+                             written to during the copy?",
+                            client.email
+                        )));
+                    }
+                    clients.put(page, client)?;
+                }
                 Record::GrantOrder {
                     key: key_name,
                     order,
@@ -219,6 +226,9 @@ fn empty<K: redb::Key + 'static, V: redb::Value + 'static>(
 pub(super) fn clear(store: &RedbStore) -> Result<(), StoreError> {
     store.write(|txn| {
         empty(txn, CLIENTS)?;
+        empty(txn, super::lists::CLIENT_SEARCH)?;
+        empty(txn, super::lists::CLIENT_TOTALS)?;
+        empty(txn, super::lists::CLIENT_ENDS)?;
         empty(txn, CODES)?;
         empty(txn, ATTEMPTS)?;
         empty(txn, TOKENS)?;
