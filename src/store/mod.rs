@@ -257,6 +257,23 @@ pub enum SigninPlan {
     Issue,
 }
 
+/// For a grant that asked for a link, what [`signin_plan`] makes of the order's earlier link:
+/// `Err` with that link when it is live and handed out again, else `Ok` with the nonce of a
+/// spent or expired one whose records go before a new link is issued.
+pub fn earlier_signin(
+    earlier: Option<SigninNonce>,
+    live: Option<IssuedSignin>,
+) -> Result<Option<SigninNonce>, IssuedSignin> {
+    match signin_plan(true, earlier.map(|n| (n, live.is_some()))) {
+        SigninPlan::Reuse(_) => match live {
+            Some(link) => Err(link),
+            None => Ok(None),
+        },
+        SigninPlan::Replace(nonce) => Ok(Some(nonce)),
+        SigninPlan::Issue | SigninPlan::None => Ok(None),
+    }
+}
+
 /// A signed-in visitor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {

@@ -41,8 +41,8 @@ pub use settings::{DatabaseUrl, PgTls, PostgresConfig};
 use super::{
     AttemptPolicy, AuditEvent, BackupError, Client, ClientCounts, ClientEdit, ClientSet, CodeCheck,
     CodeRecord, Grant, GrantResult, IssuedSignin, MatchCount, PRUNE_BATCH, Pruned, Rate, Retention,
-    SecretHash, SessionAccess, SessionRecord, SigninNonce, SigninPlan, SigninRecord, SigninRequest,
-    Source, Store, StoreCounts, StoreError, Timestamp, TokenRecord, merge_grant, signin_plan,
+    SecretHash, SessionAccess, SessionRecord, SigninNonce, SigninRecord, SigninRequest, Source,
+    Store, StoreCounts, StoreError, Timestamp, TokenRecord, earlier_signin, merge_grant,
 };
 
 /// How often the shared change count is read.
@@ -380,15 +380,9 @@ async fn order_signin(
             }
         }
     }
-    let replaced = match signin_plan(true, earlier.map(|n| (n, live.is_some()))) {
-        SigninPlan::Reuse(_) => {
-            if let Some(link) = live {
-                return Ok((link, false));
-            }
-            None
-        }
-        SigninPlan::Replace(nonce) => Some(nonce),
-        SigninPlan::Issue | SigninPlan::None => None,
+    let replaced = match earlier_signin(earlier, live) {
+        Err(link) => return Ok((link, false)),
+        Ok(replaced) => replaced,
     };
     if let Some(nonce) = replaced {
         for hash in (request.hashes)(&nonce) {

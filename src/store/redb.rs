@@ -24,8 +24,8 @@ use super::{
     AttemptPolicy, AuditEvent, BackupError, Client, ClientCounts, ClientEdit, ClientSet, CodeCheck,
     CodeRecord, Grant, GrantResult, Inventory, IssuedSignin, MatchCount, PRUNE_BATCH, Pruned,
     Record, RecordSink, Retention, SecretHash, SessionAccess, SessionRecord, SigninNonce,
-    SigninPlan, SigninRecord, SigninRequest, Store, StoreCounts, StoreError, Timestamp,
-    TokenRecord, merge_grant, merge_set, signin_plan,
+    SigninRecord, SigninRequest, Store, StoreCounts, StoreError, Timestamp, TokenRecord,
+    earlier_signin, merge_grant, merge_set,
 };
 
 /// The schema this build reads and writes.
@@ -441,7 +441,7 @@ fn remove_session(txn: &WriteTransaction, hash: &[u8]) -> Result<bool, StoreErro
 }
 
 /// The sign-in link a grant hands out, and whether it issued a new one (a write), given the
-/// nonce of the order's earlier link (see [`signin_plan`]). A new link is stored under its
+/// nonce of the order's earlier link (see [`super::signin_plan`]). A new link is stored under its
 /// current key's hash with its audit entry; the records of the earlier one, if any are left
 /// (one kept under a key that was rotated out meanwhile), go.
 fn order_signin(
@@ -466,15 +466,9 @@ fn order_signin(
             }
         }
     }
-    let replaced = match signin_plan(true, earlier.map(|n| (n, live.is_some()))) {
-        SigninPlan::Reuse(_) => {
-            if let Some(link) = live {
-                return Ok((link, false));
-            }
-            None
-        }
-        SigninPlan::Replace(nonce) => Some(nonce),
-        SigninPlan::Issue | SigninPlan::None => None,
+    let replaced = match earlier_signin(earlier, live) {
+        Err(link) => return Ok((link, false)),
+        Ok(replaced) => replaced,
     };
     if let Some(nonce) = replaced {
         for hash in (request.hashes)(&nonce) {
