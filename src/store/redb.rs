@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod lists;
+mod search_blocks;
 
 use lists::ClientTables;
 

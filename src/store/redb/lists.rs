@@ -3,9 +3,9 @@
 //!
 //! Beside `clients` (`page \0 email` → the client's JSON), three tables are kept:
 //!
-//! - `client_search`: `page \0 email` → the client's [`search_text`]. A search scans this
-//!   compact table in key order and decodes only the clients it returns, instead of decoding
-//!   every record.
+//! - `client_search`: `page \0 first email` → a block of up to 64 consecutive clients' search
+//!   texts and emails (layout in [`super::search_blocks`]). A search runs one `memmem` pass over
+//!   each block, in key order, and decodes only the clients it returns.
 //! - `client_totals`: page → (clients, clients with unlimited access).
 //! - `client_ends`: (page, end of access) → clients with that end. With the totals, the clients
 //!   active at `now` are the unlimited ones plus those whose end lies after `now`: a range over
@@ -13,38 +13,35 @@
 //!
 //! Invariant: every write that adds, changes or removes a client record goes through
 //! [`ClientTables`], in the same write transaction as the record, so the three tables always
-//! describe `clients` exactly. A file from before these tables has them built once, when it is
-//! opened ([`build_if_missing`]); `meta` then records that it has them.
+//! describe `clients` exactly. A file from before these tables (or from before the blocks) has
+//! them built once, when it is opened ([`build_if_missing`]); `meta` then records that it has
+//! them.
 
 use std::ops::Bound;
 
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 
+use super::search_blocks::{self as blocks, BadBlock, Needle};
 use super::{META, StoreError, decode, encode, get_record, key};
 use crate::store::{Client, ClientCounts, MatchCount, Timestamp, search_needle, search_text};
 
-/// A search needle (from [`search_needle`]) compiled once for a scan of [`search_text`]s, rather
-/// than a searcher built per entry, which is much of a scan's time over a million entries.
-struct Needle(Option<memchr::memmem::Finder<'static>>);
-
-impl Needle {
-    fn new(needle: &str) -> Needle {
-        // A needle with a line break would match across the email and the name.
-        Needle((!needle.contains('\n')).then(|| memchr::memmem::Finder::new(needle).into_owned()))
-    }
-
-    fn matches(&self, text: &str) -> bool {
-        self.0
-            .as_ref()
-            .is_some_and(|f| f.find(text.as_bytes()).is_some())
+impl From<BadBlock> for StoreError {
+    fn from(_: BadBlock) -> StoreError {
+        StoreError::Corrupt {
+            table: "client_search",
+            detail: "a search block does not follow its layout".into(),
+        }
     }
 }
 
 /// The clients table (defined with the others in the backend's module).
 use super::CLIENTS;
 
-/// `page \0 email` → the client's search text.
-pub(super) const CLIENT_SEARCH: TableDefinition<&str, &str> = TableDefinition::new("client_search");
+/// `page \0 first email` → a block of clients' search texts (see [`super::search_blocks`]).
+pub(super) const CLIENT_SEARCH: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("client_search_blocks");
+/// One search text per client: the layout of index version 1, dropped when a file is upgraded.
+const CLIENT_SEARCH_V1: TableDefinition<&str, &str> = TableDefinition::new("client_search");
 /// page → (clients, clients with unlimited access).
 pub(super) const CLIENT_TOTALS: TableDefinition<&str, (u64, u64)> =
     TableDefinition::new("client_totals");
@@ -54,23 +51,50 @@ pub(super) const CLIENT_ENDS: TableDefinition<(&str, i64), u64> =
 
 /// The `meta` key set once the tables above describe `clients`.
 const INDEXED: &str = "client_index_version";
-/// Its value: a different layout later would set another and be built again.
-const INDEX_VERSION: u64 = 1;
+/// Its value: a different layout later sets another and is built again (1: one search entry
+/// per client; 2: search blocks).
+const INDEX_VERSION: u64 = 2;
 
-/// The range of a page's keys in `clients` and `client_search`, after `after` when given.
+/// The range of a page's keys in `clients`, after `after` when given.
 fn page_range(page: &str, after: Option<&str>) -> (Bound<String>, Bound<String>) {
     let start = match after {
         Some(email) => Bound::Excluded(key(page, email)),
         None => Bound::Included(key(page, "")),
     };
-    (start, Bound::Excluded(format!("{page}\u{1}")))
+    (start, Bound::Excluded(page_end(page)))
+}
+
+/// The first key after every key of `page`.
+fn page_end(page: &str) -> String {
+    format!("{page}\u{1}")
+}
+
+/// The key and bytes of the block that holds, or would hold, `email`: the last block starting
+/// at or before it, else the page's first block. `None` when the page has no block.
+fn block_for(
+    search: &impl ReadableTable<&'static str, &'static [u8]>,
+    page: &str,
+    email: &str,
+) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+    let (first, at) = (key(page, ""), key(page, email));
+    let found = match search
+        .range::<&str>(first.as_str()..=at.as_str())?
+        .next_back()
+    {
+        Some(entry) => Some(entry?),
+        None => search
+            .range::<&str>(at.as_str()..page_end(page).as_str())?
+            .next()
+            .transpose()?,
+    };
+    Ok(found.map(|(k, v)| (k.value().to_owned(), v.value().to_vec())))
 }
 
 /// The client tables of one write transaction. Every write of a client record goes through it,
 /// which keeps the search table and the counts true to the list (see the module's invariant).
 pub(super) struct ClientTables<'t> {
     clients: Table<'t, &'static str, &'static [u8]>,
-    search: Table<'t, &'static str, &'static str>,
+    search: Table<'t, &'static str, &'static [u8]>,
     totals: Table<'t, &'static str, (u64, u64)>,
     ends: Table<'t, (&'static str, i64), u64>,
 }
@@ -108,8 +132,7 @@ impl<'t> ClientTables<'t> {
             .map(|v| decode("clients", v.value()))
             .transpose()?;
         if old.as_ref().is_none_or(|o| o.name != client.name) {
-            self.search
-                .insert(k.as_str(), search_text(client).as_str())?;
+            self.search_put(page, &client.email, &search_text(client))?;
         }
         match &old {
             Some(o) if o.access_until == client.access_until => {}
@@ -131,10 +154,70 @@ impl<'t> ClientTables<'t> {
             .map(|v| decode("clients", v.value()))
             .transpose()?;
         if let Some(o) = &old {
-            self.search.remove(k.as_str())?;
+            self.search_remove(page, email)?;
             self.count(page, o, false)?;
         }
         Ok(old)
+    }
+
+    /// Puts the client's search text into its block, splitting a block that grows too full.
+    fn search_put(&mut self, page: &str, email: &str, text: &str) -> Result<(), StoreError> {
+        let Some((old_key, block)) = block_for(&self.search, page, email)? else {
+            let mut block = Vec::new();
+            blocks::entry(&mut block, email, text);
+            self.search
+                .insert(key(page, email).as_str(), block.as_slice())?;
+            return Ok(());
+        };
+        let block = blocks::with_entry(&block, email, text)?;
+        self.search.remove(old_key.as_str())?;
+        if blocks::count(&block) > blocks::MAX_ENTRIES {
+            let (low, high) = blocks::halves(&block)?;
+            self.write_block(page, low)?;
+            self.write_block(page, high)?;
+        } else {
+            self.write_block(page, &block)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the client's entry out of its block; a block left small is merged with the next.
+    fn search_remove(&mut self, page: &str, email: &str) -> Result<(), StoreError> {
+        let Some((old_key, block)) = block_for(&self.search, page, email)? else {
+            return Ok(());
+        };
+        let Some(mut block) = blocks::without_entry(&block, email)? else {
+            return Ok(());
+        };
+        self.search.remove(old_key.as_str())?;
+        if block.is_empty() {
+            return Ok(());
+        }
+        if blocks::count(&block) < blocks::MERGE_BELOW {
+            let next = self
+                .search
+                .range::<&str>((
+                    Bound::Excluded(old_key.as_str()),
+                    Bound::Excluded(page_end(page).as_str()),
+                ))?
+                .next()
+                .transpose()?
+                .map(|(k, v)| (k.value().to_owned(), v.value().to_vec()));
+            if let Some((next_key, next_block)) = next {
+                if blocks::count(&block) + blocks::count(&next_block) <= blocks::MAX_ENTRIES {
+                    self.search.remove(next_key.as_str())?;
+                    block.extend_from_slice(&next_block);
+                }
+            }
+        }
+        self.write_block(page, &block)
+    }
+
+    /// Stores a non-empty block under its first email.
+    fn write_block(&mut self, page: &str, block: &[u8]) -> Result<(), StoreError> {
+        let first = key(page, blocks::first_email(block)?);
+        self.search.insert(first.as_str(), block)?;
+        Ok(())
     }
 
     /// Adds `client` to the page's counts, or takes it out of them.
@@ -167,6 +250,7 @@ pub(super) fn build_if_missing(txn: &WriteTransaction) -> Result<(), StoreError>
         return Ok(());
     }
     let started = std::time::Instant::now();
+    txn.delete_table(CLIENT_SEARCH_V1)?;
     txn.delete_table(CLIENT_SEARCH)?;
     txn.delete_table(CLIENT_TOTALS)?;
     txn.delete_table(CLIENT_ENDS)?;
@@ -175,13 +259,27 @@ pub(super) fn build_if_missing(txn: &WriteTransaction) -> Result<(), StoreError>
     let mut totals = std::collections::BTreeMap::<String, (u64, u64)>::new();
     let mut ends = std::collections::BTreeMap::<(String, i64), u64>::new();
     let mut indexed = 0u64;
+    // The block being filled: its key and bytes; written when full or when the page changes.
+    let mut filling: Option<(String, Vec<u8>, usize)> = None;
     for entry in clients.iter()? {
         let (k, v) = entry?;
-        let Some((page, _)) = k.value().split_once('\0') else {
+        let Some((page, email)) = k.value().split_once('\0') else {
             continue;
         };
         let client: Client = decode("clients", v.value())?;
-        search.insert(k.value(), search_text(&client).as_str())?;
+        let same_page = filling.as_ref().is_some_and(|(first, _, n)| {
+            *n < blocks::BUILD_ENTRIES && first.split_once('\0').is_some_and(|(p, _)| p == page)
+        });
+        if !same_page {
+            if let Some((first, block, _)) = filling.take() {
+                search.insert(first.as_str(), block.as_slice())?;
+            }
+            filling = Some((k.value().to_owned(), Vec::new(), 0));
+        }
+        if let Some((_, block, n)) = filling.as_mut() {
+            blocks::entry(block, email, &search_text(&client));
+            *n += 1;
+        }
         let t = totals.entry(page.to_owned()).or_default();
         t.0 += 1;
         match client.access_until {
@@ -189,6 +287,9 @@ pub(super) fn build_if_missing(txn: &WriteTransaction) -> Result<(), StoreError>
             Some(end) => *ends.entry((page.to_owned(), end)).or_default() += 1,
         }
         indexed += 1;
+    }
+    if let Some((first, block, _)) = filling.take() {
+        search.insert(first.as_str(), block.as_slice())?;
     }
     let mut totals_table = txn.open_table(CLIENT_TOTALS)?;
     for (page, counts) in &totals {
@@ -238,15 +339,24 @@ pub(super) fn client_page(
     };
     let needle = Needle::new(&needle);
     let index = txn.open_table(CLIENT_SEARCH)?;
-    for entry in index.range::<&str>(bounds)? {
-        let (k, text) = entry?;
-        if !needle.matches(text.value()) {
-            continue;
-        }
-        if let Some(client) = get_record(&clients, "clients", k.value())? {
-            out.push(client);
-            if out.len() == limit {
-                break;
+    // From the block that holds `after` (it may hold later clients too), else the page's first.
+    let first = match after {
+        Some(email) => block_for(&index, page, email)?.map(|(k, _)| k),
+        None => None,
+    }
+    .unwrap_or_else(|| key(page, ""));
+    for entry in index.range::<&str>(first.as_str()..page_end(page).as_str())? {
+        let (_, block) = entry?;
+        for email in needle.matches(block.value()) {
+            let email = email?;
+            if after.is_some_and(|a| email <= a) {
+                continue;
+            }
+            if let Some(client) = get_record(&clients, "clients", key(page, email).as_str())? {
+                out.push(client);
+                if out.len() == limit {
+                    return Ok(out);
+                }
             }
         }
     }
@@ -291,16 +401,12 @@ pub(super) fn count_matching(
         });
     };
     let index = txn.open_table(CLIENT_SEARCH)?;
-    let (start, end) = page_range(page, None);
-    let bounds = (
-        start.as_ref().map(String::as_str),
-        end.as_ref().map(String::as_str),
-    );
     let needle = Needle::new(&needle);
     let mut count = 0;
-    for entry in index.range::<&str>(bounds)? {
-        let (_, text) = entry?;
-        if needle.matches(text.value()) {
+    for entry in index.range::<&str>(key(page, "").as_str()..page_end(page).as_str())? {
+        let (_, block) = entry?;
+        for email in needle.matches(block.value()) {
+            email?;
             if count == cap {
                 return Ok(MatchCount {
                     count,
@@ -343,23 +449,36 @@ mod tests {
         }
     }
 
-    /// Makes the file look like one written before the search table and the counts: only
-    /// `clients` holds the list.
-    fn forget_index(path: &std::path::Path) {
+    /// Makes the file look like one written by the first layout (one search entry per client,
+    /// no counts) — or, with `version` 0, before any of these tables.
+    fn forget_index(path: &std::path::Path, version: u64) {
         let db = Database::open(path).expect("open");
         let txn = db.begin_write().expect("write");
         txn.delete_table(CLIENT_SEARCH).expect("drop search");
         txn.delete_table(CLIENT_TOTALS).expect("drop totals");
         txn.delete_table(CLIENT_ENDS).expect("drop ends");
-        txn.open_table(META)
-            .expect("meta")
-            .remove(INDEXED)
-            .expect("unmark");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            if version == 0 {
+                meta.remove(INDEXED).expect("unmark");
+            } else {
+                meta.insert(INDEXED, version).expect("mark");
+                let mut v1 = txn.open_table(CLIENT_SEARCH_V1).expect("v1 table");
+                v1.insert(key("course", "a@x.org").as_str(), "a@x.org\nann")
+                    .expect("v1 entry");
+            }
+        }
         txn.commit().expect("commit");
     }
 
     #[test]
     fn a_file_from_before_the_counts_gets_them_built_once_when_opened() {
+        for version in [0, 1] {
+            a_file_of_an_older_layout_is_indexed_when_opened(version);
+        }
+    }
+
+    fn a_file_of_an_older_layout_is_indexed_when_opened(version: u64) {
         let dir = tempfile::tempdir().expect("temp dir");
         {
             let store = RedbStore::open(dir.path()).expect("open");
@@ -373,7 +492,7 @@ mod tests {
                     .expect("put");
             }
         }
-        forget_index(&dir.path().join(DB_FILE));
+        forget_index(&dir.path().join(DB_FILE), version);
         {
             let db = Database::open(dir.path().join(DB_FILE)).expect("open");
             let txn = db.begin_read().expect("read");
@@ -394,6 +513,13 @@ mod tests {
             .client_page("course", None, 10, Some("bea"))
             .expect("search");
         assert_eq!(found, [client("b@x.org", "Bea", Some(500))]);
+        {
+            let txn = store.db.begin_read().expect("read");
+            assert!(
+                txn.open_table(CLIENT_SEARCH_V1).is_err(),
+                "the first layout's table is gone"
+            );
+        }
         // Built once: writes from then on keep it, and opening again does not rebuild it.
         store
             .remove_client("course", "a@x.org", &added())
@@ -405,6 +531,127 @@ mod tests {
             ClientCounts {
                 total: 2,
                 active: 1
+            }
+        );
+    }
+
+    /// Every block of `page` in key order, checked against the layout's rules: non-empty, not
+    /// over the maximum, stored under its first email, in order across blocks.
+    fn blocks_of(store: &RedbStore, page: &str) -> Vec<Vec<String>> {
+        let txn = store.db.begin_read().expect("read");
+        let index = txn.open_table(CLIENT_SEARCH).expect("search table");
+        let mut out: Vec<Vec<String>> = Vec::new();
+        for entry in index
+            .range::<&str>(key(page, "").as_str()..page_end(page).as_str())
+            .expect("range")
+        {
+            let (k, v) = entry.expect("entry");
+            let emails: Vec<String> = blocks::entries(v.value())
+                .map(|e| e.expect("well-formed").1.email.to_owned())
+                .collect();
+            assert!(!emails.is_empty(), "no empty block is kept");
+            assert!(emails.len() <= blocks::MAX_ENTRIES, "a full block is split");
+            assert_eq!(
+                k.value(),
+                key(page, &emails[0]),
+                "a block is keyed by its first email"
+            );
+            assert!(emails.windows(2).all(|w| w[0] < w[1]), "in email order");
+            if let Some(last) = out.last().and_then(|b| b.last()) {
+                assert!(last < &emails[0], "blocks do not overlap");
+            }
+            out.push(emails);
+        }
+        out
+    }
+
+    #[test]
+    fn blocks_split_merge_and_answer_searches_like_a_scan_of_the_list() {
+        use rand::seq::SliceRandom;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = RedbStore::open(dir.path()).expect("open");
+        let mut emails: Vec<String> = (0..600)
+            .map(|i| format!("c{:04}@x.org", i * 7 % 600))
+            .collect();
+        emails.shuffle(&mut rand::rng());
+        for (i, email) in emails.iter().enumerate() {
+            let name = if i % 10 == 0 {
+                format!("Smith {i}")
+            } else {
+                format!("Jones {i}")
+            };
+            store
+                .put_client("course", &client(email, &name, None), &added())
+                .expect("put");
+            // Another page's clients sit between this page's keys and must never be mixed in.
+            store
+                .put_client("course2", &client(email, "Smith", None), &added())
+                .expect("put");
+        }
+        let blocks = blocks_of(&store, "course");
+        assert!(
+            blocks.len() > 600 / blocks::MAX_ENTRIES,
+            "adding clients split blocks"
+        );
+        assert_eq!(blocks.concat().len(), 600);
+
+        // Remove four clients in five, in random order: blocks shrink and merge.
+        emails.shuffle(&mut rand::rng());
+        for email in emails.iter().take(480) {
+            store
+                .remove_client("course", email, &added())
+                .expect("remove");
+        }
+        let kept: std::collections::BTreeSet<&str> =
+            emails[480..].iter().map(String::as_str).collect();
+        let blocks = blocks_of(&store, "course");
+        assert_eq!(
+            blocks.concat(),
+            kept.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+        );
+        assert!(
+            blocks.len() < 120 / blocks::MERGE_BELOW,
+            "small blocks were merged"
+        );
+
+        // A search, paged 7 at a time, finds what a scan of the whole list finds.
+        let expected: Vec<String> = store
+            .clients("course")
+            .expect("list")
+            .into_iter()
+            .filter(|c| c.name.contains("Smith"))
+            .map(|c| c.email)
+            .collect();
+        assert!(!expected.is_empty());
+        let mut paged = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .client_page("course", after.as_deref(), 7, Some("SMITH"))
+                .expect("search");
+            paged.extend(page.iter().map(|c| c.email.clone()));
+            if page.len() < 7 {
+                break;
+            }
+            after = page.last().map(|c| c.email.clone());
+        }
+        assert_eq!(paged, expected);
+        let counted = store
+            .count_matching("course", "smith", 10_000)
+            .expect("count");
+        assert_eq!(
+            counted,
+            MatchCount {
+                count: expected.len() as u64,
+                exact: true
+            }
+        );
+        let capped = store.count_matching("course", "smith", 3).expect("count");
+        assert_eq!(
+            capped,
+            MatchCount {
+                count: 3,
+                exact: false
             }
         );
     }
