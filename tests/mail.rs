@@ -462,6 +462,7 @@ async fn late_reply_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<(usize
                     };
                     write.write_all(reply).await.ok();
                 }
+                log.lock().expect("log").push((this, "CLOSED".to_string()));
             });
         }
     });
@@ -481,9 +482,14 @@ async fn a_send_cut_off_mid_conversation_does_not_poison_the_pool() {
     assert!(err.is_transient(), "{err}");
 
     // Had the first connection gone back to the pool, this message would travel on it and read
-    // the late reply meant for the first one. It must go on a fresh connection. (The pause lets
-    // lettre's background recycling of the cut-off connection run first.)
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // the late reply meant for the first one. It must go on a fresh connection: the cut-off one
+    // is closed, not kept.
+    until(WAIT, "the cut-off connection closed", || {
+        log.lock()
+            .expect("log")
+            .contains(&(0, "CLOSED".to_string()))
+    })
+    .await;
     mailer
         .send(code_mail("anna@example.org", "222222"))
         .await
