@@ -433,3 +433,77 @@ fn the_healthcheck_command_tells_a_serving_gateway_from_a_stopped_one() {
     assert!(!status.success(), "a stopped gateway is reported healthy");
     assert!(stderr.contains("cannot connect"), "{stderr}");
 }
+
+#[test]
+fn a_long_list_is_printed_whole_a_chunk_at_a_time_with_or_without_a_running_gateway() {
+    use pagegate::store::{AuditEvent, AuditKind, ClientSet, Source, Store, redb::RedbStore};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(
+        dir.path(),
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[site]]\nhosts = [\"*\"]\nupstream = \"http://127.0.0.1:9\"\n\
+         public_url = \"http://school.test\"\n\n[[site.page]]\nid = \"course\"\npaths = [\"/course/\"]\n",
+    );
+    // 2,345 clients (more than two of the command's chunks), imported straight into the file.
+    let emails: Vec<String> = (0..2_345).rev().map(|i| format!("m{i:05}@x.org")).collect();
+    {
+        let store = RedbStore::open(&dir.path().join("data")).expect("open the data dir");
+        let rows: Vec<ClientSet<'_>> = emails
+            .iter()
+            .map(|email| ClientSet {
+                email,
+                name: Some("Member"),
+                access_until: Some(None),
+                source: Source::Import,
+                now: 1,
+            })
+            .collect();
+        store
+            .set_clients("course", &rows, &|c, _| AuditEvent {
+                at: 1,
+                kind: AuditKind::ClientAdded,
+                site: None,
+                page: Some("course".into()),
+                email: Some(c.email.clone()),
+                actor: "import".into(),
+                detail: String::new(),
+            })
+            .expect("import");
+    }
+    let mut expected = emails.clone();
+    expected.sort();
+    let config = path.display().to_string();
+    let listed = |json: bool| -> Vec<String> {
+        let mut args = vec!["clients", "--config", &config, "list", "--page", "course"];
+        if json {
+            args.push("--json");
+        }
+        let (status, stdout, stderr) = run(&args);
+        assert!(status.success(), "{stderr}");
+        if json {
+            let list: Vec<serde_json::Value> =
+                serde_json::from_str(&stdout).expect("one JSON array");
+            list.iter()
+                .map(|c| c["email"].as_str().expect("email").to_owned())
+                .collect()
+        } else {
+            let mut lines = stdout.lines();
+            assert!(
+                lines.next().is_some_and(|h| h.starts_with("EMAIL")),
+                "{stdout}"
+            );
+            lines
+                .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+                .collect()
+        }
+    };
+
+    // No gateway: the command reads the file itself.
+    assert_eq!(listed(true), expected);
+    assert_eq!(listed(false), expected);
+
+    // A gateway holds the file: the command asks it, chunk by chunk, over the control socket.
+    let gateway = GatewayProcess::serve(&path);
+    assert_eq!(listed(true), expected);
+    assert_eq!(listed(false), expected);
+    drop(gateway);
+}

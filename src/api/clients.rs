@@ -246,16 +246,19 @@ pub fn add_client(
     Ok((ClientView::new(&input.page, &client, now), is_new))
 }
 
-/// A page's clients.
+/// Up to `limit` of a page's clients in email order, after `after` when given: a list of any
+/// size is read a chunk at a time.
 pub fn list_clients(
     config: &Config,
     store: &dyn Store,
     page: &str,
+    after: Option<&str>,
+    limit: usize,
 ) -> Result<Vec<ClientView>, ApiError> {
     check_page(config, page)?;
     let now = now();
     Ok(store
-        .clients(page)?
+        .client_page(page, after, limit, None)?
         .iter()
         .map(|c| ClientView::new(page, c, now))
         .collect())

@@ -71,30 +71,127 @@ pub async fn add(config: &Config, input: ClientInput) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints a page's clients as a table, or as JSON.
+/// Clients read and printed at a time: memory stays bounded whatever the list's size.
+const LIST_CHUNK: usize = 1_000;
+
+/// Prints a page's clients as a table, or as JSON, a chunk at a time: from the database when
+/// no gateway holds it, else through the running gateway's control socket.
 pub async fn list(config: &Config, page: &str, json: bool) -> anyhow::Result<()> {
     let asked = page.to_owned();
-    let list = match on_store(config, move |config, store| {
-        ops::list_clients(config, store, &asked)
+    let direct = on_store(config, move |config, store| {
+        let mut out = ListPrinter::new(json);
+        let mut after: Option<String> = None;
+        loop {
+            let chunk = ops::list_clients(config, store, &asked, after.as_deref(), LIST_CHUNK)?;
+            out.rows(&chunk);
+            if chunk.len() < LIST_CHUNK {
+                return Ok(out);
+            }
+            after = chunk.last().map(|c| c.email.clone());
+        }
     })
-    .await?
-    {
-        Some(list) => list,
+    .await?;
+    let out = match direct {
+        Some(out) => out,
         None => {
-            let query = format!(
-                "/v1/clients?page={}",
-                form_urlencoded::byte_serialize(page.as_bytes()).collect::<String>()
-            );
-            let (_, body) = control(config, http::Method::GET, &query, None).await?;
-            serde_json::from_slice(&body)?
+            let mut out = ListPrinter::new(json);
+            let mut after: Option<String> = None;
+            loop {
+                let mut query = form_urlencoded::Serializer::new(String::new());
+                query.append_pair("page", page);
+                query.append_pair("limit", &LIST_CHUNK.to_string());
+                if let Some(after) = &after {
+                    query.append_pair("after", after);
+                }
+                let path = format!("/v1/clients?{}", query.finish());
+                let (_, body) = control(config, http::Method::GET, &path, None).await?;
+                let chunk: Vec<ClientView> = serde_json::from_slice(&body)?;
+                out.rows(&chunk);
+                if chunk.len() < LIST_CHUNK {
+                    break out;
+                }
+                after = chunk.last().map(|c| c.email.clone());
+            }
         }
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
-    } else {
-        print_clients(&list);
+    out.finish()
+}
+
+/// Writes a list as it arrives: the table's header before the first row, or a JSON array laid
+/// out as `serde_json`'s pretty printer lays out a whole one.
+struct ListPrinter {
+    json: bool,
+    rows: usize,
+    out: std::io::BufWriter<std::io::Stdout>,
+    /// The first failed write (a closed pipe): reported at the end, later writes skipped.
+    failed: Option<std::io::Error>,
+}
+
+impl ListPrinter {
+    fn new(json: bool) -> ListPrinter {
+        ListPrinter {
+            json,
+            rows: 0,
+            out: std::io::BufWriter::new(std::io::stdout()),
+            failed: None,
+        }
     }
-    Ok(())
+
+    fn rows(&mut self, chunk: &[ClientView]) {
+        for client in chunk {
+            if self.failed.is_none() {
+                let written = self.row(client);
+                self.failed = written.err();
+            }
+            self.rows += 1;
+        }
+    }
+
+    fn row(&mut self, c: &ClientView) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.json {
+            let item = serde_json::to_string_pretty(c)?.replace('\n', "\n  ");
+            let lead = if self.rows == 0 { "[\n" } else { ",\n" };
+            return write!(self.out, "{lead}  {item}");
+        }
+        if self.rows == 0 {
+            writeln!(
+                self.out,
+                "{:<32} {:<24} {:<22} {:<8} LAST SIGN-IN",
+                "EMAIL", "NAME", "ACCESS UNTIL", "SOURCE"
+            )?;
+        }
+        let until = c.access_until.as_deref().unwrap_or("unlimited");
+        let status = if c.active { "" } else { " (ended)" };
+        let source = serde_json::to_value(c.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        writeln!(
+            self.out,
+            "{:<32} {:<24} {:<22} {:<8} {}",
+            c.email,
+            c.name,
+            format!("{until}{status}"),
+            source,
+            c.last_login.as_deref().unwrap_or("-")
+        )
+    }
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        use std::io::Write;
+        if let Some(e) = self.failed.take() {
+            return Err(e.into());
+        }
+        match (self.json, self.rows) {
+            (true, 0) => writeln!(self.out, "[]")?,
+            (true, _) => writeln!(self.out, "\n]")?,
+            (false, 0) => writeln!(self.out, "no clients")?,
+            (false, _) => {}
+        }
+        self.out.flush()?;
+        Ok(())
+    }
 }
 
 /// Removes a client: their access ends on their next request.
@@ -117,31 +214,4 @@ pub async fn remove(config: &Config, page: &str, email: &str) -> anyhow::Result<
     }
     println!("removed {email} from {page}");
     Ok(())
-}
-
-fn print_clients(list: &[ClientView]) {
-    if list.is_empty() {
-        println!("no clients");
-        return;
-    }
-    println!(
-        "{:<32} {:<24} {:<22} {:<8} LAST SIGN-IN",
-        "EMAIL", "NAME", "ACCESS UNTIL", "SOURCE"
-    );
-    for c in list {
-        let until = c.access_until.as_deref().unwrap_or("unlimited");
-        let status = if c.active { "" } else { " (ended)" };
-        let source = serde_json::to_value(c.source)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        println!(
-            "{:<32} {:<24} {:<22} {:<8} {}",
-            c.email,
-            c.name,
-            format!("{until}{status}"),
-            source,
-            c.last_login.as_deref().unwrap_or("-")
-        );
-    }
 }

@@ -143,6 +143,27 @@ pub async fn serve(
     Ok(())
 }
 
+/// The most clients one answer of the control socket lists; the command line asks for a list
+/// chunk by chunk, so neither side holds a whole large list.
+pub const MAX_LIST_CHUNK: usize = 10_000;
+
+/// The `limit` of a list request: 1 to [`MAX_LIST_CHUNK`], [`MAX_LIST_CHUNK`] when absent.
+fn chunk_limit(raw: Option<&str>) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(MAX_LIST_CHUNK),
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIST_CHUNK).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "limit",
+                    format!("expected a number from 1 to {MAX_LIST_CHUNK}"),
+                )
+            }),
+    }
+}
+
 async fn handle(req: Request<Incoming>, live: Arc<Live>) -> Response<Body> {
     let (config, store) = (live.config(), live.store().clone());
     let query: HashMap<String, String> =
@@ -153,11 +174,23 @@ async fn handle(req: Request<Incoming>, live: Arc<Live>) -> Response<Body> {
     let result = match (req.method(), req.uri().path()) {
         (&Method::GET, "/v1/clients") => {
             let page = param("page");
-            blocking(move || {
-                clients::list_clients(&config, store.as_ref(), &page)
-                    .map(|list| json(StatusCode::OK, &list))
-            })
-            .await
+            let after = query.get("after").cloned().filter(|a| !a.is_empty());
+            match chunk_limit(query.get("limit").map(String::as_str)) {
+                Ok(limit) => {
+                    blocking(move || {
+                        clients::list_clients(
+                            &config,
+                            store.as_ref(),
+                            &page,
+                            after.as_deref(),
+                            limit,
+                        )
+                        .map(|list| json(StatusCode::OK, &list))
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            }
         }
         (&Method::POST, "/v1/clients") => match read_json::<ClientInput>(req).await {
             Ok(input) => {

@@ -15,9 +15,9 @@
 use memchr::memmem::Finder;
 
 /// How many clients a block holds at most; a fuller one is split in two.
-pub(super) const MAX_ENTRIES: usize = 64;
+pub(super) const MAX_ENTRIES: usize = 128;
 /// How full a block is built from scratch, leaving room for clients added later.
-pub(super) const BUILD_ENTRIES: usize = 48;
+pub(super) const BUILD_ENTRIES: usize = 96;
 /// Below this, a block is merged with the next one when they fit together.
 pub(super) const MERGE_BELOW: usize = MAX_ENTRIES / 4;
 
