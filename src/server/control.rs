@@ -410,3 +410,19 @@ pub async fn call(
         .to_bytes();
     Ok((status, bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_chunk_is_one_to_the_maximum_and_anything_else_names_the_field() {
+        assert_eq!(chunk_limit(None).ok(), Some(MAX_LIST_CHUNK));
+        assert_eq!(chunk_limit(Some("1")).ok(), Some(1));
+        assert_eq!(chunk_limit(Some("10000")).ok(), Some(MAX_LIST_CHUNK));
+        for bad in ["0", "10001", "-1", "ten", ""] {
+            let err = chunk_limit(Some(bad)).expect_err(bad);
+            assert!(err.to_string().contains("limit"), "{bad}: {err}");
+        }
+    }
+}
