@@ -1,6 +1,6 @@
 //! Large client lists in PostgreSQL: keyset pages from the (page, email) key, contains-search on
 //! the `search` column (trigram-indexed when pg_trgm is available), counts from the tables the
-//! triggers of migration 3 keep, and imports written a batch per statement.
+//! triggers of migrations 3 and 4 keep (summed over their stripes), and imports written a batch per statement.
 
 use std::collections::{HashMap, HashSet};
 
@@ -118,10 +118,10 @@ pub(super) async fn client_counts(
 ) -> Result<ClientCounts, StoreError> {
     let row = prepared::query_one(
         c,
-        "SELECT coalesce((SELECT total FROM client_totals WHERE page = $1), 0),
-                    coalesce((SELECT unlimited FROM client_totals WHERE page = $1), 0)
+        "SELECT coalesce(sum(total), 0)::bigint, coalesce(sum(unlimited), 0)::bigint
                     + coalesce((SELECT sum(clients) FROM client_ends
-                                WHERE page = $1 AND until > $2), 0)::bigint",
+                                WHERE page = $1 AND until > $2), 0)::bigint
+         FROM client_totals WHERE page = $1",
         &[&page, &now],
     )
     .await?;
