@@ -1,12 +1,13 @@
 //! Large client lists in PostgreSQL: keyset pages from the (page, email) key, contains-search on
-//! the `search` column (trigram-indexed when pg_trgm is available), counts from the tables the
-//! triggers of migrations 3 and 4 keep (summed over their stripes), and imports written a batch per statement.
+//! the `search` column (trigram-indexed when pg_trgm is available), counts summed from the
+//! striped tables the triggers of migrations 3 and 4 keep, and imports written a batch per
+//! statement.
 
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::{GenericClient, Transaction};
 
-use super::{client_columns, client_lock, client_of, encode, lock, prepared};
+use super::{backend, client_columns, client_lock, client_of, encode, lock, prepared};
 use crate::store::{
     AuditEvent, Client, ClientCounts, ClientSet, MatchCount, StoreError, Timestamp, merge_set,
     search_needle, search_text,
@@ -92,9 +93,10 @@ pub(super) async fn client_page(
             .await?
         }
         Some(needle) if needle.contains('\n') => return Ok(Vec::new()),
-        Some(needle) => {
-            prepared::query(
-                c,
+        // Not prepared: planned for each term, since the best plan depends on how rare it is
+        // (the trigram index for a rare one, the page in email order for a common one).
+        Some(needle) => c
+            .query(
                 concat!(
                     "SELECT ",
                     client_columns!(),
@@ -104,8 +106,8 @@ pub(super) async fn client_page(
                 ),
                 &[&page, &after, &limit, &contains_pattern(&needle)],
             )
-            .await?
-        }
+            .await
+            .map_err(backend)?,
     };
     rows.iter().map(|r| client_of(r, 0)).collect()
 }
@@ -154,13 +156,15 @@ pub(super) async fn count_matching(
     }
     // One more than the cap tells "exactly cap" from "more".
     let limit = i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX);
-    let row = prepared::query_one(
-        c,
-        "SELECT count(*) FROM (SELECT 1 FROM clients
+    // Not prepared, as a search's page (see `client_page`).
+    let row = c
+        .query_one(
+            "SELECT count(*) FROM (SELECT 1 FROM clients
                  WHERE page = $1 AND search LIKE $2 LIMIT $3) AS matching",
-        &[&page, &contains_pattern(&needle), &limit],
-    )
-    .await?;
+            &[&page, &contains_pattern(&needle), &limit],
+        )
+        .await
+        .map_err(backend)?;
     let found = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
     Ok(MatchCount {
         count: found.min(cap),

@@ -7,8 +7,10 @@
 //! sign-in and the CPU both sides spend on them.
 //!
 //! The cache is keyed by text, so the SQL passed here must be the same text on every call: a
-//! `const` or a literal, never `format!` of values (those are parameters). Statements built
-//! from constants are built once, with `concat!` or at first use.
+//! `const` or a literal, never `format!` of values (those are parameters); statements built from
+//! constants are built with `concat!`. A prepared statement may run a plan made for no
+//! particular parameters: statements whose best plan depends on the value (a search term) are
+//! sent as text instead, where they are (`lists.rs`).
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
