@@ -1450,3 +1450,74 @@ fn limits_taken_together_stop_at_the_first_that_refuses() {
     );
     assert!(store.take_rates(&[("d", once)]).expect("take").is_some());
 }
+
+/// Runs `sql` with psql on the database `url` names; its output, unaligned.
+fn psql(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new(pg_server::server().bin_path("psql"))
+        .args([url, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_role_that_may_not_create_pg_trgm_still_searches_and_the_index_comes_with_one_that_may() {
+    let url = pg_server::fresh_database();
+    // A role that may create tables in the database's schema, but not extensions in it.
+    let role = format!("no_extensions_{}", std::process::id());
+    psql(
+        &url,
+        &format!("CREATE ROLE {role} LOGIN; GRANT CREATE ON SCHEMA public TO {role}"),
+    );
+    let index_exists = || {
+        psql(
+            &url,
+            "SELECT to_regclass('clients_search_trgm') IS NOT NULL",
+        )
+    };
+
+    let limited = PgStore::open(&pg_config(url.replace("postgres@", &format!("{role}@"))))
+        .expect("the store opens without the trigram index");
+    assert_eq!(index_exists(), "f");
+    import(
+        &limited,
+        "course",
+        &[
+            ("ann@x.org", "Ann Lee", None),
+            ("bob@x.org", "Zoë Ångström", None),
+            ("eve@annex.org", "Eve", None),
+        ],
+    );
+    let searches = |store: &dyn Store| {
+        (
+            page_of(store, "course", None, 10, Some("ANN")),
+            page_of(store, "course", None, 10, Some("ångström")),
+            store
+                .count_matching("course", "ann", 100)
+                .expect("count")
+                .count,
+        )
+    };
+    let expected = (
+        vec!["ann@x.org".to_owned(), "eve@annex.org".to_owned()],
+        vec!["bob@x.org".to_owned()],
+        2,
+    );
+    assert_eq!(
+        searches(&limited),
+        expected,
+        "searches read the page's rows"
+    );
+    drop(limited);
+
+    // The database's owner may create the extension: opening the store as it builds the index,
+    // and searches answer the same through it.
+    let owner = PgStore::open(&pg_config(url.clone())).expect("open as the owner");
+    assert_eq!(index_exists(), "t");
+    assert_eq!(searches(&owner), expected);
+}

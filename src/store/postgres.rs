@@ -22,6 +22,7 @@ mod cache;
 mod connect;
 mod listen;
 mod lists;
+mod prepared;
 mod settings;
 
 use std::path::Path;
@@ -166,9 +167,7 @@ async fn lock(tx: &Transaction<'_>, ids: &[i64]) -> Result<(), StoreError> {
     sorted.sort_unstable();
     sorted.dedup();
     for id in sorted {
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&id])
-            .await
-            .map_err(backend)?;
+        prepared::execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&id]).await?;
     }
     Ok(())
 }
@@ -182,8 +181,34 @@ fn source_of(name: &str) -> Result<Source, StoreError> {
     })
 }
 
-const CLIENT_COLUMNS: &str =
-    "email, name, created_at, updated_at, access_until, source, last_login";
+/// A client row's columns, in the order [`client_of`] reads them; a macro so that statements
+/// can be `concat!`-ed from it into constants (see [`prepared`]).
+macro_rules! client_columns {
+    () => {
+        "email, name, created_at, updated_at, access_until, source, last_login"
+    };
+    ($table:literal) => {
+        concat!(
+            $table,
+            ".email, ",
+            $table,
+            ".name, ",
+            $table,
+            ".created_at, ",
+            $table,
+            ".updated_at, ",
+            $table,
+            ".access_until, ",
+            $table,
+            ".source, ",
+            $table,
+            ".last_login"
+        )
+    };
+}
+use client_columns;
+
+const CLIENT_COLUMNS: &str = client_columns!();
 
 fn client_of(row: &tokio_postgres::Row, at: usize) -> Result<Client, StoreError> {
     let source: String = row.get(at + 5);
@@ -203,19 +228,21 @@ async fn read_client(
     page: &str,
     email: &str,
 ) -> Result<Option<Client>, StoreError> {
-    let row = c
-        .query_opt(
-            &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE page = $1 AND email = $2"),
-            &[&page, &email],
-        )
-        .await
-        .map_err(backend)?;
+    let row = prepared::query_opt(
+        c,
+        concat!(
+            "SELECT ",
+            client_columns!(),
+            " FROM clients WHERE page = $1 AND email = $2"
+        ),
+        &[&page, &email],
+    )
+    .await?;
     row.map(|r| client_of(&r, 0)).transpose()
 }
 
 async fn write_client(tx: &Transaction<'_>, page: &str, c: &Client) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO clients (page, email, name, created_at, updated_at, access_until, source, last_login, search)
+    prepared::execute(tx, "INSERT INTO clients (page, email, name, created_at, updated_at, access_until, source, last_login, search)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (page, email) DO UPDATE SET name = EXCLUDED.name,
              created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
@@ -231,20 +258,17 @@ async fn write_client(tx: &Transaction<'_>, page: &str, c: &Client) -> Result<()
             &c.source.name(),
             &c.last_login,
             &super::search_text(c),
-        ],
-    )
-    .await
-    .map_err(backend)?;
+        ],).await?;
     Ok(())
 }
 
 async fn append_audit(tx: &Transaction<'_>, event: &AuditEvent) -> Result<(), StoreError> {
-    tx.execute(
+    prepared::execute(
+        tx,
         "INSERT INTO audit (at, record) VALUES ($1, $2)",
         &[&event.at, &encode(event)?],
     )
-    .await
-    .map_err(backend)?;
+    .await?;
     Ok(())
 }
 
@@ -279,14 +303,13 @@ async fn counter(
     now: Timestamp,
     policy: AttemptPolicy,
 ) -> Result<Attempts, StoreError> {
-    let row = c
-        .query_opt(
-            "SELECT failures, window_start FROM attempts
+    let row = prepared::query_opt(
+        c,
+        "SELECT failures, window_start FROM attempts
              WHERE site = $1 AND email = $2 AND browser = $3",
-            &[&site.as_bytes(), &email, &browser],
-        )
-        .await
-        .map_err(backend)?;
+        &[&site.as_bytes(), &email, &browser],
+    )
+    .await?;
     let stored = row.map(|r| Attempts {
         failures: u32::try_from(r.get::<_, i32>(0)).unwrap_or(0),
         window_start: r.get(1),
@@ -307,7 +330,8 @@ async fn save_counter(
     a: &Attempts,
 ) -> Result<(), StoreError> {
     let failures = i32::try_from(a.failures).unwrap_or(i32::MAX);
-    tx.execute(
+    prepared::execute(
+        tx,
         "INSERT INTO attempts (site, email, browser, failures, window_start)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (site, email, browser) DO UPDATE
@@ -320,8 +344,7 @@ async fn save_counter(
             &a.window_start,
         ],
     )
-    .await
-    .map_err(backend)?;
+    .await?;
     Ok(())
 }
 
@@ -341,14 +364,14 @@ async fn save_grant(
     order_key: &[u8],
     record: &GrantRecord,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    prepared::execute(
+        tx,
         "INSERT INTO grants (order_key, updated_at, record) VALUES ($1, $2, $3)
          ON CONFLICT (order_key) DO UPDATE SET updated_at = EXCLUDED.updated_at,
              record = EXCLUDED.record",
         &[&order_key, &record.client.updated_at, &encode(record)?],
     )
-    .await
-    .map_err(backend)?;
+    .await?;
     Ok(())
 }
 
@@ -362,13 +385,12 @@ async fn order_signin(
     let mut live = None;
     if let Some(nonce) = earlier {
         for hash in (request.hashes)(&nonce) {
-            let row = tx
-                .query_opt(
-                    "SELECT expires_at FROM signins WHERE link_hash = $1",
-                    &[&hash.as_slice()],
-                )
-                .await
-                .map_err(backend)?;
+            let row = prepared::query_opt(
+                tx,
+                "SELECT expires_at FROM signins WHERE link_hash = $1",
+                &[&hash.as_slice()],
+            )
+            .await?;
             if let Some(expires_at) = row.map(|r| r.get::<_, i64>(0)).filter(|e| *e > now) {
                 live = Some(IssuedSignin {
                     nonce,
@@ -386,19 +408,20 @@ async fn order_signin(
     };
     if let Some(nonce) = replaced {
         for hash in (request.hashes)(&nonce) {
-            tx.execute(
+            prepared::execute(
+                tx,
                 "DELETE FROM signins WHERE link_hash = $1",
                 &[&hash.as_slice()],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
         }
     }
     let hash = (request.hashes)(&request.nonce)
         .into_iter()
         .next()
         .ok_or_else(|| StoreError::Backend("no key to hash a sign-in link with".into()))?;
-    tx.execute(
+    prepared::execute(
+        tx,
         "INSERT INTO signins (link_hash, site, expires_at, record) VALUES ($1, $2, $3, $4)
          ON CONFLICT (link_hash) DO UPDATE SET site = EXCLUDED.site,
              expires_at = EXCLUDED.expires_at, record = EXCLUDED.record",
@@ -409,8 +432,7 @@ async fn order_signin(
             &encode(request.record)?,
         ],
     )
-    .await
-    .map_err(backend)?;
+    .await?;
     append_audit(tx, request.audit).await?;
     Ok((
         IssuedSignin {
@@ -553,23 +575,18 @@ impl PgStore {
         self.block(async {
             let conn = self.conn().await?;
             // One statement, so one snapshot: the session and its clients as of one moment.
-            let rows = conn
-                .query(
-                    &format!(
-                        "SELECT s.site, s.email, s.created_at, s.expires_at, c.page, {}
-                         FROM sessions s
-                         LEFT JOIN clients c ON c.email = s.email AND c.page = ANY($2)
-                         WHERE s.session_hash = $1",
-                        CLIENT_COLUMNS
-                            .split(", ")
-                            .map(|col| format!("c.{col}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    &[&session_hash.as_slice(), &pages],
-                )
-                .await
-                .map_err(backend)?;
+            let rows = prepared::query(
+                &conn,
+                concat!(
+                    "SELECT s.site, s.email, s.created_at, s.expires_at, c.page, ",
+                    client_columns!("c"),
+                    " FROM sessions s
+                 LEFT JOIN clients c ON c.email = s.email AND c.page = ANY($2)
+                 WHERE s.session_hash = $1"
+                ),
+                &[&session_hash.as_slice(), &pages],
+            )
+            .await?;
             let Some(first) = rows.first() else {
                 return Ok(None);
             };
@@ -648,7 +665,7 @@ impl Drop for PgStore {
 }
 
 async fn read_changes(c: &impl deadpool_postgres::GenericClient) -> Result<u64, StoreError> {
-    let row = c.query_one(READ_CHANGES, &[]).await.map_err(backend)?;
+    let row = prepared::query_one(c, READ_CHANGES, &[]).await?;
     Ok(changes_in(&row))
 }
 
@@ -667,14 +684,13 @@ fn changes_in(row: &tokio_postgres::Row) -> u64 {
 
 /// Moves the shared change count and announces its new value on [`listen::CHANNEL`].
 async fn announce_change(c: &impl deadpool_postgres::GenericClient) -> Result<u64, StoreError> {
-    let v: i64 = c
-        .query_one(
-            "SELECT n FROM (SELECT nextval('changes') AS n) moved, pg_notify($1, n::text)",
-            &[&listen::CHANNEL],
-        )
-        .await
-        .map_err(backend)?
-        .get(0);
+    let v: i64 = prepared::query_one(
+        c,
+        "SELECT n FROM (SELECT nextval('changes') AS n) moved, pg_notify($1, n::text)",
+        &[&listen::CHANNEL],
+    )
+    .await?
+    .get(0);
     Ok(u64::try_from(v).unwrap_or(0))
 }
 
@@ -689,13 +705,16 @@ impl Store for PgStore {
     fn clients(&self, page: &str) -> Result<Vec<Client>, StoreError> {
         self.block(async {
             let conn = self.conn().await?;
-            let rows = conn
-                .query(
-                    &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE page = $1 ORDER BY email"),
-                    &[&page],
-                )
-                .await
-                .map_err(backend)?;
+            let rows = prepared::query(
+                &conn,
+                concat!(
+                    "SELECT ",
+                    client_columns!(),
+                    " FROM clients WHERE page = $1 ORDER BY email"
+                ),
+                &[&page],
+            )
+            .await?;
             rows.iter().map(|r| client_of(r, 0)).collect()
         })
     }
@@ -726,13 +745,12 @@ impl Store for PgStore {
         self.block(async {
             let mut conn = self.conn().await?;
             let tx = conn.transaction().await.map_err(backend)?;
-            let removed = tx
-                .execute(
-                    "DELETE FROM clients WHERE page = $1 AND email = $2",
-                    &[&page, &email],
-                )
-                .await
-                .map_err(backend)?
+            let removed = prepared::execute(
+                &tx,
+                "DELETE FROM clients WHERE page = $1 AND email = $2",
+                &[&page, &email],
+            )
+            .await?
                 > 0;
             if !removed {
                 return Ok(false);
@@ -755,14 +773,15 @@ impl Store for PgStore {
             let mut conn = self.conn().await?;
             let tx = conn.transaction().await.map_err(backend)?;
             lock(&tx, &[code_lock(site, email)]).await?;
-            tx.execute(
+            prepared::execute(
+                &tx,
                 "DELETE FROM tokens WHERE token_hash IN
                  (SELECT token_hash FROM codes WHERE site = $1 AND email = $2)",
                 &[&site.as_bytes(), &email],
             )
-            .await
-            .map_err(backend)?;
-            tx.execute(
+            .await?;
+            prepared::execute(
+                &tx,
                 "INSERT INTO codes (site, email, token_hash, expires_at, record)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (site, email) DO UPDATE SET token_hash = EXCLUDED.token_hash,
@@ -775,9 +794,9 @@ impl Store for PgStore {
                     &encode(code)?,
                 ],
             )
-            .await
-            .map_err(backend)?;
-            tx.execute(
+            .await?;
+            prepared::execute(
+                &tx,
                 "INSERT INTO tokens (token_hash, expires_at, record) VALUES ($1, $2, $3)
                  ON CONFLICT (token_hash) DO UPDATE SET expires_at = EXCLUDED.expires_at,
                      record = EXCLUDED.record",
@@ -787,8 +806,7 @@ impl Store for PgStore {
                     &encode(token)?,
                 ],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
             self.commit(tx).await?;
             Ok(())
         })
@@ -845,13 +863,12 @@ impl Store for PgStore {
             if Attempts::locks(&overall, mine.as_ref(), policy) {
                 return Ok(CodeCheck::Locked);
             }
-            let row = tx
-                .query_opt(
-                    "SELECT record FROM codes WHERE site = $1 AND email = $2",
-                    &[&site.as_bytes(), &email],
-                )
-                .await
-                .map_err(backend)?;
+            let row = prepared::query_opt(
+                &tx,
+                "SELECT record FROM codes WHERE site = $1 AND email = $2",
+                &[&site.as_bytes(), &email],
+            )
+            .await?;
             let pending = row
                 .map(|r| decode::<CodeRecord>("codes", r.get::<_, &[u8]>(0)))
                 .transpose()?
@@ -860,30 +877,30 @@ impl Store for PgStore {
                 let token = code.token_hash;
                 let tx = &tx;
                 async move {
-                    tx.execute(
+                    prepared::execute(
+                        tx,
                         "DELETE FROM codes WHERE site = $1 AND email = $2",
                         &[&site.as_bytes(), &email],
                     )
-                    .await
-                    .map_err(backend)?;
-                    tx.execute(
+                    .await?;
+                    prepared::execute(
+                        tx,
                         "DELETE FROM tokens WHERE token_hash = $1",
                         &[&token.as_slice()],
                     )
-                    .await
-                    .map_err(backend)?;
+                    .await?;
                     Ok::<_, StoreError>(())
                 }
             };
             if let Some(code) = pending.as_ref().filter(|c| matches(c)) {
                 remove_code(code).await?;
                 if let Some(b) = mine_browser {
-                    tx.execute(
+                    prepared::execute(
+                        &tx,
                         "DELETE FROM attempts WHERE site = $1 AND email = $2 AND browser = $3",
                         &[&site.as_bytes(), &email, &b.as_slice()],
                     )
-                    .await
-                    .map_err(backend)?;
+                    .await?;
                 }
                 let accepted = CodeCheck::Accepted(code.clone());
                 self.commit(tx).await?;
@@ -922,13 +939,12 @@ impl Store for PgStore {
     ) -> Result<Option<TokenRecord>, StoreError> {
         self.block(async {
             let conn = self.conn().await?;
-            let row = conn
-                .query_opt(
-                    "SELECT record FROM tokens WHERE token_hash = $1",
-                    &[&token_hash.as_slice()],
-                )
-                .await
-                .map_err(backend)?;
+            let row = prepared::query_opt(
+                &conn,
+                "SELECT record FROM tokens WHERE token_hash = $1",
+                &[&token_hash.as_slice()],
+            )
+            .await?;
             let token = row
                 .map(|r| decode::<TokenRecord>("tokens", r.get::<_, &[u8]>(0)))
                 .transpose()?;
@@ -945,23 +961,22 @@ impl Store for PgStore {
             let mut conn = self.conn().await?;
             let tx = conn.transaction().await.map_err(backend)?;
             // Only one caller gets the row back: the token is spent once.
-            let row = tx
-                .query_opt(
-                    "DELETE FROM tokens WHERE token_hash = $1 RETURNING record",
-                    &[&token_hash.as_slice()],
-                )
-                .await
-                .map_err(backend)?;
+            let row = prepared::query_opt(
+                &tx,
+                "DELETE FROM tokens WHERE token_hash = $1 RETURNING record",
+                &[&token_hash.as_slice()],
+            )
+            .await?;
             let Some(row) = row else {
                 return Ok(None);
             };
             let token = decode::<TokenRecord>("tokens", row.get::<_, &[u8]>(0))?;
-            tx.execute(
+            prepared::execute(
+                &tx,
                 "DELETE FROM codes WHERE site = $1 AND email = $2 AND token_hash = $3",
                 &[&token.site.as_bytes(), &token.email, &token_hash.as_slice()],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
             self.commit(tx).await?;
             Ok((token.expires_at > now).then_some(token))
         })
@@ -977,7 +992,8 @@ impl Store for PgStore {
         self.block(async {
             let mut conn = self.conn().await?;
             let tx = conn.transaction().await.map_err(backend)?;
-            tx.execute(
+            prepared::execute(
+                &tx,
                 "INSERT INTO sessions (session_hash, site, email, created_at, expires_at)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (session_hash) DO UPDATE SET site = EXCLUDED.site,
@@ -991,14 +1007,13 @@ impl Store for PgStore {
                     &session.expires_at,
                 ],
             )
-            .await
-            .map_err(backend)?;
-            tx.execute(
+            .await?;
+            prepared::execute(
+                &tx,
                 "UPDATE clients SET last_login = $1 WHERE email = $2 AND page = ANY($3)",
                 &[&session.created_at, &session.email, &pages],
             )
-            .await
-            .map_err(backend)?;
+            .await?;
             append_audit(&tx, audit).await?;
             self.commit(tx).await?;
             Ok(())
@@ -1040,30 +1055,28 @@ impl Store for PgStore {
                 let tolerance = interval.saturating_mul(i64::from(rate.burst.saturating_sub(1)));
                 // One statement, atomic per key: the limit moves only when it lets the request
                 // in.
-                let taken = conn
-                    .query_opt(
-                        "INSERT INTO rate_limits AS r (key, tat)
+                let taken = prepared::query_opt(
+                    &conn,
+                    "INSERT INTO rate_limits AS r (key, tat)
                          VALUES ($1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $2)
                          ON CONFLICT (key) DO UPDATE
                          SET tat = GREATEST(r.tat, EXCLUDED.tat - $2) + $2
                          WHERE GREATEST(r.tat, EXCLUDED.tat - $2) - (EXCLUDED.tat - $2) <= $3
                          RETURNING tat",
-                        &[&key, &interval, &tolerance],
-                    )
-                    .await
-                    .map_err(backend)?;
+                    &[&key, &interval, &tolerance],
+                )
+                .await?;
                 if taken.is_some() {
                     continue;
                 }
-                let wait: Option<i64> = conn
-                    .query_opt(
-                        "SELECT tat - (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $2
+                let wait: Option<i64> = prepared::query_opt(
+                    &conn,
+                    "SELECT tat - (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $2
                          FROM rate_limits WHERE key = $1",
-                        &[&key, &tolerance],
-                    )
-                    .await
-                    .map_err(backend)?
-                    .map(|row| row.get(0));
+                    &[&key, &tolerance],
+                )
+                .await?
+                .map(|row| row.get(0));
                 let wait = u64::try_from(wait.unwrap_or(1).max(1)).unwrap_or(1);
                 return Ok(Some(Duration::from_millis(wait)));
             }
@@ -1087,13 +1100,12 @@ impl Store for PgStore {
         self.block(async {
             let mut conn = self.conn().await?;
             let tx = conn.transaction().await.map_err(backend)?;
-            let removed = tx
-                .execute(
-                    "DELETE FROM sessions WHERE session_hash = $1",
-                    &[&session_hash.as_slice()],
-                )
-                .await
-                .map_err(backend)?
+            let removed = prepared::execute(
+                &tx,
+                "DELETE FROM sessions WHERE session_hash = $1",
+                &[&session_hash.as_slice()],
+            )
+            .await?
                 > 0;
             if !removed {
                 return Ok(());
@@ -1118,24 +1130,22 @@ impl Store for PgStore {
             let mut conn = self.conn().await?;
             let tx = conn.transaction().await.map_err(backend)?;
             // The client stays listed until this commits.
-            let listed = tx
-                .query_opt(
-                    "SELECT 1 FROM clients WHERE page = $1 AND email = $2 FOR SHARE",
-                    &[&page, &email],
-                )
-                .await
-                .map_err(backend)?
-                .is_some();
+            let listed = prepared::query_opt(
+                &tx,
+                "SELECT 1 FROM clients WHERE page = $1 AND email = $2 FOR SHARE",
+                &[&page, &email],
+            )
+            .await?
+            .is_some();
             if !listed {
                 return Ok(None);
             }
-            let revoked = tx
-                .execute(
-                    "DELETE FROM sessions WHERE site = $1 AND email = $2",
-                    &[&site.as_bytes(), &email],
-                )
-                .await
-                .map_err(backend)?;
+            let revoked = prepared::execute(
+                &tx,
+                "DELETE FROM sessions WHERE site = $1 AND email = $2",
+                &[&site.as_bytes(), &email],
+            )
+            .await?;
             append_audit(&tx, audit).await?;
             self.commit(tx).await?;
             self.announce(&conn).await;
@@ -1146,14 +1156,13 @@ impl Store for PgStore {
     fn count_active_sessions(&self, now: Timestamp) -> Result<Vec<(String, u64)>, StoreError> {
         self.block(async {
             let conn = self.conn().await?;
-            let rows = conn
-                .query(
-                    "SELECT site, count(*) FROM sessions WHERE expires_at > $1
+            let rows = prepared::query(
+                &conn,
+                "SELECT site, count(*) FROM sessions WHERE expires_at > $1
                      GROUP BY site ORDER BY site",
-                    &[&now],
-                )
-                .await
-                .map_err(backend)?;
+                &[&now],
+            )
+            .await?;
             rows.iter()
                 .map(|r| {
                     let site: &[u8] = r.get(0);
@@ -1206,12 +1215,12 @@ impl Store for PgStore {
                 if read_client(&tx, page, &new.email).await?.is_some() {
                     return Ok(ClientEdit::EmailTaken);
                 }
-                tx.execute(
+                prepared::execute(
+                    &tx,
                     "DELETE FROM clients WHERE page = $1 AND email = $2",
                     &[&page, &email],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
             }
             write_client(&tx, page, &new).await?;
             append_audit(&tx, &audit(&new)).await?;
@@ -1279,26 +1288,25 @@ impl Store for PgStore {
             }
             lock(&tx, &[client_lock(grant.page, grant.email)]).await?;
             if let Some(signature) = &grant.signature {
-                let spent = tx
-                    .query_opt(
-                        "SELECT 1 FROM signatures WHERE signature_hash = $1",
-                        &[&signature.hash.as_slice()],
-                    )
-                    .await
-                    .map_err(backend)?
-                    .is_some();
+                let spent = prepared::query_opt(
+                    &tx,
+                    "SELECT 1 FROM signatures WHERE signature_hash = $1",
+                    &[&signature.hash.as_slice()],
+                )
+                .await?
+                .is_some();
                 if spent {
                     return Ok(GrantResult::SignatureSpent);
                 }
             }
             let first = match &key {
                 None => None,
-                Some(k) => tx
-                    .query_opt("SELECT record FROM grants WHERE order_key = $1", &[k])
-                    .await
-                    .map_err(backend)?
-                    .map(|r| decode::<GrantRecord>("grants", r.get::<_, &[u8]>(0)))
-                    .transpose()?,
+                Some(k) => {
+                    prepared::query_opt(&tx, "SELECT record FROM grants WHERE order_key = $1", &[k])
+                        .await?
+                        .map(|r| decode::<GrantRecord>("grants", r.get::<_, &[u8]>(0)))
+                        .transpose()?
+                }
             };
             if let Some(first) = &first {
                 if first.page != grant.page || first.email != grant.email {
@@ -1310,14 +1318,13 @@ impl Store for PgStore {
             let spent = match &grant.signature {
                 None => false,
                 Some(signature) => {
-                    let inserted = tx
-                        .execute(
-                            "INSERT INTO signatures (signature_hash, until) VALUES ($1, $2)
+                    let inserted = prepared::execute(
+                        &tx,
+                        "INSERT INTO signatures (signature_hash, until) VALUES ($1, $2)
                              ON CONFLICT (signature_hash) DO NOTHING",
-                            &[&signature.hash.as_slice(), &signature.until],
-                        )
-                        .await
-                        .map_err(backend)?;
+                        &[&signature.hash.as_slice(), &signature.until],
+                    )
+                    .await?;
                     if inserted == 0 {
                         return Ok(GrantResult::SignatureSpent);
                     }
@@ -1385,13 +1392,12 @@ impl Store for PgStore {
         self.block(async {
             let conn = self.conn().await?;
             let keys: Vec<&[u8]> = hashes.iter().map(|h| h.as_slice()).collect();
-            let rows = conn
-                .query(
-                    "SELECT link_hash, record FROM signins WHERE link_hash = ANY($1)",
-                    &[&keys],
-                )
-                .await
-                .map_err(backend)?;
+            let rows = prepared::query(
+                &conn,
+                "SELECT link_hash, record FROM signins WHERE link_hash = ANY($1)",
+                &[&keys],
+            )
+            .await?;
             for hash in hashes {
                 if let Some(row) = rows
                     .iter()
@@ -1417,24 +1423,23 @@ impl Store for PgStore {
             let tx = conn.transaction().await.map_err(backend)?;
             for hash in hashes {
                 // Locked until commit: a second taker waits, then finds it gone.
-                let row = tx
-                    .query_opt(
-                        "SELECT record FROM signins WHERE link_hash = $1 FOR UPDATE",
-                        &[&hash.as_slice()],
-                    )
-                    .await
-                    .map_err(backend)?;
+                let row = prepared::query_opt(
+                    &tx,
+                    "SELECT record FROM signins WHERE link_hash = $1 FOR UPDATE",
+                    &[&hash.as_slice()],
+                )
+                .await?;
                 let Some(row) = row else { continue };
                 let record = decode::<SigninRecord>("signins", row.get::<_, &[u8]>(0))?;
                 if record.site != site {
                     return Ok(None);
                 }
-                tx.execute(
+                prepared::execute(
+                    &tx,
                     "DELETE FROM signins WHERE link_hash = $1",
                     &[&hash.as_slice()],
                 )
-                .await
-                .map_err(backend)?;
+                .await?;
                 let live = record.expires_at > now;
                 if live {
                     append_audit(&tx, &audit(&record)).await?;
@@ -1465,13 +1470,12 @@ impl Store for PgStore {
             let conn = self.conn().await?;
             let after = after.map_or(0, |a| i64::try_from(a).unwrap_or(i64::MAX));
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = conn
-                .query(
-                    "SELECT id, record FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
-                    &[&after, &limit],
-                )
-                .await
-                .map_err(backend)?;
+            let rows = prepared::query(
+                &conn,
+                "SELECT id, record FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after, &limit],
+            )
+            .await?;
             rows.iter()
                 .map(|r| {
                     let id: i64 = r.get(0);

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_rate_limits.sql"),
     include_str!("migrations/0003_large_lists.sql"),
+    include_str!("migrations/0004_count_triggers.sql"),
 ];
 
 /// The schema version this build writes.

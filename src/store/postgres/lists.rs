@@ -1,12 +1,13 @@
 //! Large client lists in PostgreSQL: keyset pages from the (page, email) key, contains-search on
-//! the `search` column (trigram-indexed when pg_trgm is available), counts from the tables the
-//! triggers of migration 3 keep, and imports written a batch per statement.
+//! the `search` column (trigram-indexed when pg_trgm is available), counts summed from the
+//! striped tables the triggers of migrations 3 and 4 keep, and imports written a batch per
+//! statement.
 
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::{GenericClient, Transaction};
 
-use super::{CLIENT_COLUMNS, backend, client_lock, client_of, encode, lock};
+use super::{backend, client_columns, client_lock, client_of, encode, lock, prepared};
 use crate::store::{
     AuditEvent, Client, ClientCounts, ClientSet, MatchCount, StoreError, Timestamp, merge_set,
     search_needle, search_text,
@@ -78,21 +79,28 @@ pub(super) async fn client_page(
     let after = after.unwrap_or("");
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = match search.and_then(search_needle) {
-        None => c
-            .query(
-                &format!(
-                    "SELECT {CLIENT_COLUMNS} FROM clients
+        None => {
+            prepared::query(
+                c,
+                concat!(
+                    "SELECT ",
+                    client_columns!(),
+                    " FROM clients
                      WHERE page = $1 AND email > $2 ORDER BY email LIMIT $3"
                 ),
                 &[&page, &after, &limit],
             )
-            .await
-            .map_err(backend)?,
+            .await?
+        }
         Some(needle) if needle.contains('\n') => return Ok(Vec::new()),
+        // Not prepared: planned for each term, since the best plan depends on how rare it is
+        // (the trigram index for a rare one, the page in email order for a common one).
         Some(needle) => c
             .query(
-                &format!(
-                    "SELECT {CLIENT_COLUMNS} FROM clients
+                concat!(
+                    "SELECT ",
+                    client_columns!(),
+                    " FROM clients
                      WHERE page = $1 AND email > $2 AND search LIKE $4
                      ORDER BY email LIMIT $3"
                 ),
@@ -110,16 +118,15 @@ pub(super) async fn client_counts(
     page: &str,
     now: Timestamp,
 ) -> Result<ClientCounts, StoreError> {
-    let row = c
-        .query_one(
-            "SELECT coalesce((SELECT total FROM client_totals WHERE page = $1), 0),
-                    coalesce((SELECT unlimited FROM client_totals WHERE page = $1), 0)
+    let row = prepared::query_one(
+        c,
+        "SELECT coalesce(sum(total), 0)::bigint, coalesce(sum(unlimited), 0)::bigint
                     + coalesce((SELECT sum(clients) FROM client_ends
-                                WHERE page = $1 AND until > $2), 0)::bigint",
-            &[&page, &now],
-        )
-        .await
-        .map_err(backend)?;
+                                WHERE page = $1 AND until > $2), 0)::bigint
+         FROM client_totals WHERE page = $1",
+        &[&page, &now],
+    )
+    .await?;
     let count = |at: usize| u64::try_from(row.get::<_, i64>(at)).unwrap_or(0);
     Ok(ClientCounts {
         total: count(0),
@@ -149,6 +156,7 @@ pub(super) async fn count_matching(
     }
     // One more than the cap tells "exactly cap" from "more".
     let limit = i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX);
+    // Not prepared, as a search's page (see `client_page`).
     let row = c
         .query_one(
             "SELECT count(*) FROM (SELECT 1 FROM clients
@@ -180,23 +188,26 @@ pub(super) async fn set_clients(
         lock(tx, &ids).await?;
     } else {
         // In ascending order, as `lock` takes them: the volatile call runs after the sort.
-        tx.execute(
+        prepared::execute(
+            tx,
             "SELECT pg_advisory_xact_lock(id)
              FROM unnest($1::bigint[]) WITH ORDINALITY AS locks(id, n) ORDER BY n",
             &[&ids],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
     }
     let emails: Vec<&str> = rows.iter().map(|r| r.email).collect();
     let mut current: HashMap<String, Client> = HashMap::with_capacity(rows.len());
-    for row in tx
-        .query(
-            &format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE page = $1 AND email = ANY($2)"),
-            &[&page, &emails],
-        )
-        .await
-        .map_err(backend)?
+    for row in prepared::query(
+        tx,
+        concat!(
+            "SELECT ",
+            client_columns!(),
+            " FROM clients WHERE page = $1 AND email = ANY($2)"
+        ),
+        &[&page, &emails],
+    )
+    .await?
     {
         let client = client_of(&row, 0)?;
         current.insert(client.email.clone(), client);
@@ -223,14 +234,10 @@ pub(super) async fn set_clients(
         out.push((client, created));
     }
     write_clients(tx, page, written.iter().filter_map(|e| current.get(*e))).await?;
-    tx.execute(
-        "INSERT INTO audit (at, record)
+    prepared::execute(tx, "INSERT INTO audit (at, record)
          SELECT at, record FROM unnest($1::bigint[], $2::bytea[]) WITH ORDINALITY AS a(at, record, n)
          ORDER BY n",
-        &[&at, &records],
-    )
-    .await
-    .map_err(backend)?;
+        &[&at, &records],).await?;
     Ok(out)
 }
 
@@ -258,7 +265,8 @@ async fn write_clients<'c>(
         last_login.push(c.last_login);
         search.push(search_text(c));
     }
-    tx.execute(
+    prepared::execute(
+        tx,
         "INSERT INTO clients (page, email, name, created_at, updated_at, access_until, source,
                               last_login, search)
          SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[],
@@ -279,7 +287,6 @@ async fn write_clients<'c>(
             &search,
         ],
     )
-    .await
-    .map_err(backend)?;
+    .await?;
     Ok(())
 }
