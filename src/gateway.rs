@@ -563,21 +563,30 @@ impl IdentityHeaders {
         let values = [
             header_text(&who.email),
             header_text(&who.name),
-            who.pages.join(","),
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(who.pages.join(","))).ok(),
         ];
-        self.names
-            .iter()
-            .zip(values)
-            .filter_map(|(name, value)| Some((name.clone(), HeaderValue::from_str(&value).ok()?)))
-            .collect()
+        let mut headers = Vec::with_capacity(values.len());
+        for (name, value) in self.names.iter().zip(values) {
+            if let Some(value) = value {
+                headers.push((name.clone(), value));
+            }
+        }
+        headers
     }
 }
 
 /// Header values are ASCII: a name with other characters (Ann, Анна) is sent percent-encoded
 /// as UTF-8, as are `%` and control characters, so it can always be decoded back exactly.
-fn header_text(text: &str) -> String {
+/// Built on every signed-in request: text with nothing to encode (nearly every address and
+/// name) is copied once, straight into the value, and encoded text is not copied again.
+fn header_text(text: &str) -> Option<HeaderValue> {
     const KEEP: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
-    percent_encoding::utf8_percent_encode(text, KEEP).to_string()
+    match std::borrow::Cow::from(percent_encoding::utf8_percent_encode(text, KEEP)) {
+        std::borrow::Cow::Borrowed(plain) => HeaderValue::from_str(plain).ok(),
+        std::borrow::Cow::Owned(encoded) => {
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(encoded)).ok()
+        }
+    }
 }
 
 fn is_trusted(trusted_proxies: &[IpNet], ip: IpAddr) -> bool {
