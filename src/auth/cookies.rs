@@ -58,6 +58,9 @@ impl CookieNames {
 
 /// The text of the one `name=value` pair named `name` in the request's cookies, as sent; `None`
 /// when there is none or more than one.
+///
+/// Read on every signed-in request: a pair is looked at only as far as its name, which must
+/// start it and be followed by nothing but blanks before `=` (cookie names hold no `=`).
 pub fn sole_pair<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     let mut found = headers
         .get_all(header::COOKIE)
@@ -66,8 +69,8 @@ pub fn sole_pair<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|pair| {
-            pair.split_once('=')
-                .is_some_and(|(n, _)| n.trim_end() == name)
+            pair.strip_prefix(name)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
         });
     let pair = found.next()?;
     found.next().is_none().then_some(pair)
@@ -290,6 +293,26 @@ mod tests {
         );
         strip_own(&mut only_ours);
         assert!(only_ours.get(header::COOKIE).is_none());
+    }
+
+    #[test]
+    fn the_sole_pair_is_found_by_its_whole_name() {
+        let headers = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, HeaderValue::from_static(value));
+            h
+        };
+        let name = "pagegate-0a1b";
+        assert_eq!(
+            sole_pair(&headers("a=1; pagegate-0a1b =v; pagegate-0a1bc=w"), name),
+            Some("pagegate-0a1b =v")
+        );
+        assert_eq!(sole_pair(&headers("pagegate-0a1b; b=2"), name), None);
+        assert_eq!(
+            sole_pair(&headers("pagegate-0a1b=v;pagegate-0a1b=w"), name),
+            None
+        );
+        assert_eq!(sole_pair(&headers("x=pagegate-0a1b=v"), name), None);
     }
 
     #[test]
