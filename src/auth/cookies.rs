@@ -155,7 +155,8 @@ pub fn clear(name: &str, secure: bool) -> Option<HeaderValue> {
 /// session, whatever site or page it is. Other cookies pass unchanged.
 ///
 /// Runs on every proxied request: a request without pagegate's marker is passed over in one
-/// scan, and one with it is rebuilt in a single buffer, with no copy per cookie.
+/// scan, and one with it is rebuilt in a single buffer, pair by pair as `memchr` finds their
+/// ends, with only the kept pairs checked as text.
 pub fn strip_own(headers: &mut HeaderMap) {
     if !headers
         .get_all(header::COOKIE)
@@ -164,28 +165,41 @@ pub fn strip_own(headers: &mut HeaderMap) {
     {
         return;
     }
+    let header::Entry::Occupied(mut entry) = headers.entry(header::COOKIE) else {
+        return;
+    };
     let mut kept: Vec<u8> = Vec::new();
-    let pairs = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
-        .filter_map(|pair| std::str::from_utf8(pair).ok())
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty());
-    for pair in pairs {
-        let name = pair.split('=').next().unwrap_or("").trim();
-        if has_marker(name.as_bytes()) {
-            continue;
+    for value in entry.iter() {
+        let mut rest = value.as_bytes();
+        while !rest.is_empty() {
+            let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
+            let pair = &rest[..end];
+            rest = rest.get(end + 1..).unwrap_or_default();
+            // The name is what comes before the first `=`; blanks around it cannot hide the
+            // marker, which has none.
+            let name_end = memchr::memchr(b'=', pair).unwrap_or(pair.len());
+            if has_marker(&pair[..name_end]) {
+                continue;
+            }
+            let Ok(pair) = std::str::from_utf8(pair) else {
+                continue;
+            };
+            let pair = pair.trim();
+            if pair.is_empty() {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(pair.as_bytes());
         }
-        if !kept.is_empty() {
-            kept.extend_from_slice(b"; ");
-        }
-        kept.extend_from_slice(pair.as_bytes());
     }
-    headers.remove(header::COOKIE);
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
-            headers.insert(header::COOKIE, v);
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
+        Ok(v) if !v.is_empty() => {
+            entry.insert(v);
+        }
+        _ => {
+            entry.remove();
         }
     }
 }
