@@ -557,27 +557,92 @@ impl IdentityHeaders {
         if !self.enabled {
             return Vec::new();
         }
-        // An address may be UTF-8 (a local part in Cyrillic, an IDN domain): like the name, it
-        // is percent-encoded rather than dropped, so the site never sees a signed-in request
-        // without an email. ASCII addresses without `%` pass unchanged.
-        let values = [
-            header_text(&who.email),
-            header_text(&who.name),
-            who.pages.join(","),
-        ];
-        self.names
-            .iter()
-            .zip(values)
-            .filter_map(|(name, value)| Some((name.clone(), HeaderValue::from_str(&value).ok()?)))
-            .collect()
+        let values = RecentIdentities::values(who);
+        let mut headers = Vec::with_capacity(values.len());
+        for (name, value) in self.names.iter().zip(values) {
+            if let Some(value) = value {
+                headers.push((name.clone(), value));
+            }
+        }
+        headers
     }
+}
+
+/// The identity header values (email, name, page ids) a thread built last, so that a visitor's
+/// run of requests (a page and its assets) encodes them once: a hit costs three comparisons and
+/// three reference counts instead of encoding and copying three values.
+///
+/// Keyed by everything the values are made of, not by the session alone: a name changed in
+/// the client list, or another page, makes new values at once. Direct-mapped by the session
+/// hash, per thread: no locking, a fixed few KiB per worker, and a visitor whose slot another
+/// took simply encodes again.
+struct RecentIdentities;
+
+const RECENT_IDENTITY_SLOTS: usize = 64;
+
+type IdentityValues = [Option<HeaderValue>; 3];
+
+struct IdentitySlot {
+    email: String,
+    name: String,
+    pages: Vec<String>,
+    values: IdentityValues,
+}
+
+thread_local! {
+    static RECENT_IDENTITIES: std::cell::RefCell<Vec<Option<IdentitySlot>>> =
+        std::cell::RefCell::new((0..RECENT_IDENTITY_SLOTS).map(|_| None).collect());
+}
+
+impl RecentIdentities {
+    fn values(who: &Identity) -> IdentityValues {
+        RECENT_IDENTITIES
+            .try_with(|recent| {
+                let Ok(mut recent) = recent.try_borrow_mut() else {
+                    return identity_values(who);
+                };
+                let slot = &mut recent[usize::from(who.session[0]) % RECENT_IDENTITY_SLOTS];
+                if let Some(kept) = slot.as_ref().filter(|kept| {
+                    kept.email == who.email && kept.name == who.name && kept.pages == who.pages
+                }) {
+                    return kept.values.clone();
+                }
+                let values = identity_values(who);
+                *slot = Some(IdentitySlot {
+                    email: who.email.clone(),
+                    name: who.name.clone(),
+                    pages: who.pages.clone(),
+                    values: values.clone(),
+                });
+                values
+            })
+            .unwrap_or_else(|_| identity_values(who))
+    }
+}
+
+/// An address may be UTF-8 (a local part in Cyrillic, an IDN domain): like the name, it is
+/// percent-encoded rather than dropped, so the site never sees a signed-in request without an
+/// email. ASCII addresses without `%` pass unchanged.
+fn identity_values(who: &Identity) -> IdentityValues {
+    [
+        header_text(&who.email),
+        header_text(&who.name),
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(who.pages.join(","))).ok(),
+    ]
 }
 
 /// Header values are ASCII: a name with other characters (Ann, Анна) is sent percent-encoded
 /// as UTF-8, as are `%` and control characters, so it can always be decoded back exactly.
-fn header_text(text: &str) -> String {
+/// Built on every signed-in request: text with nothing to encode (nearly every address and
+/// name) is copied once, straight into the value, and encoded text is not copied again.
+fn header_text(text: &str) -> Option<HeaderValue> {
     const KEEP: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
-    percent_encoding::utf8_percent_encode(text, KEEP).to_string()
+    match std::borrow::Cow::from(percent_encoding::utf8_percent_encode(text, KEEP)) {
+        std::borrow::Cow::Borrowed(plain) => HeaderValue::from_str(plain).ok(),
+        std::borrow::Cow::Owned(encoded) => {
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(encoded)).ok()
+        }
+    }
 }
 
 fn is_trusted(trusted_proxies: &[IpNet], ip: IpAddr) -> bool {
@@ -761,6 +826,50 @@ mod tests {
             b = b.header(*k, *v);
         }
         b.body(()).expect("request")
+    }
+
+    #[test]
+    fn identity_headers_follow_the_client_list_even_when_kept_for_a_session() {
+        let identity = IdentityHeaders {
+            enabled: true,
+            names: ["x-pagegate-email", "x-pagegate-name", "x-pagegate-page"]
+                .map(HeaderName::from_static)
+                .to_vec(),
+        };
+        let who = |name: &str| Identity {
+            email: "ann@example.com".into(),
+            name: name.into(),
+            pages: vec!["course".into(), "extra".into()],
+            session: [7; 32],
+        };
+        let sent = |who: &Identity| -> Vec<String> {
+            identity
+                .headers_for(who)
+                .iter()
+                .map(|(n, v)| format!("{n}: {}", v.to_str().expect("ascii")))
+                .collect()
+        };
+        let first = sent(&who("Ann"));
+        assert_eq!(
+            first,
+            [
+                "x-pagegate-email: ann@example.com",
+                "x-pagegate-name: Ann",
+                "x-pagegate-page: course,extra"
+            ]
+        );
+        // The same session again: the same values.
+        assert_eq!(sent(&who("Ann")), first);
+        // Renamed in the client list meanwhile: the new name, encoded, at once.
+        assert_eq!(
+            sent(&who("Анна 100%"))[1],
+            "x-pagegate-name: %D0%90%D0%BD%D0%BD%D0%B0 100%25"
+        );
+        let off = IdentityHeaders {
+            enabled: false,
+            names: identity.names.clone(),
+        };
+        assert!(off.headers_for(&who("Ann")).is_empty());
     }
 
     #[test]

@@ -58,6 +58,9 @@ impl CookieNames {
 
 /// The text of the one `name=value` pair named `name` in the request's cookies, as sent; `None`
 /// when there is none or more than one.
+///
+/// Read on every signed-in request: a pair is looked at only as far as its name, which must
+/// start it and be followed by nothing but blanks before `=` (cookie names hold no `=`).
 pub fn sole_pair<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     let mut found = headers
         .get_all(header::COOKIE)
@@ -66,8 +69,8 @@ pub fn sole_pair<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|pair| {
-            pair.split_once('=')
-                .is_some_and(|(n, _)| n.trim_end() == name)
+            pair.strip_prefix(name)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
         });
     let pair = found.next()?;
     found.next().is_none().then_some(pair)
@@ -150,39 +153,65 @@ pub fn clear(name: &str, secure: bool) -> Option<HeaderValue> {
 
 /// Removes every pagegate cookie from the request's `Cookie` headers so the upstream never sees a
 /// session, whatever site or page it is. Other cookies pass unchanged.
+///
+/// Runs on every proxied request: a request without pagegate's marker is passed over in one
+/// scan, and one with it is rebuilt in a single buffer, pair by pair as `memchr` finds their
+/// ends, with only the kept pairs checked as text.
 pub fn strip_own(headers: &mut HeaderMap) {
-    let has_ours = headers.get_all(header::COOKIE).iter().any(|v| {
-        v.as_bytes()
-            .windows(MARKER.len())
-            .any(|w| w.eq_ignore_ascii_case(MARKER.as_bytes()))
-    });
-    if !has_ours {
-        return;
-    }
-    let kept: Vec<String> = headers
+    if !headers
         .get_all(header::COOKIE)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
-        .filter_map(|pair| std::str::from_utf8(pair).ok())
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| {
-            let name = pair
-                .split('=')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            !name.contains(MARKER)
-        })
-        .map(str::to_owned)
-        .collect();
-    headers.remove(header::COOKIE);
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            headers.insert(header::COOKIE, v);
+        .any(|v| has_marker(v.as_bytes()))
+    {
+        return;
+    }
+    let header::Entry::Occupied(mut entry) = headers.entry(header::COOKIE) else {
+        return;
+    };
+    let mut kept: Vec<u8> = Vec::new();
+    for value in entry.iter() {
+        let mut rest = value.as_bytes();
+        while !rest.is_empty() {
+            let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
+            let pair = &rest[..end];
+            rest = rest.get(end + 1..).unwrap_or_default();
+            // The name is what comes before the first `=`; blanks around it cannot hide the
+            // marker, which has none.
+            let name_end = memchr::memchr(b'=', pair).unwrap_or(pair.len());
+            if has_marker(&pair[..name_end]) {
+                continue;
+            }
+            let Ok(pair) = std::str::from_utf8(pair) else {
+                continue;
+            };
+            let pair = pair.trim();
+            if pair.is_empty() {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(pair.as_bytes());
         }
     }
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
+        Ok(v) if !v.is_empty() => {
+            entry.insert(v);
+        }
+        _ => {
+            entry.remove();
+        }
+    }
+}
+
+/// Whether `text` contains [`MARKER`] in any case. Looks only where a `p` or `P` is, instead of
+/// comparing nine bytes at every position of a header that can be long.
+fn has_marker(text: &[u8]) -> bool {
+    let marker = MARKER.as_bytes();
+    memchr::memchr2_iter(b'p', b'P', text).any(|at| {
+        text.get(at..at + marker.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(marker))
+    })
 }
 
 /// For tests: the headers of a request that sends back the cookie a `Set-Cookie` value set,
@@ -278,5 +307,49 @@ mod tests {
         );
         strip_own(&mut only_ours);
         assert!(only_ours.get(header::COOKIE).is_none());
+    }
+
+    #[test]
+    fn the_sole_pair_is_found_by_its_whole_name() {
+        let headers = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, HeaderValue::from_static(value));
+            h
+        };
+        let name = "pagegate-0a1b";
+        assert_eq!(
+            sole_pair(&headers("a=1; pagegate-0a1b =v; pagegate-0a1bc=w"), name),
+            Some("pagegate-0a1b =v")
+        );
+        assert_eq!(sole_pair(&headers("pagegate-0a1b; b=2"), name), None);
+        assert_eq!(
+            sole_pair(&headers("pagegate-0a1b=v;pagegate-0a1b=w"), name),
+            None
+        );
+        assert_eq!(sole_pair(&headers("x=pagegate-0a1b=v"), name), None);
+    }
+
+    #[test]
+    fn the_marker_is_found_in_any_case_and_anywhere_in_a_name() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static(
+                "pp=1; x-PageGate-y=2; keep=pagegate-in-a-value;  ; __Host-PAGEGATE-=3; pagegate-",
+            ),
+        );
+        strip_own(&mut h);
+        assert_eq!(
+            h.get_all(header::COOKIE).iter().collect::<Vec<_>>(),
+            ["pp=1; keep=pagegate-in-a-value"]
+        );
+        // Cut short before the marker ends: nothing of pagegate's, nothing changed.
+        let mut none = HeaderMap::new();
+        none.insert(header::COOKIE, HeaderValue::from_static("a=1;b=pagegat"));
+        strip_own(&mut none);
+        assert_eq!(
+            none.get(header::COOKIE).map(|v| v.as_bytes()),
+            Some(&b"a=1;b=pagegat"[..])
+        );
     }
 }

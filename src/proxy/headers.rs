@@ -254,10 +254,12 @@ pub fn keep_from_shared_caches(headers: &mut HeaderMap, no_store: bool) {
     for name in doomed {
         headers.remove(name);
     }
+    // The two answers nearly every protected response gets (the upstream's own directives are
+    // all for shared caches, or it sent none) are static values: no list, no text, no copy.
     let directives = if no_store {
-        "no-store".to_owned()
+        Some(HeaderValue::from_static("no-store"))
     } else {
-        let mut kept = vec!["private"];
+        let mut kept = vec![];
         for value in headers.get_all(header::CACHE_CONTROL) {
             for directive in tokens(value) {
                 let name = directive.split('=').next().unwrap_or("").trim();
@@ -269,9 +271,16 @@ pub fn keep_from_shared_caches(headers: &mut HeaderMap, no_store: bool) {
                 }
             }
         }
-        kept.join(", ")
+        if kept.is_empty() {
+            Some(HeaderValue::from_static("private"))
+        } else {
+            HeaderValue::from_str(&format!("private, {}", kept.join(", "))).ok()
+        }
     };
-    replace(headers, &header::CACHE_CONTROL, &directives);
+    match directives {
+        Some(value) => headers.insert(header::CACHE_CONTROL, value),
+        None => headers.remove(header::CACHE_CONTROL),
+    };
     let varies_by_cookie = headers
         .get_all(header::VARY)
         .iter()
