@@ -3,7 +3,7 @@
 //!
 //! Beside `clients` (`page \0 email` → the client's JSON), three tables are kept:
 //!
-//! - `client_search`: `page \0 first email` → a block of up to 64 consecutive clients' search
+//! - `client_search_blocks`: `page \0 first email` → a block of up to 128 consecutive clients' search
 //!   texts and emails (layout in [`super::search_blocks`]). A search runs one `memmem` pass over
 //!   each block, in key order, and decodes only the clients it returns.
 //! - `client_totals`: page → (clients, clients with unlimited access).

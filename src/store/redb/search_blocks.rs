@@ -1,5 +1,5 @@
 //! The byte layout of a search block: a run of consecutive clients of one page, in email order,
-//! each as its search text and its email, packed into one value of the `client_search` table.
+//! each as its search text and its email, packed into one value of the `client_search_blocks` table.
 //!
 //! Why blocks: a search that matches one client in a million must look at every client's text.
 //! One table entry per client costs a B-tree step and a searcher call per client (over 100 ms
