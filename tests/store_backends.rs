@@ -1306,18 +1306,9 @@ fn a_database_a_newer_pagegate_migrated_is_refused_naming_both_versions() {
     let config = pg_config(url.clone());
     drop(PgStore::open(&config).expect("open"));
     let newer = pagegate::store::postgres::SCHEMA_VERSION + 1;
-    let out = std::process::Command::new(pg_server::server().bin_path("psql"))
-        .args([
-            &url,
-            "-c",
-            &format!("INSERT INTO schema_version (version) VALUES ({newer})"),
-        ])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    pg_server::psql(
+        &url,
+        &format!("INSERT INTO schema_version (version) VALUES ({newer})"),
     );
     let err = PgStore::open(&config).expect_err("newer schema");
     assert!(
@@ -1451,18 +1442,9 @@ fn limits_taken_together_stop_at_the_first_that_refuses() {
     assert!(store.take_rates(&[("d", once)]).expect("take").is_some());
 }
 
-/// Runs `sql` with psql on the database `url` names; its output, unaligned.
+/// Runs `sql` with psql on the database `url` names; its output, unaligned and trimmed.
 fn psql(url: &str, sql: &str) -> String {
-    let out = std::process::Command::new(pg_server::server().bin_path("psql"))
-        .args([url, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    pg_server::psql(url, sql).trim().to_owned()
 }
 
 #[test]
