@@ -336,13 +336,20 @@ async fn keep_alive_connections_carry_many_requests() {
 async fn each_worker_keeps_its_own_upstream_connections() {
     let upstream = TestUpstream::start().await;
     let gateway = TestGateway::in_front_of_with(&upstream, "workers = 2").await;
-    // Visitors' connections go to the two workers in turn; each worker opens one upstream
-    // connection and reuses it, never borrowing the other's.
+    // Two visitors connected at once are served by the two workers: whichever worker accepts
+    // the second connection, the one already serving the first passes it to the other.
+    let mut visitors = [
+        client::http1(gateway.addr).await,
+        client::http1(gateway.addr).await,
+    ];
+    // They take turns; each worker opens one upstream connection and reuses it, never borrowing
+    // the other's (a shared pool would have carried every request on one).
     for i in 0..10 {
         let req = request("GET", "site.example", &format!("/n/{i}"))
             .body(Full::default())
             .expect("request");
-        assert_eq!(client::send(gateway.addr, req).await.status, 200);
+        let answer = visitors[i % 2].send_request(req).await.expect("send");
+        assert_eq!(client::read_answer(answer).await.status, 200);
     }
     assert_eq!(upstream.connections(), 2);
 }

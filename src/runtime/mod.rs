@@ -17,7 +17,7 @@
 //!    another thread a deadline still fires (it keeps its wheel), and a share written from another
 //!    worker is still counted, but the point of both is lost: wake-ups cross threads and cache
 //!    lines bounce between cores, and an upstream connection checked in from there lands in
-//!    another worker's stack. Code that is no worker (the accept loops, the control socket,
+//!    another worker's stack. Code that is no worker (the control socket, the metrics listener,
 //!    tests driving a gateway on their own runtime) gets share 0 and tokio's own timer.
 //! 2. **Only a cancellation crosses threads.** Cancelling an [`EndSignal`]'s token is the one way
 //!    other threads (the access watch's loop, the shutdown) reach a request on a worker: a
@@ -45,7 +45,9 @@
 //!    lets the requests in flight finish, ends the worker threads and waits for the other tasks
 //!    that hold the state (control socket, metrics listener, housekeeping, access watch); a
 //!    dropped `RunningGateway` starts the same shutdown. So once `RunningGateway::stop` returns,
-//!    the database lock is free.
+//!    the database lock is free. The workers' accept loops and the TLS certificate resolver
+//!    hold the state only weakly: a gateway whose runtime ended under it lets go of the store
+//!    as soon as its connections have, not when its worker threads are finally gone.
 
 pub mod coarse_timer;
 pub mod workers;

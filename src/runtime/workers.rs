@@ -7,20 +7,21 @@
 //! wake-ups a push onto a local queue. The upstream pool keeps its idle connections per worker
 //! for the same reason ([`current`]).
 //!
-//! When there is one worker per CPU the process may use, each worker is also kept on a CPU of
-//! its own. Left free, the scheduler sometimes runs two busy workers on one CPU while the other
-//! serves the load generator or the upstream, and every connection of the waiting worker stalls
-//! for a time slice: on two cores that doubled the p99 latency (docs/performance.md). With fewer
-//! workers than CPUs (a CPU quota, or cores left to other programs) nothing is pinned, since the
-//! scheduler then knows better which CPUs are free.
+//! Workers are kept on CPUs of their own only when `server.pin_workers` asks for it. Pinned, no
+//! two busy workers share a CPU while another runs something else, which lowers the p99 latency
+//! of keep-alive requests on a machine saturated by them; but a pinned worker also cannot move
+//! to a CPU that another program leaves idle, and a gateway shares its machine with its upstream
+//! more often than not: on two cores shared with the load generator and the upstream, pinned
+//! workers left a quarter of the CPU time idle and made 30–45% fewer TLS handshakes per second
+//! (docs/performance.md), for a p99 only about a tenth lower on keep-alive requests.
 //!
-//! The accept loops stay on the caller's runtime and hand each accepted socket to the next
-//! worker in turn. Workers outlive the shutdown signal: they stop only once the server has let
-//! the connections in flight finish, or the grace period is over.
+//! Every worker accepts connections itself, from its own descriptor of each listening socket
+//! (`server::accept_on_worker`), and serves each connection where it accepted it: no socket is
+//! handed between threads. Workers outlive the shutdown signal: they stop only once the server
+//! has let the connections in flight finish, or the grace period is over.
 
 use std::cell::Cell;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::Handle;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -71,7 +72,6 @@ impl<T> PerWorker<T> {
 /// The running workers.
 pub(crate) struct Workers {
     handles: Vec<Handle>,
-    next: AtomicUsize,
     /// Cancelled to let the worker threads end, which drops whatever they still run.
     stop: CancellationToken,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -79,7 +79,7 @@ pub(crate) struct Workers {
 
 impl Workers {
     /// Starts `count` worker threads, each with its own runtime (timers and I/O enabled), pinned
-    /// to CPUs as `pin` says (`None`: when there is one worker per usable CPU).
+    /// to CPUs only if `pin` is `Some(true)`.
     pub(crate) fn start(count: usize, pin: Option<bool>) -> std::io::Result<Workers> {
         let cpus = pin_plan(count, pin, &usable_cpus());
         let stop = CancellationToken::new();
@@ -113,7 +113,6 @@ impl Workers {
         }
         Ok(Workers {
             handles,
-            next: AtomicUsize::new(0),
             stop,
             threads: std::sync::Mutex::new(threads),
         })
@@ -124,11 +123,6 @@ impl Workers {
         self.handles.len()
     }
 
-    /// The worker (0-based) the next connection goes to, round robin.
-    pub(crate) fn next(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len()
-    }
-
     /// Runs a future on worker `worker` (0-based, below [`Workers::count`]; the last one
     /// otherwise).
     pub(crate) fn spawn_on<F>(&self, worker: usize, future: F)
@@ -137,15 +131,6 @@ impl Workers {
     {
         let last = self.handles.len() - 1;
         self.handles[worker.min(last)].spawn(future);
-    }
-
-    /// Runs a connection's future on the next worker, round robin.
-    #[cfg(test)]
-    fn spawn<F>(&self, future: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        self.spawn_on(self.next(), future);
     }
 
     /// Ends the worker threads when the guard is dropped, without waiting for them: for an owner
@@ -170,15 +155,10 @@ impl Workers {
     }
 }
 
-/// The CPU each worker is kept on, by worker (empty: none pinned). Pinning is automatic only
-/// when the workers and the usable CPUs pair up one to one; asked for explicitly, workers are
-/// spread over the usable CPUs in turn.
+/// The CPU each worker is kept on, by worker (empty: none pinned). Only when asked for: the
+/// workers are then spread over the usable CPUs in turn.
 fn pin_plan(workers: usize, pin: Option<bool>, usable: &[usize]) -> Vec<usize> {
-    let wanted = match pin {
-        Some(wanted) => wanted,
-        None => workers == usable.len(),
-    };
-    if !wanted || usable.is_empty() {
+    if pin != Some(true) || usable.is_empty() {
         return Vec::new();
     }
     usable.iter().copied().cycle().take(workers).collect()
@@ -229,12 +209,12 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn connections_are_spread_over_workers_and_know_their_number() {
+    async fn futures_run_on_the_worker_they_are_given_to_and_know_its_number() {
         let workers = Workers::start(2, None).expect("workers start");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        for _ in 0..4 {
+        for n in 0..4 {
             let tx = tx.clone();
-            workers.spawn(async move {
+            workers.spawn_on(n % 2, async move {
                 let _ = tx.send(current());
             });
         }
@@ -250,20 +230,17 @@ mod tests {
     }
 
     #[test]
-    fn workers_are_pinned_one_to_a_cpu_only_when_they_pair_up() {
+    fn workers_are_pinned_only_when_asked() {
         let usable = [2, 3, 6, 7];
-        assert_eq!(pin_plan(4, None, &usable), vec![2, 3, 6, 7]);
-        assert_eq!(
-            pin_plan(2, None, &usable),
-            Vec::<usize>::new(),
-            "fewer workers than CPUs"
-        );
-        assert_eq!(
-            pin_plan(6, None, &usable),
-            Vec::<usize>::new(),
-            "more workers than CPUs"
-        );
-        assert_eq!(pin_plan(4, Some(false), &usable), Vec::<usize>::new());
+        for workers in [2, 4, 6] {
+            assert_eq!(
+                pin_plan(workers, None, &usable),
+                Vec::<usize>::new(),
+                "{workers} workers, left out"
+            );
+            assert_eq!(pin_plan(workers, Some(false), &usable), Vec::<usize>::new());
+        }
+        assert_eq!(pin_plan(4, Some(true), &usable), vec![2, 3, 6, 7]);
         assert_eq!(pin_plan(6, Some(true), &usable), vec![2, 3, 6, 7, 2, 3]);
         assert_eq!(pin_plan(2, Some(true), &usable), vec![2, 3]);
         assert_eq!(
@@ -280,7 +257,7 @@ mod tests {
         assert!(!usable.is_empty(), "the affinity mask is readable on Linux");
         let workers = Workers::start(1, Some(true)).expect("workers start");
         let (tx, rx) = tokio::sync::oneshot::channel();
-        workers.spawn(async move {
+        workers.spawn_on(0, async move {
             let _ = tx.send(usable_cpus());
         });
         let seen = rx.await.expect("the worker answers");

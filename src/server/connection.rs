@@ -81,6 +81,8 @@ pub(super) struct Hold {
     pub(super) _slot: tokio::sync::OwnedSemaphorePermit,
     /// Its count in `pagegate_open_connections`.
     pub(super) _open: crate::metrics::OpenConnection,
+    /// Its count on its worker, which decides where new connections go.
+    pub(super) _on_worker: super::balance::OpenOnWorker,
     /// Its place in what the shutdown waits for.
     pub(super) _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
 }
@@ -94,7 +96,17 @@ impl EndSignal for Hold {
 }
 
 impl Connection {
-    pub(super) async fn serve_plain(self, stream: TcpStream) {
+    /// Serves the connection on the worker this runs on, which must be `self.worker`.
+    pub(super) async fn serve(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
+        match tls {
+            None => self.serve_plain(stream).await,
+            // Boxed: a TLS connection's state is large, and a plain connection's task would
+            // otherwise be as large, idle or not.
+            Some(acceptor) => Box::pin(self.serve_tls(stream, acceptor)).await,
+        }
+    }
+
+    async fn serve_plain(self, stream: TcpStream) {
         // Nothing but the socket is held until the client speaks.
         let mut first = [0u8; H2_PREFACE.len()];
         let idle = self.settings.idle_timeout;
@@ -115,7 +127,7 @@ impl Connection {
         }
     }
 
-    pub(super) async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor) {
+    async fn serve_tls(self, stream: TcpStream, acceptor: TlsAcceptor) {
         let timeout = self.live.config().server.tls_handshake_timeout;
         let handshake = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
         let stream = match handshake {

@@ -6,6 +6,7 @@
 //! an open connection. Shutdown stops accepting at once, asks every connection to finish its
 //! in-flight requests, and gives up after `shutdown_grace`.
 
+mod balance;
 mod connection;
 pub mod control;
 pub(crate) mod framing;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -170,9 +171,13 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     control::serve(live.clone(), &data_dir, shutdown.clone(), &background)
         .await
         .map_err(|e| StartError::Setup(format!("control socket in {}: {e}", data_dir.display())))?;
+    // The workers accept on the listeners themselves (`accept_on_worker`): they leave this
+    // runtime's event loop for theirs.
+    let http = http.map(for_workers).transpose()?;
+    let https = https.map(for_workers).transpose()?;
     let https = match https {
         Some(listener) => {
-            let tls = tls::server_config(live.clone()).map_err(StartError::Setup)?;
+            let tls = tls::server_config(&live).map_err(StartError::Setup)?;
             Some((listener, TlsAcceptor::from(Arc::new(tls))))
         }
         None => None,
@@ -218,6 +223,12 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
+fn for_workers(listener: TcpListener) -> Result<std::net::TcpListener, StartError> {
+    listener
+        .into_std()
+        .map_err(|e| StartError::Setup(format!("cannot hand the listener to the workers: {e}")))
+}
+
 /// Per-connection protocol settings, built once: a reload does not change them (the TLS
 /// handshake timeout and the shutdown grace are read from the configuration in force instead).
 struct ConnectionSettings {
@@ -234,6 +245,9 @@ struct ConnectionSettings {
     workers: workers::Workers,
     /// Each worker's quiet keep-alive connections, by worker.
     lots: Vec<Arc<parking::Lot<Connection>>>,
+    /// Each worker's open connections, by which a worker that accepted a connection decides
+    /// whether to serve it itself.
+    load: Arc<balance::WorkerLoad>,
 }
 
 /// The HTTP/1.1 settings, applied alike to hyper-util's auto builder and to hyper's own: the two
@@ -279,6 +293,7 @@ impl ConnectionSettings {
             http1,
             idle_timeout: config.server.header_read_timeout,
             connection_slots: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
+            load: balance::WorkerLoad::new(workers.count()),
             workers,
             lots,
         })
@@ -287,8 +302,8 @@ impl ConnectionSettings {
 
 async fn serve(
     live: Arc<Live>,
-    http: Option<TcpListener>,
-    https: Option<(TcpListener, TlsAcceptor)>,
+    http: Option<std::net::TcpListener>,
+    https: Option<(std::net::TcpListener, TlsAcceptor)>,
     settings: Arc<ConnectionSettings>,
     background: TaskTracker,
     shutdown: CancellationToken,
@@ -298,26 +313,33 @@ async fn serve(
     let _workers_end_with_this = settings.workers.stop_on_drop();
     // Every connection, whichever worker serves it; waited for at shutdown.
     let connections = TaskTracker::new();
-    let mut loops = tokio::task::JoinSet::new();
-    if let Some(listener) = http {
-        loops.spawn(accept_loop(
-            listener,
-            None,
-            live.clone(),
-            settings.clone(),
-            connections.clone(),
-            shutdown.clone(),
-        ));
-    }
-    if let Some((listener, acceptor)) = https {
-        loops.spawn(accept_loop(
-            listener,
-            Some(acceptor),
-            live.clone(),
-            settings.clone(),
-            connections.clone(),
-            shutdown.clone(),
-        ));
+    // Every worker's accept loops; waited for at shutdown, when they drop their listeners.
+    let accepting = TaskTracker::new();
+    let listeners = http
+        .map(|listener| (listener, None))
+        .into_iter()
+        .chain(https.map(|(listener, acceptor)| (listener, Some(acceptor))));
+    for (listener, tls) in listeners {
+        for worker in 0..settings.workers.count() {
+            let listener = match listener.try_clone() {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::error!(worker = worker + 1, error = %e, "cannot share the listener with this worker");
+                    continue;
+                }
+            };
+            settings.workers.spawn_on(
+                worker,
+                accepting.track_future(accept_on_worker(
+                    listener,
+                    tls.clone(),
+                    worker,
+                    Arc::downgrade(&live),
+                    settings.clone(),
+                    connections.clone(),
+                )),
+            );
+        }
     }
     {
         let (stop, live) = (shutdown.clone(), live.clone());
@@ -350,7 +372,8 @@ async fn serve(
         // Mail waiting for a retry is dropped rather than waited for.
         auth.mailer().close();
     }
-    loops.join_all().await;
+    accepting.close();
+    accepting.wait().await;
     tracing::info!("shutting down: no new connections, finishing requests in flight");
     // Each connection saw the shutdown token: idle ones close, busy ones finish their requests.
     connections.close();
@@ -403,14 +426,38 @@ async fn watch_access(live: Arc<Live>, stop: CancellationToken) {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// Accepts connections on the worker it runs on, for the rest of the gateway's life.
+///
+/// Every worker accepts from every listener (each through its own descriptor of the one
+/// listening socket, registered with its own event loop), as nginx's workers do: a connection is
+/// served where it was accepted, with no hand-over between threads, unless that worker already
+/// serves clearly more than another ([`balance`]). A new connection wakes every worker waiting
+/// on the socket; the first to call `accept` takes it, the others find nothing and go back to
+/// their work. (Separate sockets per worker with `SO_REUSEPORT` would spare those wake-ups, but
+/// would also let a second process of the same user bind the same port without an error and
+/// take a share of the connections.)
+async fn accept_on_worker(
+    listener: std::net::TcpListener,
     tls: Option<TlsAcceptor>,
-    live: Arc<Live>,
+    worker: usize,
+    // Weak: a loop runs on its worker until the worker ends, which may be after everything else
+    // of a gateway whose runtime ended under it let go of the state (and so of the store).
+    live: std::sync::Weak<Live>,
     settings: Arc<ConnectionSettings>,
     connections: TaskTracker,
-    shutdown: CancellationToken,
 ) {
+    let Some(lot) = settings.lots.get(worker).cloned() else {
+        return;
+    };
+    // This worker's token, so that waiting on it never contends with another worker.
+    let shutdown = lot.shutdown().clone();
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(worker = worker + 1, error = %e, "cannot accept connections on this worker");
+            return;
+        }
+    };
     loop {
         // At the connection limit, wait for a slot; new clients queue in the listen backlog.
         let slot = tokio::select! {
@@ -432,47 +479,44 @@ async fn accept_loop(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        // The socket moves to a worker's own event loop, so it leaves this one's.
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::debug!(peer = %peer, error = %e, "cannot hand the connection over");
-                continue;
-            }
+        let Some(live) = live.upgrade() else {
+            return;
         };
-        let worker = settings.workers.next();
-        let Some(lot) = settings.lots.get(worker) else {
+        let _ = stream.set_nodelay(true);
+        let serving = settings.load.pick(worker);
+        let Some(serving_lot) = settings.lots.get(serving) else {
             continue;
         };
         let conn = Connection {
-            live: live.clone(),
+            live,
             settings: settings.clone(),
-            worker,
+            worker: serving,
             peer,
             hold: Arc::new(Hold {
-                shutdown: lot.shutdown().clone(),
+                shutdown: serving_lot.shutdown().clone(),
                 _slot: slot,
                 _open: crate::metrics::global().connection_opened(),
+                _on_worker: settings.load.open(serving),
                 _tracked: connections.token(),
             }),
         };
         let tls = tls.clone();
-        let fut = async move {
-            let stream = match TcpStream::from_std(stream) {
-                Ok(stream) => stream,
-                Err(e) => {
-                    tracing::debug!(peer = %conn.peer, error = %e, "cannot register the connection");
-                    return;
+        if serving == worker {
+            tokio::spawn(conn.serve(stream, tls));
+            continue;
+        }
+        // Handed to a less busy worker: the socket leaves this worker's event loop for that
+        // one's.
+        match stream.into_std() {
+            Ok(stream) => settings.workers.spawn_on(serving, async move {
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => conn.serve(stream, tls).await,
+                    Err(e) => {
+                        tracing::debug!(peer = %conn.peer, error = %e, "cannot register the connection");
+                    }
                 }
-            };
-            match tls {
-                None => conn.serve_plain(stream).await,
-                // Boxed: a TLS connection's state is large, and a plain connection's task would
-                // otherwise be as large, idle or not.
-                Some(acceptor) => Box::pin(conn.serve_tls(stream, acceptor)).await,
-            }
-        };
-        settings.workers.spawn_on(worker, fut);
+            }),
+            Err(e) => tracing::debug!(peer = %peer, error = %e, "cannot hand the connection over"),
+        }
     }
 }

@@ -42,7 +42,9 @@ pub(crate) fn certificates(config: &Config) -> Result<Certificates, String> {
 
 /// Picks a certificate by server name, from the state in force.
 struct SniResolver {
-    live: Arc<Live>,
+    /// Weak: every worker's accept loop holds the TLS configuration, and so this, until its
+    /// worker ends; the state (and the store in it) must not wait for that.
+    live: std::sync::Weak<Live>,
 }
 
 impl std::fmt::Debug for SniResolver {
@@ -53,7 +55,7 @@ impl std::fmt::Debug for SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let state = self.live.load();
+        let state = self.live.upgrade()?.load();
         match hello.server_name() {
             Some(name) => {
                 let host = normalize_host(name)?;
@@ -75,13 +77,15 @@ const SESSION_CACHE_ENTRIES: usize = 256;
 /// every six hours (a ticket stays valid for one period after its key was replaced). A stored
 /// session, rustls's default, lasts only until enough other handshakes push it out of the
 /// bounded store: under load, a returning visitor paid for a full handshake again.
-pub(crate) fn server_config(live: Arc<Live>) -> Result<rustls::ServerConfig, String> {
+pub(crate) fn server_config(live: &Arc<Live>) -> Result<rustls::ServerConfig, String> {
     let provider = Arc::new(tls_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS set-up failed: {e}"))?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { live }));
+        .with_cert_resolver(Arc::new(SniResolver {
+            live: Arc::downgrade(live),
+        }));
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     tls.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
         .map_err(|e| format!("TLS session tickets: {e}"))?;
