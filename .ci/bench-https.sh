@@ -25,6 +25,7 @@
 #   BENCH_KEYS="ecdsa rsa"    certificates to measure
 #   BENCH_MEASURES="h1 h2 full resumed"
 #   BENCH_UPSTREAM_WORKERS=1  nginx worker processes of the upstream
+#   BENCH_PIN_WORKERS=false   pagegate's server.pin_workers (true: each worker kept on a CPU)
 #   BENCH_QUIET_WAIT=30       seconds to wait, before each run, for other work on the machine to
 #                             stop (CPUs at most 10% busy); a busy machine is warned about
 #   PAGEGATE_BIN=...          use this binary instead of building target/release/pagegate
@@ -44,6 +45,8 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_KEYS=${BENCH_KEYS:-ecdsa rsa}
 BENCH_MEASURES=${BENCH_MEASURES:-h1 h2 full resumed}
 BENCH_UPSTREAM_WORKERS=${BENCH_UPSTREAM_WORKERS:-1}
+BENCH_PIN_WORKERS=${BENCH_PIN_WORKERS:-false}
+case "$BENCH_PIN_WORKERS" in true | false) ;; *) echo "BENCH_PIN_WORKERS must be true or false" >&2; exit 2 ;; esac
 BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-30}
 BENCH_OUT=${BENCH_OUT:-}
 BENCH_NOFILE=65536
@@ -248,7 +251,7 @@ NGINX_PID=$LAST_PID
 declare -A PG_PID
 for kind in ecdsa rsa; do
     render "$BENCH/https.pagegate.toml" "$WORK/pagegate-$kind.toml" "${common[@]}" KIND="$kind" \
-        PORT="${PORT[pagegate $kind]}"
+        PORT="${PORT[pagegate $kind]}" PIN_WORKERS="$BENCH_PIN_WORKERS"
     PAGEGATE_LOG=warn "$PG_BIN" serve --config "$WORK/pagegate-$kind.toml" 2>"$WORK/pagegate-$kind.log" &
     PG_PID[$kind]=$!
     STARTED_PIDS+=("$!")
@@ -262,7 +265,7 @@ OURS="$(pids_of_nginx "$UPSTREAM_PID") $(pids_of_nginx "$NGINX_PID") ${PG_PID[*]
 {
     echo "## HTTPS benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
-    echo "- pagegate $(pagegate_commit); $("$NGINX" -v 2>&1 | sed 's/.*version: //') with $(openssl version | cut -d' ' -f1-2); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $(h2load --version | head -1)"
+    echo "- pagegate $(pagegate_commit), pin_workers = $BENCH_PIN_WORKERS; $("$NGINX" -v 2>&1 | sed 's/.*version: //') with $(openssl version | cut -d' ' -f1-2); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $(h2load --version | head -1)"
     echo "- CPU: $(machine_line); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- GET /1k (1024-byte static file) through each proxy to one nginx upstream ($BENCH_UPSTREAM_WORKERS worker); $BENCH_WARMUP warm-up + $BENCH_DURATION measured per run"
     echo "- h1: wrk, 1 thread, $BENCH_CONNECTIONS connections; h2: h2load, 1 thread, $BENCH_H2_CONNECTIONS connections × $BENCH_H2_STREAMS streams; full and resumed: tls_handshakes, 1 thread, $BENCH_CONNECTIONS connections at once, each one request with \`Connection: close\`"
