@@ -27,6 +27,7 @@
 #   BENCH_ACCESS_LOG=1       also measure both proxies with their access log on, written to a
 #                            file in the temporary directory (emptied after each run), in the
 #                            same rounds: what the access log costs each of them
+#   BENCH_PIN_WORKERS=false  pagegate's server.pin_workers (true: each worker kept on a CPU)
 #   BENCH_OUT=DIR            also keep the results and raw wrk output in DIR
 set -euo pipefail
 
@@ -47,6 +48,8 @@ BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-30}
 BENCH_FLOOR=${BENCH_FLOOR:-1}
 BENCH_ROUNDS=${BENCH_ROUNDS:-4}
 BENCH_ACCESS_LOG=${BENCH_ACCESS_LOG:-1}
+BENCH_PIN_WORKERS=${BENCH_PIN_WORKERS:-false}
+case "$BENCH_PIN_WORKERS" in true | false) ;; *) echo "BENCH_PIN_WORKERS must be true or false" >&2; exit 2 ;; esac
 
 BENCH_TAG=bench-proxy
 # shellcheck source=bench/lib.sh
@@ -281,7 +284,7 @@ start_nginx proxy "$WORK/proxy.conf"
 PROXY_PID=$LAST_PID
 wait_ready "nginx proxy" "http://127.0.0.1:$PROXY_PORT/1k" "$WORK/proxy.error.log"
 
-render "$BENCH/pagegate.toml" "$WORK/pagegate.toml" "${common[@]}" PORT="$PG_PORT"
+render "$BENCH/pagegate.toml" "$WORK/pagegate.toml" "${common[@]}" PORT="$PG_PORT" PIN_WORKERS="$BENCH_PIN_WORKERS"
 PAGEGATE_LOG=warn "$PG_BIN" serve --config "$WORK/pagegate.toml" 2>"$WORK/pagegate.log" &
 PG_PID=$!
 STARTED_PIDS+=("$PG_PID")
@@ -305,7 +308,8 @@ if [ "$BENCH_ACCESS_LOG" = 1 ]; then
     LOG_PROXY_PID=$LAST_PID
     wait_ready "nginx proxy, access log on" "http://127.0.0.1:$LOG_PROXY_PORT/1k" "$WORK/proxy-log.error.log"
 
-    render "$BENCH/pagegate.toml" "$WORK/pagegate-log.toml" "${common[@]}" PORT="$LOG_PG_PORT"
+    render "$BENCH/pagegate.toml" "$WORK/pagegate-log.toml" "${common[@]}" PORT="$LOG_PG_PORT" \
+        PIN_WORKERS="$BENCH_PIN_WORKERS"
     sed -i -e "s|^access_log = false|access_log_path = \"$WORK/pagegate-access.log\"|" \
         -e "s|/pagegate-data\"|/pagegate-log-data\"|" "$WORK/pagegate-log.toml"
     grep -q "^access_log_path" "$WORK/pagegate-log.toml" ||
@@ -328,7 +332,7 @@ commit=$(pagegate_commit)
 {
     echo "## Proxy benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
-    echo "- pagegate $commit; $("$NGINX" -v 2>&1 | sed 's/.*version: //'); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+    echo "- pagegate $commit, pin_workers = $BENCH_PIN_WORKERS; $("$NGINX" -v 2>&1 | sed 's/.*version: //'); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
     echo "- CPU: $(machine_line)"
     echo "- wrk: $BENCH_THREADS thread(s), $BENCH_CONNECTIONS keep-alive connections, $BENCH_WARMUP warm-up + $BENCH_DURATION measured, GET /1k (1024-byte static file); upstream nginx workers: $BENCH_UPSTREAM_WORKERS"
     echo "- $BENCH_ROUNDS round(s) of the proxies' runs, taking turns, the order reversed every other round; each figure below is the median of its rounds"
