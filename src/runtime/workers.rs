@@ -8,12 +8,12 @@
 //! for the same reason ([`current`]).
 //!
 //! Workers are kept on CPUs of their own only when `server.pin_workers` asks for it. Pinned, no
-//! two busy workers share a CPU while another runs something else, which lowers the p99 latency
-//! of keep-alive requests on a machine saturated by them; but a pinned worker also cannot move
-//! to a CPU that another program leaves idle, and a gateway shares its machine with its upstream
-//! more often than not: on two cores shared with the load generator and the upstream, pinned
-//! workers left a quarter of the CPU time idle and made 30–45% fewer TLS handshakes per second
-//! (docs/performance.md), for a p99 only about a tenth lower on keep-alive requests.
+//! two busy workers share a CPU while another runs something else, which helps a machine kept
+//! busy by long-lived connections (HTTP/2 served 11–25% more requests a second); but a pinned
+//! worker also cannot move to a CPU that another program leaves idle, and a gateway shares its
+//! machine with its upstream more often than not: on two cores shared with the load generator
+//! and the upstream, pinned workers left a quarter of the CPU time idle and made 30–45% fewer
+//! TLS handshakes per second, with keep-alive HTTP/1.1 no faster (docs/performance.md).
 //!
 //! Every worker accepts connections itself, from its own descriptor of each listening socket
 //! (`server::accept_on_worker`), and serves each connection where it accepted it: no socket is
