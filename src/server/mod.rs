@@ -1,10 +1,10 @@
 //! Listeners, connections and shutdown.
 //!
 //! Every worker accepts from every listener; each connection is its own task speaking HTTP/1.1
-//! or HTTP/2 (ALPN on TLS, prior knowledge on plain TCP). Each request is answered by the gateway in force
-//! when it arrives ([`reload::Live`]), so a configuration reload applies to the next request of
-//! an open connection. Shutdown stops accepting at once, asks every connection to finish its
-//! in-flight requests, and gives up after `shutdown_grace`.
+//! or HTTP/2 (ALPN on TLS, prior knowledge on plain TCP). Each request is answered by the
+//! gateway in force when it arrives ([`reload::Live`]), so a configuration reload applies to the
+//! next request of an open connection. Shutdown stops accepting at once, asks every connection
+//! to finish its in-flight requests, and gives up after `shutdown_grace`.
 
 mod balance;
 mod connection;
