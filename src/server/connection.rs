@@ -406,11 +406,23 @@ where
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = stream.shutdown().await;
     let until = tokio::time::Instant::now() + CLOSE_LINGER_MAX;
-    let mut sink = vec![0u8; 16 * 1024];
+    // Most clients send nothing more: a small buffer tells, and only a client that does send
+    // more gets the large one, so the usual close neither allocates nor zeroes 16 KiB.
+    let mut small = [0u8; 512];
+    let mut large: Vec<u8> = Vec::new();
     loop {
         let quiet = (tokio::time::Instant::now() + CLOSE_LINGER_QUIET).min(until);
-        match tokio::time::timeout_at(quiet, stream.read(&mut sink)).await {
-            Ok(Ok(n)) if n > 0 => {}
+        let sink: &mut [u8] = if large.is_empty() {
+            &mut small
+        } else {
+            &mut large
+        };
+        match tokio::time::timeout_at(quiet, stream.read(sink)).await {
+            Ok(Ok(n)) if n > 0 => {
+                if large.is_empty() {
+                    large = vec![0u8; 16 * 1024];
+                }
+            }
             _ => return,
         }
     }
