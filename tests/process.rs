@@ -9,6 +9,10 @@ use common::client;
 use common::process::{GatewayProcess, run};
 use common::{TestUpstream, write_config};
 
+/// One site with one page, `course`, behind an upstream nobody answers on: for the client
+/// commands, which never reach it.
+const COURSE_SITE: &str = "[server]\nlisten = \"127.0.0.1:0\"\n\n[[site]]\nhosts = [\"*\"]\nupstream = \"http://127.0.0.1:9\"\n\
+     public_url = \"http://school.test\"\n\n[[site.page]]\nid = \"course\"\npaths = [\"/course/\"]\n";
 const VALID: &str = "[server]\nlisten = \"127.0.0.1:8080\"\n\n[[site]]\nhosts = [\"a.example\"]\nupstream = \"http://127.0.0.1:8000\"\n";
 
 #[test]
@@ -308,11 +312,7 @@ async fn the_demo_serves_the_sample_site_through_the_gateway() {
 #[test]
 fn clients_are_managed_from_the_command_line_with_or_without_a_running_gateway() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = write_config(
-        dir.path(),
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[site]]\nhosts = [\"*\"]\nupstream = \"http://127.0.0.1:9\"\n\
-         public_url = \"http://school.test\"\n\n[[site.page]]\nid = \"course\"\npaths = [\"/course/\"]\n",
-    );
+    let path = write_config(dir.path(), COURSE_SITE);
     let config = path.display().to_string();
     let clients = |args: &[&str]| {
         let mut all = vec!["clients", "--config", &config];
@@ -438,11 +438,7 @@ fn the_healthcheck_command_tells_a_serving_gateway_from_a_stopped_one() {
 fn a_long_list_is_printed_whole_a_chunk_at_a_time_with_or_without_a_running_gateway() {
     use pagegate::store::{AuditEvent, AuditKind, ClientSet, Source, Store, redb::RedbStore};
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = write_config(
-        dir.path(),
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[site]]\nhosts = [\"*\"]\nupstream = \"http://127.0.0.1:9\"\n\
-         public_url = \"http://school.test\"\n\n[[site.page]]\nid = \"course\"\npaths = [\"/course/\"]\n",
-    );
+    let path = write_config(dir.path(), COURSE_SITE);
     // 2,345 clients (more than two of the command's chunks), imported straight into the file.
     let emails: Vec<String> = (0..2_345).rev().map(|i| format!("m{i:05}@x.org")).collect();
     {
