@@ -274,8 +274,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Threads serving connections, each with its own event loop.
     pub workers: usize,
-    /// Whether workers are pinned to CPUs: `None` decides at start (see `runtime::workers`).
-    pub pin_workers: Option<bool>,
+    /// Whether each worker is kept on a CPU of its own (see `runtime::workers`).
+    pub pin_workers: bool,
     /// Whether each request is logged at `info` with target `pagegate::access`.
     pub access_log: bool,
     /// Whether access log lines name the signed-in visitor's email.

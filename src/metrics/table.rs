@@ -372,7 +372,7 @@ mod tests {
         let series = table.series("school", "");
         let timers = Arc::new(UpstreamTable::default());
         let timer = timers.timer("school");
-        let workers = crate::runtime::workers::Workers::start(2, Some(false)).expect("workers");
+        let workers = crate::runtime::workers::Workers::start(2, false).expect("workers");
         let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
         for worker in 0..2 {
             let (series, timer, done) = (series.clone(), timer.clone(), done.clone());

@@ -79,8 +79,8 @@ pub(crate) struct Workers {
 
 impl Workers {
     /// Starts `count` worker threads, each with its own runtime (timers and I/O enabled), pinned
-    /// to CPUs only if `pin` is `Some(true)`.
-    pub(crate) fn start(count: usize, pin: Option<bool>) -> std::io::Result<Workers> {
+    /// to CPUs if `pin`.
+    pub(crate) fn start(count: usize, pin: bool) -> std::io::Result<Workers> {
         let cpus = pin_plan(count, pin, &usable_cpus());
         let stop = CancellationToken::new();
         let mut handles = Vec::with_capacity(count);
@@ -157,8 +157,8 @@ impl Workers {
 
 /// The CPU each worker is kept on, by worker (empty: none pinned). Only when asked for: the
 /// workers are then spread over the usable CPUs in turn.
-fn pin_plan(workers: usize, pin: Option<bool>, usable: &[usize]) -> Vec<usize> {
-    if pin != Some(true) || usable.is_empty() {
+fn pin_plan(workers: usize, pin: bool, usable: &[usize]) -> Vec<usize> {
+    if !pin || usable.is_empty() {
         return Vec::new();
     }
     usable.iter().copied().cycle().take(workers).collect()
@@ -210,7 +210,7 @@ mod tests {
 
     #[tokio::test]
     async fn futures_run_on_the_worker_they_are_given_to_and_know_its_number() {
-        let workers = Workers::start(2, None).expect("workers start");
+        let workers = Workers::start(2, false).expect("workers start");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         for n in 0..4 {
             let tx = tx.clone();
@@ -234,20 +234,15 @@ mod tests {
         let usable = [2, 3, 6, 7];
         for workers in [2, 4, 6] {
             assert_eq!(
-                pin_plan(workers, None, &usable),
+                pin_plan(workers, false, &usable),
                 Vec::<usize>::new(),
-                "{workers} workers, left out"
+                "{workers} workers"
             );
-            assert_eq!(pin_plan(workers, Some(false), &usable), Vec::<usize>::new());
         }
-        assert_eq!(pin_plan(4, Some(true), &usable), vec![2, 3, 6, 7]);
-        assert_eq!(pin_plan(6, Some(true), &usable), vec![2, 3, 6, 7, 2, 3]);
-        assert_eq!(pin_plan(2, Some(true), &usable), vec![2, 3]);
-        assert_eq!(
-            pin_plan(2, Some(true), &[]),
-            Vec::<usize>::new(),
-            "mask unknown"
-        );
+        assert_eq!(pin_plan(4, true, &usable), vec![2, 3, 6, 7]);
+        assert_eq!(pin_plan(6, true, &usable), vec![2, 3, 6, 7, 2, 3]);
+        assert_eq!(pin_plan(2, true, &usable), vec![2, 3]);
+        assert_eq!(pin_plan(2, true, &[]), Vec::<usize>::new(), "mask unknown");
     }
 
     #[cfg(target_os = "linux")]
@@ -255,7 +250,7 @@ mod tests {
     async fn a_pinned_worker_runs_on_its_cpu_alone() {
         let usable = usable_cpus();
         assert!(!usable.is_empty(), "the affinity mask is readable on Linux");
-        let workers = Workers::start(1, Some(true)).expect("workers start");
+        let workers = Workers::start(1, true).expect("workers start");
         let (tx, rx) = tokio::sync::oneshot::channel();
         workers.spawn_on(0, async move {
             let _ = tx.send(usable_cpus());

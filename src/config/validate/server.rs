@@ -105,7 +105,7 @@ impl Ctx<'_> {
                         )
                     })?,
             },
-            pin_workers: s.pin_workers,
+            pin_workers: s.pin_workers.unwrap_or(false),
             access_log: s.access_log.unwrap_or(true),
             access_log_email: s.access_log_email.unwrap_or(false),
             access_log_path: match &s.access_log_path {
@@ -196,10 +196,12 @@ mod tests {
     }
 
     #[test]
-    fn pinning_is_decided_at_start_unless_set() {
-        assert_eq!(parse(MINIMAL).expect("valid").server.pin_workers, None);
+    fn workers_are_pinned_only_when_set() {
+        assert!(!parse(MINIMAL).expect("valid").server.pin_workers);
         let off = MINIMAL.replace("[server]", "[server]\npin_workers = false");
-        assert_eq!(parse(&off).expect("valid").server.pin_workers, Some(false));
+        assert!(!parse(&off).expect("valid").server.pin_workers);
+        let on = MINIMAL.replace("[server]", "[server]\npin_workers = true");
+        assert!(parse(&on).expect("valid").server.pin_workers);
         let bad = MINIMAL.replace("[server]", "[server]\npin_workers = \"yes\"");
         let message = parse(&bad).expect_err("a string is refused").to_string();
         assert!(message.contains("pin_workers"), "{message}");
